@@ -1,0 +1,78 @@
+"""hookdispatch: send signed webhooks from your application.
+
+>>> import hookdispatch as hd
+>>> hooks = hd.Dispatcher(storage=hd.MemoryStorage(), workers=0)
+
+See the README and ``docs/`` for the guide; every public name is listed in ``__all__``.
+"""
+
+from ._core import Request, Response
+from ._dispatcher import Dispatcher
+from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, generate_secret
+from ._policy import RetryPolicy
+from ._signing import sign_hex, sign_standard, verify_signature, verify_standard_webhook
+from ._transport import HttpxTransport, Transport
+from .exceptions import (
+    ConnectError,
+    ConnectionBrokenError,
+    DeliveryTimeout,
+    DispatcherClosedError,
+    FailureKind,
+    HookDispatchError,
+    InvalidEndpointError,
+    InvalidEventError,
+    InvalidInputError,
+    InvalidResponseError,
+    InvalidStateError,
+    NotFoundError,
+    StorageError,
+    TLSError,
+    TransportError,
+    UnknownDeliveryError,
+    UnknownEndpointError,
+    UnknownEventError,
+)
+from .storage import MemoryStorage, SQLiteStorage, Storage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attempt",
+    "ConnectError",
+    "ConnectionBrokenError",
+    "Delivery",
+    "DeliveryStatus",
+    "DeliveryTimeout",
+    "Dispatcher",
+    "DispatcherClosedError",
+    "Endpoint",
+    "Event",
+    "FailureKind",
+    "HookDispatchError",
+    "HttpxTransport",
+    "InvalidEndpointError",
+    "InvalidEventError",
+    "InvalidInputError",
+    "InvalidResponseError",
+    "InvalidStateError",
+    "MemoryStorage",
+    "NotFoundError",
+    "Request",
+    "Response",
+    "RetryPolicy",
+    "SQLiteStorage",
+    "Storage",
+    "StorageError",
+    "TLSError",
+    "Transport",
+    "TransportError",
+    "UnknownDeliveryError",
+    "UnknownEndpointError",
+    "UnknownEventError",
+    "__version__",
+    "generate_secret",
+    "sign_hex",
+    "sign_standard",
+    "verify_signature",
+    "verify_standard_webhook",
+]

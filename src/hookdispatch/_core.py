@@ -1,0 +1,139 @@
+"""The sans-I/O core: what to send for a claimed delivery, and what its outcome means.
+
+``prepare`` turns a claim into a signed :class:`Request`; ``conclude`` turns the
+transport's answer into the :class:`Attempt` record and the delivery's next state.
+Both are pure (no sockets, no clocks, no storage), so the sync and async drivers
+share them and they are tested without either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from attrs import evolve, field, frozen
+
+from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, new_id
+from ._policy import RetryPolicy
+from ._signing import sign_hex, standard_headers
+from .exceptions import FailureKind, TransportError
+
+__all__ = ["Claim", "Outcome", "Request", "Response", "conclude", "prepare"]
+
+USER_AGENT = "hookdispatch/0.1"
+
+
+@frozen
+class Claim:
+    """A delivery a worker holds under a lease, with what it needs to send it.
+
+    Storage backends return these from ``claim``; ``lease`` is the token that proves
+    the worker still holds the delivery when it records the outcome.
+    """
+
+    delivery: Delivery
+    endpoint: Endpoint
+    event_type: str
+    body: bytes = field(repr=False)
+    lease: str = field(repr=False)
+
+
+@frozen
+class Request:
+    """One HTTP POST to make, with its total deadline in seconds."""
+
+    url: str
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+    timeout: float
+
+
+@frozen
+class Response:
+    """What the receiver answered. ``body`` holds at most the transport's cap."""
+
+    status_code: int
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+
+
+Outcome = Response | TransportError
+"""What a transport returns for one request: a response, or why there was none."""
+
+
+def prepare(claim: Claim, *, now: datetime, timeout: float) -> Request:
+    """The signed POST for ``claim``: the event body as stored, both signature schemes.
+
+    The Standard Webhooks timestamp is ``now``, fresh on every attempt; ``webhook-id``
+    is the event id, the same on every attempt and endpoint (receivers dedupe on it).
+    """
+    secret = claim.endpoint.secret
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "accept-encoding": "identity",
+        "x-webhook-signature": sign_hex(claim.body, secret),
+        **standard_headers(
+            claim.body, secret, msg_id=claim.delivery.event_id, timestamp=int(now.timestamp())
+        ),
+    }
+    return Request(url=claim.endpoint.url, headers=headers, body=claim.body, timeout=timeout)
+
+
+def _describe(outcome: Outcome) -> tuple[int | None, FailureKind | None, str | None, bytes]:
+    if isinstance(outcome, Response):
+        if 200 <= outcome.status_code < 300:
+            return outcome.status_code, None, None, outcome.body
+        return (
+            outcome.status_code,
+            FailureKind.HTTP_STATUS,
+            f"HTTP {outcome.status_code}",
+            outcome.body,
+        )
+    return None, outcome.kind, f"{outcome.kind.value}: {outcome}", b""
+
+
+def conclude(
+    claim: Claim,
+    outcome: Outcome,
+    *,
+    started_at: datetime,
+    duration: float,
+    now: datetime,
+    policy: RetryPolicy,
+) -> tuple[Attempt, Delivery]:
+    """Record one attempt and decide the delivery's next state.
+
+    2xx: succeeded. Anything else: retry at the time ``policy`` gives, or failed when
+    it gives up. Returns the attempt record and the updated delivery.
+    """
+    delivery = claim.delivery
+    number = delivery.attempt_count + 1
+    status_code, failure, error, body = _describe(outcome)
+    attempt = Attempt(
+        id=new_id("att"),
+        delivery_id=delivery.id,
+        number=number,
+        started_at=started_at,
+        duration=duration,
+        status_code=status_code,
+        failure=failure,
+        error=error,
+        response_body=body,
+    )
+    if failure is None:
+        status, next_at = DeliveryStatus.SUCCEEDED, None
+    else:
+        next_at = policy.next_attempt_at(
+            attempt_number=number, first_due_at=delivery.created_at, now=now
+        )
+        status = DeliveryStatus.FAILED if next_at is None else DeliveryStatus.PENDING
+    updated = evolve(
+        delivery,
+        status=status,
+        attempt_count=number,
+        next_attempt_at=next_at,
+        last_error=error,
+        updated_at=now,
+    )
+    return attempt, updated

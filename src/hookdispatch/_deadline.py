@@ -1,0 +1,171 @@
+"""A total deadline for synchronous httpx requests.
+
+httpx's ``timeout`` applies to each network operation on its own: a receiver that
+sends one byte every 4 seconds never trips a 5 second read timeout. This module
+wraps httpcore's network backend so that every connect, TLS handshake, read and
+write is bounded by the time left until one absolute deadline, which the caller
+sets for the current thread (or context) with :func:`total_deadline`.
+
+Only public httpcore API is used: ``ConnectionPool(network_backend=…)`` and the
+``NetworkBackend``/``NetworkStream`` interfaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import time
+import typing
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+
+import httpcore
+import httpx
+
+__all__ = ["DeadlineHTTPTransport", "total_deadline"]
+
+_deadline: ContextVar[float | None] = ContextVar("hookdispatch_deadline", default=None)
+_WRITE_CHUNK = 64 * 1024
+
+
+@contextlib.contextmanager
+def total_deadline(seconds: float) -> Iterator[None]:
+    """Bound every network operation inside the block to ``seconds`` from now, together."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise error("total deadline exceeded")
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        # One inner write may loop over many send() calls under a single timeout;
+        # chunking re-checks the deadline between them.
+        view = memoryview(buffer)
+        for start in range(0, len(view), _WRITE_CHUNK):
+            chunk = bytes(view[start : start + _WRITE_CHUNK])
+            self._stream.write(chunk, _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, bounded))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, bounded, local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:  # pragma: no cover - endpoints are URLs, never sockets
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, bounded, socket_options))
+
+    def sleep(self, seconds: float) -> None:  # pragma: no cover - pool retries are off
+        self._backend.sleep(seconds)
+
+
+class _ResponseStream(httpx.SyncByteStream):
+    def __init__(self, stream: Iterable[bytes]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._stream
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
+class DeadlineHTTPTransport(httpx.BaseTransport):
+    """An httpx transport whose requests honour :func:`total_deadline`.
+
+    A thin twin of ``httpx.HTTPTransport`` (HTTP/1.1, no proxy) over a
+    ``httpcore.ConnectionPool`` with the deadline-aware network backend. It raises
+    httpcore's exceptions; :mod:`hookdispatch._transport` maps them to ours.
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        max_connections: int = 100,
+        keepalive_expiry: float = 30.0,
+    ) -> None:
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify),
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
+            network_backend=_DeadlineBackend(httpcore.SyncBackend()),
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.SyncByteStream)
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        response = self._pool.handle_request(core_request)
+        assert isinstance(response.stream, Iterable)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseStream(response.stream),
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,493 @@
+"""Dispatcher: the synchronous driver, inline or on a background thread pool.
+
+The loop is the same in both modes: claim due deliveries from storage under a
+lease, ``prepare`` the signed request, send it, ``conclude`` the outcome, and
+``complete`` it in storage. Inline mode runs the loop in the caller's thread for the
+event just dispatched; background mode runs it on a pump thread that hands claims
+to a pool of worker threads. Retries are persisted decisions (``next_attempt_at``);
+no worker ever sleeps on a failing endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+from attrs import evolve
+
+from ._core import Claim, Outcome, conclude, prepare
+from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ._policy import RetryPolicy
+from ._transport import HttpxTransport, Transport
+from ._types import JSON, Clock, Sleep, utc_now
+from .exceptions import (
+    DispatcherClosedError,
+    InvalidInputError,
+    InvalidResponseError,
+    InvalidStateError,
+    TransportError,
+)
+from .storage import MemoryStorage, Storage
+
+__all__ = ["Dispatcher"]
+
+logger = logging.getLogger("hookdispatch")
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_LEASE = 60.0
+
+
+def check_options(*, timeout: float, lease: float, poll_interval: float) -> None:
+    """Reject option values that cannot work, naming the fix."""
+    if not timeout > 0:
+        raise InvalidInputError("timeout must be a positive number of seconds")
+    if not lease > timeout:
+        raise InvalidInputError(
+            f"lease ({lease} s) must be longer than timeout ({timeout} s), or another worker"
+            " could claim a delivery while its attempt is still running"
+        )
+    if not poll_interval > 0:
+        raise InvalidInputError("poll_interval must be a positive number of seconds")
+
+
+def new_event(
+    storage: Storage, event_type: str, data: JSON, *, id: str | None, now: datetime
+) -> tuple[Event, list[Delivery]]:
+    """Validate an event and fan it out: one delivery per enabled, subscribed endpoint."""
+    event = Event.create(event_type, data, now=now, id=id)
+    deliveries = [
+        Delivery.create(event, endpoint, now=now)
+        for endpoint in storage.list_endpoints()
+        if endpoint.enabled and endpoint.wants(event.type)
+    ]
+    return event, deliveries
+
+
+def log_attempt(claim: Claim, attempt: Attempt, delivery: Delivery) -> None:
+    """One log line per attempt. Ids and outcome only: never the URL or the secret."""
+    if attempt.succeeded:
+        logger.debug(
+            "delivered %s (event %s) to endpoint %s on attempt %d: HTTP %s",
+            delivery.id, delivery.event_id, delivery.endpoint_id, attempt.number,
+            attempt.status_code,
+        )  # fmt: skip
+    elif delivery.status is DeliveryStatus.PENDING:
+        logger.info(
+            "attempt %d of %s (event %s) to endpoint %s failed (%s); retry at %s",
+            attempt.number, delivery.id, delivery.event_id, delivery.endpoint_id,
+            attempt.error, delivery.next_attempt_at,
+        )  # fmt: skip
+    else:
+        logger.warning(
+            "giving up on %s (event %s) to endpoint %s after %d attempts; last error: %s",
+            delivery.id, delivery.event_id, delivery.endpoint_id, attempt.number, attempt.error,
+        )  # fmt: skip
+
+
+def unexpected_failure(exc: Exception) -> TransportError:
+    """An outcome for a transport that raised instead of returning an error."""
+    return InvalidResponseError(f"transport raised {type(exc).__name__}")
+
+
+class Dispatcher:
+    """Sends events to endpoints: inline (``workers=0``) or on a background thread pool.
+
+    * ``storage``: where endpoints, events, deliveries and attempts live.
+    * ``transport``: sends the HTTP requests; an :class:`HttpxTransport` by default,
+      which this dispatcher then closes.
+    * ``workers``: ``0`` delivers inline: :meth:`dispatch` returns once every delivery
+      of the event succeeded or used up its attempts (sleeping between retries).
+      ``N > 0`` runs N worker threads: :meth:`dispatch` stores the event and returns.
+    * ``retry``: the :class:`RetryPolicy` (1 attempt + 3 retries, exponential backoff).
+    * ``timeout``: total seconds per attempt: connect, send, wait and read (5 s).
+    * ``lease``: seconds a worker holds a claimed delivery; a crashed worker's
+      deliveries are claimed again after it (60 s). Must exceed ``timeout``.
+    * ``poll_interval``: how often idle workers look for work that other processes
+      stored, or for retries that came due (1 s).
+    * ``clock`` and ``sleep``: injected time, for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        transport: Transport | None = None,
+        workers: int = 8,
+        retry: RetryPolicy | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        lease: float = DEFAULT_LEASE,
+        poll_interval: float = 1.0,
+        clock: Clock = utc_now,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        if not isinstance(storage, Storage):
+            raise InvalidInputError(
+                "storage must be a hookdispatch Storage, e.g. MemoryStorage() or"
+                " SQLiteStorage('webhooks.db')"
+            )
+        if workers < 0:
+            raise InvalidInputError("workers must be 0 (inline) or a positive number of threads")
+        check_options(timeout=timeout, lease=lease, poll_interval=poll_interval)
+        self._storage = storage
+        self._owns_transport = transport is None
+        self._transport: Transport = transport or HttpxTransport(max_connections=max(workers, 1))
+        self._workers = workers
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+        self._lease = timedelta(seconds=lease)
+        self._poll_interval = poll_interval
+        self._clock = clock
+        self._sleep = sleep
+        self._closed = False
+        self._cond = threading.Condition()
+        self._free = workers
+        self._claiming = False
+        self._wake = False
+        # Endpoints whose last attempt here failed get one attempt in flight at a
+        # time, so a dead endpoint cannot occupy every worker (head-of-line blocking).
+        self._failing: set[str] = set()
+        self._in_flight: Counter[str] = Counter()
+        self._stopping = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._pump: threading.Thread | None = None
+        if workers:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hookdispatch-worker")
+            self._pump = threading.Thread(
+                target=self._run_pump, name="hookdispatch-pump", daemon=True
+            )
+            self._pump.start()
+
+    def __repr__(self) -> str:
+        mode = "inline" if self._workers == 0 else f"workers={self._workers}"
+        state = " closed" if self._closed else ""
+        return f"<Dispatcher {mode} storage={self._storage!r}{state}>"
+
+    @property
+    def storage(self) -> Storage:
+        """The storage this dispatcher reads and writes."""
+        return self._storage
+
+    # Endpoints ----------------------------------------------------------------------
+
+    def add_endpoint(
+        self,
+        url: str,
+        *,
+        events: Iterable[str] = ("*",),
+        secret: str | None = None,
+        id: str | None = None,
+    ) -> Endpoint:
+        """Register a receiver. ``events``: exact event types, or ``"*"`` for all.
+
+        A strong secret (``whsec_`` + 32 random bytes, base64) is generated when none
+        is given; hand ``endpoint.secret`` to the receiver's owner. Raises
+        InvalidEndpointError for a URL that is not http(s) or is malformed.
+        """
+        endpoint = Endpoint.create(url, now=self._clock(), events=events, secret=secret, id=id)
+        self._storage.add_endpoint(endpoint)
+        return endpoint
+
+    def endpoints(self) -> list[Endpoint]:
+        """Every registered endpoint, enabled or not."""
+        return self._storage.list_endpoints()
+
+    def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        """The endpoint with this id. Raises UnknownEndpointError."""
+        return self._storage.get_endpoint(endpoint_id)
+
+    def disable_endpoint(self, endpoint_id: str) -> Endpoint:
+        """Stop delivering to an endpoint. Its pending deliveries wait, nothing is lost."""
+        return self._set_enabled(endpoint_id, enabled=False)
+
+    def enable_endpoint(self, endpoint_id: str) -> Endpoint:
+        """Resume an endpoint; its waiting deliveries are attempted as scheduled."""
+        return self._set_enabled(endpoint_id, enabled=True)
+
+    def _set_enabled(self, endpoint_id: str, *, enabled: bool) -> Endpoint:
+        endpoint = evolve(self._storage.get_endpoint(endpoint_id), enabled=enabled)
+        self._storage.update_endpoint(endpoint)
+        self._notify()
+        return endpoint
+
+    # Events -------------------------------------------------------------------------
+
+    def dispatch(self, event_type: str, data: JSON, *, id: str | None = None) -> Event:
+        """Send an event to every enabled endpoint subscribed to ``event_type``.
+
+        ``data`` becomes the ``data`` field of the JSON body and must be JSON (no NaN).
+        ``id`` makes the call idempotent: dispatching an id that is already stored
+        returns the stored event and sends nothing new. The event and its deliveries
+        are stored before this returns (inline mode: after delivering them too).
+        Raises InvalidEventError for bad input, storing nothing, and
+        DispatcherClosedError after :meth:`close`.
+        """
+        self._check_open()
+        event, deliveries = new_event(self._storage, event_type, data, id=id, now=self._clock())
+        if not self._storage.add_event(event, deliveries):
+            return self._storage.get_event(event.id)
+        if self._workers == 0:
+            self._deliver_inline(event.id)
+        else:
+            self._notify()
+        return event
+
+    def get_event(self, event_id: str) -> Event:
+        """The event with this id. Raises UnknownEventError."""
+        return self._storage.get_event(event_id)
+
+    def deliveries(
+        self,
+        *,
+        event_id: str | None = None,
+        endpoint_id: str | None = None,
+        status: DeliveryStatus | str | None = None,
+        limit: int | None = None,
+    ) -> list[Delivery]:
+        """Deliveries matching every given filter, oldest first."""
+        wanted = None if status is None else _status(status)
+        return self._storage.list_deliveries(
+            event_id=event_id, endpoint_id=endpoint_id, status=wanted, limit=limit
+        )
+
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        """The delivery with this id. Raises UnknownDeliveryError."""
+        return self._storage.get_delivery(delivery_id)
+
+    def attempts(self, delivery_id: str) -> list[Attempt]:
+        """Every attempt of a delivery, in order. Raises UnknownDeliveryError."""
+        return self._storage.list_attempts(delivery_id)
+
+    def redeliver(self, delivery_id: str) -> Delivery:
+        """Send a finished delivery's event to its endpoint again, as a new delivery.
+
+        The new delivery gets a full set of attempts; the old one keeps its history.
+        Inline mode returns it finished; background mode returns it pending. Raises
+        InvalidStateError for a delivery that is still pending.
+        """
+        self._check_open()
+        old = self._storage.get_delivery(delivery_id)
+        if old.status is DeliveryStatus.PENDING:
+            raise InvalidStateError(
+                f"delivery {delivery_id!r} is still pending; it will be attempted as scheduled"
+            )
+        event = self._storage.get_event(old.event_id)
+        endpoint = self._storage.get_endpoint(old.endpoint_id)
+        fresh = Delivery.create(event, endpoint, now=self._clock())
+        self._storage.add_deliveries([fresh])
+        if self._workers == 0:
+            self._deliver_inline(event.id)
+        else:
+            self._notify()
+        return self._storage.get_delivery(fresh.id)
+
+    # The delivery loop --------------------------------------------------------------
+
+    def _attempt(self, claim: Claim) -> bool:
+        """Send one claimed delivery and record what happened. True if it succeeded."""
+        started_at = self._clock()
+        request = prepare(claim, now=started_at, timeout=self._timeout)
+        began = time.perf_counter()
+        try:
+            outcome: Outcome = self._transport.send(request)
+        except Exception as exc:
+            logger.exception("transport %r raised instead of returning an outcome", self._transport)
+            outcome = unexpected_failure(exc)
+        duration = time.perf_counter() - began
+        attempt, delivery = conclude(
+            claim,
+            outcome,
+            started_at=started_at,
+            duration=duration,
+            now=self._clock(),
+            policy=self._retry,
+        )
+        if not self._storage.complete(claim, attempt, delivery):
+            logger.warning(
+                "lease on %s expired during its attempt; another worker owns it now", delivery.id
+            )
+        log_attempt(claim, attempt, delivery)
+        return attempt.succeeded
+
+    def _deliver_inline(self, event_id: str) -> None:
+        # One claim at a time, so no lease outlives the attempt it covers.
+        while True:
+            now = self._clock()
+            claims = self._storage.claim(
+                now=now, lease_until=now + self._lease, limit=1, event_id=event_id
+            )
+            if claims:
+                self._attempt(claims[0])
+                continue
+            due = self._storage.next_due_at(event_id=event_id)
+            if due is None:
+                return
+            self._sleep(max(0.0, (due - self._clock()).total_seconds()))
+
+    def _run_pump(self) -> None:
+        """Background mode: claim due work while worker slots are free; else wait."""
+        assert self._pool is not None
+        while True:
+            with self._cond:
+                while self._free == 0 and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                limit = self._free
+                self._wake = False
+                self._claiming = True
+                held_back = {ep for ep in self._failing if self._in_flight[ep]}
+            try:
+                now = self._clock()
+                claims = self._storage.claim(
+                    now=now, lease_until=now + self._lease, limit=limit, exclude_endpoints=held_back
+                )
+            except Exception:
+                logger.exception("claiming due deliveries failed; trying again shortly")
+                claims = []
+            with self._cond:
+                self._claiming = False
+                self._free -= len(claims)
+                self._in_flight.update(claim.endpoint.id for claim in claims)
+                self._cond.notify_all()
+            for claim in claims:
+                self._pool.submit(self._work, claim)
+            if claims:
+                continue
+            self._idle()
+
+    def _idle(self) -> None:
+        try:
+            due = self._storage.next_due_at()
+        except Exception:
+            logger.exception("reading the next due time failed")
+            due = None
+        wait = self._poll_interval
+        if due is not None and due > self._clock():
+            wait = min(wait, (due - self._clock()).total_seconds())
+        # Work due now that the claim skipped belongs to held-back endpoints: a
+        # finishing worker wakes us.
+        with self._cond:
+            if not self._wake and not self._stopping and wait > 0:
+                self._cond.wait(wait)
+
+    def _work(self, claim: Claim) -> None:
+        endpoint_id = claim.endpoint.id
+        succeeded = False
+        try:
+            succeeded = self._attempt(claim)
+        except Exception:
+            logger.exception(
+                "recording the attempt of %s failed; it is retried when its lease ends",
+                claim.delivery.id,
+            )
+        finally:
+            with self._cond:
+                self._free += 1
+                self._in_flight[endpoint_id] -= 1
+                if not self._in_flight[endpoint_id]:
+                    del self._in_flight[endpoint_id]
+                if succeeded:
+                    self._failing.discard(endpoint_id)
+                else:
+                    self._failing.add(endpoint_id)
+                self._cond.notify_all()
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._wake = True
+            self._cond.notify_all()
+
+    # Lifecycle ----------------------------------------------------------------------
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no delivery is due now and none is in flight.
+
+        Retries scheduled for later do not count. Returns ``False`` if ``timeout``
+        seconds passed first. Inline mode has nothing to wait for.
+        """
+        if self._workers == 0:
+            return True
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # Storage first, then the in-memory counters: a claim in progress is
+            # seen by one or the other, never by neither.
+            due = self._storage.next_due_at()
+            with self._cond:
+                busy = self._claiming or self._free < self._workers
+                if not busy and (due is None or due > self._clock()):
+                    return True
+                if self._pump is None or not self._pump.is_alive():
+                    return False
+                remaining = None if give_up is None else give_up - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(min(0.05, remaining) if remaining is not None else 0.05)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking events, deliver what is due (up to ``timeout`` s), and stop.
+
+        Attempts in flight always finish (each is bounded by the attempt timeout).
+        Retries scheduled for later stay in storage for the next Dispatcher; with
+        MemoryStorage they are lost, and a ResourceWarning says how many. The storage
+        itself stays open: it is yours to close. Idempotent.
+        """
+        if self._closed:
+            return
+        if self._workers and not self.drain(timeout):
+            logger.warning(
+                "closing with deliveries still due; they stay pending in %r", self._storage
+            )
+        self._closed = True
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._pump is not None:
+            self._pump.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._owns_transport:
+            self._transport.close()
+        self._warn_if_dropping()
+
+    def _warn_if_dropping(self) -> None:
+        if not isinstance(self._storage, MemoryStorage):
+            return
+        pending = self._storage.list_deliveries(status=DeliveryStatus.PENDING)
+        if pending:
+            warnings.warn(
+                f"{len(pending)} deliveries are still pending in MemoryStorage and will be"
+                " lost with this process; use SQLiteStorage to keep retries across restarts",
+                ResourceWarning,
+                stacklevel=3,
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DispatcherClosedError("this Dispatcher is closed; create a new one")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _status(value: DeliveryStatus | str) -> DeliveryStatus:
+    try:
+        return DeliveryStatus(value)
+    except ValueError:
+        known = ", ".join(s.value for s in DeliveryStatus)
+        raise InvalidInputError(f"unknown delivery status {value!r}; use one of {known}") from None

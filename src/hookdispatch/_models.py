@@ -1,0 +1,323 @@
+"""The values hookdispatch stores and returns: Event, Endpoint, Delivery, Attempt.
+
+All are frozen attrs classes; a change makes a new value (``attrs.evolve``). Named
+``create`` constructors validate user input and raise
+:class:`~hookdispatch.exceptions.InvalidInputError` subclasses; the plain
+constructors trust their arguments (storage backends use them to rebuild rows).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import time
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from attrs import field, frozen
+
+from ._types import JSON
+from .exceptions import FailureKind, InvalidEndpointError, InvalidEventError
+
+__all__ = [
+    "Attempt",
+    "Delivery",
+    "DeliveryStatus",
+    "Endpoint",
+    "Event",
+    "generate_secret",
+    "new_id",
+]
+
+MAX_EVENT_TYPE_LENGTH = 200
+MAX_ID_LENGTH = 200
+MIN_SECRET_LENGTH = 16
+MAX_SECRET_LENGTH = 1024
+ALL_EVENTS = "*"
+
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-/]+")
+_ID = re.compile(r"[A-Za-z0-9_.:\-]+")
+
+
+def new_id(prefix: str) -> str:
+    """A unique, roughly time-ordered id such as ``evt_0190a3b4c5d6a1b2c3d4e5f6a7b8``."""
+    millis = time.time_ns() // 1_000_000
+    return f"{prefix}_{millis:012x}{secrets.token_hex(8)}"
+
+
+def generate_secret() -> str:
+    """A new signing secret: ``whsec_`` and the base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_event_type(event_type: object) -> str:
+    if not isinstance(event_type, str) or not event_type:
+        raise InvalidEventError(
+            "event type must be a non-empty string such as 'user.created'"
+            f" (got {type(event_type).__name__} {event_type!r:.40})"
+        )
+    if len(event_type) > MAX_EVENT_TYPE_LENGTH or not _EVENT_TYPE.fullmatch(event_type):
+        raise InvalidEventError(
+            f"event type {event_type[:60]!r} is not valid: use at most {MAX_EVENT_TYPE_LENGTH}"
+            " letters, digits and . _ - : / (for example 'invoice.paid')"
+        )
+    return event_type
+
+
+def _check_id(value: object, *, what: str) -> str:
+    if not isinstance(value, str) or not _ID.fullmatch(value) or len(value) > MAX_ID_LENGTH:
+        raise InvalidEventError(
+            f"{what} must be 1 to {MAX_ID_LENGTH} letters, digits and . _ - :"
+            f" (got {value!r:.60}); leave it out to have one generated"
+        )
+    return value
+
+
+@frozen
+class Event:
+    """Something that happened in the application, to be sent to every subscribed endpoint.
+
+    ``body`` is the exact JSON document every endpoint receives, encoded once:
+    ``{"id": …, "event": …, "created_at": …, "data": …}``.
+    """
+
+    id: str
+    type: str
+    created_at: datetime
+    data: JSON = field(repr=False)
+    body: bytes = field(repr=False, eq=False)
+
+    @classmethod
+    def create(cls, event_type: str, data: JSON, *, now: datetime, id: str | None = None) -> Event:
+        """Validate and encode a new event. ``created_at`` is ``now`` to the second.
+
+        Raises InvalidEventError for an empty or malformed type or id, and for data
+        that JSON cannot represent (sets, bytes, objects, NaN and infinities).
+        """
+        event_type = _check_event_type(event_type)
+        event_id = new_id("evt") if id is None else _check_id(id, what="event id")
+        created_at = now.replace(microsecond=0)
+        document = {
+            "id": event_id,
+            "event": event_type,
+            "created_at": _rfc3339(created_at),
+            "data": data,
+        }
+        try:
+            text = json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidEventError(
+                f"event data is not JSON: {exc}. Pass dicts, lists, str, int, finite float,"
+                " bool or None (convert datetimes, decimals and sets first)"
+            ) from None
+        return cls(
+            id=event_id, type=event_type, created_at=created_at, data=data, body=text.encode()
+        )
+
+    @classmethod
+    def from_body(cls, body: bytes) -> Event:
+        """Rebuild an event from the body that :meth:`create` encoded (storage uses this)."""
+        document = json.loads(body)
+        created_at = datetime.fromisoformat(document["created_at"])
+        return cls(
+            id=document["id"],
+            type=document["event"],
+            created_at=created_at,
+            data=document["data"],
+            body=body,
+        )
+
+
+def _check_url(url: object) -> str:
+    if not isinstance(url, str) or not url:
+        raise InvalidEndpointError(
+            "endpoint URL must be a non-empty string like https://example.com/hooks"
+        )
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise InvalidEndpointError("endpoint URL must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InvalidEndpointError(
+            "endpoint URL is malformed (check the host and port); expected https://host[:port]/path"
+        ) from None
+    if parts.scheme not in ("https", "http"):
+        raise InvalidEndpointError(
+            f"endpoint URL must start with https:// or http:// (got scheme {parts.scheme!r:.20})"
+        )
+    if not parts.hostname:
+        raise InvalidEndpointError("endpoint URL has no host; expected https://host[:port]/path")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidEndpointError(
+            "endpoint URL must not carry user:password; receivers check the signature instead"
+        )
+    if parts.fragment:
+        raise InvalidEndpointError("endpoint URL must not have a #fragment")
+    if port == 0:
+        raise InvalidEndpointError("endpoint URL port must be between 1 and 65535")
+    return url
+
+
+def _check_secret(secret: object) -> str:
+    if not isinstance(secret, str):
+        raise InvalidEndpointError(
+            "endpoint secret must be a string; leave it out to have one generated"
+        )
+    if not MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH or not secret.isprintable():
+        raise InvalidEndpointError(
+            f"endpoint secret must be {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} printable"
+            " characters; leave it out to have a strong one generated"
+        )
+    if secret.startswith("whsec_"):
+        try:
+            base64.b64decode(secret[6:], validate=True)
+        except ValueError:
+            raise InvalidEndpointError(
+                "endpoint secret starts with 'whsec_' but the rest is not base64"
+            ) from None
+    return secret
+
+
+def _check_events(events: object) -> tuple[str, ...]:
+    if isinstance(events, str) or not hasattr(events, "__iter__"):
+        raise InvalidEndpointError(
+            "events must be a list of event types, e.g. ['user.created'], or ['*'] for all"
+        )
+    checked: list[str] = []
+    for name in events:
+        if name == ALL_EVENTS:
+            checked.append(name)
+            continue
+        try:
+            checked.append(_check_event_type(name))
+        except InvalidEventError as exc:
+            raise InvalidEndpointError(str(exc)) from None
+    if not checked:
+        raise InvalidEndpointError("events must name at least one event type, or '*' for all")
+    return tuple(dict.fromkeys(checked))
+
+
+@frozen
+class Endpoint:
+    """A receiver: where to POST, the secret to sign with, and which events it wants.
+
+    ``events`` holds exact event types, or ``"*"`` for every event. The secret never
+    appears in ``repr()``.
+    """
+
+    id: str
+    url: str
+    secret: str = field(repr=False)
+    events: tuple[str, ...]
+    enabled: bool
+    created_at: datetime
+
+    @classmethod
+    def create(
+        cls,
+        url: str,
+        *,
+        now: datetime,
+        events: Any = (ALL_EVENTS,),
+        secret: str | None = None,
+        id: str | None = None,
+    ) -> Endpoint:
+        """Validate a new endpoint, generating the id and secret when not given."""
+        return cls(
+            id=new_id("ep") if id is None else _check_id(id, what="endpoint id"),
+            url=_check_url(url),
+            secret=generate_secret() if secret is None else _check_secret(secret),
+            events=_check_events(events),
+            enabled=True,
+            created_at=now,
+        )
+
+    def wants(self, event_type: str) -> bool:
+        """Whether this endpoint subscribes to ``event_type``."""
+        return event_type in self.events or ALL_EVENTS in self.events
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands. Only ``PENDING`` deliveries are ever attempted."""
+
+    PENDING = "pending"
+    """Waiting for its first attempt, for a retry, or in flight under a worker's lease."""
+    SUCCEEDED = "succeeded"
+    """An attempt got a 2xx response. Final."""
+    FAILED = "failed"
+    """Every allowed attempt failed. Final; :meth:`Dispatcher.redeliver` sends it again."""
+
+    @property
+    def is_final(self) -> bool:
+        return self is not DeliveryStatus.PENDING
+
+
+@frozen
+class Delivery:
+    """One event on its way to one endpoint.
+
+    ``next_attempt_at`` is when the delivery is next due: the scheduled retry time,
+    or, while a worker holds it, the end of that worker's lease. ``None`` once final.
+    """
+
+    id: str
+    event_id: str
+    endpoint_id: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def create(cls, event: Event, endpoint: Endpoint, *, now: datetime) -> Delivery:
+        """A new delivery, due at ``now``."""
+        return cls(
+            id=new_id("dlv"),
+            event_id=event.id,
+            endpoint_id=endpoint.id,
+            status=DeliveryStatus.PENDING,
+            attempt_count=0,
+            next_attempt_at=now,
+            last_error=None,
+            created_at=now,
+            updated_at=now,
+        )
+
+
+def _short_body(body: bytes) -> str:
+    return repr(body[:40]) + ("…" if len(body) > 40 else "")
+
+
+@frozen
+class Attempt:
+    """The record of one HTTP attempt of a delivery.
+
+    ``failure`` is ``None`` when the attempt succeeded (a 2xx), else the reason.
+    ``status_code`` and ``response_body`` are set when a response arrived; the body is
+    kept up to the transport's cap (64 KiB by default).
+    """
+
+    id: str
+    delivery_id: str
+    number: int
+    started_at: datetime
+    duration: float
+    status_code: int | None
+    failure: FailureKind | None
+    error: str | None
+    response_body: bytes = field(repr=_short_body)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.failure is None

@@ -1,0 +1,73 @@
+"""When to try again: the retry policy, built on tenacity's stop and wait strategies.
+
+The decision is a pure function of the policy and the delivery's history: after
+attempt ``n`` failed, either give up or retry ``wait`` seconds later. Nothing here
+sleeps; drivers persist the decision as the delivery's ``next_attempt_at``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import tenacity
+from attrs import field, frozen
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+__all__ = ["RetryPolicy"]
+
+# tenacity's strategies read a RetryCallState; they need no Retrying loop behind it.
+_NO_LOOP = tenacity.Retrying()
+
+
+@frozen(kw_only=True)
+class RetryPolicy:
+    """How many attempts a delivery gets and how long to wait between them.
+
+    The default: 1 attempt and up to 3 retries (``max_attempts=4``), waiting
+    ``initial_wait * 2**(n-1)`` seconds after the n-th failed attempt, plus a random
+    jitter of up to ``jitter`` seconds, never more than ``max_wait``: about 1, 2 and 4
+    seconds (each plus up to 1 s) with the defaults. This is tenacity's
+    ``wait_exponential_jitter`` and ``stop_after_attempt``.
+
+    For full control pass any tenacity strategies as ``stop`` and ``wait``
+    (for example ``tenacity.stop_after_delay(3600) | tenacity.stop_after_attempt(10)``);
+    they see ``attempt_number`` and ``seconds_since_start`` of the delivery.
+    """
+
+    max_attempts: int = field(default=4)
+    initial_wait: float = field(default=1.0)
+    max_wait: float = field(default=60.0)
+    jitter: float = field(default=1.0)
+    stop: stop_base | None = field(default=None)
+    wait: wait_base | None = field(default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1 (1 means no retries)")
+        if self.initial_wait < 0 or self.max_wait < 0 or self.jitter < 0:
+            raise ValueError("initial_wait, max_wait and jitter must not be negative")
+
+    def _stop(self) -> stop_base:
+        return self.stop or tenacity.stop_after_attempt(self.max_attempts)
+
+    def _wait(self) -> wait_base:
+        return self.wait or tenacity.wait_exponential_jitter(
+            multiplier=self.initial_wait, max=self.max_wait, jitter=self.jitter
+        )
+
+    def next_attempt_at(
+        self, *, attempt_number: int, first_due_at: datetime, now: datetime
+    ) -> datetime | None:
+        """After failed attempt ``attempt_number`` (1-based): when to retry, or ``None`` to give up.
+
+        ``first_due_at`` is when the delivery first became due; tenacity sees the time
+        since then as ``seconds_since_start``.
+        """
+        state = tenacity.RetryCallState(retry_object=_NO_LOOP, fn=None, args=(), kwargs={})
+        state.attempt_number = attempt_number
+        state.start_time = 0.0
+        state.outcome_timestamp = max(0.0, (now - first_due_at).total_seconds())
+        if self._stop()(state):
+            return None
+        return now + timedelta(seconds=max(0.0, self._wait()(state)))

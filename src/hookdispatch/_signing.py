@@ -1,0 +1,98 @@
+"""Signing and verifying webhook bodies. Standard library only, no I/O.
+
+Two schemes, both on every request by default:
+
+* ``X-Webhook-Signature``: lowercase hex HMAC-SHA256 of the exact body bytes, keyed by
+  the UTF-8 bytes of the whole secret string (``whsec_`` prefix included). This is
+  what Node's ``createHmac("sha256", secret).update(body).digest("hex")`` computes.
+* Standard Webhooks (https://www.standardwebhooks.com): ``webhook-id``,
+  ``webhook-timestamp`` and ``webhook-signature: v1,<base64>``, an HMAC-SHA256 over
+  ``{id}.{timestamp}.{body}``. The key is the base64-decoded part after ``whsec_``;
+  a secret without that prefix is used as its UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping
+
+__all__ = [
+    "sign_hex",
+    "sign_standard",
+    "standard_headers",
+    "verify_signature",
+    "verify_standard_webhook",
+]
+
+_PREFIX = "whsec_"
+
+
+def sign_hex(body: bytes, secret: str) -> str:
+    """The ``X-Webhook-Signature`` value: hex HMAC-SHA256 of ``body`` keyed by ``secret``."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _standard_key(secret: str) -> bytes:
+    if secret.startswith(_PREFIX):
+        return base64.b64decode(secret[len(_PREFIX) :])
+    return secret.encode()
+
+
+def sign_standard(body: bytes, secret: str, *, msg_id: str, timestamp: int) -> str:
+    """The Standard Webhooks signature (``v1,<base64>``) of ``body`` at ``timestamp``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_standard_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def standard_headers(body: bytes, secret: str, *, msg_id: str, timestamp: int) -> dict[str, str]:
+    """The three Standard Webhooks headers for one attempt."""
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign_standard(body, secret, msg_id=msg_id, timestamp=timestamp),
+    }
+
+
+def verify_signature(body: bytes, signature: str, secret: str) -> bool:
+    """Check an ``X-Webhook-Signature`` header against ``body``, in constant time.
+
+    For receivers: pass the raw request body bytes (not re-encoded JSON), the header
+    value, and the endpoint's secret. Returns ``True`` only when they match.
+    """
+    if not isinstance(signature, str):
+        return False
+    expected = sign_hex(body, secret)
+    return hmac.compare_digest(expected, signature.strip().lower())
+
+
+def verify_standard_webhook(
+    body: bytes,
+    headers: Mapping[str, str],
+    secret: str,
+    *,
+    now: float,
+    tolerance: float = 300.0,
+) -> bool:
+    """Check Standard Webhooks headers against ``body``, in constant time.
+
+    ``headers`` is looked up case-insensitively. The timestamp must be within
+    ``tolerance`` seconds of ``now`` (Unix seconds), which is the replay protection the
+    scheme offers. Any one of the space-separated ``v1,`` signatures may match.
+    """
+    lowered = {key.lower(): value for key, value in headers.items()}
+    msg_id = lowered.get("webhook-id")
+    timestamp = lowered.get("webhook-timestamp")
+    signatures = lowered.get("webhook-signature")
+    if not msg_id or not timestamp or not signatures:
+        return False
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        return False
+    if abs(now - sent_at) > tolerance:
+        return False
+    expected = sign_standard(body, secret, msg_id=msg_id, timestamp=sent_at)
+    return any(hmac.compare_digest(expected, candidate) for candidate in signatures.split())

@@ -1,0 +1,136 @@
+"""The transport seam: one method that POSTs a :class:`Request` and returns an outcome.
+
+A transport never raises for a failed attempt; it *returns* a
+:class:`~hookdispatch.exceptions.TransportError` describing it, so the driver treats
+every outcome the same way. Driver errors (httpx, httpcore, ssl) are translated here.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Protocol, runtime_checkable
+
+import httpcore
+import httpx
+
+from ._core import Outcome, Request, Response
+from ._deadline import DeadlineHTTPTransport, total_deadline
+from .exceptions import (
+    ConnectError,
+    ConnectionBrokenError,
+    DeliveryTimeout,
+    InvalidResponseError,
+    TLSError,
+    TransportError,
+)
+
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "HttpxTransport", "Transport", "translate_error"]
+
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Sends one request. Implementations must be safe to call from many threads.
+
+    ``send`` returns a :class:`Response` (any status) or a ``TransportError`` for an
+    attempt that got no usable response; it must finish within ``request.timeout``
+    seconds in total, and keep at most a bounded part of the response body.
+    """
+
+    def send(self, request: Request) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+_TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException)
+_CONNECT = (httpx.ConnectError, httpcore.ConnectError)
+_BROKEN = (httpx.ReadError, httpx.WriteError, httpcore.ReadError, httpcore.WriteError)
+_PROTOCOL = (httpx.RemoteProtocolError, httpcore.RemoteProtocolError)
+
+
+def _is_tls(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def translate_error(exc: Exception) -> TransportError:
+    """Map an httpx/httpcore/OS error of one attempt to our closed set of failures."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, _TIMEOUTS):
+        return DeliveryTimeout(message)
+    if _is_tls(exc):
+        return TLSError(message)
+    if isinstance(exc, _CONNECT):
+        return ConnectError(message)
+    if isinstance(exc, _BROKEN):
+        return ConnectionBrokenError(message)
+    if isinstance(exc, _PROTOCOL):
+        return InvalidResponseError(message)
+    return InvalidResponseError(f"{type(exc).__name__}: {message}")
+
+
+class HttpxTransport:
+    """The default transport: one pooled, keep-alive ``httpx.Client``.
+
+    Redirects are never followed (a 3xx is a failed attempt). Each request has a
+    *total* deadline of ``request.timeout`` seconds covering connect, TLS, sending,
+    waiting and reading the response, enforced at every socket operation. At most
+    ``max_response_bytes`` of a response body are read; the rest is discarded with
+    the connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 100,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        self._max_response_bytes = max_response_bytes
+        self._client = httpx.Client(
+            transport=DeadlineHTTPTransport(verify=verify, max_connections=max_connections),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def send(self, request: Request) -> Outcome:
+        try:
+            with total_deadline(request.timeout):
+                http_request = self._client.build_request(
+                    "POST",
+                    request.url,
+                    headers=request.headers,
+                    content=request.body,
+                    timeout=request.timeout,
+                )
+                response = self._client.send(http_request, stream=True)
+                try:
+                    body = self._read_capped(response)
+                finally:
+                    response.close()
+        except (httpx.HTTPError, httpcore.ConnectionNotAvailable, OSError) as exc:
+            return translate_error(exc)
+        except (httpcore.ProtocolError, httpcore.NetworkError, httpcore.TimeoutException) as exc:
+            return translate_error(exc)
+        return Response(status_code=response.status_code, headers=response.headers, body=body)
+
+    def _read_capped(self, response: httpx.Response) -> bytes:
+        limit = self._max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_raw():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+        return b"".join(chunks)[:limit]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"HttpxTransport(max_response_bytes={self._max_response_bytes})"

@@ -1,0 +1,151 @@
+"""The storage contract every backend fulfils.
+
+A backend keeps endpoints, events, deliveries and attempts, and hands out due
+deliveries to workers under a *lease*. The contract, for every implementation:
+
+* **Time.** Every datetime passed in or returned is timezone-aware UTC.
+* **Atomicity.** ``add_event`` stores an event with all its deliveries, or nothing.
+  ``complete`` stores the attempt and the delivery's new state together.
+* **Idempotency.** ``add_event`` with an event id that is already stored changes
+  nothing and returns ``False``.
+* **Exclusive claims.** ``claim`` hands a pending, due delivery to one caller only, and
+  moves its ``next_attempt_at`` to the lease's end, so no other caller (thread or
+  process) can claim it until the lease expires. A lease that expires without
+  ``complete`` makes the delivery due again: this is how work held by a crashed
+  worker is recovered (at-least-once delivery).
+* **Lease check.** ``complete`` updates the delivery only while the caller's lease is
+  the current one; a worker whose lease expired and was taken over records its attempt
+  but does not overwrite the new holder's state.
+* **Final states.** Deliveries that succeeded or failed are never claimed again.
+* **Disabled endpoints.** Deliveries to a disabled endpoint are neither claimed nor
+  counted by ``next_due_at``; enabling the endpoint makes them due as scheduled.
+* **Ordering.** ``claim`` takes the earliest-due deliveries (returned in any order);
+  ``list_attempts``
+  returns attempts by ``number``; listings of deliveries are in creation order.
+* **Errors.** Unknown ids raise the matching ``NotFoundError`` subclass; driver
+  failures are raised as :class:`~hookdispatch.exceptions.StorageError`, never as the
+  driver's own exception type.
+* **Threads.** Every method may be called from any thread at any time.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from .._core import Claim
+from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+
+__all__ = ["Storage"]
+
+
+class Storage(abc.ABC):
+    """Base class of storage backends. Subclass it to plug in your own.
+
+    ``hookdispatch.testing`` ships the conformance tests a backend must pass.
+    """
+
+    # Endpoints ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_endpoint(self, endpoint: Endpoint) -> None:
+        """Store a new endpoint. Raises InvalidInputError if its id is taken."""
+
+    @abc.abstractmethod
+    def update_endpoint(self, endpoint: Endpoint) -> None:
+        """Replace the stored endpoint with the same id (URL, secret, events, enabled).
+
+        Raises UnknownEndpointError if there is none.
+        """
+
+    @abc.abstractmethod
+    def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        """The endpoint with this id. Raises UnknownEndpointError."""
+
+    @abc.abstractmethod
+    def list_endpoints(self) -> list[Endpoint]:
+        """Every endpoint, enabled or not, in creation order."""
+
+    # Events and deliveries ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_event(self, event: Event, deliveries: Sequence[Delivery]) -> bool:
+        """Store ``event`` and its ``deliveries`` atomically.
+
+        Returns ``True`` when stored, ``False`` (storing nothing) when an event with
+        the same id already exists. Once this returns, the data is durable as far as
+        the backend promises (documented per backend).
+        """
+
+    @abc.abstractmethod
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Store new deliveries of already stored events (redelivery)."""
+
+    @abc.abstractmethod
+    def get_event(self, event_id: str) -> Event:
+        """The event with this id. Raises UnknownEventError."""
+
+    @abc.abstractmethod
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        """The delivery with this id. Raises UnknownDeliveryError."""
+
+    @abc.abstractmethod
+    def list_deliveries(
+        self,
+        *,
+        event_id: str | None = None,
+        endpoint_id: str | None = None,
+        status: DeliveryStatus | None = None,
+        limit: int | None = None,
+    ) -> list[Delivery]:
+        """Deliveries matching every given filter, oldest first, at most ``limit``."""
+
+    # Work ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim(
+        self,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        event_id: str | None = None,
+        exclude_endpoints: Collection[str] = (),
+    ) -> list[Claim]:
+        """Lease up to ``limit`` pending deliveries due at ``now``: the earliest due ones.
+
+        Each claimed delivery's ``next_attempt_at`` becomes ``lease_until`` and it gets
+        a fresh lease token; no other ``claim`` returns it before ``lease_until``.
+        ``event_id`` restricts the claim to one event's deliveries; deliveries to the
+        endpoints in ``exclude_endpoints`` are left alone (the dispatcher uses this to
+        keep a failing endpoint from occupying every worker). The returned
+        :class:`Claim` carries the delivery as it is after the claim, its endpoint as
+        stored now, the event type and the event body.
+        """
+
+    @abc.abstractmethod
+    def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
+        """Record ``attempt`` and, if ``claim.lease`` still holds, store ``delivery``.
+
+        Atomic. Returns ``False`` when the lease was lost (expired and claimed by
+        someone else): the attempt is recorded, the delivery left to its new holder.
+        A delivery stored as pending gets a new lease only through ``claim``.
+        """
+
+    @abc.abstractmethod
+    def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
+        """The earliest ``next_attempt_at`` of a claimable pending delivery, or ``None``.
+
+        Claimable means its endpoint is enabled; leased deliveries count, at their
+        lease's end. ``event_id`` restricts the question to one event.
+        """
+
+    @abc.abstractmethod
+    def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        """Every attempt of the delivery, by number. Raises UnknownDeliveryError."""
+
+    # Lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Release connections and files. Idempotent. The default does nothing."""

@@ -1,0 +1,239 @@
+"""MemoryStorage: everything in this process's memory, for tests and throwaway scripts."""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+import threading
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from attrs import evolve
+
+from .._core import Claim
+from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ..exceptions import (
+    InvalidInputError,
+    UnknownDeliveryError,
+    UnknownEndpointError,
+    UnknownEventError,
+)
+from ._base import Storage
+
+__all__ = ["MemoryStorage"]
+
+
+class MemoryStorage(Storage):
+    """A :class:`Storage` held in dictionaries behind one lock.
+
+    Fast and dependency-free, but nothing survives the process: pending retries are
+    lost when it exits (the Dispatcher warns when that happens). Not shared between
+    processes. Due deliveries are found through a heap keyed by ``next_attempt_at``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._endpoints: dict[str, Endpoint] = {}
+        self._events: dict[str, Event] = {}
+        self._deliveries: dict[str, Delivery] = {}
+        self._by_event: dict[str, list[str]] = defaultdict(list)
+        self._leases: dict[str, str] = {}
+        self._attempts: dict[str, list[Attempt]] = defaultdict(list)
+        # (due time, tiebreak, delivery id); stale entries are skipped when popped.
+        self._due: list[tuple[datetime, int, str]] = []
+        self._counter = 0
+
+    def __repr__(self) -> str:
+        return f"MemoryStorage(events={len(self._events)}, deliveries={len(self._deliveries)})"
+
+    # Endpoints ----------------------------------------------------------------------
+
+    def add_endpoint(self, endpoint: Endpoint) -> None:
+        with self._lock:
+            if endpoint.id in self._endpoints:
+                raise InvalidInputError(f"an endpoint with id {endpoint.id!r} already exists")
+            self._endpoints[endpoint.id] = endpoint
+
+    def update_endpoint(self, endpoint: Endpoint) -> None:
+        with self._lock:
+            if endpoint.id not in self._endpoints:
+                raise UnknownEndpointError(f"no endpoint with id {endpoint.id!r}")
+            self._endpoints[endpoint.id] = endpoint
+            if endpoint.enabled:
+                # Deliveries skipped while it was disabled become findable again.
+                for delivery in self._deliveries.values():
+                    if delivery.endpoint_id == endpoint.id and delivery.status.is_final is False:
+                        self._push(delivery)
+
+    def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        with self._lock:
+            return self._endpoint(endpoint_id)
+
+    def _endpoint(self, endpoint_id: str) -> Endpoint:
+        try:
+            return self._endpoints[endpoint_id]
+        except KeyError:
+            raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}") from None
+
+    def list_endpoints(self) -> list[Endpoint]:
+        with self._lock:
+            return list(self._endpoints.values())
+
+    # Events and deliveries ----------------------------------------------------------
+
+    def add_event(self, event: Event, deliveries: Sequence[Delivery]) -> bool:
+        with self._lock:
+            if event.id in self._events:
+                return False
+            self._events[event.id] = event
+            self._store_new(deliveries)
+            return True
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        with self._lock:
+            for delivery in deliveries:
+                if delivery.event_id not in self._events:
+                    raise UnknownEventError(f"no event with id {delivery.event_id!r}")
+            self._store_new(deliveries)
+
+    def _store_new(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            self._deliveries[delivery.id] = delivery
+            self._by_event[delivery.event_id].append(delivery.id)
+            self._push(delivery)
+
+    def _push(self, delivery: Delivery) -> None:
+        if delivery.next_attempt_at is not None:
+            self._counter += 1
+            heapq.heappush(self._due, (delivery.next_attempt_at, self._counter, delivery.id))
+
+    def get_event(self, event_id: str) -> Event:
+        with self._lock:
+            try:
+                return self._events[event_id]
+            except KeyError:
+                raise UnknownEventError(f"no event with id {event_id!r}") from None
+
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        with self._lock:
+            return self._delivery(delivery_id)
+
+    def _delivery(self, delivery_id: str) -> Delivery:
+        try:
+            return self._deliveries[delivery_id]
+        except KeyError:
+            raise UnknownDeliveryError(f"no delivery with id {delivery_id!r}") from None
+
+    def list_deliveries(
+        self,
+        *,
+        event_id: str | None = None,
+        endpoint_id: str | None = None,
+        status: DeliveryStatus | None = None,
+        limit: int | None = None,
+    ) -> list[Delivery]:
+        with self._lock:
+            if event_id is not None:
+                candidates = [self._deliveries[i] for i in self._by_event.get(event_id, [])]
+            else:
+                candidates = list(self._deliveries.values())
+        found = [
+            d
+            for d in candidates
+            if (endpoint_id is None or d.endpoint_id == endpoint_id)
+            and (status is None or d.status == status)
+        ]
+        return found if limit is None else found[:limit]
+
+    # Work ---------------------------------------------------------------------------
+
+    def _claimable(self, delivery: Delivery) -> bool:
+        return (
+            delivery.status is DeliveryStatus.PENDING
+            and self._endpoints[delivery.endpoint_id].enabled
+        )
+
+    def claim(
+        self,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        event_id: str | None = None,
+        exclude_endpoints: Collection[str] = (),
+    ) -> list[Claim]:
+        with self._lock:
+            if event_id is not None:
+                due = [
+                    d
+                    for i in self._by_event.get(event_id, [])
+                    if (d := self._deliveries[i]).next_attempt_at is not None
+                    and d.next_attempt_at <= now
+                    and self._claimable(d)
+                    and d.endpoint_id not in exclude_endpoints
+                ]
+                due.sort(key=lambda d: d.next_attempt_at or now)
+                return [self._lease(d, lease_until) for d in due[:limit]]
+            claims: list[Claim] = []
+            skipped: list[tuple[datetime, int, str]] = []
+            while self._due and len(claims) < limit and self._due[0][0] <= now:
+                entry = heapq.heappop(self._due)
+                delivery = self._deliveries[entry[2]]
+                if delivery.next_attempt_at != entry[0] or not self._claimable(delivery):
+                    continue  # stale entry, or parked until its endpoint is enabled
+                if delivery.endpoint_id in exclude_endpoints:
+                    skipped.append(entry)
+                    continue
+                claims.append(self._lease(delivery, lease_until))
+            for entry in skipped:
+                heapq.heappush(self._due, entry)
+            return claims
+
+    def _lease(self, delivery: Delivery, lease_until: datetime) -> Claim:
+        leased = evolve(delivery, next_attempt_at=lease_until)
+        self._deliveries[delivery.id] = leased
+        self._push(leased)
+        token = secrets.token_hex(8)
+        self._leases[delivery.id] = token
+        event = self._events[delivery.event_id]
+        return Claim(
+            delivery=leased,
+            endpoint=self._endpoints[delivery.endpoint_id],
+            event_type=event.type,
+            body=event.body,
+            lease=token,
+        )
+
+    def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
+        with self._lock:
+            self._attempts[attempt.delivery_id].append(attempt)
+            if self._leases.get(delivery.id) != claim.lease:
+                return False
+            del self._leases[delivery.id]
+            self._deliveries[delivery.id] = delivery
+            self._push(delivery)
+            return True
+
+    def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
+        with self._lock:
+            if event_id is not None:
+                ids = self._by_event.get(event_id, [])
+                times = [
+                    d.next_attempt_at
+                    for i in ids
+                    if (d := self._deliveries[i]).next_attempt_at is not None and self._claimable(d)
+                ]
+                return min(times, default=None)
+            while self._due:
+                when, _, delivery_id = self._due[0]
+                delivery = self._deliveries[delivery_id]
+                if delivery.next_attempt_at == when and self._claimable(delivery):
+                    return when
+                heapq.heappop(self._due)  # stale or parked: re-pushed when enabled
+            return None
+
+    def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        with self._lock:
+            self._delivery(delivery_id)
+            return sorted(self._attempts.get(delivery_id, []), key=lambda a: a.number)

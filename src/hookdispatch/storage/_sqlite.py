@@ -1,0 +1,512 @@
+"""SQLiteStorage: one SQLite file, shared safely by threads and processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+
+from .._core import Claim
+from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ..exceptions import (
+    FailureKind,
+    InvalidInputError,
+    StorageError,
+    UnknownDeliveryError,
+    UnknownEndpointError,
+    UnknownEventError,
+)
+from ._base import Storage
+
+__all__ = ["SQLiteStorage"]
+
+
+def _ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _dt(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db.table("endpoints").create(
+        {"id": str, "url": str, "secret": str, "events": str, "enabled": int, "created_at": float},
+        pk="id",
+        not_null={"url", "secret", "events", "enabled", "created_at"},
+    )
+    db.table("events").create(
+        {"id": str, "type": str, "created_at": float, "body": bytes},
+        pk="id",
+        not_null={"type", "created_at", "body"},
+    )
+    db.table("deliveries").create(
+        {
+            "id": str,
+            "event_id": str,
+            "endpoint_id": str,
+            "status": str,
+            "attempt_count": int,
+            "next_attempt_at": float,
+            "last_error": str,
+            "lease": str,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"event_id", "endpoint_id", "status", "attempt_count", "created_at", "updated_at"},
+        foreign_keys=[("event_id", "events", "id"), ("endpoint_id", "endpoints", "id")],
+    )
+    db.table("attempts").create(
+        {
+            "id": str,
+            "delivery_id": str,
+            "number": int,
+            "started_at": float,
+            "duration": float,
+            "status_code": int,
+            "failure": str,
+            "error": str,
+            "response_body": bytes,
+        },
+        pk="id",
+        not_null={"delivery_id", "number", "started_at", "duration"},
+        foreign_keys=[("delivery_id", "deliveries", "id")],
+    )
+    # The workers' query: pending deliveries by due time. Partial, so finished
+    # deliveries cost nothing however many pile up.
+    db.execute(
+        "CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending'"
+    )
+    db.table("deliveries").create_index(["event_id"], index_name="deliveries_event")
+    db.table("deliveries").create_index(["endpoint_id", "status"], index_name="deliveries_endpoint")
+    db.table("attempts").create_index(["delivery_id", "number"], index_name="attempts_delivery")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+"""Schema migrations; the n-th brings ``PRAGMA user_version`` from n to n + 1."""
+
+_DELIVERY_COLUMNS = (
+    "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
+    " created_at, updated_at"
+)
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    try:
+        status = DeliveryStatus(row[3])
+    except ValueError:
+        raise StorageError(
+            f"delivery {row[0]!r} has status {row[3]!r}, which this version of hookdispatch"
+            " does not know; upgrade hookdispatch or repair the row"
+        ) from None
+    return Delivery(
+        id=row[0],
+        event_id=row[1],
+        endpoint_id=row[2],
+        status=status,
+        attempt_count=row[4],
+        next_attempt_at=None if row[5] is None else _dt(row[5]),
+        last_error=row[6],
+        created_at=_dt(row[7]),
+        updated_at=_dt(row[8]),
+    )
+
+
+def _endpoint(row: Sequence[Any]) -> Endpoint:
+    return Endpoint(
+        id=row[0],
+        url=row[1],
+        secret=row[2],
+        events=tuple(json.loads(row[3])),
+        enabled=bool(row[4]),
+        created_at=_dt(row[5]),
+    )
+
+
+def _attempt(row: Sequence[Any]) -> Attempt:
+    return Attempt(
+        id=row[0],
+        delivery_id=row[1],
+        number=row[2],
+        started_at=_dt(row[3]),
+        duration=row[4],
+        status_code=row[5],
+        failure=None if row[6] is None else FailureKind(row[6]),
+        error=row[7],
+        response_body=row[8] or b"",
+    )
+
+
+def _delivery_params(d: Delivery) -> tuple[Any, ...]:
+    return (
+        d.id,
+        d.event_id,
+        d.endpoint_id,
+        d.status.value,
+        d.attempt_count,
+        None if d.next_attempt_at is None else _ts(d.next_attempt_at),
+        d.last_error,
+        _ts(d.created_at),
+        _ts(d.updated_at),
+    )
+
+
+class SQLiteStorage(Storage):
+    """A :class:`Storage` in one SQLite file, on sqlite-utils.
+
+    Safe for many threads (one connection per thread) and many processes sharing the
+    file: the database runs in WAL mode, writes take the write lock up front
+    (``BEGIN IMMEDIATE``), and a claim is a single ``UPDATE … RETURNING`` statement, so
+    two workers never hold the same delivery. The schema is created and migrated on
+    open (``PRAGMA user_version``); a file written by a newer hookdispatch is refused.
+
+    Durability: ``synchronous="NORMAL"`` (the default) keeps every committed event
+    through a crash of the process; a power loss may drop the last transactions.
+    ``synchronous="FULL"`` keeps them through power loss too, at the cost of an fsync
+    per write.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if str(path) in ("", ":memory:") or str(path).startswith("file:"):
+            raise InvalidInputError(
+                "SQLiteStorage needs a file path; use MemoryStorage() for an in-memory store"
+            )
+        if synchronous not in ("NORMAL", "FULL"):
+            raise InvalidInputError("synchronous must be 'NORMAL' or 'FULL'")
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({str(self.path)!r})"
+
+    # Connections --------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StorageError("this SQLiteStorage is closed; open a new one")
+        with _translated():
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE ourselves
+                check_same_thread=False,
+                timeout=self._busy_timeout,
+            )
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        self._local.conn = conn
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds the write lock from its first statement."""
+        conn = self._connect()
+        with _translated():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with _translated():
+            return self._connect().execute(sql, params).fetchall()
+
+    def _migrate(self) -> None:
+        conn = self._connect()
+        db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+        with _translated():
+            db.enable_wal()
+        with self._write():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StorageError(
+                    f"{self.path} has schema version {version}, newer than this hookdispatch"
+                    f" understands ({len(MIGRATIONS)}); upgrade hookdispatch to open it"
+                )
+            for migration in MIGRATIONS[version:]:
+                migration(db)
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+    def close(self) -> None:
+        with self._connections_lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    # Endpoints ----------------------------------------------------------------------
+
+    def add_endpoint(self, endpoint: Endpoint) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO endpoints (id, url, secret, events, enabled, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    _endpoint_params(endpoint),
+                )
+        except StorageError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise InvalidInputError(
+                    f"an endpoint with id {endpoint.id!r} already exists"
+                ) from None
+            raise
+
+    def update_endpoint(self, endpoint: Endpoint) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE endpoints SET url = ?, secret = ?, events = ?, enabled = ?, created_at = ?"
+                " WHERE id = ?",
+                (*_endpoint_params(endpoint)[1:], endpoint.id),
+            )
+            if cursor.rowcount == 0:
+                raise UnknownEndpointError(f"no endpoint with id {endpoint.id!r}")
+
+    def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        rows = self._read(
+            "SELECT id, url, secret, events, enabled, created_at FROM endpoints WHERE id = ?",
+            (endpoint_id,),
+        )
+        if not rows:
+            raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}")
+        return _endpoint(rows[0])
+
+    def list_endpoints(self) -> list[Endpoint]:
+        rows = self._read(
+            "SELECT id, url, secret, events, enabled, created_at FROM endpoints"
+            " ORDER BY created_at, rowid"
+        )
+        return [_endpoint(row) for row in rows]
+
+    # Events and deliveries ----------------------------------------------------------
+
+    def add_event(self, event: Event, deliveries: Sequence[Delivery]) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO events (id, type, created_at, body) VALUES (?, ?, ?, ?)",
+                (event.id, event.type, _ts(event.created_at), event.body),
+            )
+            if cursor.rowcount == 0:
+                return False
+            _insert_deliveries(conn, deliveries)
+            return True
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        try:
+            with self._write() as conn:
+                _insert_deliveries(conn, deliveries)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise UnknownEventError(
+                    "a delivery names an event or endpoint that is not stored"
+                ) from None
+            raise
+
+    def get_event(self, event_id: str) -> Event:
+        rows = self._read("SELECT body FROM events WHERE id = ?", (event_id,))
+        if not rows:
+            raise UnknownEventError(f"no event with id {event_id!r}")
+        return Event.from_body(rows[0][0])
+
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        rows = self._read(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
+        )
+        if not rows:
+            raise UnknownDeliveryError(f"no delivery with id {delivery_id!r}")
+        return _delivery(rows[0])
+
+    def list_deliveries(
+        self,
+        *,
+        event_id: str | None = None,
+        endpoint_id: str | None = None,
+        status: DeliveryStatus | None = None,
+        limit: int | None = None,
+    ) -> list[Delivery]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("event_id", event_id), ("endpoint_id", endpoint_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if status is not None:
+            where.append("status = ?")
+            params.append(DeliveryStatus(status).value)
+        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, rowid"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [_delivery(row) for row in self._read(sql, params)]
+
+    # Work ---------------------------------------------------------------------------
+
+    def claim(
+        self,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        event_id: str | None = None,
+        exclude_endpoints: Collection[str] = (),
+    ) -> list[Claim]:
+        lease = secrets.token_hex(8)
+        params: list[Any] = [_ts(lease_until), lease, _ts(now)]
+        filters = ""
+        if event_id is not None:
+            filters += " AND d.event_id = ?"
+            params.append(event_id)
+        if exclude_endpoints:
+            filters += f" AND d.endpoint_id NOT IN ({','.join('?' * len(exclude_endpoints))})"
+            params.extend(exclude_endpoints)
+        params.append(limit)
+        # One statement: SQLite takes the write lock before it reads, so two
+        # connections (threads or processes) can never select the same row.
+        sql = (
+            "UPDATE deliveries SET next_attempt_at = ?, lease = ? WHERE id IN ("
+            " SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id"
+            f" WHERE d.status = 'pending' AND d.next_attempt_at <= ?{filters}"
+            " AND e.enabled = 1 ORDER BY d.next_attempt_at LIMIT ?)"
+            f" RETURNING {_DELIVERY_COLUMNS}"
+        )
+        with self._write() as conn:
+            deliveries = [_delivery(row) for row in conn.execute(sql, params).fetchall()]
+        if not deliveries:
+            return []
+        deliveries.sort(key=lambda d: d.created_at)
+        events = self._events_by_id({d.event_id for d in deliveries})
+        endpoints = {ep.id: ep for ep in self._endpoints_by_id({d.endpoint_id for d in deliveries})}
+        return [
+            Claim(
+                delivery=d,
+                endpoint=endpoints[d.endpoint_id],
+                event_type=events[d.event_id][0],
+                body=events[d.event_id][1],
+                lease=lease,
+            )
+            for d in deliveries
+        ]
+
+    def _events_by_id(self, ids: set[str]) -> dict[str, tuple[str, bytes]]:
+        marks = ",".join("?" * len(ids))
+        rows = self._read(f"SELECT id, type, body FROM events WHERE id IN ({marks})", list(ids))
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    def _endpoints_by_id(self, ids: set[str]) -> list[Endpoint]:
+        marks = ",".join("?" * len(ids))
+        rows = self._read(
+            "SELECT id, url, secret, events, enabled, created_at FROM endpoints"
+            f" WHERE id IN ({marks})",
+            list(ids),
+        )
+        return [_endpoint(row) for row in rows]
+
+    def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO attempts (id, delivery_id, number, started_at, duration,"
+                " status_code, failure, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    attempt.id,
+                    attempt.delivery_id,
+                    attempt.number,
+                    _ts(attempt.started_at),
+                    attempt.duration,
+                    attempt.status_code,
+                    None if attempt.failure is None else attempt.failure.value,
+                    attempt.error,
+                    attempt.response_body,
+                ),
+            )
+            cursor = conn.execute(
+                "UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?,"
+                " last_error = ?, updated_at = ?, lease = NULL WHERE id = ? AND lease = ?",
+                (
+                    delivery.status.value,
+                    delivery.attempt_count,
+                    None if delivery.next_attempt_at is None else _ts(delivery.next_attempt_at),
+                    delivery.last_error,
+                    _ts(delivery.updated_at),
+                    delivery.id,
+                    claim.lease,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
+        only_event = "" if event_id is None else "AND d.event_id = ?"
+        rows = self._read(
+            "SELECT d.next_attempt_at FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id"
+            f" WHERE d.status = 'pending' {only_event} AND e.enabled = 1"
+            " ORDER BY d.next_attempt_at LIMIT 1",
+            () if event_id is None else (event_id,),
+        )
+        return _dt(rows[0][0]) if rows else None
+
+    def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        self.get_delivery(delivery_id)
+        rows = self._read(
+            "SELECT id, delivery_id, number, started_at, duration, status_code, failure, error,"
+            " response_body FROM attempts WHERE delivery_id = ? ORDER BY number, started_at",
+            (delivery_id,),
+        )
+        return [_attempt(row) for row in rows]
+
+
+def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:
+    return (
+        endpoint.id,
+        endpoint.url,
+        endpoint.secret,
+        json.dumps(list(endpoint.events)),
+        int(endpoint.enabled),
+        _ts(endpoint.created_at),
+    )
+
+
+def _insert_deliveries(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
+    conn.executemany(
+        f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [_delivery_params(d) for d in deliveries],
+    )
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Raise sqlite3's errors as StorageError, chained, with a hint."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StorageError(f"SQLite failed: {exc}") from exc

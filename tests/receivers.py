@@ -1,0 +1,108 @@
+"""Raw-socket receivers that misbehave on purpose, for the deadline tests."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+Behaviour = Callable[[socket.socket, threading.Event], None]
+
+
+def _read_request(conn: socket.socket) -> None:
+    conn.settimeout(5)
+    data = b""
+    with contextlib.suppress(OSError):
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+
+
+def never_answer(conn: socket.socket, stop: threading.Event) -> None:
+    """Read the request, then hold the connection open without a word."""
+    _read_request(conn)
+    stop.wait(30)
+
+
+def drip_headers(conn: socket.socket, stop: threading.Event) -> None:
+    """Send the status line and headers one byte per second, forever slower than a deadline."""
+    _read_request(conn)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Padding: " + b"a" * 100 + b"\r\n\r\nok"
+    for byte in head:
+        if stop.wait(1.0):
+            return
+        try:
+            conn.sendall(bytes([byte]))
+        except OSError:
+            return
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that runs ``behaviour`` on every connection."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self._behaviour = behaviour
+        self._stop = threading.Event()
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            self._behaviour(conn, self._stop)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        self._thread.join(timeout=2)
+
+
+@contextlib.contextmanager
+def raw_server(behaviour: Behaviour) -> Iterator[RawServer]:
+    server = RawServer(behaviour)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass."""
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()

@@ -1,0 +1,187 @@
+"""Thread-pool mode: no head-of-line blocking, draining, restarts, crash recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+import hookdispatch as hd
+
+from receivers import never_answer, raw_server, wait_for
+
+
+def test_dead_endpoint_does_not_block_healthy_one(
+    httpserver: HTTPServer, tmp_path: Path, make_dispatcher
+) -> None:
+    httpserver.expect_request("/healthy").respond_with_data("")
+    with raw_server(never_answer) as dead:
+        storage = hd.SQLiteStorage(tmp_path / "hooks.db")
+        hooks = make_dispatcher(
+            storage=storage,
+            workers=2,
+            timeout=1.0,
+            lease=5.0,
+            retry=hd.RetryPolicy(initial_wait=60.0, jitter=0.0),
+        )
+        dead_ep = hooks.add_endpoint(dead.url)
+        healthy = hooks.add_endpoint(httpserver.url_for("/healthy"))
+
+        began = time.monotonic()
+        events = [hooks.dispatch("user.created", {"n": n}) for n in range(20)]
+
+        def healthy_done() -> bool:
+            done = hooks.deliveries(endpoint_id=healthy.id, status="succeeded")
+            return len(done) == len(events)
+
+        assert wait_for(healthy_done, timeout=30)
+        # 20 timeouts of 1 s each on 2 workers would take 10 s if the dead endpoint's
+        # attempts came first; its retries wait in storage instead of in a thread.
+        assert time.monotonic() - began < 5
+        dead_deliveries = hooks.deliveries(endpoint_id=dead_ep.id)
+        assert all(d.status is hd.DeliveryStatus.PENDING for d in dead_deliveries)
+        retried_later = [d for d in dead_deliveries if d.attempt_count >= 1]
+        assert all(d.next_attempt_at is not None for d in retried_later)
+        assert len(httpserver.log) == 20
+
+
+def test_retries_are_scheduled_not_slept(httpserver: HTTPServer, make_dispatcher) -> None:
+    """A failing endpoint's retry is a stored time; the worker is free meanwhile."""
+    httpserver.expect_request("/bad").respond_with_data("", status=500)
+    httpserver.expect_request("/good").respond_with_data("")
+    hooks = make_dispatcher(
+        storage=hd.MemoryStorage(),
+        workers=1,
+        retry=hd.RetryPolicy(initial_wait=3600.0, max_wait=3600.0, jitter=0.0),
+    )
+    bad = hooks.add_endpoint(httpserver.url_for("/bad"), events=["bad"])
+    hooks.add_endpoint(httpserver.url_for("/good"), events=["good"])
+
+    hooks.dispatch("bad", {})
+    assert wait_for(lambda: hooks.deliveries(endpoint_id=bad.id)[0].attempt_count == 1)
+    good = hooks.dispatch("good", {})
+
+    assert hooks.drain(timeout=5)
+    [delivery] = hooks.deliveries(event_id=good.id)
+    assert delivery.status is hd.DeliveryStatus.SUCCEEDED
+    [waiting] = hooks.deliveries(endpoint_id=bad.id)
+    assert waiting.status is hd.DeliveryStatus.PENDING
+    assert waiting.next_attempt_at is not None
+    assert (waiting.next_attempt_at - waiting.updated_at).total_seconds() == pytest.approx(3600)
+
+
+def test_close_drains_due_work_and_keeps_retries(httpserver: HTTPServer, tmp_path: Path) -> None:
+    httpserver.expect_request("/ok").respond_with_data("")
+    httpserver.expect_request("/down").respond_with_data("", status=503)
+    path = tmp_path / "hooks.db"
+    storage = hd.SQLiteStorage(path)
+    with hd.Dispatcher(
+        storage=storage, workers=4, retry=hd.RetryPolicy(initial_wait=3600.0)
+    ) as hooks:
+        hooks.add_endpoint(httpserver.url_for("/ok"), events=["user.created"])
+        hooks.add_endpoint(httpserver.url_for("/down"), events=["user.created"])
+        for n in range(50):
+            hooks.dispatch("user.created", {"n": n})
+    # Leaving the block delivered everything due; the retries wait in the file.
+    assert len(storage.list_deliveries(status=hd.DeliveryStatus.SUCCEEDED)) == 50
+    pending = storage.list_deliveries(status=hd.DeliveryStatus.PENDING)
+    assert len(pending) == 50
+    assert all(d.attempt_count == 1 for d in pending)
+    storage.close()
+    with pytest.raises(hd.DispatcherClosedError):
+        hooks.dispatch("user.created", {})
+
+
+def test_restarted_dispatcher_picks_up_pending_deliveries(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    receiver_up = False
+
+    def handler(request: Request) -> Response:
+        return Response("", status=200 if receiver_up else 503)
+
+    httpserver.expect_request("/hook").respond_with_handler(handler)
+    path = tmp_path / "hooks.db"
+    policy = hd.RetryPolicy(initial_wait=0.3, jitter=0.0)
+
+    # First life: the receiver is down; every delivery is left waiting for a retry.
+    storage = hd.SQLiteStorage(path)
+    with hd.Dispatcher(storage=storage, workers=2, retry=policy) as first:
+        first.add_endpoint(httpserver.url_for("/hook"))
+        events = [first.dispatch("user.created", {"n": n}) for n in range(5)]
+    storage.close()
+
+    # Second life on the same file, the receiver back up.
+    receiver_up = True
+    storage = hd.SQLiteStorage(path)
+    with hd.Dispatcher(storage=storage, workers=2, retry=policy) as second:
+        pending = second.deliveries(status="pending")
+        assert {d.event_id for d in pending} == {e.id for e in events}
+        assert wait_for(lambda: len(second.deliveries(status="succeeded")) == 5)
+        assert all(d.attempt_count == 2 for d in second.deliveries())
+    storage.close()
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    import hookdispatch as hd
+
+    path, url = sys.argv[1], sys.argv[2]
+    hooks = hd.Dispatcher(storage=hd.SQLiteStorage(path), workers=4, timeout=1.0, lease=2.0)
+    if not hooks.endpoints():
+        hooks.add_endpoint(url)
+    n = 0
+    while True:
+        event = hooks.dispatch("user.created", {"n": n})
+        print(event.id, flush=True)
+        n += 1
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_loses_no_accepted_event(httpserver: HTTPServer, tmp_path: Path) -> None:
+    httpserver.expect_request("/hook").respond_with_data("")
+    path = tmp_path / "hooks.db"
+    hd.SQLiteStorage(path).close()  # create the schema before the child starts
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), httpserver.url_for("/hook")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    accepted: list[str] = []
+    assert child.stdout is not None
+    while len(accepted) < 300:
+        line = child.stdout.readline()
+        assert line, "the child stopped before it dispatched 300 events"
+        accepted.append(line.strip())
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    before_restart = len(httpserver.log)
+    accepted += [line.strip() for line in child.stdout.read().splitlines() if line.strip()]
+
+    storage = hd.SQLiteStorage(path)
+    with hd.Dispatcher(storage=storage, workers=4, timeout=1.0, lease=2.0) as hooks:
+        # Deliveries the child held under a lease become due when the lease ends.
+        def all_delivered() -> bool:
+            hooks.drain(timeout=1)
+            received = {entry[0].headers["webhook-id"] for entry in httpserver.log}
+            return set(accepted) <= received
+
+        assert wait_for(all_delivered, timeout=30)
+    received = [entry[0].headers["webhook-id"] for entry in httpserver.log]
+    duplicates = len(received) - len(set(received))
+    print(
+        f"accepted {len(accepted)} events; {before_restart} received before the kill,"
+        f" {len(received)} in all, {duplicates} duplicates"
+    )
+    storage.close()
