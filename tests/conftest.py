@@ -11,6 +11,8 @@ import pytest
 
 import hookdispatch as hd
 
+from drivers import DRIVERS
+
 
 class FakeTime:
     """An injected clock and sleep: sleeping advances the clock, instantly."""
@@ -44,13 +46,23 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[hd.Stora
     store.close()
 
 
-@pytest.fixture
-def make_dispatcher() -> Iterator[Callable[..., hd.Dispatcher]]:
-    """Build dispatchers that are closed (without waiting for retries) after the test."""
-    made: list[hd.Dispatcher] = []
+@pytest.fixture(params=sorted(DRIVERS))
+def driver(request: pytest.FixtureRequest) -> str:
+    """Each driver: "sync" (Dispatcher) and "async" (AsyncDispatcher behind a sync facade)."""
+    return str(request.param)
 
-    def make(**options: Any) -> hd.Dispatcher:
-        dispatcher = hd.Dispatcher(**options)
+
+@pytest.fixture
+def make_dispatcher(driver: str) -> Iterator[Callable[..., Any]]:
+    """Build dispatchers of the test's driver; closed (without waiting) after the test.
+
+    Takes the Dispatcher options (``workers``, a sync ``sleep``); for the async driver
+    they are translated. The result has the Dispatcher API either way.
+    """
+    made: list[Any] = []
+
+    def make(**options: Any) -> Any:
+        dispatcher = DRIVERS[driver](**options)
         made.append(dispatcher)
         return dispatcher
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from werkzeug import Request, Response
 
 import hookdispatch as hd
 
+from drivers import DRIVERS
 from receivers import never_answer, raw_server, wait_for
 
 
@@ -78,12 +78,14 @@ def test_retries_are_scheduled_not_slept(httpserver: HTTPServer, make_dispatcher
     assert (waiting.next_attempt_at - waiting.updated_at).total_seconds() == pytest.approx(3600)
 
 
-def test_close_drains_due_work_and_keeps_retries(httpserver: HTTPServer, tmp_path: Path) -> None:
+def test_close_drains_due_work_and_keeps_retries(
+    httpserver: HTTPServer, tmp_path: Path, driver: str
+) -> None:
     httpserver.expect_request("/ok").respond_with_data("")
     httpserver.expect_request("/down").respond_with_data("", status=503)
     path = tmp_path / "hooks.db"
     storage = hd.SQLiteStorage(path)
-    with hd.Dispatcher(
+    with DRIVERS[driver](
         storage=storage, workers=4, retry=hd.RetryPolicy(initial_wait=3600.0)
     ) as hooks:
         hooks.add_endpoint(httpserver.url_for("/ok"), events=["user.created"])
@@ -101,7 +103,7 @@ def test_close_drains_due_work_and_keeps_retries(httpserver: HTTPServer, tmp_pat
 
 
 def test_restarted_dispatcher_picks_up_pending_deliveries(
-    httpserver: HTTPServer, tmp_path: Path
+    httpserver: HTTPServer, tmp_path: Path, driver: str
 ) -> None:
     receiver_up = False
 
@@ -114,7 +116,7 @@ def test_restarted_dispatcher_picks_up_pending_deliveries(
 
     # First life: the receiver is down; every delivery is left waiting for a retry.
     storage = hd.SQLiteStorage(path)
-    with hd.Dispatcher(storage=storage, workers=2, retry=policy) as first:
+    with DRIVERS[driver](storage=storage, workers=2, retry=policy) as first:
         first.add_endpoint(httpserver.url_for("/hook"))
         events = [first.dispatch("user.created", {"n": n}) for n in range(5)]
     storage.close()
@@ -122,7 +124,7 @@ def test_restarted_dispatcher_picks_up_pending_deliveries(
     # Second life on the same file, the receiver back up.
     receiver_up = True
     storage = hd.SQLiteStorage(path)
-    with hd.Dispatcher(storage=storage, workers=2, retry=policy) as second:
+    with DRIVERS[driver](storage=storage, workers=2, retry=policy) as second:
         pending = second.deliveries(status="pending")
         assert {d.event_id for d in pending} == {e.id for e in events}
         assert wait_for(lambda: len(second.deliveries(status="succeeded")) == 5)
@@ -130,31 +132,51 @@ def test_restarted_dispatcher_picks_up_pending_deliveries(
     storage.close()
 
 
-CHILD = textwrap.dedent(
-    """
-    import sys
-    import hookdispatch as hd
+CHILDREN = {
+    "sync": """
+import sys
+import hookdispatch as hd
 
-    path, url = sys.argv[1], sys.argv[2]
-    hooks = hd.Dispatcher(storage=hd.SQLiteStorage(path), workers=4, timeout=1.0, lease=2.0)
-    if not hooks.endpoints():
-        hooks.add_endpoint(url)
-    n = 0
-    while True:
-        event = hooks.dispatch("user.created", {"n": n})
-        print(event.id, flush=True)
-        n += 1
-    """
-)
+path, url = sys.argv[1], sys.argv[2]
+hooks = hd.Dispatcher(storage=hd.SQLiteStorage(path), workers=4, timeout=1.0, lease=2.0)
+if not hooks.endpoints():
+    hooks.add_endpoint(url)
+n = 0
+while True:
+    event = hooks.dispatch("user.created", {"n": n})
+    print(event.id, flush=True)
+    n += 1
+""",
+    "async": """
+import asyncio
+import sys
+import hookdispatch as hd
+
+async def main(path, url):
+    storage = hd.SQLiteStorage(path)
+    async with hd.AsyncDispatcher(storage=storage, concurrency=4, timeout=1.0, lease=2.0) as hooks:
+        if not await hooks.endpoints():
+            await hooks.add_endpoint(url)
+        n = 0
+        while True:
+            event = await hooks.dispatch("user.created", {"n": n})
+            print(event.id, flush=True)
+            n += 1
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+""",
+}
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_loses_no_accepted_event(httpserver: HTTPServer, tmp_path: Path) -> None:
+def test_sigkill_mid_run_loses_no_accepted_event(
+    httpserver: HTTPServer, tmp_path: Path, driver: str
+) -> None:
     httpserver.expect_request("/hook").respond_with_data("")
     path = tmp_path / "hooks.db"
     hd.SQLiteStorage(path).close()  # create the schema before the child starts
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), httpserver.url_for("/hook")],
+        [sys.executable, "-c", CHILDREN[driver], str(path), httpserver.url_for("/hook")],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -170,7 +192,7 @@ def test_sigkill_mid_run_loses_no_accepted_event(httpserver: HTTPServer, tmp_pat
     accepted += [line.strip() for line in child.stdout.read().splitlines() if line.strip()]
 
     storage = hd.SQLiteStorage(path)
-    with hd.Dispatcher(storage=storage, workers=4, timeout=1.0, lease=2.0) as hooks:
+    with DRIVERS[driver](storage=storage, workers=4, timeout=1.0, lease=2.0) as hooks:
         # Deliveries the child held under a lease become due when the lease ends.
         def all_delivered() -> bool:
             hooks.drain(timeout=1)

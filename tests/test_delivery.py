@@ -12,6 +12,7 @@ from werkzeug import Request, Response
 import hookdispatch as hd
 
 from conftest import FakeTime
+from drivers import DRIVERS, transport_for
 from receivers import unused_port
 
 NO_JITTER = hd.RetryPolicy(initial_wait=1.0, max_wait=60.0, jitter=0.0)
@@ -213,7 +214,7 @@ def test_redeliver_sends_a_failed_delivery_again(
 
 
 def test_response_body_is_kept_up_to_the_cap(
-    httpserver: HTTPServer, storage: hd.Storage, fake_time: FakeTime, make_dispatcher
+    httpserver: HTTPServer, storage: hd.Storage, fake_time: FakeTime, make_dispatcher, driver
 ) -> None:
     big = b"x" * (200 * 1024)
     httpserver.expect_request("/hook").respond_with_data(big, status=500)
@@ -222,7 +223,7 @@ def test_response_body_is_kept_up_to_the_cap(
         storage,
         fake_time,
         retry=hd.RetryPolicy(max_attempts=1),
-        transport=hd.HttpxTransport(max_response_bytes=1000),
+        transport=transport_for(driver, max_response_bytes=1000),
     )
     hooks.add_endpoint(httpserver.url_for("/hook"))
 
@@ -231,3 +232,9 @@ def test_response_body_is_kept_up_to_the_cap(
     [delivery] = hooks.deliveries(event_id=event.id)
     [attempt] = hooks.attempts(delivery.id)
     assert attempt.response_body == b"x" * 1000
+
+
+def test_transport_of_the_wrong_kind_is_refused(driver: str) -> None:
+    other = "async" if driver == "sync" else "sync"
+    with pytest.raises(hd.InvalidInputError, match="Transport"):
+        DRIVERS[driver](storage=hd.MemoryStorage(), transport=transport_for(other))

@@ -6,6 +6,8 @@
 See the README and ``docs/`` for the guide; every public name is listed in ``__all__``.
 """
 
+from ._async_dispatcher import AsyncDispatcher
+from ._async_transport import AiohttpTransport, AsyncHttpxTransport, AsyncTransport
 from ._core import Request, Response
 from ._dispatcher import Dispatcher
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, generate_secret
@@ -37,6 +39,10 @@ from .storage import MemoryStorage, SQLiteStorage, Storage
 __version__ = "0.1.0"
 
 __all__ = [
+    "AiohttpTransport",
+    "AsyncDispatcher",
+    "AsyncHttpxTransport",
+    "AsyncTransport",
     "Attempt",
     "ConnectError",
     "ConnectionBrokenError",

@@ -13,29 +13,31 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import warnings
-from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
-from attrs import evolve
-
 from ._core import Claim, Outcome, conclude, prepare
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ._operations import (
+    check_options,
+    log_attempt,
+    parse_status,
+    set_endpoint_enabled,
+    store_endpoint,
+    store_event,
+    store_redelivery,
+    unexpected_failure,
+    warn_if_dropping,
+)
 from ._policy import RetryPolicy
+from ._slots import WorkerSlots
 from ._transport import HttpxTransport, Transport
 from ._types import JSON, Clock, Sleep, utc_now
-from .exceptions import (
-    DispatcherClosedError,
-    InvalidInputError,
-    InvalidResponseError,
-    InvalidStateError,
-    TransportError,
-)
-from .storage import MemoryStorage, Storage
+from .exceptions import DispatcherClosedError, InvalidInputError
+from .storage import Storage
 
 __all__ = ["Dispatcher"]
 
@@ -43,58 +45,6 @@ logger = logging.getLogger("hookdispatch")
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_LEASE = 60.0
-
-
-def check_options(*, timeout: float, lease: float, poll_interval: float) -> None:
-    """Reject option values that cannot work, naming the fix."""
-    if not timeout > 0:
-        raise InvalidInputError("timeout must be a positive number of seconds")
-    if not lease > timeout:
-        raise InvalidInputError(
-            f"lease ({lease} s) must be longer than timeout ({timeout} s), or another worker"
-            " could claim a delivery while its attempt is still running"
-        )
-    if not poll_interval > 0:
-        raise InvalidInputError("poll_interval must be a positive number of seconds")
-
-
-def new_event(
-    storage: Storage, event_type: str, data: JSON, *, id: str | None, now: datetime
-) -> tuple[Event, list[Delivery]]:
-    """Validate an event and fan it out: one delivery per enabled, subscribed endpoint."""
-    event = Event.create(event_type, data, now=now, id=id)
-    deliveries = [
-        Delivery.create(event, endpoint, now=now)
-        for endpoint in storage.list_endpoints()
-        if endpoint.enabled and endpoint.wants(event.type)
-    ]
-    return event, deliveries
-
-
-def log_attempt(claim: Claim, attempt: Attempt, delivery: Delivery) -> None:
-    """One log line per attempt. Ids and outcome only: never the URL or the secret."""
-    if attempt.succeeded:
-        logger.debug(
-            "delivered %s (event %s) to endpoint %s on attempt %d: HTTP %s",
-            delivery.id, delivery.event_id, delivery.endpoint_id, attempt.number,
-            attempt.status_code,
-        )  # fmt: skip
-    elif delivery.status is DeliveryStatus.PENDING:
-        logger.info(
-            "attempt %d of %s (event %s) to endpoint %s failed (%s); retry at %s",
-            attempt.number, delivery.id, delivery.event_id, delivery.endpoint_id,
-            attempt.error, delivery.next_attempt_at,
-        )  # fmt: skip
-    else:
-        logger.warning(
-            "giving up on %s (event %s) to endpoint %s after %d attempts; last error: %s",
-            delivery.id, delivery.event_id, delivery.endpoint_id, attempt.number, attempt.error,
-        )  # fmt: skip
-
-
-def unexpected_failure(exc: Exception) -> TransportError:
-    """An outcome for a transport that raised instead of returning an error."""
-    return InvalidResponseError(f"transport raised {type(exc).__name__}")
 
 
 class Dispatcher:
@@ -128,14 +78,14 @@ class Dispatcher:
         clock: Clock = utc_now,
         sleep: Sleep = time.sleep,
     ) -> None:
-        if not isinstance(storage, Storage):
-            raise InvalidInputError(
-                "storage must be a hookdispatch Storage, e.g. MemoryStorage() or"
-                " SQLiteStorage('webhooks.db')"
-            )
+        check_options(storage=storage, timeout=timeout, lease=lease, poll_interval=poll_interval)
         if workers < 0:
             raise InvalidInputError("workers must be 0 (inline) or a positive number of threads")
-        check_options(timeout=timeout, lease=lease, poll_interval=poll_interval)
+        if transport is not None and not isinstance(transport, Transport):
+            raise InvalidInputError(
+                "Dispatcher needs a Transport (send() and close()), such as HttpxTransport();"
+                " AsyncDispatcher takes the async ones"
+            )
         self._storage = storage
         self._owns_transport = transport is None
         self._transport: Transport = transport or HttpxTransport(max_connections=max(workers, 1))
@@ -148,13 +98,8 @@ class Dispatcher:
         self._sleep = sleep
         self._closed = False
         self._cond = threading.Condition()
-        self._free = workers
-        self._claiming = False
+        self._slots = WorkerSlots(workers)
         self._wake = False
-        # Endpoints whose last attempt here failed get one attempt in flight at a
-        # time, so a dead endpoint cannot occupy every worker (head-of-line blocking).
-        self._failing: set[str] = set()
-        self._in_flight: Counter[str] = Counter()
         self._stopping = False
         self._pool: ThreadPoolExecutor | None = None
         self._pump: threading.Thread | None = None
@@ -191,9 +136,9 @@ class Dispatcher:
         is given; hand ``endpoint.secret`` to the receiver's owner. Raises
         InvalidEndpointError for a URL that is not http(s) or is malformed.
         """
-        endpoint = Endpoint.create(url, now=self._clock(), events=events, secret=secret, id=id)
-        self._storage.add_endpoint(endpoint)
-        return endpoint
+        return store_endpoint(
+            self._storage, url, events=events, secret=secret, id=id, now=self._clock()
+        )
 
     def endpoints(self) -> list[Endpoint]:
         """Every registered endpoint, enabled or not."""
@@ -212,8 +157,7 @@ class Dispatcher:
         return self._set_enabled(endpoint_id, enabled=True)
 
     def _set_enabled(self, endpoint_id: str, *, enabled: bool) -> Endpoint:
-        endpoint = evolve(self._storage.get_endpoint(endpoint_id), enabled=enabled)
-        self._storage.update_endpoint(endpoint)
+        endpoint = set_endpoint_enabled(self._storage, endpoint_id, enabled=enabled)
         self._notify()
         return endpoint
 
@@ -230,9 +174,9 @@ class Dispatcher:
         DispatcherClosedError after :meth:`close`.
         """
         self._check_open()
-        event, deliveries = new_event(self._storage, event_type, data, id=id, now=self._clock())
-        if not self._storage.add_event(event, deliveries):
-            return self._storage.get_event(event.id)
+        event, stored = store_event(self._storage, event_type, data, id=id, now=self._clock())
+        if not stored:
+            return event
         if self._workers == 0:
             self._deliver_inline(event.id)
         else:
@@ -252,9 +196,8 @@ class Dispatcher:
         limit: int | None = None,
     ) -> list[Delivery]:
         """Deliveries matching every given filter, oldest first."""
-        wanted = None if status is None else _status(status)
         return self._storage.list_deliveries(
-            event_id=event_id, endpoint_id=endpoint_id, status=wanted, limit=limit
+            event_id=event_id, endpoint_id=endpoint_id, status=parse_status(status), limit=limit
         )
 
     def get_delivery(self, delivery_id: str) -> Delivery:
@@ -273,17 +216,9 @@ class Dispatcher:
         InvalidStateError for a delivery that is still pending.
         """
         self._check_open()
-        old = self._storage.get_delivery(delivery_id)
-        if old.status is DeliveryStatus.PENDING:
-            raise InvalidStateError(
-                f"delivery {delivery_id!r} is still pending; it will be attempted as scheduled"
-            )
-        event = self._storage.get_event(old.event_id)
-        endpoint = self._storage.get_endpoint(old.endpoint_id)
-        fresh = Delivery.create(event, endpoint, now=self._clock())
-        self._storage.add_deliveries([fresh])
+        fresh = store_redelivery(self._storage, delivery_id, now=self._clock())
         if self._workers == 0:
-            self._deliver_inline(event.id)
+            self._deliver_inline(fresh.event_id)
         else:
             self._notify()
         return self._storage.get_delivery(fresh.id)
@@ -336,14 +271,14 @@ class Dispatcher:
         assert self._pool is not None
         while True:
             with self._cond:
-                while self._free == 0 and not self._stopping:
+                while self._slots.free == 0 and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return
-                limit = self._free
+                limit = self._slots.free
+                held_back = self._slots.held_back()
                 self._wake = False
-                self._claiming = True
-                held_back = {ep for ep in self._failing if self._in_flight[ep]}
+                self._slots.claiming = True
             try:
                 now = self._clock()
                 claims = self._storage.claim(
@@ -353,9 +288,8 @@ class Dispatcher:
                 logger.exception("claiming due deliveries failed; trying again shortly")
                 claims = []
             with self._cond:
-                self._claiming = False
-                self._free -= len(claims)
-                self._in_flight.update(claim.endpoint.id for claim in claims)
+                self._slots.claiming = False
+                self._slots.started(claims)
                 self._cond.notify_all()
             for claim in claims:
                 self._pool.submit(self._work, claim)
@@ -390,14 +324,7 @@ class Dispatcher:
             )
         finally:
             with self._cond:
-                self._free += 1
-                self._in_flight[endpoint_id] -= 1
-                if not self._in_flight[endpoint_id]:
-                    del self._in_flight[endpoint_id]
-                if succeeded:
-                    self._failing.discard(endpoint_id)
-                else:
-                    self._failing.add(endpoint_id)
+                self._slots.finished(endpoint_id, succeeded=succeeded)
                 self._cond.notify_all()
 
     def _notify(self) -> None:
@@ -421,8 +348,7 @@ class Dispatcher:
             # seen by one or the other, never by neither.
             due = self._storage.next_due_at()
             with self._cond:
-                busy = self._claiming or self._free < self._workers
-                if not busy and (due is None or due > self._clock()):
+                if self._slots.idle and (due is None or due > self._clock()):
                     return True
                 if self._pump is None or not self._pump.is_alive():
                     return False
@@ -455,19 +381,7 @@ class Dispatcher:
             self._pool.shutdown(wait=True)
         if self._owns_transport:
             self._transport.close()
-        self._warn_if_dropping()
-
-    def _warn_if_dropping(self) -> None:
-        if not isinstance(self._storage, MemoryStorage):
-            return
-        pending = self._storage.list_deliveries(status=DeliveryStatus.PENDING)
-        if pending:
-            warnings.warn(
-                f"{len(pending)} deliveries are still pending in MemoryStorage and will be"
-                " lost with this process; use SQLiteStorage to keep retries across restarts",
-                ResourceWarning,
-                stacklevel=3,
-            )
+        warn_if_dropping(self._storage)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -483,11 +397,3 @@ class Dispatcher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _status(value: DeliveryStatus | str) -> DeliveryStatus:
-    try:
-        return DeliveryStatus(value)
-    except ValueError:
-        known = ", ".join(s.value for s in DeliveryStatus)
-        raise InvalidInputError(f"unknown delivery status {value!r}; use one of {known}") from None

@@ -33,6 +33,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import ClassVar
 
 from .._core import Claim
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
@@ -45,6 +46,11 @@ class Storage(abc.ABC):
 
     ``hookdispatch.testing`` ships the conformance tests a backend must pass.
     """
+
+    blocking: ClassVar[bool] = True
+    """Whether methods may block on I/O. The async dispatcher runs the methods of a
+    blocking storage in worker threads, never on the event loop; set ``False`` only
+    for a backend that does no I/O and holds its locks briefly (like MemoryStorage)."""
 
     # Endpoints ----------------------------------------------------------------------
 

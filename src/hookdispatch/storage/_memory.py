@@ -32,6 +32,8 @@ class MemoryStorage(Storage):
     processes. Due deliveries are found through a heap keyed by ``next_attempt_at``.
     """
 
+    blocking = False
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._endpoints: dict[str, Endpoint] = {}

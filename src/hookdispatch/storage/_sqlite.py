@@ -195,6 +195,7 @@ class SQLiteStorage(Storage):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._closed = False
         self._migrate()
 
@@ -227,7 +228,9 @@ class SQLiteStorage(Storage):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds the write lock from its first statement."""
         conn = self._connect()
-        with _translated():
+        # Threads of this process queue on a Python lock, which hands over at once;
+        # SQLite's busy handler (left for other processes) sleeps in steps of ms.
+        with self._write_lock, _translated():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn

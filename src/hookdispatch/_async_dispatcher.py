@@ -1,0 +1,406 @@
+"""AsyncDispatcher: the asyncio driver, the twin of :class:`Dispatcher`.
+
+The same loop over the same pure core (claim, ``prepare``, send, ``conclude``,
+``complete``) and the same storage units (``_operations``); only the I/O differs:
+requests go through an :class:`AsyncTransport`, and calls to a blocking storage
+(SQLite, PostgreSQL) run on a small thread pool of their own, never on the event
+loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from types import TracebackType
+from typing import ParamSpec, Self, TypeVar
+
+from ._async_transport import AiohttpTransport, AsyncTransport
+from ._core import Claim, Outcome, conclude, prepare
+from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ._operations import (
+    check_options,
+    log_attempt,
+    parse_status,
+    set_endpoint_enabled,
+    store_endpoint,
+    store_event,
+    store_redelivery,
+    unexpected_failure,
+    warn_if_dropping,
+)
+from ._policy import RetryPolicy
+from ._slots import WorkerSlots
+from ._types import JSON, Clock, utc_now
+from .exceptions import DispatcherClosedError, InvalidInputError
+from .storage import Storage
+
+__all__ = ["AsyncDispatcher", "AsyncSleep"]
+
+logger = logging.getLogger("hookdispatch")
+
+AsyncSleep = Callable[[float], Awaitable[None]]
+"""Waits for the given number of seconds without blocking the loop. Injected in tests."""
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class AsyncDispatcher:
+    """Sends events to endpoints from asyncio: inline (``concurrency=0``) or in tasks.
+
+    The options and guarantees are those of :class:`Dispatcher`, with
+    ``concurrency`` (attempts in flight at once, 64 by default) in place of
+    ``workers``, an :class:`AsyncTransport` (:class:`AiohttpTransport` by default),
+    and an async ``sleep``. ``storage_threads`` threads run the calls to a blocking
+    storage. Use it as ``async with AsyncDispatcher(...) as hooks:``, or call
+    :meth:`aclose`. It belongs to the event loop it is first used in.
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        transport: AsyncTransport | None = None,
+        concurrency: int = 64,
+        retry: RetryPolicy | None = None,
+        timeout: float = 5.0,
+        lease: float = 60.0,
+        poll_interval: float = 1.0,
+        clock: Clock = utc_now,
+        sleep: AsyncSleep = asyncio.sleep,
+        storage_threads: int = 4,
+    ) -> None:
+        check_options(storage=storage, timeout=timeout, lease=lease, poll_interval=poll_interval)
+        if concurrency < 0:
+            raise InvalidInputError("concurrency must be 0 (inline) or a positive number")
+        if transport is not None and not isinstance(transport, AsyncTransport):
+            raise InvalidInputError(
+                "AsyncDispatcher needs an AsyncTransport (async send() and aclose()), such as"
+                " AiohttpTransport(); Dispatcher takes the sync ones"
+            )
+        self._storage = storage
+        self._owns_transport = transport is None
+        self._transport: AsyncTransport = transport or AiohttpTransport(
+            max_connections=max(concurrency, 1)
+        )
+        self._concurrency = concurrency
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+        self._lease = timedelta(seconds=lease)
+        self._poll_interval = poll_interval
+        self._clock = clock
+        self._sleep = sleep
+        self._executor = (
+            ThreadPoolExecutor(storage_threads, thread_name_prefix="hookdispatch-storage")
+            if storage.blocking
+            else None
+        )
+        self._slots = WorkerSlots(concurrency)
+        self._changed: asyncio.Event | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        mode = "inline" if self._concurrency == 0 else f"concurrency={self._concurrency}"
+        state = " closed" if self._closed else ""
+        return f"<AsyncDispatcher {mode} storage={self._storage!r}{state}>"
+
+    @property
+    def storage(self) -> Storage:
+        """The storage this dispatcher reads and writes."""
+        return self._storage
+
+    async def _call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a storage call off the event loop (unless the storage never blocks)."""
+        if self._executor is None:
+            return function(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(function, *args, **kwargs)
+        )
+
+    # Endpoints ----------------------------------------------------------------------
+
+    async def add_endpoint(
+        self,
+        url: str,
+        *,
+        events: Iterable[str] = ("*",),
+        secret: str | None = None,
+        id: str | None = None,
+    ) -> Endpoint:
+        """Register a receiver; see :meth:`Dispatcher.add_endpoint`."""
+        return await self._call(
+            store_endpoint,
+            self._storage,
+            url,
+            events=events,
+            secret=secret,
+            id=id,
+            now=self._clock(),
+        )
+
+    async def endpoints(self) -> list[Endpoint]:
+        """Every registered endpoint, enabled or not."""
+        return await self._call(self._storage.list_endpoints)
+
+    async def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        """The endpoint with this id. Raises UnknownEndpointError."""
+        return await self._call(self._storage.get_endpoint, endpoint_id)
+
+    async def disable_endpoint(self, endpoint_id: str) -> Endpoint:
+        """Stop delivering to an endpoint. Its pending deliveries wait, nothing is lost."""
+        return await self._call(set_endpoint_enabled, self._storage, endpoint_id, enabled=False)
+
+    async def enable_endpoint(self, endpoint_id: str) -> Endpoint:
+        """Resume an endpoint; its waiting deliveries are attempted as scheduled."""
+        endpoint = await self._call(set_endpoint_enabled, self._storage, endpoint_id, enabled=True)
+        self._notify()
+        return endpoint
+
+    # Events -------------------------------------------------------------------------
+
+    async def dispatch(self, event_type: str, data: JSON, *, id: str | None = None) -> Event:
+        """Send an event to every subscribed endpoint; see :meth:`Dispatcher.dispatch`.
+
+        Inline (``concurrency=0``) it returns once every delivery is finished, the
+        deliveries of the event attempted concurrently; otherwise once stored.
+        """
+        self._check_open()
+        event, stored = await self._call(
+            store_event, self._storage, event_type, data, id=id, now=self._clock()
+        )
+        if stored:
+            await self._after_store(event.id)
+        return event
+
+    async def get_event(self, event_id: str) -> Event:
+        """The event with this id. Raises UnknownEventError."""
+        return await self._call(self._storage.get_event, event_id)
+
+    async def deliveries(
+        self,
+        *,
+        event_id: str | None = None,
+        endpoint_id: str | None = None,
+        status: DeliveryStatus | str | None = None,
+        limit: int | None = None,
+    ) -> list[Delivery]:
+        """Deliveries matching every given filter, oldest first."""
+        return await self._call(
+            self._storage.list_deliveries,
+            event_id=event_id,
+            endpoint_id=endpoint_id,
+            status=parse_status(status),
+            limit=limit,
+        )
+
+    async def get_delivery(self, delivery_id: str) -> Delivery:
+        """The delivery with this id. Raises UnknownDeliveryError."""
+        return await self._call(self._storage.get_delivery, delivery_id)
+
+    async def attempts(self, delivery_id: str) -> list[Attempt]:
+        """Every attempt of a delivery, in order. Raises UnknownDeliveryError."""
+        return await self._call(self._storage.list_attempts, delivery_id)
+
+    async def redeliver(self, delivery_id: str) -> Delivery:
+        """Send a finished delivery again as a new one; see :meth:`Dispatcher.redeliver`."""
+        self._check_open()
+        fresh = await self._call(store_redelivery, self._storage, delivery_id, now=self._clock())
+        await self._after_store(fresh.event_id)
+        return await self._call(self._storage.get_delivery, fresh.id)
+
+    async def _after_store(self, event_id: str) -> None:
+        if self._concurrency == 0:
+            await self._deliver_inline(event_id)
+        else:
+            self._start()
+            self._notify()
+
+    # The delivery loop --------------------------------------------------------------
+
+    async def _attempt(self, claim: Claim) -> bool:
+        """Send one claimed delivery and record what happened. True if it succeeded."""
+        started_at = self._clock()
+        request = prepare(claim, now=started_at, timeout=self._timeout)
+        began = time.perf_counter()
+        try:
+            outcome: Outcome = await self._transport.send(request)
+        except Exception as exc:
+            logger.exception("transport %r raised instead of returning an outcome", self._transport)
+            outcome = unexpected_failure(exc)
+        duration = time.perf_counter() - began
+        attempt, delivery = conclude(
+            claim,
+            outcome,
+            started_at=started_at,
+            duration=duration,
+            now=self._clock(),
+            policy=self._retry,
+        )
+        if not await self._call(self._storage.complete, claim, attempt, delivery):
+            logger.warning(
+                "lease on %s expired during its attempt; another worker owns it now", delivery.id
+            )
+        log_attempt(claim, attempt, delivery)
+        return attempt.succeeded
+
+    async def _deliver_inline(self, event_id: str) -> None:
+        while True:
+            now = self._clock()
+            claims = await self._call(
+                self._storage.claim,
+                now=now,
+                lease_until=now + self._lease,
+                limit=100,
+                event_id=event_id,
+            )
+            if claims:
+                await asyncio.gather(*(self._attempt(claim) for claim in claims))
+                continue
+            due = await self._call(self._storage.next_due_at, event_id=event_id)
+            if due is None:
+                return
+            await self._sleep(max(0.0, (due - self._clock()).total_seconds()))
+
+    def _start(self) -> None:
+        if self._pump is None:
+            self._changed = asyncio.Event()
+            self._pump = asyncio.get_running_loop().create_task(
+                self._run_pump(), name="hookdispatch-pump"
+            )
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    async def _wait_for_change(self, timeout: float | None) -> None:
+        assert self._changed is not None
+        try:
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        except TimeoutError:
+            pass
+        self._changed.clear()
+
+    async def _run_pump(self) -> None:
+        """Background mode: claim due work while slots are free; else wait."""
+        while not self._stopping:
+            if self._slots.free == 0:
+                await self._wait_for_change(None)
+                continue
+            assert self._changed is not None
+            self._changed.clear()
+            self._slots.claiming = True
+            try:
+                now = self._clock()
+                claims = await self._call(
+                    self._storage.claim,
+                    now=now,
+                    lease_until=now + self._lease,
+                    limit=self._slots.free,
+                    exclude_endpoints=self._slots.held_back(),
+                )
+            except Exception:
+                logger.exception("claiming due deliveries failed; trying again shortly")
+                claims = []
+            finally:
+                self._slots.claiming = False
+            self._slots.started(claims)
+            for claim in claims:
+                task = asyncio.create_task(self._work(claim))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if not claims:
+                await self._idle()
+
+    async def _idle(self) -> None:
+        try:
+            due = await self._call(self._storage.next_due_at)
+        except Exception:
+            logger.exception("reading the next due time failed")
+            due = None
+        wait = self._poll_interval
+        if due is not None and due > self._clock():
+            wait = min(wait, (due - self._clock()).total_seconds())
+        await self._wait_for_change(wait)
+
+    async def _work(self, claim: Claim) -> None:
+        succeeded = False
+        try:
+            succeeded = await self._attempt(claim)
+        except Exception:
+            logger.exception(
+                "recording the attempt of %s failed; it is retried when its lease ends",
+                claim.delivery.id,
+            )
+        finally:
+            self._slots.finished(claim.endpoint.id, succeeded=succeeded)
+            self._notify()
+
+    # Lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._concurrency:
+            self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no delivery is due now and none is in flight; see :meth:`Dispatcher.drain`."""
+        if self._concurrency == 0 or self._pump is None:
+            return True
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            due = await self._call(self._storage.next_due_at)
+            if self._slots.idle and (due is None or due > self._clock()):
+                return True
+            if self._pump.done():
+                return False
+            if give_up is not None and time.monotonic() >= give_up:
+                return False
+            await asyncio.sleep(0.01)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Stop taking events, deliver what is due (up to ``timeout`` s), and stop.
+
+        Attempts in flight always finish. Retries scheduled for later stay in storage;
+        with MemoryStorage they are lost and a ResourceWarning says how many. The
+        storage stays open: it is yours to close. Idempotent.
+        """
+        if self._closed:
+            return
+        if not await self.drain(timeout):
+            logger.warning(
+                "closing with deliveries still due; they stay pending in %r", self._storage
+            )
+        self._closed = True
+        self._stopping = True
+        self._notify()
+        if self._pump is not None:
+            await self._pump
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._owns_transport:
+            await self._transport.aclose()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        warn_if_dropping(self._storage)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DispatcherClosedError("this AsyncDispatcher is closed; create a new one")

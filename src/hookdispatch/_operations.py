@@ -1,0 +1,164 @@
+"""What the sync and async dispatchers do alike, written once.
+
+Each ``store_*`` function is a unit of synchronous storage work: the sync driver
+calls it directly, the async driver runs it in its storage thread. The rest are
+pure helpers: option checks, the attempt outcome, and the attempt log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable
+from datetime import datetime
+
+from attrs import evolve
+
+from ._core import Claim
+from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ._types import JSON
+from .exceptions import (
+    InvalidInputError,
+    InvalidResponseError,
+    InvalidStateError,
+    TransportError,
+)
+from .storage import MemoryStorage, Storage
+
+__all__ = [
+    "check_options",
+    "log_attempt",
+    "parse_status",
+    "set_endpoint_enabled",
+    "store_endpoint",
+    "store_event",
+    "store_redelivery",
+    "unexpected_failure",
+    "warn_if_dropping",
+]
+
+logger = logging.getLogger("hookdispatch")
+
+
+def check_options(*, storage: object, timeout: float, lease: float, poll_interval: float) -> None:
+    """Reject option values that cannot work, naming the fix."""
+    if not isinstance(storage, Storage):
+        raise InvalidInputError(
+            "storage must be a hookdispatch Storage, e.g. MemoryStorage() or"
+            " SQLiteStorage('webhooks.db')"
+        )
+    if not timeout > 0:
+        raise InvalidInputError("timeout must be a positive number of seconds")
+    if not lease > timeout:
+        raise InvalidInputError(
+            f"lease ({lease} s) must be longer than timeout ({timeout} s), or another worker"
+            " could claim a delivery while its attempt is still running"
+        )
+    if not poll_interval > 0:
+        raise InvalidInputError("poll_interval must be a positive number of seconds")
+
+
+def store_endpoint(
+    storage: Storage,
+    url: str,
+    *,
+    events: Iterable[str],
+    secret: str | None,
+    id: str | None,
+    now: datetime,
+) -> Endpoint:
+    """Validate and store a new endpoint."""
+    endpoint = Endpoint.create(url, now=now, events=events, secret=secret, id=id)
+    storage.add_endpoint(endpoint)
+    return endpoint
+
+
+def set_endpoint_enabled(storage: Storage, endpoint_id: str, *, enabled: bool) -> Endpoint:
+    """Enable or disable a stored endpoint."""
+    endpoint = evolve(storage.get_endpoint(endpoint_id), enabled=enabled)
+    storage.update_endpoint(endpoint)
+    return endpoint
+
+
+def store_event(
+    storage: Storage, event_type: str, data: JSON, *, id: str | None, now: datetime
+) -> tuple[Event, bool]:
+    """Validate an event, fan it out and store it with its deliveries.
+
+    One delivery per enabled endpoint subscribed to the type. Returns the event and
+    whether it was new; for an id already stored, the stored event and ``False``.
+    """
+    event = Event.create(event_type, data, now=now, id=id)
+    deliveries = [
+        Delivery.create(event, endpoint, now=now)
+        for endpoint in storage.list_endpoints()
+        if endpoint.enabled and endpoint.wants(event.type)
+    ]
+    if storage.add_event(event, deliveries):
+        return event, True
+    return storage.get_event(event.id), False
+
+
+def store_redelivery(storage: Storage, delivery_id: str, *, now: datetime) -> Delivery:
+    """A new delivery of a finished delivery's event to the same endpoint."""
+    old = storage.get_delivery(delivery_id)
+    if old.status is DeliveryStatus.PENDING:
+        raise InvalidStateError(
+            f"delivery {delivery_id!r} is still pending; it will be attempted as scheduled"
+        )
+    event = storage.get_event(old.event_id)
+    endpoint = storage.get_endpoint(old.endpoint_id)
+    fresh = Delivery.create(event, endpoint, now=now)
+    storage.add_deliveries([fresh])
+    return fresh
+
+
+def parse_status(value: DeliveryStatus | str | None) -> DeliveryStatus | None:
+    """A delivery status from its name, with an error that lists the valid ones."""
+    if value is None:
+        return None
+    try:
+        return DeliveryStatus(value)
+    except ValueError:
+        known = ", ".join(s.value for s in DeliveryStatus)
+        raise InvalidInputError(f"unknown delivery status {value!r}; use one of {known}") from None
+
+
+def warn_if_dropping(storage: Storage) -> None:
+    """At close: warn (ResourceWarning) when pending retries die with MemoryStorage."""
+    if not isinstance(storage, MemoryStorage):
+        return
+    pending = storage.list_deliveries(status=DeliveryStatus.PENDING)
+    if pending:
+        warnings.warn(
+            f"{len(pending)} deliveries are still pending in MemoryStorage and will be"
+            " lost with this process; use SQLiteStorage to keep retries across restarts",
+            ResourceWarning,
+            stacklevel=4,
+        )
+
+
+def unexpected_failure(exc: Exception) -> TransportError:
+    """The outcome recorded when a transport raised instead of returning an error."""
+    return InvalidResponseError(f"transport raised {type(exc).__name__}")
+
+
+def log_attempt(claim: Claim, attempt: Attempt, delivery: Delivery) -> None:
+    """One log line per attempt. Ids and outcome only: never the URL or the secret."""
+    if attempt.succeeded:
+        logger.debug(
+            "delivered %s (event %s) to endpoint %s on attempt %d: HTTP %s",
+            delivery.id, delivery.event_id, delivery.endpoint_id, attempt.number,
+            attempt.status_code,
+        )  # fmt: skip
+    elif delivery.status is DeliveryStatus.PENDING:
+        logger.info(
+            "attempt %d of %s (event %s) to endpoint %s failed (%s); retry at %s",
+            attempt.number, delivery.id, delivery.event_id, delivery.endpoint_id,
+            attempt.error, delivery.next_attempt_at,
+        )  # fmt: skip
+    else:
+        logger.warning(
+            "giving up on %s (event %s) to endpoint %s after %d attempts; last error: %s",
+            delivery.id, delivery.event_id, delivery.endpoint_id, attempt.number, attempt.error,
+        )  # fmt: skip

@@ -1,0 +1,59 @@
+"""Worker-slot bookkeeping shared by the sync and async drivers (pure, no locking).
+
+Tracks how many attempts are in flight, per endpoint too, and which endpoints
+failed their last attempt here. A failing endpoint is *held back* to one attempt
+in flight at a time, so a dead receiver cannot occupy every worker while healthy
+endpoints wait (head-of-line blocking). Callers serialise access (a lock or the
+event loop).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from ._core import Claim
+
+__all__ = ["WorkerSlots"]
+
+
+class WorkerSlots:
+    """``capacity`` attempts may run at once; see the module docstring."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.claiming = False
+        self._busy = 0
+        self._per_endpoint: Counter[str] = Counter()
+        self._failing: set[str] = set()
+
+    @property
+    def free(self) -> int:
+        """How many more attempts may start now."""
+        return self.capacity - self._busy
+
+    @property
+    def idle(self) -> bool:
+        """No attempt is in flight and no claim is under way."""
+        return self._busy == 0 and not self.claiming
+
+    def held_back(self) -> set[str]:
+        """Endpoints not to claim for now: failing ones that already have an attempt out."""
+        return {endpoint for endpoint in self._failing if self._per_endpoint[endpoint]}
+
+    def started(self, claims: Iterable[Claim]) -> None:
+        """Count claimed deliveries as in flight."""
+        for claim in claims:
+            self._busy += 1
+            self._per_endpoint[claim.endpoint.id] += 1
+
+    def finished(self, endpoint_id: str, *, succeeded: bool) -> None:
+        """One attempt ended; a success clears the endpoint's failing mark."""
+        self._busy -= 1
+        self._per_endpoint[endpoint_id] -= 1
+        if not self._per_endpoint[endpoint_id]:
+            del self._per_endpoint[endpoint_id]
+        if succeeded:
+            self._failing.discard(endpoint_id)
+        else:
+            self._failing.add(endpoint_id)
