@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,12 @@ import pytest
 import hookdispatch as hd
 
 from drivers import DRIVERS
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address() -> tuple[str, int]:
+    """pytest-httpserver listens on 127.0.0.1 (not "localhost"), on a free port."""
+    return ("127.0.0.1", 0)
 
 
 class FakeTime:
@@ -44,6 +52,24 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[hd.Stora
         store = hd.SQLiteStorage(tmp_path / "hooks.db")
     yield store
     store.close()
+
+
+@pytest.fixture
+def fast_receiver() -> Iterator[str]:
+    """The benchmarks' receiver, in its own process: answers 200 at once, keep-alive.
+
+    Use it where an in-process server would compete with the code under test for
+    the GIL. Yields the URL to post to.
+    """
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.receiver"], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    port = int(process.stdout.readline().split()[1])
+    yield f"http://127.0.0.1:{port}/hook"
+    process.kill()
+    process.wait()
 
 
 @pytest.fixture(params=sorted(DRIVERS))

@@ -119,8 +119,10 @@ class AsyncDispatcher:
 
     async def _call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a storage call off the event loop (unless the storage never blocks)."""
-        if self._executor is None:
+        if not self._storage.blocking:
             return function(*args, **kwargs)
+        if self._executor is None:  # closed: reads still work, on the default executor
+            return await asyncio.to_thread(function, *args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, functools.partial(function, *args, **kwargs)
@@ -156,7 +158,8 @@ class AsyncDispatcher:
         return await self._call(self._storage.get_endpoint, endpoint_id)
 
     async def disable_endpoint(self, endpoint_id: str) -> Endpoint:
-        """Stop delivering to an endpoint. Its pending deliveries wait, nothing is lost."""
+        """Stop delivering to an endpoint. Its pending deliveries wait until it is enabled;
+        events dispatched meanwhile are not sent to it."""
         return await self._call(set_endpoint_enabled, self._storage, endpoint_id, enabled=False)
 
     async def enable_endpoint(self, endpoint_id: str) -> Endpoint:
@@ -318,6 +321,7 @@ class AsyncDispatcher:
                 task = asyncio.create_task(self._work(claim))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                await asyncio.sleep(0)  # keep each step of the loop short
             if not claims:
                 await self._idle()
 
@@ -399,6 +403,7 @@ class AsyncDispatcher:
             await self._transport.aclose()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+            self._executor = None
         warn_if_dropping(self._storage)
 
     def _check_open(self) -> None:

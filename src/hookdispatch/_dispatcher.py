@@ -149,7 +149,8 @@ class Dispatcher:
         return self._storage.get_endpoint(endpoint_id)
 
     def disable_endpoint(self, endpoint_id: str) -> Endpoint:
-        """Stop delivering to an endpoint. Its pending deliveries wait, nothing is lost."""
+        """Stop delivering to an endpoint. Its pending deliveries wait until it is enabled;
+        events dispatched meanwhile are not sent to it."""
         return self._set_enabled(endpoint_id, enabled=False)
 
     def enable_endpoint(self, endpoint_id: str) -> Endpoint:

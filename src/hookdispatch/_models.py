@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from attrs import field, frozen
 
 from ._types import JSON
-from .exceptions import FailureKind, InvalidEndpointError, InvalidEventError
+from .exceptions import FailureKind, InvalidEndpointError, InvalidEventError, InvalidInputError
 
 __all__ = [
     "Attempt",
@@ -72,9 +72,11 @@ def _check_event_type(event_type: object) -> str:
     return event_type
 
 
-def _check_id(value: object, *, what: str) -> str:
+def _check_id(
+    value: object, *, what: str, error: type[InvalidInputError] = InvalidEventError
+) -> str:
     if not isinstance(value, str) or not _ID.fullmatch(value) or len(value) > MAX_ID_LENGTH:
-        raise InvalidEventError(
+        raise error(
             f"{what} must be 1 to {MAX_ID_LENGTH} letters, digits and . _ - :"
             f" (got {value!r:.60}); leave it out to have one generated"
         )
@@ -113,14 +115,13 @@ class Event:
         }
         try:
             text = json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            body = text.encode()
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
             raise InvalidEventError(
                 f"event data is not JSON: {exc}. Pass dicts, lists, str, int, finite float,"
                 " bool or None (convert datetimes, decimals and sets first)"
             ) from None
-        return cls(
-            id=event_id, type=event_type, created_at=created_at, data=data, body=text.encode()
-        )
+        return cls(id=event_id, type=event_type, created_at=created_at, data=data, body=body)
 
     @classmethod
     def from_body(cls, body: bytes) -> Event:
@@ -233,7 +234,9 @@ class Endpoint:
     ) -> Endpoint:
         """Validate a new endpoint, generating the id and secret when not given."""
         return cls(
-            id=new_id("ep") if id is None else _check_id(id, what="endpoint id"),
+            id=new_id("ep")
+            if id is None
+            else _check_id(id, what="endpoint id", error=InvalidEndpointError),
             url=_check_url(url),
             secret=generate_secret() if secret is None else _check_secret(secret),
             events=_check_events(events),

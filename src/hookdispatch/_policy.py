@@ -7,6 +7,7 @@ sleeps; drivers persist the decision as the delivery's ``next_attempt_at``.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 import tenacity
@@ -45,8 +46,11 @@ class RetryPolicy:
     def __attrs_post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1 (1 means no retries)")
-        if self.initial_wait < 0 or self.max_wait < 0 or self.jitter < 0:
-            raise ValueError("initial_wait, max_wait and jitter must not be negative")
+        if not all(
+            math.isfinite(value) and value >= 0
+            for value in (self.initial_wait, self.max_wait, self.jitter)
+        ):
+            raise ValueError("initial_wait, max_wait and jitter must be finite and not negative")
 
     def _stop(self) -> stop_base:
         return self.stop or tenacity.stop_after_attempt(self.max_attempts)

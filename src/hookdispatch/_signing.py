@@ -64,8 +64,8 @@ def verify_signature(body: bytes, signature: str, secret: str) -> bool:
     """
     if not isinstance(signature, str):
         return False
-    expected = sign_hex(body, secret)
-    return hmac.compare_digest(expected, signature.strip().lower())
+    expected = sign_hex(body, secret).encode()
+    return hmac.compare_digest(expected, signature.strip().lower().encode(errors="replace"))
 
 
 def verify_standard_webhook(
@@ -94,5 +94,8 @@ def verify_standard_webhook(
         return False
     if abs(now - sent_at) > tolerance:
         return False
-    expected = sign_standard(body, secret, msg_id=msg_id, timestamp=sent_at)
-    return any(hmac.compare_digest(expected, candidate) for candidate in signatures.split())
+    expected = sign_standard(body, secret, msg_id=msg_id, timestamp=sent_at).encode()
+    return any(
+        hmac.compare_digest(expected, candidate.encode(errors="replace"))
+        for candidate in signatures.split()
+    )

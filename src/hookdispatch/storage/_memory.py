@@ -80,7 +80,9 @@ class MemoryStorage(Storage):
 
     def list_endpoints(self) -> list[Endpoint]:
         with self._lock:
-            return list(self._endpoints.values())
+            endpoints = list(self._endpoints.values())
+        # Creation order is created_at order (ties: the order they were stored).
+        return sorted(endpoints, key=lambda endpoint: endpoint.created_at)
 
     # Events and deliveries ----------------------------------------------------------
 
@@ -88,6 +90,8 @@ class MemoryStorage(Storage):
         with self._lock:
             if event.id in self._events:
                 return False
+            for delivery in deliveries:
+                self._endpoint(delivery.endpoint_id)  # all or nothing: check first
             self._events[event.id] = event
             self._store_new(deliveries)
             return True
@@ -97,6 +101,7 @@ class MemoryStorage(Storage):
             for delivery in deliveries:
                 if delivery.event_id not in self._events:
                     raise UnknownEventError(f"no event with id {delivery.event_id!r}")
+                self._endpoint(delivery.endpoint_id)
             self._store_new(deliveries)
 
     def _store_new(self, deliveries: Sequence[Delivery]) -> None:
@@ -140,12 +145,15 @@ class MemoryStorage(Storage):
                 candidates = [self._deliveries[i] for i in self._by_event.get(event_id, [])]
             else:
                 candidates = list(self._deliveries.values())
-        found = [
-            d
-            for d in candidates
-            if (endpoint_id is None or d.endpoint_id == endpoint_id)
-            and (status is None or d.status == status)
-        ]
+        found = sorted(
+            (
+                d
+                for d in candidates
+                if (endpoint_id is None or d.endpoint_id == endpoint_id)
+                and (status is None or d.status == status)
+            ),
+            key=lambda d: d.created_at,  # stable: ties keep the order they were stored
+        )
         return found if limit is None else found[:limit]
 
     # Work ---------------------------------------------------------------------------

@@ -192,45 +192,60 @@ class SQLiteStorage(Storage):
         self.path = Path(path)
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._idle: list[sqlite3.Connection] = []
+        self._opened: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._closed = False
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({str(self.path)!r})"
 
     # Connections --------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if self._closed:
-            raise StorageError("this SQLiteStorage is closed; open a new one")
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """Borrow a connection from the pool: as many exist as were ever used at once."""
+        with self._connections_lock:
+            if self._closed:
+                raise StorageError("this SQLiteStorage is closed; open a new one")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._open_connection()
+        try:
+            yield conn
+        finally:
+            with self._connections_lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._idle.append(conn)
+
+    def _open_connection(self) -> sqlite3.Connection:
         with _translated():
             conn = sqlite3.connect(
                 self.path,
                 isolation_level=None,  # we issue BEGIN IMMEDIATE ourselves
-                check_same_thread=False,
+                check_same_thread=False,  # pooled: used by one thread at a time
                 timeout=self._busy_timeout,
             )
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
-        self._local.conn = conn
         with self._connections_lock:
-            self._connections.append(conn)
+            self._opened.append(conn)
         return conn
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds the write lock from its first statement."""
-        conn = self._connect()
         # Threads of this process queue on a Python lock, which hands over at once;
         # SQLite's busy handler (left for other processes) sleeps in steps of ms.
-        with self._write_lock, _translated():
+        with self._write_lock, self._connection() as conn, _translated():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -240,32 +255,37 @@ class SQLiteStorage(Storage):
             conn.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with _translated():
-            return self._connect().execute(sql, params).fetchall()
+        with self._connection() as conn, _translated():
+            return conn.execute(sql, params).fetchall()
 
     def _migrate(self) -> None:
-        conn = self._connect()
-        db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
-        with _translated():
-            db.enable_wal()
-        with self._write():
+        with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
                 raise StorageError(
                     f"{self.path} has schema version {version}, newer than this hookdispatch"
                     f" understands ({len(MIGRATIONS)}); upgrade hookdispatch to open it"
                 )
+            db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
             for migration in MIGRATIONS[version:]:
                 migration(db)
             conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        with self._connection() as conn, _translated():
+            # WAL lets readers and the writer proceed together; the mode is stored
+            # in the file, so this is a no-op after the first open.
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StorageError(
+                    f"{self.path} cannot use WAL mode (journal_mode is {mode}); put the"
+                    " database on a local file system"
+                )
 
     def close(self) -> None:
         with self._connections_lock:
             self._closed = True
-            connections, self._connections = self._connections, []
+            connections, self._opened, self._idle = self._opened, [], []
         for conn in connections:
             conn.close()
-        self._local = threading.local()
 
     # Endpoints ----------------------------------------------------------------------
 
@@ -313,15 +333,20 @@ class SQLiteStorage(Storage):
     # Events and deliveries ----------------------------------------------------------
 
     def add_event(self, event: Event, deliveries: Sequence[Delivery]) -> bool:
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO events (id, type, created_at, body) VALUES (?, ?, ?, ?)",
-                (event.id, event.type, _ts(event.created_at), event.body),
-            )
-            if cursor.rowcount == 0:
-                return False
-            _insert_deliveries(conn, deliveries)
-            return True
+        try:
+            with self._write() as conn:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO events (id, type, created_at, body) VALUES (?, ?, ?, ?)",
+                    (event.id, event.type, _ts(event.created_at), event.body),
+                )
+                if cursor.rowcount == 0:
+                    return False
+                _insert_deliveries(conn, deliveries)
+                return True
+        except StorageError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                self._raise_missing_reference(deliveries, new_event_id=event.id)
+            raise
 
     def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         try:
@@ -329,10 +354,20 @@ class SQLiteStorage(Storage):
                 _insert_deliveries(conn, deliveries)
         except StorageError as exc:
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise UnknownEventError(
-                    "a delivery names an event or endpoint that is not stored"
-                ) from None
+                self._raise_missing_reference(deliveries)
             raise
+
+    def _raise_missing_reference(
+        self, deliveries: Sequence[Delivery], *, new_event_id: str | None = None
+    ) -> None:
+        """After a failed insert: raise the NotFoundError of a reference not stored, if any."""
+        for delivery in deliveries:
+            if delivery.event_id != new_event_id and not self._read(
+                "SELECT 1 FROM events WHERE id = ?", (delivery.event_id,)
+            ):
+                raise UnknownEventError(f"no event with id {delivery.event_id!r}")
+            if not self._read("SELECT 1 FROM endpoints WHERE id = ?", (delivery.endpoint_id,)):
+                raise UnknownEndpointError(f"no endpoint with id {delivery.endpoint_id!r}")
 
     def get_event(self, event_id: str) -> Event:
         rows = self._read("SELECT body FROM events WHERE id = ?", (event_id,))
