@@ -58,7 +58,9 @@ class ReceiverProtocol(asyncio.Protocol):
 
 async def serve(port: int, delay: float) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: ReceiverProtocol(delay), "127.0.0.1", port, backlog=1024)
+    server = await loop.create_server(
+        lambda: ReceiverProtocol(delay), "127.0.0.1", port, backlog=1024
+    )
     print("ready", server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
@@ -67,12 +69,6 @@ async def serve(port: int, delay: float) -> None:
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     delay = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
-    try:
-        import uvloop  # type: ignore[import-not-found]
-
-        uvloop.install()
-    except ImportError:
-        pass
     asyncio.run(serve(port, delay))
 
 

@@ -298,6 +298,9 @@ class AsyncDispatcher:
         while not self._stopping:
             if self._slots.free == 0:
                 await self._wait_for_change(None)
+                # Let the other attempts finishing in this turn of the loop free
+                # their slots too, so one claim serves several of them.
+                await asyncio.sleep(0)
                 continue
             assert self._changed is not None
             self._changed.clear()
@@ -321,7 +324,6 @@ class AsyncDispatcher:
                 task = asyncio.create_task(self._work(claim))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                await asyncio.sleep(0)  # keep each step of the loop short
             if not claims:
                 await self._idle()
 
@@ -402,8 +404,10 @@ class AsyncDispatcher:
         if self._owns_transport:
             await self._transport.aclose()
         if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            # Wait for storage calls still running (say, from a cancelled request), so
+            # the caller may close the storage as soon as this returns.
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown, wait=True)
         warn_if_dropping(self._storage)
 
     def _check_open(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from attrs import evolve, field, frozen
+from attrs import field, frozen
 
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, new_id
 from ._policy import RetryPolicy
@@ -128,12 +128,15 @@ def conclude(
             attempt_number=number, first_due_at=delivery.created_at, now=now
         )
         status = DeliveryStatus.FAILED if next_at is None else DeliveryStatus.PENDING
-    updated = evolve(
-        delivery,
+    updated = Delivery(
+        id=delivery.id,
+        event_id=delivery.event_id,
+        endpoint_id=delivery.endpoint_id,
         status=status,
         attempt_count=number,
         next_attempt_at=next_at,
         last_error=error,
+        created_at=delivery.created_at,
         updated_at=now,
     )
     return attempt, updated

@@ -14,6 +14,7 @@ Two schemes, both on every request by default:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ def sign_hex(body: bytes, secret: str) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+@functools.lru_cache(maxsize=1024)
 def _standard_key(secret: str) -> bytes:
     if secret.startswith(_PREFIX):
         return base64.b64decode(secret[len(_PREFIX) :])

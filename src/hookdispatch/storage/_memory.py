@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import secrets
 import threading
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
-
-from attrs import evolve
 
 from .._core import Claim
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
@@ -45,6 +44,8 @@ class MemoryStorage(Storage):
         # (due time, tiebreak, delivery id); stale entries are skipped when popped.
         self._due: list[tuple[datetime, int, str]] = []
         self._counter = 0
+        self._instance = secrets.token_hex(4)
+        self._tokens = itertools.count()
 
     def __repr__(self) -> str:
         return f"MemoryStorage(events={len(self._events)}, deliveries={len(self._deliveries)})"
@@ -201,10 +202,20 @@ class MemoryStorage(Storage):
             return claims
 
     def _lease(self, delivery: Delivery, lease_until: datetime) -> Claim:
-        leased = evolve(delivery, next_attempt_at=lease_until)
+        leased = Delivery(
+            id=delivery.id,
+            event_id=delivery.event_id,
+            endpoint_id=delivery.endpoint_id,
+            status=delivery.status,
+            attempt_count=delivery.attempt_count,
+            next_attempt_at=lease_until,
+            last_error=delivery.last_error,
+            created_at=delivery.created_at,
+            updated_at=delivery.updated_at,
+        )
         self._deliveries[delivery.id] = leased
         self._push(leased)
-        token = secrets.token_hex(8)
+        token = f"{self._instance}-{next(self._tokens)}"  # unique; no syscall per claim
         self._leases[delivery.id] = token
         event = self._events[delivery.event_id]
         return Claim(
