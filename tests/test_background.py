@@ -128,7 +128,9 @@ def test_restarted_dispatcher_picks_up_pending_deliveries(
         pending = second.deliveries(status="pending")
         assert {d.event_id for d in pending} == {e.id for e in events}
         assert wait_for(lambda: len(second.deliveries(status="succeeded")) == 5)
-        assert all(d.attempt_count == 2 for d in second.deliveries())
+        # At least one failed attempt before the restart and the one that succeeded
+        # after (a slow machine may fit a second failed attempt into the first life).
+        assert all(d.attempt_count >= 2 for d in second.deliveries())
     storage.close()
 
 

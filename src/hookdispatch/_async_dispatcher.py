@@ -24,6 +24,7 @@ from ._core import Claim, Outcome, conclude, prepare
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._operations import (
     check_options,
+    check_transaction_mode,
     log_attempt,
     parse_status,
     set_endpoint_enabled,
@@ -170,16 +171,39 @@ class AsyncDispatcher:
 
     # Events -------------------------------------------------------------------------
 
-    async def dispatch(self, event_type: str, data: JSON, *, id: str | None = None) -> Event:
+    async def dispatch(
+        self,
+        event_type: str,
+        data: JSON,
+        *,
+        id: str | None = None,
+        transaction: object | None = None,
+    ) -> Event:
         """Send an event to every subscribed endpoint; see :meth:`Dispatcher.dispatch`.
 
         Inline (``concurrency=0``) it returns once every delivery is finished, the
         deliveries of the event attempted concurrently; otherwise once stored.
+        With ``transaction`` the write runs on the calling thread, through your
+        connection (which belongs to that thread), and is sent after you commit.
         """
         self._check_open()
-        event, stored = await self._call(
-            store_event, self._storage, event_type, data, id=id, now=self._clock()
-        )
+        now = self._clock()
+        if transaction is not None:
+            check_transaction_mode(inline=self._concurrency == 0)
+            endpoints = await self._call(self._storage.list_endpoints)
+            event, stored = store_event(
+                self._storage,
+                event_type,
+                data,
+                id=id,
+                now=now,
+                transaction=transaction,
+                endpoints=endpoints,
+            )
+        else:
+            event, stored = await self._call(
+                store_event, self._storage, event_type, data, id=id, now=now
+            )
         if stored:
             await self._after_store(event.id)
         return event

@@ -23,6 +23,7 @@ from ._core import Claim, Outcome, conclude, prepare
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._operations import (
     check_options,
+    check_transaction_mode,
     log_attempt,
     parse_status,
     set_endpoint_enabled,
@@ -164,7 +165,14 @@ class Dispatcher:
 
     # Events -------------------------------------------------------------------------
 
-    def dispatch(self, event_type: str, data: JSON, *, id: str | None = None) -> Event:
+    def dispatch(
+        self,
+        event_type: str,
+        data: JSON,
+        *,
+        id: str | None = None,
+        transaction: object | None = None,
+    ) -> Event:
         """Send an event to every enabled endpoint subscribed to ``event_type``.
 
         ``data`` becomes the ``data`` field of the JSON body and must be JSON (no NaN).
@@ -173,9 +181,18 @@ class Dispatcher:
         are stored before this returns (inline mode: after delivering them too).
         Raises InvalidEventError for bad input, storing nothing, and
         DispatcherClosedError after :meth:`close`.
+
+        ``transaction`` is your own open database connection (the transactional
+        outbox): the event is written through it and sent only once you commit; a
+        rollback means it is never sent. Background mode only; the workers see the
+        event within ``poll_interval`` of your commit.
         """
         self._check_open()
-        event, stored = store_event(self._storage, event_type, data, id=id, now=self._clock())
+        if transaction is not None:
+            check_transaction_mode(inline=self._workers == 0)
+        event, stored = store_event(
+            self._storage, event_type, data, id=id, now=self._clock(), transaction=transaction
+        )
         if not stored:
             return event
         if self._workers == 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from attrs import evolve
@@ -27,6 +27,7 @@ from .storage import MemoryStorage, Storage
 
 __all__ = [
     "check_options",
+    "check_transaction_mode",
     "log_attempt",
     "parse_status",
     "set_endpoint_enabled",
@@ -81,22 +82,43 @@ def set_endpoint_enabled(storage: Storage, endpoint_id: str, *, enabled: bool) -
 
 
 def store_event(
-    storage: Storage, event_type: str, data: JSON, *, id: str | None, now: datetime
+    storage: Storage,
+    event_type: str,
+    data: JSON,
+    *,
+    id: str | None,
+    now: datetime,
+    transaction: object | None = None,
+    endpoints: Sequence[Endpoint] | None = None,
 ) -> tuple[Event, bool]:
     """Validate an event, fan it out and store it with its deliveries.
 
     One delivery per enabled endpoint subscribed to the type. Returns the event and
     whether it was new; for an id already stored, the stored event and ``False``.
+    With ``transaction`` (the caller's connection) the rows are written through it,
+    uncommitted: the transactional outbox. ``endpoints``, when given, saves reading
+    them from storage.
     """
     event = Event.create(event_type, data, now=now, id=id)
     deliveries = [
         Delivery.create(event, endpoint, now=now)
-        for endpoint in storage.list_endpoints()
+        for endpoint in (storage.list_endpoints() if endpoints is None else endpoints)
         if endpoint.enabled and endpoint.wants(event.type)
     ]
+    if transaction is not None:
+        return event, storage.add_event_in_transaction(transaction, event, deliveries)
     if storage.add_event(event, deliveries):
         return event, True
     return storage.get_event(event.id), False
+
+
+def check_transaction_mode(*, inline: bool) -> None:
+    """A transactional dispatch cannot be delivered inline: nothing is visible yet."""
+    if inline:
+        raise InvalidInputError(
+            "transaction= needs background delivery (workers > 0, or a worker process):"
+            " inline mode would have to send before you commit"
+        )
 
 
 def store_redelivery(storage: Storage, delivery_id: str, *, now: datetime) -> Delivery:

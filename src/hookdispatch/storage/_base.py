@@ -37,6 +37,7 @@ from typing import ClassVar
 
 from .._core import Claim
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ..exceptions import InvalidInputError
 
 __all__ = ["Storage"]
 
@@ -83,6 +84,24 @@ class Storage(abc.ABC):
         the same id already exists. Once this returns, the data is durable as far as
         the backend promises (documented per backend).
         """
+
+    def add_event_in_transaction(
+        self, connection: object, event: Event, deliveries: Sequence[Delivery]
+    ) -> bool:
+        """Store ``event`` and its ``deliveries`` through the caller's open transaction.
+
+        The transactional outbox: ``connection`` is the application's own database
+        connection (for SQLiteStorage an ``sqlite3.Connection`` to the same file, for
+        PostgresStorage a psycopg connection to the same database). The rows become
+        visible to workers when the caller commits and vanish if it rolls back; this
+        method never commits. Returns ``False`` for an event id already stored.
+
+        The default raises InvalidInputError: a backend opts in by overriding it.
+        """
+        raise InvalidInputError(
+            f"{type(self).__name__} cannot join your transaction; dispatch without"
+            " transaction=, or use SQLiteStorage or PostgresStorage"
+        )
 
     @abc.abstractmethod
     def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:

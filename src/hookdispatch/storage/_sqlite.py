@@ -20,6 +20,7 @@ from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ..exceptions import (
     FailureKind,
     InvalidInputError,
+    InvalidStateError,
     StorageError,
     UnknownDeliveryError,
     UnknownEndpointError,
@@ -347,6 +348,51 @@ class SQLiteStorage(Storage):
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
                 self._raise_missing_reference(deliveries, new_event_id=event.id)
             raise
+
+    def add_event_in_transaction(
+        self, connection: object, event: Event, deliveries: Sequence[Delivery]
+    ) -> bool:
+        """Write the event through the caller's ``sqlite3.Connection``, uncommitted.
+
+        The connection must be to this storage's file. With the default transaction
+        handling, the INSERT opens a transaction if none is open; in autocommit mode
+        (``isolation_level=None``) the caller must have run ``BEGIN`` first, or the
+        rows would be committed at once.
+        """
+        if not isinstance(connection, sqlite3.Connection):
+            raise InvalidInputError(
+                "SQLiteStorage joins an sqlite3.Connection's transaction; got"
+                f" {type(connection).__name__}"
+            )
+        self._check_same_file(connection)
+        legacy = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)  # Python 3.12+
+        autocommit = getattr(connection, "autocommit", legacy)
+        if not connection.in_transaction and (
+            autocommit is True or (autocommit == legacy and connection.isolation_level is None)
+        ):
+            raise InvalidStateError(
+                "the connection is in autocommit mode with no open transaction; run BEGIN"
+                " (or your own write) first, then dispatch, then commit"
+            )
+        with _translated():
+            cursor = connection.execute(
+                "INSERT OR IGNORE INTO events (id, type, created_at, body) VALUES (?, ?, ?, ?)",
+                (event.id, event.type, _ts(event.created_at), event.body),
+            )
+            if cursor.rowcount == 0:
+                return False
+            _insert_deliveries(connection, deliveries)
+        return True
+
+    def _check_same_file(self, connection: sqlite3.Connection) -> None:
+        with _translated():
+            rows = connection.execute("PRAGMA database_list").fetchall()
+        files = {Path(row[2]).resolve() for row in rows if row[1] == "main" and row[2]}
+        if files != {self.path.resolve()}:
+            raise InvalidInputError(
+                "the connection is not to this storage's database file; open it on"
+                f" {str(self.path)!r} so your rows and the event commit together"
+            )
 
     def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         try:
