@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +48,47 @@ def test_thousand_sqlite_dispatches_cause_no_slow_callback(
     assert delivered == 1000
     slow = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert slow == []
+
+
+class ThreadRecordingStorage(hd.SQLiteStorage):
+    """SQLiteStorage that notes the thread of every call the dispatcher makes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.threads: set[int] = set()
+
+    def claim(self, **options: Any) -> list[hd.storage.Claim]:
+        self.threads.add(threading.get_ident())
+        return super().claim(**options)
+
+    def complete(self, *args: Any) -> bool:
+        self.threads.add(threading.get_ident())
+        return super().complete(*args)
+
+    def add_event(self, *args: Any) -> bool:
+        self.threads.add(threading.get_ident())
+        return super().add_event(*args)
+
+    def next_due_at(self, **options: Any) -> Any:
+        self.threads.add(threading.get_ident())
+        return super().next_due_at(**options)
+
+
+def test_storage_calls_run_off_the_loop_thread(fast_receiver: str, tmp_path: Path) -> None:
+    storage = ThreadRecordingStorage(tmp_path / "hooks.db")
+
+    async def main() -> int:
+        async with hd.AsyncDispatcher(storage=storage, concurrency=8) as hooks:
+            await hooks.add_endpoint(fast_receiver)
+            for n in range(50):
+                await hooks.dispatch("user.created", {"n": n})
+            assert await hooks.drain(timeout=30)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    storage.close()
+    assert storage.threads
+    assert loop_thread not in storage.threads
 
 
 def test_the_check_above_can_fail(caplog: pytest.LogCaptureFixture) -> None:

@@ -187,20 +187,19 @@ class Opaque:
 @pytest.mark.parametrize(
     "data",
     [
-        {"tags": {"a", "b"}},
-        {1, 2},
-        b"raw bytes",
-        {"blob": b"\x00\x01"},
-        object(),
-        {"thing": Opaque()},
-        float("nan"),
-        float("inf"),
-        -float("inf"),
-        {"a": [1, {"b": float("nan")}]},
-        {"when": datetime(2024, 1, 1, tzinfo=UTC)},
-        {(1, 2): "tuple key"},
+        pytest.param({"tags": {"a", "b"}}, id="set-inside"),
+        pytest.param({1, 2}, id="set"),
+        pytest.param(b"raw bytes", id="bytes"),
+        pytest.param({"blob": b"\x00\x01"}, id="bytes-inside"),
+        pytest.param(object(), id="object"),
+        pytest.param({"thing": Opaque()}, id="object-inside"),
+        pytest.param(float("nan"), id="nan"),
+        pytest.param(float("inf"), id="inf"),
+        pytest.param(-float("inf"), id="-inf"),
+        pytest.param({"a": [1, {"b": float("nan")}]}, id="nan-nested"),
+        pytest.param({"when": datetime(2024, 1, 1, tzinfo=UTC)}, id="datetime"),
+        pytest.param({(1, 2): "tuple key"}, id="tuple-key"),
     ],
-    ids=repr,
 )
 def test_data_must_be_json(hooks: hd.Dispatcher, data: Any) -> None:
     info = assert_rejected(
@@ -411,7 +410,9 @@ def test_reads_after_close_use_the_open_storage(
 
 
 @pytest.mark.parametrize(
-    "not_a_storage", [None, "webhooks.db", Path("webhooks.db"), object(), {}], ids=repr
+    "not_a_storage",
+    [None, "webhooks.db", Path("webhooks.db"), object(), {}],
+    ids=["none", "str", "path", "object", "dict"],
 )
 def test_dispatcher_needs_a_storage(not_a_storage: Any) -> None:
     with pytest.raises(hd.InvalidInputError, match="MemoryStorage"):
