@@ -238,3 +238,31 @@ def test_transport_of_the_wrong_kind_is_refused(driver: str) -> None:
     other = "async" if driver == "sync" else "sync"
     with pytest.raises(hd.InvalidInputError, match="Transport"):
         DRIVERS[driver](storage=hd.MemoryStorage(), transport=transport_for(other))
+
+
+def test_dispatch_many_stores_and_delivers_a_batch(
+    httpserver: HTTPServer, storage: hd.Storage, fake_time: FakeTime, make_dispatcher
+) -> None:
+    httpserver.expect_request("/hook").respond_with_data("")
+    hooks = inline(make_dispatcher, storage, fake_time)
+    hooks.add_endpoint(httpserver.url_for("/hook"))
+    first = hooks.dispatch("user.created", {"n": 0}, id="evt_known")
+
+    events = hooks.dispatch_many(
+        [("user.created", {"n": 1}), ("invoice.paid", {"n": 2}), ("user.created", {}, "evt_known")]
+    )
+
+    assert [e.type for e in events] == ["user.created", "invoice.paid", "user.created"]
+    assert events[2] == first  # a known id returns the stored event, sends nothing new
+    assert len(httpserver.log) == 3
+    assert {d.status for d in hooks.deliveries()} == {hd.DeliveryStatus.SUCCEEDED}
+
+
+def test_dispatch_many_with_a_bad_item_stores_nothing(
+    storage: hd.Storage, fake_time: FakeTime, make_dispatcher
+) -> None:
+    hooks = inline(make_dispatcher, storage, fake_time)
+    hooks.add_endpoint("https://example.invalid/hooks")
+    with pytest.raises(hd.InvalidEventError, match="item 1"):
+        hooks.dispatch_many([("user.created", {}), ("", {}), ("user.created", {})])
+    assert hooks.deliveries() == []

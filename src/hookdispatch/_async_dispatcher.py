@@ -30,6 +30,7 @@ from ._operations import (
     set_endpoint_enabled,
     store_endpoint,
     store_event,
+    store_events,
     store_redelivery,
     unexpected_failure,
     warn_if_dropping,
@@ -207,6 +208,27 @@ class AsyncDispatcher:
         if stored:
             await self._after_store(event.id)
         return event
+
+    async def dispatch_many(
+        self, items: Iterable[tuple[str, JSON] | tuple[str, JSON, str | None]]
+    ) -> list[Event]:
+        """Dispatch a batch in one storage call; see :meth:`Dispatcher.dispatch_many`.
+
+        Inline, the events' deliveries are attempted concurrently.
+        """
+        self._check_open()
+        results = await self._call(store_events, self._storage, list(items), now=self._clock())
+        if self._concurrency == 0:
+            await asyncio.gather(
+                *(self._deliver_inline(event.id) for event, stored in results if stored)
+            )
+        else:
+            self._start()
+            self._notify()
+        return [
+            event if stored else await self._call(self._storage.get_event, event.id)
+            for event, stored in results
+        ]
 
     async def get_event(self, event_id: str) -> Event:
         """The event with this id. Raises UnknownEventError."""

@@ -29,6 +29,7 @@ from ._operations import (
     set_endpoint_enabled,
     store_endpoint,
     store_event,
+    store_events,
     store_redelivery,
     unexpected_failure,
     warn_if_dropping,
@@ -200,6 +201,27 @@ class Dispatcher:
         else:
             self._notify()
         return event
+
+    def dispatch_many(
+        self, items: Iterable[tuple[str, JSON] | tuple[str, JSON, str | None]]
+    ) -> list[Event]:
+        """Dispatch a batch: ``(event_type, data)`` or ``(event_type, data, id)`` items.
+
+        Every item is validated before any is stored (one bad item raises
+        InvalidEventError naming its position, and nothing is stored); the batch is
+        written in one storage call, far cheaper per event than ``dispatch`` in a
+        loop. Returns the events in order (for a known id, the stored one). Inline
+        mode then delivers them all before returning.
+        """
+        self._check_open()
+        results = store_events(self._storage, items, now=self._clock())
+        if self._workers == 0:
+            for event, stored in results:
+                if stored:
+                    self._deliver_inline(event.id)
+        else:
+            self._notify()
+        return [event if stored else self._storage.get_event(event.id) for event, stored in results]
 
     def get_event(self, event_id: str) -> Event:
         """The event with this id. Raises UnknownEventError."""

@@ -18,6 +18,7 @@ from ._core import Claim
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._types import JSON
 from .exceptions import (
+    InvalidEventError,
     InvalidInputError,
     InvalidResponseError,
     InvalidStateError,
@@ -33,6 +34,7 @@ __all__ = [
     "set_endpoint_enabled",
     "store_endpoint",
     "store_event",
+    "store_events",
     "store_redelivery",
     "unexpected_failure",
     "warn_if_dropping",
@@ -110,6 +112,36 @@ def store_event(
     if storage.add_event(event, deliveries):
         return event, True
     return storage.get_event(event.id), False
+
+
+def store_events(
+    storage: Storage,
+    items: Iterable[tuple[str, JSON] | tuple[str, JSON, str | None]],
+    *,
+    now: datetime,
+) -> list[tuple[Event, bool]]:
+    """Validate a batch (all of it, before storing any), fan out, store in one go.
+
+    ``items`` are ``(event_type, data)`` or ``(event_type, data, id)``. Returns, in
+    order, each event and whether it was new (an id already stored is not).
+    """
+    endpoints = [endpoint for endpoint in storage.list_endpoints() if endpoint.enabled]
+    batch: list[tuple[Event, list[Delivery]]] = []
+    for position, item in enumerate(items):
+        if not isinstance(item, tuple) or len(item) not in (2, 3):
+            raise InvalidEventError(
+                f"item {position} of the batch must be (event_type, data) or (event_type, data, id)"
+            )
+        try:
+            event = Event.create(item[0], item[1], now=now, id=item[2] if len(item) == 3 else None)
+        except InvalidEventError as exc:
+            raise InvalidEventError(f"item {position} of the batch: {exc}") from None
+        deliveries = [
+            Delivery.create(event, ep, now=now) for ep in endpoints if ep.wants(event.type)
+        ]
+        batch.append((event, deliveries))
+    results = storage.add_events(batch)
+    return [(event, stored) for (event, _), stored in zip(batch, results, strict=True)]
 
 
 def check_transaction_mode(*, inline: bool) -> None:

@@ -85,6 +85,15 @@ class Storage(abc.ABC):
         the backend promises (documented per backend).
         """
 
+    def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
+        """Store many events with their deliveries; one ``add_event`` result per event.
+
+        Each event is atomic with its deliveries, as in ``add_event``; the batch as a
+        whole need not be. The default calls ``add_event`` for each; backends
+        override it to write the batch in one transaction.
+        """
+        return [self.add_event(event, deliveries) for event, deliveries in batch]
+
     def add_event_in_transaction(
         self, connection: object, event: Event, deliveries: Sequence[Delivery]
     ) -> bool:

@@ -349,6 +349,20 @@ class SQLiteStorage(Storage):
                 self._raise_missing_reference(deliveries, new_event_id=event.id)
             raise
 
+    def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
+        """The whole batch in one transaction: one commit instead of one per event."""
+        stored: list[bool] = []
+        with self._write() as conn:
+            for event, deliveries in batch:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO events (id, type, created_at, body) VALUES (?, ?, ?, ?)",
+                    (event.id, event.type, _ts(event.created_at), event.body),
+                )
+                stored.append(cursor.rowcount == 1)
+                if stored[-1]:
+                    _insert_deliveries(conn, deliveries)
+        return stored
+
     def add_event_in_transaction(
         self, connection: object, event: Event, deliveries: Sequence[Delivery]
     ) -> bool:
