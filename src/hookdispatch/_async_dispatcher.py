@@ -21,12 +21,13 @@ from typing import ParamSpec, Self, TypeVar
 
 from ._async_transport import AiohttpTransport, AsyncTransport
 from ._core import Claim, Outcome, conclude, prepare
-from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._operations import (
     check_options,
     check_transaction_mode,
     log_attempt,
     parse_status,
+    record_attempt,
     set_endpoint_enabled,
     store_endpoint,
     store_event,
@@ -76,6 +77,8 @@ class AsyncDispatcher:
         clock: Clock = utc_now,
         sleep: AsyncSleep = asyncio.sleep,
         storage_threads: int = 4,
+        on_endpoint_disabled: Callable[[Endpoint, str], None] | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         check_options(storage=storage, timeout=timeout, lease=lease, poll_interval=poll_interval)
         if concurrency < 0:
@@ -97,6 +100,8 @@ class AsyncDispatcher:
         self._poll_interval = poll_interval
         self._clock = clock
         self._sleep = sleep
+        self._on_endpoint_disabled = on_endpoint_disabled
+        self._max_payload_bytes = max_payload_bytes
         self._executor = (
             ThreadPoolExecutor(storage_threads, thread_name_prefix="hookdispatch-storage")
             if storage.blocking
@@ -200,10 +205,17 @@ class AsyncDispatcher:
                 now=now,
                 transaction=transaction,
                 endpoints=endpoints,
+                max_bytes=self._max_payload_bytes,
             )
         else:
             event, stored = await self._call(
-                store_event, self._storage, event_type, data, id=id, now=now
+                store_event,
+                self._storage,
+                event_type,
+                data,
+                id=id,
+                now=now,
+                max_bytes=self._max_payload_bytes,
             )
         if stored:
             await self._after_store(event.id)
@@ -217,7 +229,13 @@ class AsyncDispatcher:
         Inline, the events' deliveries are attempted concurrently.
         """
         self._check_open()
-        results = await self._call(store_events, self._storage, list(items), now=self._clock())
+        results = await self._call(
+            store_events,
+            self._storage,
+            list(items),
+            now=self._clock(),
+            max_bytes=self._max_payload_bytes,
+        )
         if self._concurrency == 0:
             await asyncio.gather(
                 *(self._deliver_inline(event.id) for event, stored in results if stored)
@@ -294,11 +312,10 @@ class AsyncDispatcher:
             now=self._clock(),
             policy=self._retry,
         )
-        if not await self._call(self._storage.complete, claim, attempt, delivery):
-            logger.warning(
-                "lease on %s expired during its attempt; another worker owns it now", delivery.id
-            )
         log_attempt(claim, attempt, delivery)
+        _, disabled = await self._call(record_attempt, self._storage, claim, attempt, delivery)
+        if disabled is not None and self._on_endpoint_disabled is not None:
+            self._on_endpoint_disabled(disabled, "the receiver answered 410 Gone")
         return attempt.succeeded
 
     async def _deliver_inline(self, event_id: str) -> None:

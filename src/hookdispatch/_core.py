@@ -14,13 +14,29 @@ from datetime import datetime
 from attrs import field, frozen
 
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, new_id
-from ._policy import RetryPolicy
+from ._policy import RetryPolicy, parse_retry_after
 from ._signing import sign_hex, standard_headers
 from .exceptions import FailureKind, TransportError
 
-__all__ = ["Claim", "Outcome", "Request", "Response", "conclude", "prepare"]
+__all__ = [
+    "GONE",
+    "Claim",
+    "Outcome",
+    "Request",
+    "Response",
+    "conclude",
+    "endpoint_gone",
+    "prepare",
+]
 
 USER_AGENT = "hookdispatch/0.1"
+GONE = 410
+"""The status that disables an endpoint: the receiver says it will never accept again."""
+
+
+def endpoint_gone(attempt: Attempt) -> bool:
+    """Whether this attempt's answer tells us to disable the endpoint (``410 Gone``)."""
+    return attempt.status_code == GONE
 
 
 @frozen
@@ -104,8 +120,10 @@ def conclude(
 ) -> tuple[Attempt, Delivery]:
     """Record one attempt and decide the delivery's next state.
 
-    2xx: succeeded. Anything else: retry at the time ``policy`` gives, or failed when
-    it gives up. Returns the attempt record and the updated delivery.
+    2xx: succeeded. ``410 Gone``: the delivery stays pending, due now, for the
+    driver disables the endpoint (see :func:`endpoint_gone`). Anything else: retry
+    at the time ``policy`` gives (no sooner than a 429/503's ``Retry-After``), or
+    failed when it gives up. Returns the attempt record and the updated delivery.
     """
     delivery = claim.delivery
     number = delivery.attempt_count + 1
@@ -123,9 +141,20 @@ def conclude(
     )
     if failure is None:
         status, next_at = DeliveryStatus.SUCCEEDED, None
+    elif status_code == GONE:
+        # The receiver says the endpoint is gone: the driver disables it, and this
+        # delivery waits (pending, due now) for the endpoint to be enabled again.
+        status, next_at = DeliveryStatus.PENDING, now
+        error = f"HTTP {GONE}: endpoint disabled"
     else:
+        retry_after = None
+        if isinstance(outcome, Response) and status_code in (429, 503):
+            retry_after = parse_retry_after(outcome.headers.get("retry-after"), now=now)
         next_at = policy.next_attempt_at(
-            attempt_number=number, first_due_at=delivery.created_at, now=now
+            attempt_number=number,
+            first_due_at=delivery.created_at,
+            now=now,
+            retry_after=retry_after,
         )
         status = DeliveryStatus.FAILED if next_at is None else DeliveryStatus.PENDING
     updated = Delivery(

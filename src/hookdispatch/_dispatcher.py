@@ -13,19 +13,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
 from ._core import Claim, Outcome, conclude, prepare
-from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._operations import (
     check_options,
     check_transaction_mode,
     log_attempt,
     parse_status,
+    record_attempt,
     set_endpoint_enabled,
     store_endpoint,
     store_event,
@@ -65,6 +66,10 @@ class Dispatcher:
     * ``poll_interval``: how often idle workers look for work that other processes
       stored, or for retries that came due (1 s).
     * ``clock`` and ``sleep``: injected time, for tests.
+    * ``on_endpoint_disabled``: called with the endpoint and the reason when a
+      receiver's ``410 Gone`` disables it (also logged as a warning).
+    * ``max_payload_bytes``: the largest encoded event body :meth:`dispatch`
+      accepts (256 KiB); a larger one is refused with InvalidEventError.
     """
 
     def __init__(
@@ -79,6 +84,8 @@ class Dispatcher:
         poll_interval: float = 1.0,
         clock: Clock = utc_now,
         sleep: Sleep = time.sleep,
+        on_endpoint_disabled: Callable[[Endpoint, str], None] | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         check_options(storage=storage, timeout=timeout, lease=lease, poll_interval=poll_interval)
         if workers < 0:
@@ -98,6 +105,8 @@ class Dispatcher:
         self._poll_interval = poll_interval
         self._clock = clock
         self._sleep = sleep
+        self._on_endpoint_disabled = on_endpoint_disabled
+        self._max_payload_bytes = max_payload_bytes
         self._closed = False
         self._cond = threading.Condition()
         self._slots = WorkerSlots(workers)
@@ -192,7 +201,13 @@ class Dispatcher:
         if transaction is not None:
             check_transaction_mode(inline=self._workers == 0)
         event, stored = store_event(
-            self._storage, event_type, data, id=id, now=self._clock(), transaction=transaction
+            self._storage,
+            event_type,
+            data,
+            id=id,
+            now=self._clock(),
+            transaction=transaction,
+            max_bytes=self._max_payload_bytes,
         )
         if not stored:
             return event
@@ -214,7 +229,9 @@ class Dispatcher:
         mode then delivers them all before returning.
         """
         self._check_open()
-        results = store_events(self._storage, items, now=self._clock())
+        results = store_events(
+            self._storage, items, now=self._clock(), max_bytes=self._max_payload_bytes
+        )
         if self._workers == 0:
             for event, stored in results:
                 if stored:
@@ -284,11 +301,10 @@ class Dispatcher:
             now=self._clock(),
             policy=self._retry,
         )
-        if not self._storage.complete(claim, attempt, delivery):
-            logger.warning(
-                "lease on %s expired during its attempt; another worker owns it now", delivery.id
-            )
         log_attempt(claim, attempt, delivery)
+        _, disabled = record_attempt(self._storage, claim, attempt, delivery)
+        if disabled is not None and self._on_endpoint_disabled is not None:
+            self._on_endpoint_disabled(disabled, "the receiver answered 410 Gone")
         return attempt.succeeded
 
     def _deliver_inline(self, event_id: str) -> None:

@@ -24,6 +24,7 @@ from ._types import JSON
 from .exceptions import FailureKind, InvalidEndpointError, InvalidEventError, InvalidInputError
 
 __all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
     "Attempt",
     "Delivery",
     "DeliveryStatus",
@@ -35,6 +36,8 @@ __all__ = [
 
 MAX_EVENT_TYPE_LENGTH = 200
 MAX_ID_LENGTH = 200
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+"""The largest encoded event body accepted by default (256 KiB)."""
 MIN_SECRET_LENGTH = 16
 MAX_SECRET_LENGTH = 1024
 ALL_EVENTS = "*"
@@ -106,11 +109,20 @@ class Event:
     body: bytes = field(repr=False, eq=False)
 
     @classmethod
-    def create(cls, event_type: str, data: JSON, *, now: datetime, id: str | None = None) -> Event:
+    def create(
+        cls,
+        event_type: str,
+        data: JSON,
+        *,
+        now: datetime,
+        id: str | None = None,
+        max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> Event:
         """Validate and encode a new event. ``created_at`` is ``now`` to the second.
 
-        Raises InvalidEventError for an empty or malformed type or id, and for data
-        that JSON cannot represent (sets, bytes, objects, NaN and infinities).
+        Raises InvalidEventError for an empty or malformed type or id, for data that
+        JSON cannot represent (sets, bytes, objects, NaN and infinities), and for a
+        body over ``max_bytes`` once encoded.
         """
         event_type = _check_event_type(event_type)
         event_id = new_id("evt") if id is None else _check_id(id, what="event id")
@@ -128,6 +140,12 @@ class Event:
                 f"event data is not JSON: {exc}. Pass dicts, lists, str, int, finite float,"
                 " bool or None (convert datetimes, decimals and sets first)"
             ) from None
+        if len(body) > max_bytes:
+            raise InvalidEventError(
+                f"event body is {len(body):,} bytes, over the {max_bytes:,}-byte limit; send"
+                " a reference the receiver can fetch (an id or a URL) instead of the data,"
+                " or raise max_payload_bytes"
+            )
         return cls(id=event_id, type=event_type, created_at=created_at, data=data, body=body)
 
     @classmethod

@@ -14,8 +14,8 @@ from datetime import datetime
 
 from attrs import evolve
 
-from ._core import Claim
-from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ._core import Claim, endpoint_gone
+from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._types import JSON
 from .exceptions import (
     InvalidEventError,
@@ -31,6 +31,7 @@ __all__ = [
     "check_transaction_mode",
     "log_attempt",
     "parse_status",
+    "record_attempt",
     "set_endpoint_enabled",
     "store_endpoint",
     "store_event",
@@ -92,6 +93,7 @@ def store_event(
     now: datetime,
     transaction: object | None = None,
     endpoints: Sequence[Endpoint] | None = None,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> tuple[Event, bool]:
     """Validate an event, fan it out and store it with its deliveries.
 
@@ -101,7 +103,7 @@ def store_event(
     uncommitted: the transactional outbox. ``endpoints``, when given, saves reading
     them from storage.
     """
-    event = Event.create(event_type, data, now=now, id=id)
+    event = Event.create(event_type, data, now=now, id=id, max_bytes=max_bytes)
     deliveries = [
         Delivery.create(event, endpoint, now=now)
         for endpoint in (storage.list_endpoints() if endpoints is None else endpoints)
@@ -119,6 +121,7 @@ def store_events(
     items: Iterable[tuple[str, JSON] | tuple[str, JSON, str | None]],
     *,
     now: datetime,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> list[tuple[Event, bool]]:
     """Validate a batch (all of it, before storing any), fan out, store in one go.
 
@@ -133,7 +136,13 @@ def store_events(
                 f"item {position} of the batch must be (event_type, data) or (event_type, data, id)"
             )
         try:
-            event = Event.create(item[0], item[1], now=now, id=item[2] if len(item) == 3 else None)
+            event = Event.create(
+                item[0],
+                item[1],
+                now=now,
+                id=item[2] if len(item) == 3 else None,
+                max_bytes=max_bytes,
+            )
         except InvalidEventError as exc:
             raise InvalidEventError(f"item {position} of the batch: {exc}") from None
         deliveries = [
@@ -165,6 +174,29 @@ def store_redelivery(storage: Storage, delivery_id: str, *, now: datetime) -> De
     fresh = Delivery.create(event, endpoint, now=now)
     storage.add_deliveries([fresh])
     return fresh
+
+
+def record_attempt(
+    storage: Storage, claim: Claim, attempt: Attempt, delivery: Delivery
+) -> tuple[bool, Endpoint | None]:
+    """Store an attempt's outcome; disable the endpoint if the receiver said 410 Gone.
+
+    Returns whether the lease still held, and the endpoint if this disabled it.
+    """
+    held = storage.complete(claim, attempt, delivery)
+    if not held:
+        logger.warning(
+            "lease on %s expired during its attempt; another worker owns it now", delivery.id
+        )
+    disabled = None
+    if endpoint_gone(attempt) and storage.get_endpoint(claim.endpoint.id).enabled:
+        disabled = set_endpoint_enabled(storage, claim.endpoint.id, enabled=False)
+        logger.warning(
+            "endpoint %s answered 410 Gone: disabled; its pending deliveries wait until"
+            " it is enabled again",
+            disabled.id,
+        )
+    return held, disabled
 
 
 def parse_status(value: DeliveryStatus | str | None) -> DeliveryStatus | None:
