@@ -106,3 +106,60 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return condition()
+
+
+# Fault injection -------------------------------------------------------------------
+
+
+def huge_body(conn: socket.socket, stop: threading.Event) -> None:
+    """Answer 500 with a 1 GiB body, streamed for as long as the client reads."""
+    _read_request(conn)
+    chunk = b"x" * 65536
+    try:
+        conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 1073741824\r\n\r\n")
+        for _ in range(1073741824 // len(chunk)):
+            if stop.is_set():
+                return
+            conn.sendall(chunk)
+    except OSError:
+        return
+
+
+def invalid_http(conn: socket.socket, stop: threading.Event) -> None:
+    """Answer with bytes that are not an HTTP response."""
+    _read_request(conn)
+    with contextlib.suppress(OSError):
+        conn.sendall(b"SMTP 220 hello there\r\nthis is not http\r\n\r\n")
+
+
+def late_response(conn: socket.socket, stop: threading.Event) -> None:
+    """Answer 200, but only after 3 s: later than the tests' 1 s deadline."""
+    _read_request(conn)
+    if not stop.wait(3.0):
+        with contextlib.suppress(OSError):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+def reset_mid_response(conn: socket.socket, stop: threading.Event) -> None:
+    """Send the head and part of the body, then reset the connection (RST)."""
+    _read_request(conn)
+    with contextlib.suppress(OSError):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
+        time.sleep(0.05)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+
+def close_after_headers(conn: socket.socket, stop: threading.Event) -> None:
+    """Send a complete head promising a body, then close cleanly (FIN) without it."""
+    _read_request(conn)
+    with contextlib.suppress(OSError):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+
+
+def never_close(conn: socket.socket, stop: threading.Event) -> None:
+    """Answer 200 with a body delimited by close, dripped, and never close."""
+    _read_request(conn)
+    with contextlib.suppress(OSError):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        while not stop.wait(0.2):
+            conn.sendall(b".")

@@ -19,7 +19,7 @@ import aiohttp
 import httpx
 
 from ._core import Outcome, Request, Response
-from ._transport import DEFAULT_MAX_RESPONSE_BYTES, translate_error
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, body_error, translate_error
 from .exceptions import (
     ConnectError,
     ConnectionBrokenError,
@@ -108,7 +108,10 @@ class AiohttpTransport:
                     allow_redirects=False,
                 ) as response,
             ):
-                body = await self._read_capped(response)
+                try:
+                    body = await self._read_capped(response)
+                except aiohttp.ClientError as exc:
+                    return ConnectionBrokenError(f"connection broke while reading the body: {exc}")
                 return Response(
                     status_code=response.status,
                     headers={key.lower(): value for key, value in response.headers.items()},
@@ -171,14 +174,16 @@ class AsyncHttpxTransport:
                     "POST", request.url, headers=request.headers, content=request.body
                 )
                 response = await self._client.send(http_request, stream=True)
+                chunks: list[bytes] = []
+                size = 0
                 try:
-                    chunks: list[bytes] = []
-                    size = 0
                     async for chunk in response.aiter_raw():
                         chunks.append(chunk)
                         size += len(chunk)
                         if size >= self._max_response_bytes:
                             break
+                except (httpx.HTTPError, OSError) as exc:
+                    return body_error(exc)
                 finally:
                     await response.aclose()
         except TimeoutError:

@@ -24,7 +24,13 @@ from .exceptions import (
     TransportError,
 )
 
-__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "HttpxTransport", "Transport", "translate_error"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "HttpxTransport",
+    "Transport",
+    "body_error",
+    "translate_error",
+]
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
 
@@ -47,6 +53,14 @@ _TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException)
 _CONNECT = (httpx.ConnectError, httpcore.ConnectError)
 _BROKEN = (httpx.ReadError, httpx.WriteError, httpcore.ReadError, httpcore.WriteError)
 _PROTOCOL = (httpx.RemoteProtocolError, httpcore.RemoteProtocolError)
+_ERRORS = (
+    httpx.HTTPError,
+    httpcore.ConnectionNotAvailable,
+    httpcore.ProtocolError,
+    httpcore.NetworkError,
+    httpcore.TimeoutException,
+    OSError,
+)
 
 
 def _is_tls(exc: BaseException) -> bool:
@@ -55,6 +69,17 @@ def _is_tls(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return False
+
+
+def body_error(exc: Exception) -> TransportError:
+    """An error while reading a body whose head had arrived: the exchange broke off.
+
+    The deadline passing is still a timeout; anything else (reset, close before
+    the promised length) is a broken connection, whatever the client called it.
+    """
+    if isinstance(exc, _TIMEOUTS):
+        return DeliveryTimeout(str(exc) or "total deadline exceeded")
+    return ConnectionBrokenError(f"connection broke while reading the body: {exc}")
 
 
 def translate_error(exc: Exception) -> TransportError:
@@ -110,11 +135,11 @@ class HttpxTransport:
                 response = self._client.send(http_request, stream=True)
                 try:
                     body = self._read_capped(response)
+                except _ERRORS as exc:
+                    return body_error(exc)
                 finally:
                     response.close()
-        except (httpx.HTTPError, httpcore.ConnectionNotAvailable, OSError) as exc:
-            return translate_error(exc)
-        except (httpcore.ProtocolError, httpcore.NetworkError, httpcore.TimeoutException) as exc:
+        except _ERRORS as exc:
             return translate_error(exc)
         return Response(status_code=response.status_code, headers=response.headers, body=body)
 
