@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import textwrap
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -209,3 +212,60 @@ def test_sigkill_mid_run_loses_no_accepted_event(
         f" {len(received)} in all, {duplicates} duplicates"
     )
     storage.close()
+
+
+@pytest.mark.slow
+def test_ten_sigkills_at_random_moments_lose_nothing(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    """2,000 events delivered by a child that is SIGKILLed 10 times and restarted."""
+    httpserver.expect_request("/hook").respond_with_data("")
+    path = tmp_path / "hooks.db"
+    storage = hd.SQLiteStorage(path)
+    now = datetime.now(UTC)
+    endpoint = hd.Endpoint.create(httpserver.url_for("/hook"), now=now)
+    storage.add_endpoint(endpoint)
+    events = [hd.Event.create("user.created", {"n": n}, now=now) for n in range(2000)]
+    storage.add_events(
+        [(event, [hd.Delivery.create(event, endpoint, now=now)]) for event in events]
+    )
+    storage.close()
+    worker = textwrap.dedent(
+        """
+        import sys, time
+        import hookdispatch as hd
+        storage = hd.SQLiteStorage(sys.argv[1])
+        with hd.Dispatcher(storage=storage, workers=8, timeout=1.0, lease=2.0) as hooks:
+            print("started", flush=True)
+            while True:
+                time.sleep(0.05)
+        """
+    )
+    rng = random.Random(2024)
+    for _ in range(10):
+        child = subprocess.Popen(
+            [sys.executable, "-c", worker, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "started"
+        time.sleep(rng.uniform(0.05, 0.8))
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    kills_received = len(httpserver.log)
+
+    storage = hd.SQLiteStorage(path)
+    with hd.Dispatcher(storage=storage, workers=8, timeout=1.0, lease=2.0) as last:
+
+        def everything_delivered() -> bool:
+            last.drain(timeout=1)
+            return len(last.deliveries(status="succeeded")) == len(events)
+
+        assert wait_for(everything_delivered, timeout=60)
+    storage.close()
+    received = [entry[0].headers["webhook-id"] for entry in httpserver.log]
+    assert set(received) == {event.id for event in events}
+    duplicates = len(received) - len(set(received))
+    print(
+        f"\n10 SIGKILLs: {kills_received} requests before the last start,"
+        f" {len(received)} in all for {len(events)} events, {duplicates} duplicates"
+    )

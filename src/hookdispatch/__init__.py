@@ -13,8 +13,10 @@ from ._dispatcher import Dispatcher
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, generate_secret
 from ._policy import RetryPolicy
 from ._signing import sign_hex, sign_standard, verify_signature, verify_standard_webhook
+from ._targets import TargetPolicy
 from ._transport import HttpxTransport, Transport
 from .exceptions import (
+    BlockedTargetError,
     ConnectError,
     ConnectionBrokenError,
     DeliveryTimeout,
@@ -44,6 +46,7 @@ __all__ = [
     "AsyncHttpxTransport",
     "AsyncTransport",
     "Attempt",
+    "BlockedTargetError",
     "ConnectError",
     "ConnectionBrokenError",
     "Delivery",
@@ -70,6 +73,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "TLSError",
+    "TargetPolicy",
     "Transport",
     "TransportError",
     "UnknownDeliveryError",

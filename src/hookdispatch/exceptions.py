@@ -19,7 +19,8 @@ catches all of them. The tree::
         ├── ConnectError                    DNS, refused, unreachable
         ├── TLSError                        handshake or certificate failure
         ├── ConnectionBrokenError           the peer dropped the connection mid-exchange
-        └── InvalidResponseError            the peer spoke something that is not HTTP/1.1
+        ├── InvalidResponseError            the peer spoke something that is not HTTP/1.1
+        └── BlockedTargetError              the target policy refused the address
 
 Messages never contain an endpoint secret. Errors raised by drivers (sqlite3, httpx,
 psycopg) are translated at the boundary and chained (``raise … from exc``).
@@ -30,6 +31,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "BlockedTargetError",
     "ConnectError",
     "ConnectionBrokenError",
     "DeliveryTimeout",
@@ -66,6 +68,8 @@ class FailureKind(StrEnum):
     """The receiver answered with something that is not valid HTTP."""
     HTTP_STATUS = "http_status"
     """A complete HTTP response whose status is not 2xx (3xx included: never followed)."""
+    BLOCKED = "blocked"
+    """The target policy refused the address or URL (SSRF protection). Never retried."""
 
 
 class HookDispatchError(Exception):
@@ -143,6 +147,12 @@ class ConnectionBrokenError(TransportError):
     """The connection broke after it was established."""
 
     kind = FailureKind.RESET
+
+
+class BlockedTargetError(TransportError):
+    """The target policy refused to connect to this address (SSRF protection)."""
+
+    kind = FailureKind.BLOCKED
 
 
 class InvalidResponseError(TransportError):
