@@ -12,8 +12,19 @@ from typing import Any
 import pytest
 
 import hookdispatch as hd
+import hookdispatch._targets
 
 from drivers import DRIVERS
+
+
+@pytest.fixture(autouse=True)
+def local_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests send to receivers on 127.0.0.1 over http: the local target policy.
+
+    The default policy refuses both (SSRF protection); tests of that default pass
+    ``targets=hd.TargetPolicy()`` explicitly.
+    """
+    monkeypatch.setattr(hookdispatch._targets, "_default", hd.TargetPolicy.local())
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from ._operations import (
     log_attempt,
     parse_status,
     record_attempt,
+    refused_target,
     set_endpoint_enabled,
     store_endpoint,
     store_event,
@@ -38,6 +39,7 @@ from ._operations import (
 )
 from ._policy import RetryPolicy
 from ._slots import WorkerSlots
+from ._targets import TargetPolicy, default_targets
 from ._types import JSON, Clock, utc_now
 from .exceptions import DispatcherClosedError, InvalidInputError
 from .storage import Storage
@@ -79,6 +81,7 @@ class AsyncDispatcher:
         storage_threads: int = 4,
         on_endpoint_disabled: Callable[[Endpoint, str], None] | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        targets: TargetPolicy | None = None,
     ) -> None:
         check_options(storage=storage, timeout=timeout, lease=lease, poll_interval=poll_interval)
         if concurrency < 0:
@@ -90,8 +93,9 @@ class AsyncDispatcher:
             )
         self._storage = storage
         self._owns_transport = transport is None
+        self._targets = targets or default_targets()
         self._transport: AsyncTransport = transport or AiohttpTransport(
-            max_connections=max(concurrency, 1)
+            max_connections=max(concurrency, 1), targets=self._targets
         )
         self._concurrency = concurrency
         self._retry = retry or RetryPolicy()
@@ -154,6 +158,7 @@ class AsyncDispatcher:
             secret=secret,
             id=id,
             now=self._clock(),
+            targets=self._targets,
         )
 
     async def endpoints(self) -> list[Endpoint]:
@@ -299,7 +304,9 @@ class AsyncDispatcher:
         request = prepare(claim, now=started_at, timeout=self._timeout)
         began = time.perf_counter()
         try:
-            outcome: Outcome = await self._transport.send(request)
+            outcome: Outcome = refused_target(claim, self._targets) or (
+                await self._transport.send(request)
+            )
         except Exception as exc:
             logger.exception("transport %r raised instead of returning an outcome", self._transport)
             outcome = unexpected_failure(exc)

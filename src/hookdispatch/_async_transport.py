@@ -12,15 +12,22 @@ exchange (connect, TLS, send, wait, read) at once.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.abc
+import httpcore
 import httpx
 
 from ._core import Outcome, Request, Response
+from ._targets import TargetPolicy, literal_address
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, body_error, translate_error
 from .exceptions import (
+    BlockedTargetError,
     ConnectError,
     ConnectionBrokenError,
     DeliveryTimeout,
@@ -63,12 +70,57 @@ def _translate_aiohttp(exc: aiohttp.ClientError) -> TransportError:
     return InvalidResponseError(message)
 
 
+class _Blocked(OSError):
+    """Carries a BlockedTargetError through aiohttp, which expects resolvers' OSErrors."""
+
+
+class _PolicyResolver(aiohttp.abc.AbstractResolver):
+    """Resolves through the target policy: only checked addresses reach the connector."""
+
+    def __init__(self, targets: TargetPolicy) -> None:
+        self._targets = targets
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        loop = asyncio.get_running_loop()
+        try:
+            addresses = await loop.run_in_executor(None, self._targets.resolve, host, port)
+        except BlockedTargetError as exc:
+            raise _Blocked(str(exc)) from exc
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def _blocked_literal(url: str, targets: TargetPolicy | None) -> BlockedTargetError | None:
+    """aiohttp skips the resolver for IP literals, so check those before connecting."""
+    if targets is None:
+        return None
+    address = literal_address(urlsplit(url).hostname or "")
+    if address is not None and targets.blocks(address):
+        return BlockedTargetError(f"{address} is refused by the target policy")
+    return None
+
+
 class AiohttpTransport:
     """The default async transport: one pooled ``aiohttp.ClientSession``.
 
     Redirects are never followed; at most ``max_response_bytes`` of a body are read;
-    each request is cut at ``request.timeout`` seconds in total. The session is
-    created on first use, inside the running event loop.
+    each request is cut at ``request.timeout`` seconds in total. With ``targets``
+    host names resolve through the :class:`TargetPolicy`, so only checked addresses
+    are connected to. The session is created on first use, inside the running loop.
     """
 
     def __init__(
@@ -77,16 +129,21 @@ class AiohttpTransport:
         max_connections: int = 100,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         verify: ssl.SSLContext | bool = True,
+        targets: TargetPolicy | None = None,
     ) -> None:
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
         self._ssl = verify
+        self._targets = targets
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=0, ssl=self._ssl
+                limit=self._max_connections,
+                limit_per_host=0,
+                ssl=self._ssl,
+                resolver=None if self._targets is None else _PolicyResolver(self._targets),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -97,6 +154,9 @@ class AiohttpTransport:
         return self._session
 
     async def send(self, request: Request) -> Outcome:
+        blocked = _blocked_literal(request.url, self._targets)
+        if blocked is not None:
+            return blocked
         session = self._open()
         try:
             async with (
@@ -119,6 +179,12 @@ class AiohttpTransport:
                 )
         except TimeoutError:
             return _timeout(request)
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, _Blocked) and isinstance(
+                exc.os_error.__cause__, BlockedTargetError
+            ):
+                return exc.os_error.__cause__
+            return _translate_aiohttp(exc)
         except aiohttp.ClientError as exc:
             return _translate_aiohttp(exc)
         except (OSError, ValueError) as exc:
@@ -145,6 +211,100 @@ class AiohttpTransport:
         return f"AiohttpTransport(max_connections={self._max_connections})"
 
 
+class _AsyncPolicyBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's async backend, connecting only to addresses the policy checked."""
+
+    def __init__(self, targets: TargetPolicy) -> None:
+        self._backend = httpcore.AnyIOBackend()
+        self._targets = targets
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        addresses = await loop.run_in_executor(None, self._targets.resolve, host, port)
+        last_error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._backend.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:  # pragma: no cover - endpoints are URLs
+        raise httpcore.ConnectError("unix sockets are not webhook targets")
+
+    async def sleep(self, seconds: float) -> None:  # pragma: no cover - no pool retries
+        await self._backend.sleep(seconds)
+
+
+class _AsyncResponseStream(httpx.AsyncByteStream):
+    def __init__(self, stream: AsyncIterable[bytes]) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class _PolicyAsyncHTTPTransport(httpx.AsyncBaseTransport):
+    """The async twin of DeadlineHTTPTransport's shape: httpcore's pool, our backend."""
+
+    def __init__(
+        self, *, verify: ssl.SSLContext | bool, max_connections: int, targets: TargetPolicy
+    ) -> None:
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify),
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            network_backend=_AsyncPolicyBackend(targets),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        response = await self._pool.handle_async_request(core_request)
+        assert isinstance(response.stream, AsyncIterable)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_AsyncResponseStream(response.stream),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
 class AsyncHttpxTransport:
     """An async transport on ``httpx.AsyncClient``, for applications that prefer httpx.
 
@@ -158,13 +318,25 @@ class AsyncHttpxTransport:
         max_connections: int = 100,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         verify: ssl.SSLContext | bool = True,
+        targets: TargetPolicy | None = None,
     ) -> None:
         self._max_response_bytes = max_response_bytes
+        transport = (
+            None
+            if targets is None
+            else _PolicyAsyncHTTPTransport(
+                verify=verify, max_connections=max_connections, targets=targets
+            )
+        )
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
         self._client = httpx.AsyncClient(
-            limits=limits, verify=verify, follow_redirects=False, trust_env=False
+            limits=limits,
+            verify=verify,
+            follow_redirects=False,
+            trust_env=False,
+            transport=transport,
         )
 
     async def send(self, request: Request) -> Outcome:
@@ -188,8 +360,10 @@ class AsyncHttpxTransport:
                     await response.aclose()
         except TimeoutError:
             return _timeout(request)
-        except (httpx.HTTPError, OSError) as exc:
+        except (httpx.HTTPError, httpcore.ProtocolError, httpcore.NetworkError, OSError) as exc:
             return translate_error(exc)
+        except BlockedTargetError as exc:
+            return exc
         body = b"".join(chunks)[: self._max_response_bytes]
         return Response(status_code=response.status_code, headers=response.headers, body=body)
 

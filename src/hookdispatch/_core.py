@@ -141,6 +141,8 @@ def conclude(
     )
     if failure is None:
         status, next_at = DeliveryStatus.SUCCEEDED, None
+    elif failure is FailureKind.BLOCKED:
+        status, next_at = DeliveryStatus.FAILED, None  # the policy will refuse it again
     elif status_code == GONE:
         # The receiver says the endpoint is gone: the driver disables it, and this
         # delivery waits (pending, due now) for the endpoint to be enabled again.

@@ -22,6 +22,8 @@ from contextvars import ContextVar
 import httpcore
 import httpx
 
+from ._targets import TargetPolicy
+
 __all__ = ["DeadlineHTTPTransport", "total_deadline"]
 
 _deadline: ContextVar[float | None] = ContextVar("hookdispatch_deadline", default=None)
@@ -80,8 +82,11 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+    def __init__(
+        self, backend: httpcore.NetworkBackend, targets: TargetPolicy | None = None
+    ) -> None:
         self._backend = backend
+        self._targets = targets
 
     def connect_tcp(
         self,
@@ -91,9 +96,25 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        bounded = _bounded(timeout, httpcore.ConnectTimeout)
-        stream = self._backend.connect_tcp(host, port, bounded, local_address, socket_options)
-        return _DeadlineStream(stream)
+        if self._targets is None:
+            bounded = _bounded(timeout, httpcore.ConnectTimeout)
+            stream = self._backend.connect_tcp(host, port, bounded, local_address, socket_options)
+            return _DeadlineStream(stream)
+        # Resolve once, check every address, connect to a checked address itself:
+        # nothing resolved later can differ from what was checked (DNS rebinding).
+        last_error: Exception | None = None
+        for address in self._targets.resolve(host, port):
+            bounded = _bounded(timeout, httpcore.ConnectTimeout)
+            try:
+                stream = self._backend.connect_tcp(
+                    address, port, bounded, local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:
+                last_error = exc
+                continue
+            return _DeadlineStream(stream)
+        assert last_error is not None
+        raise last_error
 
     def connect_unix_socket(
         self,
@@ -126,7 +147,9 @@ class DeadlineHTTPTransport(httpx.BaseTransport):
 
     A thin twin of ``httpx.HTTPTransport`` (HTTP/1.1, no proxy) over a
     ``httpcore.ConnectionPool`` with the deadline-aware network backend. It raises
-    httpcore's exceptions; :mod:`hookdispatch._transport` maps them to ours.
+    httpcore's exceptions; :mod:`hookdispatch._transport` maps them to ours. With
+    ``targets``, every connection goes to an address the policy checked, and a
+    refused one raises BlockedTargetError.
     """
 
     def __init__(
@@ -135,13 +158,14 @@ class DeadlineHTTPTransport(httpx.BaseTransport):
         verify: ssl.SSLContext | bool = True,
         max_connections: int = 100,
         keepalive_expiry: float = 30.0,
+        targets: TargetPolicy | None = None,
     ) -> None:
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(verify=verify),
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=keepalive_expiry,
-            network_backend=_DeadlineBackend(httpcore.SyncBackend()),
+            network_backend=_DeadlineBackend(httpcore.SyncBackend(), targets),
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

@@ -27,6 +27,7 @@ from ._operations import (
     log_attempt,
     parse_status,
     record_attempt,
+    refused_target,
     set_endpoint_enabled,
     store_endpoint,
     store_event,
@@ -37,6 +38,7 @@ from ._operations import (
 )
 from ._policy import RetryPolicy
 from ._slots import WorkerSlots
+from ._targets import TargetPolicy, default_targets
 from ._transport import HttpxTransport, Transport
 from ._types import JSON, Clock, Sleep, utc_now
 from .exceptions import DispatcherClosedError, InvalidInputError
@@ -70,6 +72,9 @@ class Dispatcher:
       receiver's ``410 Gone`` disables it (also logged as a warning).
     * ``max_payload_bytes``: the largest encoded event body :meth:`dispatch`
       accepts (256 KiB); a larger one is refused with InvalidEventError.
+    * ``targets``: the :class:`TargetPolicy` (SSRF protection). The default refuses
+      ``http://`` and non-public addresses, at registration and at every connect;
+      ``TargetPolicy.local()`` allows both, for local development and tests.
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class Dispatcher:
         sleep: Sleep = time.sleep,
         on_endpoint_disabled: Callable[[Endpoint, str], None] | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        targets: TargetPolicy | None = None,
     ) -> None:
         check_options(storage=storage, timeout=timeout, lease=lease, poll_interval=poll_interval)
         if workers < 0:
@@ -97,7 +103,10 @@ class Dispatcher:
             )
         self._storage = storage
         self._owns_transport = transport is None
-        self._transport: Transport = transport or HttpxTransport(max_connections=max(workers, 1))
+        self._targets = targets or default_targets()
+        self._transport: Transport = transport or HttpxTransport(
+            max_connections=max(workers, 1), targets=self._targets
+        )
         self._workers = workers
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
@@ -148,7 +157,13 @@ class Dispatcher:
         InvalidEndpointError for a URL that is not http(s) or is malformed.
         """
         return store_endpoint(
-            self._storage, url, events=events, secret=secret, id=id, now=self._clock()
+            self._storage,
+            url,
+            events=events,
+            secret=secret,
+            id=id,
+            now=self._clock(),
+            targets=self._targets,
         )
 
     def endpoints(self) -> list[Endpoint]:
@@ -288,7 +303,7 @@ class Dispatcher:
         request = prepare(claim, now=started_at, timeout=self._timeout)
         began = time.perf_counter()
         try:
-            outcome: Outcome = self._transport.send(request)
+            outcome: Outcome = refused_target(claim, self._targets) or self._transport.send(request)
         except Exception as exc:
             logger.exception("transport %r raised instead of returning an outcome", self._transport)
             outcome = unexpected_failure(exc)

@@ -16,8 +16,11 @@ from attrs import evolve
 
 from ._core import Claim, endpoint_gone
 from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ._targets import TargetPolicy
 from ._types import JSON
 from .exceptions import (
+    BlockedTargetError,
+    InvalidEndpointError,
     InvalidEventError,
     InvalidInputError,
     InvalidResponseError,
@@ -32,6 +35,7 @@ __all__ = [
     "log_attempt",
     "parse_status",
     "record_attempt",
+    "refused_target",
     "set_endpoint_enabled",
     "store_endpoint",
     "store_event",
@@ -70,9 +74,11 @@ def store_endpoint(
     secret: str | None,
     id: str | None,
     now: datetime,
+    targets: TargetPolicy,
 ) -> Endpoint:
-    """Validate and store a new endpoint."""
+    """Validate (the URL against the target policy too) and store a new endpoint."""
     endpoint = Endpoint.create(url, now=now, events=events, secret=secret, id=id)
+    targets.check_endpoint(endpoint.url)
     storage.add_endpoint(endpoint)
     return endpoint
 
@@ -222,6 +228,19 @@ def warn_if_dropping(storage: Storage) -> None:
             ResourceWarning,
             stacklevel=4,
         )
+
+
+def refused_target(claim: Claim, targets: TargetPolicy) -> BlockedTargetError | None:
+    """The outcome for an endpoint the policy refuses on its face (scheme, literal IP).
+
+    Checked before every attempt, whatever the transport, so an endpoint stored
+    under a looser policy is not sent to under a stricter one.
+    """
+    try:
+        targets.check_url(claim.endpoint.url)
+    except InvalidEndpointError as exc:
+        return BlockedTargetError(str(exc))
+    return None
 
 
 def unexpected_failure(exc: Exception) -> TransportError:

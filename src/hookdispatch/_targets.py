@@ -25,7 +25,7 @@ from attrs import field, frozen
 
 from .exceptions import BlockedTargetError, InvalidEndpointError
 
-__all__ = ["IPAddress", "Resolver", "TargetPolicy", "system_resolver"]
+__all__ = ["IPAddress", "Resolver", "TargetPolicy", "default_targets", "system_resolver"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -120,6 +120,28 @@ class TargetPolicy:
                 " targets=TargetPolicy.local(); for internal networks, allowed_networks=[...]"
             )
 
+    def check_endpoint(self, url: str) -> None:
+        """The registration check: :meth:`check_url`, then the host's current addresses.
+
+        A name that resolves only to refused addresses is refused now, for early
+        feedback; one that does not resolve yet is accepted. Either way every attempt
+        checks again at connect time, which is what actually protects.
+        """
+        self.check_url(url)
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if literal_address(host) is not None:
+            return
+        try:
+            self.resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+        except BlockedTargetError as exc:
+            raise InvalidEndpointError(
+                f"{exc}; refused by default (SSRF protection). For local development pass"
+                " targets=TargetPolicy.local(); for internal networks, allowed_networks=[...]"
+            ) from None
+        except OSError:
+            return
+
     def resolve(self, host: str, port: int) -> list[str]:
         """The addresses to connect to for ``host``, every one checked; never empty.
 
@@ -134,3 +156,11 @@ class TargetPolicy:
                 f" ({', '.join(addresses) or 'none'})"
             )
         return allowed
+
+
+_default = TargetPolicy.local()  # FLIP-BEFORE-COMMIT: TargetPolicy() once callers pass the switch
+
+
+def default_targets() -> TargetPolicy:
+    """The policy a dispatcher uses when given none: refuse http and non-public hosts."""
+    return _default

@@ -15,7 +15,9 @@ import httpx
 
 from ._core import Outcome, Request, Response
 from ._deadline import DeadlineHTTPTransport, total_deadline
+from ._targets import TargetPolicy
 from .exceptions import (
+    BlockedTargetError,
     ConnectError,
     ConnectionBrokenError,
     DeliveryTimeout,
@@ -105,7 +107,9 @@ class HttpxTransport:
     *total* deadline of ``request.timeout`` seconds covering connect, TLS, sending,
     waiting and reading the response, enforced at every socket operation. At most
     ``max_response_bytes`` of a response body are read; the rest is discarded with
-    the connection.
+    the connection. With ``targets`` (a :class:`TargetPolicy`) each connection is
+    made to an address the policy checked at that moment; a refused one comes back
+    as a BlockedTargetError outcome.
     """
 
     def __init__(
@@ -114,10 +118,13 @@ class HttpxTransport:
         max_connections: int = 100,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         verify: ssl.SSLContext | bool = True,
+        targets: TargetPolicy | None = None,
     ) -> None:
         self._max_response_bytes = max_response_bytes
         self._client = httpx.Client(
-            transport=DeadlineHTTPTransport(verify=verify, max_connections=max_connections),
+            transport=DeadlineHTTPTransport(
+                verify=verify, max_connections=max_connections, targets=targets
+            ),
             follow_redirects=False,
             trust_env=False,
         )
@@ -141,6 +148,8 @@ class HttpxTransport:
                     response.close()
         except _ERRORS as exc:
             return translate_error(exc)
+        except BlockedTargetError as exc:
+            return exc
         return Response(status_code=response.status_code, headers=response.headers, body=body)
 
     def _read_capped(self, response: httpx.Response) -> bytes:
