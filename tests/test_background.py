@@ -99,7 +99,12 @@ def test_close_drains_due_work_and_keeps_retries(
     assert len(storage.list_deliveries(status=hd.DeliveryStatus.SUCCEEDED)) == 50
     pending = storage.list_deliveries(status=hd.DeliveryStatus.PENDING)
     assert len(pending) == 50
-    assert all(d.attempt_count == 1 for d in pending)
+    # The first 503s put the endpoint in backoff: its other deliveries were moved to
+    # the retry time without an attempt of their own (endpoint-wide backoff).
+    assert {d.attempt_count for d in pending} <= {0, 1}
+    assert any(d.attempt_count == 1 for d in pending)
+    now = datetime.now(UTC)
+    assert all(d.next_attempt_at is not None and d.next_attempt_at > now for d in pending)
     storage.close()
     with pytest.raises(hd.DispatcherClosedError):
         hooks.dispatch("user.created", {})
@@ -131,9 +136,9 @@ def test_restarted_dispatcher_picks_up_pending_deliveries(
         pending = second.deliveries(status="pending")
         assert {d.event_id for d in pending} == {e.id for e in events}
         assert wait_for(lambda: len(second.deliveries(status="succeeded")) == 5)
-        # At least one failed attempt before the restart and the one that succeeded
-        # after (a slow machine may fit a second failed attempt into the first life).
-        assert all(d.attempt_count >= 2 for d in second.deliveries())
+        # Some failed before the restart (others were deferred by the endpoint's
+        # backoff without an attempt of their own); all succeeded after it.
+        assert any(d.attempt_count >= 2 for d in second.deliveries())
     storage.close()
 
 

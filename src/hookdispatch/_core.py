@@ -25,6 +25,7 @@ __all__ = [
     "Request",
     "Response",
     "conclude",
+    "endpoint_down",
     "endpoint_gone",
     "prepare",
 ]
@@ -32,6 +33,21 @@ __all__ = [
 USER_AGENT = "hookdispatch/0.1"
 GONE = 410
 """The status that disables an endpoint: the receiver says it will never accept again."""
+
+
+def endpoint_down(attempt: Attempt) -> bool:
+    """Whether this failure speaks for the whole endpoint, not just this delivery.
+
+    No usable answer (timeout, connection, TLS, garbled HTTP), a 5xx or a 429: the
+    other deliveries to the endpoint would fare no better right now. A 4xx (other
+    than 429) is about this one request and says nothing of the rest.
+    """
+    if attempt.failure in (None, FailureKind.BLOCKED):
+        return False
+    if attempt.failure is FailureKind.HTTP_STATUS:
+        code = attempt.status_code or 0
+        return code >= 500 or code == 429
+    return True
 
 
 def endpoint_gone(attempt: Attempt) -> bool:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from attrs import evolve
 
-from ._core import Claim, endpoint_gone
+from ._core import Claim, endpoint_down, endpoint_gone
 from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._targets import TargetPolicy
 from ._types import JSON
@@ -185,11 +185,17 @@ def store_redelivery(storage: Storage, delivery_id: str, *, now: datetime) -> De
 def record_attempt(
     storage: Storage, claim: Claim, attempt: Attempt, delivery: Delivery
 ) -> tuple[bool, Endpoint | None]:
-    """Store an attempt's outcome; disable the endpoint if the receiver said 410 Gone.
+    """Store an attempt's outcome, and act on what it says about the endpoint.
 
-    Returns whether the lease still held, and the endpoint if this disabled it.
+    A 410 Gone disables the endpoint. An endpoint-wide failure (see
+    :func:`endpoint_down`) moves the endpoint's other due deliveries to this one's
+    retry time: backoff for the endpoint, so a dead one's backlog waits instead of
+    being skipped by every claim. Returns whether the lease still held, and the
+    endpoint if this disabled it.
     """
     held = storage.complete(claim, attempt, delivery)
+    if held and delivery.next_attempt_at is not None and endpoint_down(attempt):
+        storage.defer_endpoint(claim.endpoint.id, until=delivery.next_attempt_at)
     if not held:
         logger.warning(
             "lease on %s expired during its attempt; another worker owns it now", delivery.id

@@ -1,10 +1,10 @@
 """Worker-slot bookkeeping shared by the sync and async drivers (pure, no locking).
 
-Tracks how many attempts are in flight, per endpoint too, and which endpoints
-failed their last attempt here. A failing endpoint is *held back* to one attempt
-in flight at a time, so a dead receiver cannot occupy every worker while healthy
-endpoints wait (head-of-line blocking). Callers serialise access (a lock or the
-event loop).
+Tracks how many attempts are in flight, per endpoint too, and how each
+endpoint's last attempt here went. A failing endpoint is *held back* to one
+attempt in flight at a time, and one not yet seen to succeed to half the slots,
+so a dead receiver cannot occupy every worker while healthy endpoints wait
+(head-of-line blocking). Callers serialise access (a lock or the event loop).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ class WorkerSlots:
         self._busy = 0
         self._per_endpoint: Counter[str] = Counter()
         self._failing: set[str] = set()
+        self._proven: set[str] = set()
+        # An endpoint not yet seen to succeed may fill half the slots: enough for a
+        # healthy one to get going, not enough for a dead one to stall everything.
+        self._unproven_share = max(1, capacity // 2)
 
     @property
     def free(self) -> int:
@@ -38,8 +42,17 @@ class WorkerSlots:
         return self._busy == 0 and not self.claiming
 
     def held_back(self) -> set[str]:
-        """Endpoints not to claim for now: failing ones that already have an attempt out."""
-        return {endpoint for endpoint in self._failing if self._per_endpoint[endpoint]}
+        """Endpoints not to claim for now.
+
+        Failing ones that already have an attempt out, and ones not yet seen to
+        succeed that hold half the slots already.
+        """
+        return {
+            endpoint
+            for endpoint, busy in self._per_endpoint.items()
+            if (endpoint in self._failing and busy)
+            or (endpoint not in self._proven and busy >= self._unproven_share)
+        }
 
     def started(self, claims: Iterable[Claim]) -> None:
         """Count claimed deliveries as in flight."""
@@ -55,5 +68,7 @@ class WorkerSlots:
             del self._per_endpoint[endpoint_id]
         if succeeded:
             self._failing.discard(endpoint_id)
+            self._proven.add(endpoint_id)
         else:
             self._failing.add(endpoint_id)
+            self._proven.discard(endpoint_id)

@@ -167,6 +167,17 @@ class Storage(abc.ABC):
         A delivery stored as pending gets a new lease only through ``claim``.
         """
 
+    def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
+        """Move the endpoint's unleased pending deliveries due before ``until`` to ``until``.
+
+        The dispatcher calls this when an endpoint fails at the transport or server
+        level (its backoff, endpoint-wide), so a dead endpoint's backlog waits out of
+        the way of the due query instead of being skipped on every claim. Returns
+        how many deliveries moved. Optional: the default moves nothing, which is
+        correct but lets a dead endpoint's backlog slow claims down.
+        """
+        return 0
+
     @abc.abstractmethod
     def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
         """The earliest ``next_attempt_at`` of a claimable pending delivery, or ``None``.

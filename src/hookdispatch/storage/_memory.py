@@ -39,6 +39,7 @@ class MemoryStorage(Storage):
         self._events: dict[str, Event] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._by_event: dict[str, list[str]] = defaultdict(list)
+        self._by_endpoint: dict[str, list[str]] = defaultdict(list)
         self._leases: dict[str, str] = {}
         self._attempts: dict[str, list[Attempt]] = defaultdict(list)
         # (due time, tiebreak, delivery id); stale entries are skipped when popped.
@@ -109,6 +110,7 @@ class MemoryStorage(Storage):
         for delivery in deliveries:
             self._deliveries[delivery.id] = delivery
             self._by_event[delivery.event_id].append(delivery.id)
+            self._by_endpoint[delivery.endpoint_id].append(delivery.id)
             self._push(delivery)
 
     def _push(self, delivery: Delivery) -> None:
@@ -235,6 +237,35 @@ class MemoryStorage(Storage):
             self._deliveries[delivery.id] = delivery
             self._push(delivery)
             return True
+
+    def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
+        with self._lock:
+            moved = 0
+            still_open: list[str] = []
+            for delivery_id in self._by_endpoint.get(endpoint_id, []):
+                delivery = self._deliveries[delivery_id]
+                if delivery.status is not DeliveryStatus.PENDING:
+                    continue  # final: dropped from this endpoint's open list
+                still_open.append(delivery_id)
+                due = delivery.next_attempt_at
+                if delivery_id in self._leases or due is None or due >= until:
+                    continue
+                deferred = Delivery(
+                    id=delivery.id,
+                    event_id=delivery.event_id,
+                    endpoint_id=delivery.endpoint_id,
+                    status=delivery.status,
+                    attempt_count=delivery.attempt_count,
+                    next_attempt_at=until,
+                    last_error=delivery.last_error,
+                    created_at=delivery.created_at,
+                    updated_at=delivery.updated_at,
+                )
+                self._deliveries[delivery_id] = deferred
+                self._push(deferred)
+                moved += 1
+            self._by_endpoint[endpoint_id] = still_open
+            return moved
 
     def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
         with self._lock:

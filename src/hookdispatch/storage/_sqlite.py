@@ -563,6 +563,15 @@ class SQLiteStorage(Storage):
             )
             return cursor.rowcount == 1
 
+    def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE deliveries SET next_attempt_at = ? WHERE endpoint_id = ?"
+                " AND status = 'pending' AND lease IS NULL AND next_attempt_at < ?",
+                (_ts(until), endpoint_id, _ts(until)),
+            )
+            return cursor.rowcount
+
     def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
         only_event = "" if event_id is None else "AND d.event_id = ?"
         rows = self._read(
