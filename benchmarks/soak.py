@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,8 +35,6 @@ def rss_bytes() -> int:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
-        import resource
-
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -89,8 +87,6 @@ def run(
     storage.close()
     if delivered < healthy_total:
         raise RuntimeError(f"only {delivered} of {healthy_total} healthy deliveries succeeded")
-    import resource
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return healthy_total / elapsed, samples, peak
 
@@ -110,9 +106,7 @@ def main() -> None:
         "workers": options.workers,
     }
     with receiver() as url, tempfile.TemporaryDirectory() as folder:
-        healthy_rate, healthy_samples, _ = run(
-            url=url, dead_url=dead_url, dead=0, folder=folder, **common
-        )
+        healthy_rate, _, _ = run(url=url, dead_url=dead_url, dead=0, folder=folder, **common)
         soak_rate, soak_samples, peak = run(
             url=url, dead_url=dead_url, dead=options.dead, folder=folder, **common
         )
@@ -132,7 +126,6 @@ def main() -> None:
     print("\nRSS during the run with dead endpoints (events dispatched: MiB):")
     print("  " + ", ".join(f"{n:,}: {rss / mib:.0f}" for n, rss in soak_samples))
     print(f"peak RSS of the process: {peak / mib:.0f} MiB")
-    threading.Event().set()
 
 
 if __name__ == "__main__":
