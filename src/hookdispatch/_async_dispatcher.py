@@ -374,7 +374,7 @@ class AsyncDispatcher:
                 continue
             assert self._changed is not None
             self._changed.clear()
-            self._slots.claiming = True
+            self._slots.claiming += 1
             try:
                 now = self._clock()
                 claims = await self._call(
@@ -388,7 +388,7 @@ class AsyncDispatcher:
                 logger.exception("claiming due deliveries failed; trying again shortly")
                 claims = []
             finally:
-                self._slots.claiming = False
+                self._slots.claiming -= 1
             self._slots.started(claims)
             for claim in claims:
                 task = asyncio.create_task(self._work(claim))

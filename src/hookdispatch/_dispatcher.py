@@ -349,7 +349,7 @@ class Dispatcher:
                 limit = self._slots.free
                 held_back = self._slots.held_back()
                 self._wake = False
-                self._slots.claiming = True
+                self._slots.claiming += 1
             try:
                 now = self._clock()
                 claims = self._storage.claim(
@@ -359,7 +359,7 @@ class Dispatcher:
                 logger.exception("claiming due deliveries failed; trying again shortly")
                 claims = []
             with self._cond:
-                self._slots.claiming = False
+                self._slots.claiming -= 1
                 self._slots.started(claims)
                 self._cond.notify_all()
             for claim in claims:
@@ -383,20 +383,47 @@ class Dispatcher:
             if not self._wake and not self._stopping and wait > 0:
                 self._cond.wait(wait)
 
-    def _work(self, claim: Claim) -> None:
-        endpoint_id = claim.endpoint.id
-        succeeded = False
-        try:
-            succeeded = self._attempt(claim)
-        except Exception:
-            logger.exception(
-                "recording the attempt of %s failed; it is retried when its lease ends",
-                claim.delivery.id,
-            )
-        finally:
+    def _work(self, claim: Claim | None) -> None:
+        """Attempt a claim; then, while work is due, claim the next one in this thread.
+
+        Going back to the pump after every attempt would cost two thread switches
+        per delivery; the pump is for starting workers, not for feeding busy ones.
+        """
+        while claim is not None:
+            endpoint_id = claim.endpoint.id
+            succeeded = False
+            try:
+                succeeded = self._attempt(claim)
+            except Exception:
+                logger.exception(
+                    "recording the attempt of %s failed; it is retried when its lease ends",
+                    claim.delivery.id,
+                )
             with self._cond:
                 self._slots.finished(endpoint_id, succeeded=succeeded)
-                self._cond.notify_all()
+                stopping = self._stopping
+                if not stopping:
+                    self._slots.claiming += 1
+                    held_back = self._slots.held_back()
+            claims: list[Claim] = []
+            if not stopping:
+                try:
+                    now = self._clock()
+                    claims = self._storage.claim(
+                        now=now,
+                        lease_until=now + self._lease,
+                        limit=1,
+                        exclude_endpoints=held_back,
+                    )
+                except Exception:
+                    logger.exception("claiming the next delivery failed; the pump takes over")
+            with self._cond:
+                if not stopping:
+                    self._slots.claiming -= 1
+                self._slots.started(claims)
+                if not claims:
+                    self._cond.notify_all()  # a slot is free: the pump may need it
+            claim = claims[0] if claims else None
 
     def _notify(self) -> None:
         with self._cond:

@@ -22,7 +22,7 @@ class WorkerSlots:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.claiming = False
+        self.claiming = 0  # claims under way (the pump's, and workers' own)
         self._busy = 0
         self._per_endpoint: Counter[str] = Counter()
         self._failing: set[str] = set()
@@ -39,7 +39,7 @@ class WorkerSlots:
     @property
     def idle(self) -> bool:
         """No attempt is in flight and no claim is under way."""
-        return self._busy == 0 and not self.claiming
+        return self._busy == 0 and self.claiming == 0
 
     def held_back(self) -> set[str]:
         """Endpoints not to claim for now.
