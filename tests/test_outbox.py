@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from pytest_httpserver import HTTPServer
 
 import hookdispatch as hd
+from pg_fixtures import new_schema, postgres_admin_dsn, postgres_dsn  # noqa: F401 - fixtures
 
 from receivers import wait_for
 
@@ -116,3 +118,66 @@ def test_memory_storage_cannot_join_a_transaction(tmp_path: Path, make_dispatche
     hooks = make_dispatcher(storage=hd.MemoryStorage(), workers=1)
     with pytest.raises(hd.InvalidInputError, match="cannot join"):
         hooks.dispatch("user.created", {}, transaction=sqlite3.connect(tmp_path / "x.db"))
+
+
+# PostgreSQL ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_outbox(
+    httpserver: HTTPServer,
+    postgres_dsn: str,  # noqa: F811 - the fixture imported above
+    make_dispatcher: Callable[..., Any],
+) -> Iterator[tuple[Any, psycopg.Connection[Any], str]]:
+    httpserver.expect_request("/hook").respond_with_data("")
+    storage = hd.PostgresStorage(postgres_dsn, schema=new_schema())
+    hooks = make_dispatcher(storage=storage, workers=2, poll_interval=FAST_POLL)
+    hooks.add_endpoint(httpserver.url_for("/hook"))
+    conn = psycopg.connect(postgres_dsn)  # not autocommit: every statement is in a transaction
+    table = f"users_{new_schema()}"
+    conn.execute(f"CREATE TABLE {table} (id text PRIMARY KEY)")
+    conn.commit()
+    yield hooks, conn, table
+    conn.rollback()
+    conn.execute(f"DROP TABLE {table}")
+    conn.commit()
+    conn.close()
+    hooks.close(timeout=0)
+    storage.close()
+
+
+def test_postgres_commit_then_delivered(pg_outbox, httpserver: HTTPServer) -> None:
+    hooks, conn, table = pg_outbox
+    conn.execute(f"INSERT INTO {table} VALUES ('user_1')")
+    event = hooks.dispatch("user.created", {"user_id": "user_1"}, transaction=conn)
+    time.sleep(5 * FAST_POLL)
+    assert received(httpserver) == []  # a concurrent worker sees nothing uncommitted
+    conn.commit()
+
+    assert wait_for(lambda: received(httpserver) == [event.id], timeout=10)
+
+
+def test_postgres_rollback_is_never_sent(pg_outbox, httpserver: HTTPServer) -> None:
+    hooks, conn, table = pg_outbox
+    conn.execute(f"INSERT INTO {table} VALUES ('user_2')")
+    event = hooks.dispatch("user.created", {"user_id": "user_2"}, transaction=conn)
+    conn.rollback()
+
+    time.sleep(5 * FAST_POLL)
+    assert hooks.drain(timeout=5)
+    assert received(httpserver) == []
+    with pytest.raises(hd.UnknownEventError):
+        hooks.get_event(event.id)
+
+
+def test_postgres_autocommit_without_transaction_is_refused(
+    pg_outbox,
+    postgres_dsn: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    hooks, _, _ = pg_outbox
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        with pytest.raises(hd.InvalidStateError, match=r"conn\.transaction"):
+            hooks.dispatch("user.created", {}, transaction=conn)
+        with conn.transaction():
+            hooks.dispatch("user.created", {}, transaction=conn)
+            raise psycopg.Rollback()

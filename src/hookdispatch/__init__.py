@@ -6,6 +6,8 @@
 See the README and ``docs/`` for the guide; every public name is listed in ``__all__``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._async_dispatcher import AsyncDispatcher
 from ._async_transport import AiohttpTransport, AsyncHttpxTransport, AsyncTransport
 from ._core import Request, Response
@@ -38,6 +40,9 @@ from .exceptions import (
 )
 from .storage import MemoryStorage, SQLiteStorage, Storage
 
+if TYPE_CHECKING:
+    from .storage import PostgresStorage
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -66,6 +71,7 @@ __all__ = [
     "InvalidStateError",
     "MemoryStorage",
     "NotFoundError",
+    "PostgresStorage",
     "Request",
     "Response",
     "RetryPolicy",
@@ -86,3 +92,12 @@ __all__ = [
     "verify_signature",
     "verify_standard_webhook",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # PostgresStorage loads on first use: psycopg is an optional extra.
+    if name == "PostgresStorage":
+        from . import storage  # noqa: PLC0415
+
+        return storage.PostgresStorage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -366,7 +366,7 @@ class AsyncDispatcher:
     async def _run_pump(self) -> None:
         """Background mode: claim due work while slots are free; else wait."""
         while not self._stopping:
-            if self._slots.free == 0:
+            if self._slots.free <= 0:
                 await self._wait_for_change(None)
                 # Let the other attempts finishing in this turn of the loop free
                 # their slots too, so one claim serves several of them.

@@ -342,7 +342,7 @@ class Dispatcher:
         assert self._pool is not None
         while True:
             with self._cond:
-                while self._slots.free == 0 and not self._stopping:
+                while self._slots.free <= 0 and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return
@@ -403,7 +403,9 @@ class Dispatcher:
                 self._slots.finished(endpoint_id, succeeded=succeeded)
                 stopping = self._stopping
                 if not stopping:
-                    self._slots.claiming += 1
+                    # Keep this worker's slot while it claims, or the pump could
+                    # hand the same slot out again meanwhile.
+                    self._slots.reserve()
                     held_back = self._slots.held_back()
             claims: list[Claim] = []
             if not stopping:
@@ -419,7 +421,7 @@ class Dispatcher:
                     logger.exception("claiming the next delivery failed; the pump takes over")
             with self._cond:
                 if not stopping:
-                    self._slots.claiming -= 1
+                    self._slots.release()
                 self._slots.started(claims)
                 if not claims:
                     self._cond.notify_all()  # a slot is free: the pump may need it

@@ -54,6 +54,14 @@ class WorkerSlots:
             or (endpoint not in self._proven and busy >= self._unproven_share)
         }
 
+    def reserve(self) -> None:
+        """Hold one slot while its worker claims its next delivery (see ``release``)."""
+        self._busy += 1
+
+    def release(self) -> None:
+        """Give back a slot held by ``reserve``."""
+        self._busy -= 1
+
     def started(self, claims: Iterable[Claim]) -> None:
         """Count claimed deliveries as in flight."""
         for claim in claims:

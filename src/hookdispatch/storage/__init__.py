@@ -1,12 +1,36 @@
 """Storage backends: where events, deliveries and attempts are kept.
 
 Subclass :class:`Storage` to plug in your own; ``hookdispatch.testing`` holds the
-conformance tests every backend must pass.
+conformance tests every backend must pass. :class:`PostgresStorage` is loaded on
+first use, so psycopg is needed only by those who use it.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .._core import Claim
 from ._base import Storage
 from ._memory import MemoryStorage
 from ._sqlite import SQLiteStorage
 
-__all__ = ["Claim", "MemoryStorage", "SQLiteStorage", "Storage"]
+if TYPE_CHECKING:
+    from ._postgres import PostgresStorage
+
+__all__ = ["Claim", "MemoryStorage", "PostgresStorage", "SQLiteStorage", "Storage"]
+
+_POSTGRES_PACKAGES = ("psycopg", "psycopg_pool", "psycopg_binary")
+
+
+def __getattr__(name: str) -> Any:
+    if name != "PostgresStorage":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        from ._postgres import PostgresStorage  # noqa: PLC0415 - optional dependency
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _POSTGRES_PACKAGES:
+            raise
+        raise ImportError(
+            f"PostgresStorage needs psycopg 3 and psycopg-pool ({exc.name} is not installed):"
+            " pip install 'hookdispatch[postgres]'"
+        ) from exc
+    globals()["PostgresStorage"] = PostgresStorage
+    return PostgresStorage

@@ -176,6 +176,8 @@ class MemoryStorage(Storage):
         event_id: str | None = None,
         exclude_endpoints: Collection[str] = (),
     ) -> list[Claim]:
+        if limit <= 0:
+            return []  # (due[:-1] below would be all but one)
         with self._lock:
             if event_id is not None:
                 due = [

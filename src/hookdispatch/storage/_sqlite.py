@@ -480,6 +480,8 @@ class SQLiteStorage(Storage):
         event_id: str | None = None,
         exclude_endpoints: Collection[str] = (),
     ) -> list[Claim]:
+        if limit <= 0:
+            return []  # SQLite reads LIMIT -1 as "no limit"
         lease = secrets.token_hex(8)
         params: list[Any] = [_ts(lease_until), lease, _ts(now)]
         filters = ""

@@ -1,0 +1,713 @@
+"""PostgresStorage: PostgreSQL on psycopg 3, shared by processes on many machines.
+
+Needs the ``postgres`` extra: ``pip install 'hookdispatch[postgres]'``.
+"""
+
+# SQL is assembled only from constant fragments and the schema name, which goes in
+# through sql.Identifier; every value is a bound parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from attrs import frozen
+from psycopg import sql
+from psycopg.errors import ForeignKeyViolation, UniqueViolation
+from psycopg_pool import ConnectionPool
+
+from .._core import Claim
+from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ..exceptions import (
+    FailureKind,
+    InvalidInputError,
+    InvalidStateError,
+    StorageError,
+    UnknownDeliveryError,
+    UnknownEndpointError,
+    UnknownEventError,
+)
+from ._base import Storage
+
+__all__ = ["MIGRATIONS", "PostgresStorage"]
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """
+        CREATE TABLE {schema}.endpoints (
+            id text PRIMARY KEY,
+            url text NOT NULL,
+            secret text NOT NULL,
+            events text[] NOT NULL,
+            enabled boolean NOT NULL,
+            created_at timestamptz NOT NULL,
+            seq bigint GENERATED ALWAYS AS IDENTITY
+        )
+        """,
+        """
+        CREATE TABLE {schema}.events (
+            id text PRIMARY KEY,
+            type text NOT NULL,
+            created_at timestamptz NOT NULL,
+            body bytea NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE {schema}.deliveries (
+            id text PRIMARY KEY,
+            event_id text NOT NULL
+                CONSTRAINT deliveries_event_fk REFERENCES {schema}.events (id),
+            endpoint_id text NOT NULL
+                CONSTRAINT deliveries_endpoint_fk REFERENCES {schema}.endpoints (id),
+            status text NOT NULL,
+            attempt_count integer NOT NULL,
+            next_attempt_at timestamptz,
+            last_error text,
+            lease text,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            seq bigint GENERATED ALWAYS AS IDENTITY
+        )
+        """,
+        # The workers' query: pending deliveries by due time. Partial, so finished
+        # deliveries cost nothing however many pile up.
+        """
+        CREATE INDEX deliveries_due ON {schema}.deliveries (next_attempt_at)
+            WHERE status = 'pending'
+        """,
+        "CREATE INDEX deliveries_event ON {schema}.deliveries (event_id)",
+        "CREATE INDEX deliveries_endpoint ON {schema}.deliveries (endpoint_id, status)",
+        "CREATE INDEX deliveries_created ON {schema}.deliveries (created_at, seq)",
+        """
+        CREATE TABLE {schema}.attempts (
+            id text PRIMARY KEY,
+            delivery_id text NOT NULL
+                CONSTRAINT attempts_delivery_fk REFERENCES {schema}.deliveries (id),
+            number integer NOT NULL,
+            started_at timestamptz NOT NULL,
+            duration double precision NOT NULL,
+            status_code integer,
+            failure text,
+            error text,
+            response_body bytea NOT NULL,
+            seq bigint GENERATED ALWAYS AS IDENTITY
+        )
+        """,
+        "CREATE INDEX attempts_delivery ON {schema}.attempts (delivery_id, number)",
+        # The workers' two hot queries, as functions that always walk deliveries_due
+        # in order (SET enable_sort = off). A queue table fills faster than autovacuum
+        # analyzes it; with statistics from when it was small, the planner expects a
+        # handful of due rows and sorts them, and every claim then reads every due row
+        # (milliseconds, growing with the backlog) instead of the first few index
+        # entries. A function call is also one statement: one round trip.
+        #
+        # claim_due: lease up to $4 due deliveries, earliest first, skipping rows that
+        # another claim holds locked and endpoints in $5. Rows it waited for are
+        # re-checked, and a claimed row is no longer due (next_attempt_at = $2).
+        """
+        CREATE FUNCTION {schema}.claim_due(
+            timestamptz, timestamptz, text, integer, text[]
+        ) RETURNS TABLE (
+            id text, event_id text, endpoint_id text, status text, attempt_count integer,
+            next_attempt_at timestamptz, last_error text, created_at timestamptz,
+            updated_at timestamptz, event_type text, body bytea, endpoint_key text,
+            url text, secret text, events text[], enabled boolean,
+            endpoint_created_at timestamptz
+        ) LANGUAGE sql VOLATILE SET enable_sort = off AS $$
+            WITH due AS MATERIALIZED (
+                SELECT d.id FROM {schema}.deliveries d
+                JOIN {schema}.endpoints e ON e.id = d.endpoint_id
+                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled
+                    AND d.endpoint_id <> ALL($5)
+                ORDER BY d.next_attempt_at LIMIT $4
+                FOR NO KEY UPDATE OF d SKIP LOCKED
+            )
+            UPDATE {schema}.deliveries d SET next_attempt_at = $2, lease = $3
+            FROM due, {schema}.events ev, {schema}.endpoints e
+            WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id
+            RETURNING d.id, d.event_id, d.endpoint_id, d.status, d.attempt_count,
+                d.next_attempt_at, d.last_error, d.created_at, d.updated_at, ev.type,
+                ev.body, e.id, e.url, e.secret, e.events, e.enabled, e.created_at
+        $$
+        """,
+        """
+        CREATE FUNCTION {schema}.next_due() RETURNS timestamptz
+        LANGUAGE sql STABLE SET enable_sort = off AS $$
+            SELECT d.next_attempt_at FROM {schema}.deliveries d
+            JOIN {schema}.endpoints e ON e.id = d.endpoint_id
+            WHERE d.status = 'pending' AND e.enabled AND d.next_attempt_at IS NOT NULL
+            ORDER BY d.next_attempt_at LIMIT 1
+        $$
+        """,
+    ),
+]
+"""Schema migrations: the n-th list of statements takes the schema from version n to n + 1.
+
+``{schema}`` stands for the quoted schema name.
+"""
+
+logger = logging.getLogger("hookdispatch")
+
+_LOCK_NAMESPACE = 0x686B64  # "hkd": first key of the migrations' advisory lock
+
+_ENDPOINT_COLUMNS = "id, url, secret, events, enabled, created_at"
+_DELIVERY_COLUMNS = (
+    "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
+    " created_at, updated_at"
+)
+_ATTEMPT_COLUMNS = (
+    "id, delivery_id, number, started_at, duration, status_code, failure, error, response_body"
+)
+
+
+# Deliveries from one array per column: any number of rows in one statement.
+# ON CONFLICT keeps a retried insert (after a broken connection) harmless.
+_INSERT_DELIVERIES = (
+    f"INSERT INTO {{schema}}.deliveries ({_DELIVERY_COLUMNS})"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::integer[],"
+    " %s::timestamptz[], %s::text[], %s::timestamptz[], %s::timestamptz[])"
+)
+_ON_CONFLICT = " ON CONFLICT (id) DO NOTHING"
+# One statement: the deliveries go in only if the event did (a new id).
+_INSERT_EVENT = (
+    "WITH event AS ("
+    " INSERT INTO {schema}.events (id, type, created_at, body) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (id) DO NOTHING RETURNING id),"
+    f" delivery AS ({_INSERT_DELIVERIES} WHERE EXISTS (SELECT 1 FROM event){_ON_CONFLICT})"
+    " SELECT count(*) FROM event"
+)
+
+
+def _qualified(columns: str, alias: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in columns.split(","))
+
+
+def _utc(moment: datetime) -> datetime:
+    # psycopg returns timestamptz in the session's time zone; the contract says UTC.
+    return moment.astimezone(UTC)
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    try:
+        status = DeliveryStatus(row[3])
+    except ValueError:
+        raise StorageError(
+            f"delivery {row[0]!r} has status {row[3]!r}, which this version of hookdispatch"
+            " does not know; upgrade hookdispatch or repair the row"
+        ) from None
+    return Delivery(
+        id=row[0],
+        event_id=row[1],
+        endpoint_id=row[2],
+        status=status,
+        attempt_count=row[4],
+        next_attempt_at=None if row[5] is None else _utc(row[5]),
+        last_error=row[6],
+        created_at=_utc(row[7]),
+        updated_at=_utc(row[8]),
+    )
+
+
+def _endpoint(row: Sequence[Any]) -> Endpoint:
+    return Endpoint(
+        id=row[0],
+        url=row[1],
+        secret=row[2],
+        events=tuple(row[3]),
+        enabled=row[4],
+        created_at=_utc(row[5]),
+    )
+
+
+def _attempt(row: Sequence[Any]) -> Attempt:
+    return Attempt(
+        id=row[0],
+        delivery_id=row[1],
+        number=row[2],
+        started_at=_utc(row[3]),
+        duration=row[4],
+        status_code=row[5],
+        failure=None if row[6] is None else FailureKind(row[6]),
+        error=row[7],
+        response_body=bytes(row[8]),
+    )
+
+
+def _columns(deliveries: Sequence[Delivery]) -> tuple[list[Any], ...]:
+    """The deliveries as one list per column, for ``_INSERT_DELIVERIES``."""
+    return (
+        [d.id for d in deliveries],
+        [d.event_id for d in deliveries],
+        [d.endpoint_id for d in deliveries],
+        [d.status.value for d in deliveries],
+        [d.attempt_count for d in deliveries],
+        [d.next_attempt_at for d in deliveries],
+        [d.last_error for d in deliveries],
+        [d.created_at for d in deliveries],
+        [d.updated_at for d in deliveries],
+    )
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Raise psycopg's errors (pool errors included) as StorageError, chained."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise StorageError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
+
+
+Statement = tuple[bytes, Sequence[Any] | Mapping[str, Any]]
+
+
+@frozen
+class _Result:
+    rowcount: int
+    rows: list[tuple[Any, ...]]
+
+
+class PostgresStorage(Storage):
+    """A :class:`Storage` in PostgreSQL, for many worker processes on many machines.
+
+    ``dsn_or_pool`` is a libpq connection string (``"postgresql://user@host/db"``),
+    or a :class:`psycopg_pool.ConnectionPool` you configured yourself (PgBouncer in
+    transaction mode, say, needs ``kwargs={"prepare_threshold": None}``). A pool this
+    storage opened from a DSN holds up to ``max_connections`` connections and is
+    closed by :meth:`close`; a pool you pass in stays yours to close.
+
+    Tables live in their own PostgreSQL schema, ``schema`` (``"hookdispatch"``), so
+    they never meet the application's own tables. The schema is created and migrated
+    on open (``schema_version`` table, migrations serialised by an advisory lock, so
+    processes starting together are safe); a schema written by a newer hookdispatch is
+    refused.
+
+    Claims are one ``UPDATE`` over rows picked ``FOR NO KEY UPDATE SKIP LOCKED``:
+    concurrent workers skip each other's rows instead of queueing on them, and a claimed
+    delivery's ``next_attempt_at`` moves to its lease's end. Every call is one
+    transaction, and all but ``list_attempts`` one statement (one round trip on the
+    pool's autocommit connections). A call that finds its connection broken (the
+    server restarted) replaces the pool's dead connections and is tried once more;
+    writes are idempotent so that this is safe (``add_endpoint`` is not retried).
+    Every timestamp is a ``timestamptz``. Durability is PostgreSQL's: a call returns
+    after its transaction committed. Errors from psycopg are raised as
+    :class:`StorageError`.
+    """
+
+    def __init__(
+        self,
+        dsn_or_pool: str | ConnectionPool[Any],
+        *,
+        schema: str = "hookdispatch",
+        max_connections: int = 10,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(schema, str) or not schema:
+            raise InvalidInputError("schema must be a non-empty string such as 'hookdispatch'")
+        if max_connections < 1:
+            raise InvalidInputError("max_connections must be at least 1")
+        self.schema = schema
+        self._closed = False
+        self._sql: dict[str, bytes] = {}
+        if isinstance(dsn_or_pool, ConnectionPool):
+            self._owns_pool = False
+            self._pool = dsn_or_pool
+            with _translated(), self._pool.connection(timeout=connect_timeout) as conn:
+                self._migrate(conn)
+        elif isinstance(dsn_or_pool, str):
+            self._owns_pool = True
+            with _translated():
+                conn = psycopg.connect(dsn_or_pool, connect_timeout=max(1, round(connect_timeout)))
+                with conn:
+                    self._migrate(conn)
+                self._pool = ConnectionPool(
+                    dsn_or_pool,
+                    min_size=1,
+                    max_size=max_connections,
+                    timeout=connect_timeout,
+                    name=f"hookdispatch-{schema}",
+                    kwargs={"autocommit": True},
+                    open=True,
+                )
+        else:
+            raise InvalidInputError(
+                "PostgresStorage needs a connection string (e.g. 'postgresql://localhost/app')"
+                f" or a psycopg_pool.ConnectionPool, not {type(dsn_or_pool).__name__}"
+            )
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage(schema={self.schema!r})"
+
+    # Plumbing -----------------------------------------------------------------------
+
+    def _q(self, template: str) -> bytes:
+        """``template`` with ``{schema}`` filled in, rendered once and then reused.
+
+        Bytes, not ``sql.Composed``: psycopg would render a Composed on every execute.
+        """
+        query = self._sql.get(template)
+        if query is None:
+            composed = sql.SQL(template).format(schema=sql.Identifier(self.schema))
+            query = self._sql[template] = composed.as_bytes(None)
+        return query
+
+    def _run(self, *statements: Statement, retry: bool = True) -> list[_Result]:
+        """Run ``statements`` in one transaction and return their results.
+
+        One statement on an autocommit connection (our pool's) is its own transaction:
+        one round trip, no BEGIN and COMMIT. When the connection turns out broken (the
+        server restarted), the pool's idle connections are checked and replaced, and the
+        call is tried once more if ``retry``: only for calls whose repetition is
+        harmless, since the first try may have committed.
+        """
+        if self._closed:
+            raise StorageError("this PostgresStorage is closed; open a new one")
+        tries = 2 if retry else 1
+        for try_number in range(1, tries + 1):
+            conn: psycopg.Connection[Any] | None = None
+            try:
+                with self._pool.connection() as conn:
+                    if len(statements) == 1 and conn.autocommit:
+                        cursors = [conn.execute(*statements[0])]
+                    else:
+                        with conn.transaction():
+                            cursors = [conn.execute(query, params) for query, params in statements]
+                    return [
+                        _Result(cursor.rowcount, cursor.fetchall() if cursor.description else [])
+                        for cursor in cursors
+                    ]
+            except psycopg.Error as exc:
+                if try_number < tries and conn is not None and conn.broken:
+                    # A server restart breaks every idle connection: replace them all.
+                    logger.info("PostgreSQL connection broken (%s); reconnecting", exc)
+                    with _translated():
+                        self._pool.check()
+                    continue
+                raise StorageError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_NAMESPACE, self.schema)
+            )
+            if not conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            ).fetchone():
+                conn.execute(self._q("CREATE SCHEMA {schema}"))
+            if not conn.execute(
+                "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'schema_version'",
+                (self.schema,),
+            ).fetchone():
+                conn.execute(self._q("CREATE TABLE {schema}.schema_version (version integer)"))
+                conn.execute(self._q("INSERT INTO {schema}.schema_version VALUES (0)"))
+            row = conn.execute(self._q("SELECT version FROM {schema}.schema_version")).fetchone()
+            version = 0 if row is None else int(row[0])
+            if version > len(MIGRATIONS):
+                raise StorageError(
+                    f"schema {self.schema!r} has version {version}, newer than this hookdispatch"
+                    f" understands ({len(MIGRATIONS)}); upgrade hookdispatch to open it"
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    conn.execute(self._q(statement))
+            if version < len(MIGRATIONS):
+                conn.execute(
+                    self._q("UPDATE {schema}.schema_version SET version = %s"), (len(MIGRATIONS),)
+                )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_pool:
+            with _translated():
+                self._pool.close()
+
+    # Endpoints ----------------------------------------------------------------------
+
+    def add_endpoint(self, endpoint: Endpoint) -> None:
+        insert = self._q(
+            f"INSERT INTO {{schema}}.endpoints ({_ENDPOINT_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s)"
+        )
+        try:
+            # Not retried: a repeat after a commit would report the id as taken.
+            self._run((insert, _endpoint_params(endpoint)), retry=False)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, UniqueViolation):
+                raise InvalidInputError(
+                    f"an endpoint with id {endpoint.id!r} already exists"
+                ) from None
+            raise
+
+    def update_endpoint(self, endpoint: Endpoint) -> None:
+        update = self._q(
+            "UPDATE {schema}.endpoints SET url = %s, secret = %s, events = %s,"
+            " enabled = %s, created_at = %s WHERE id = %s"
+        )
+        [result] = self._run((update, (*_endpoint_params(endpoint)[1:], endpoint.id)))
+        if result.rowcount == 0:
+            raise UnknownEndpointError(f"no endpoint with id {endpoint.id!r}")
+
+    def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        select = self._q(f"SELECT {_ENDPOINT_COLUMNS} FROM {{schema}}.endpoints WHERE id = %s")
+        [result] = self._run((select, (endpoint_id,)))
+        if not result.rows:
+            raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}")
+        return _endpoint(result.rows[0])
+
+    def list_endpoints(self) -> list[Endpoint]:
+        select = self._q(
+            f"SELECT {_ENDPOINT_COLUMNS} FROM {{schema}}.endpoints ORDER BY created_at, seq"
+        )
+        [result] = self._run((select, ()))
+        return [_endpoint(row) for row in result.rows]
+
+    # Events and deliveries ----------------------------------------------------------
+
+    def add_event(self, event: Event, deliveries: Sequence[Delivery]) -> bool:
+        insert = self._q(_INSERT_EVENT)
+        params = (event.id, event.type, event.created_at, event.body, *_columns(deliveries))
+        try:
+            [result] = self._run((insert, params))
+        except StorageError as exc:
+            _raise_missing_reference(exc, deliveries)
+            raise
+        return bool(result.rows[0][0])
+
+    def add_event_in_transaction(
+        self, connection: object, event: Event, deliveries: Sequence[Delivery]
+    ) -> bool:
+        """Write the event through the caller's psycopg connection, uncommitted.
+
+        The connection must reach this storage's database; the rows are visible to
+        workers once the caller commits. A connection in autocommit mode must be
+        inside ``with conn.transaction():``, or the rows would commit at once.
+        """
+        if not isinstance(connection, psycopg.Connection):
+            raise InvalidInputError(
+                "PostgresStorage joins a psycopg Connection's transaction; got"
+                f" {type(connection).__name__}"
+            )
+        status = connection.info.transaction_status
+        if connection.autocommit and status == psycopg.pq.TransactionStatus.IDLE:
+            raise InvalidStateError(
+                "the connection is in autocommit mode with no open transaction; dispatch"
+                " inside `with conn.transaction():` so your rows and the event commit together"
+            )
+        insert = self._q(_INSERT_EVENT)
+        params = (event.id, event.type, event.created_at, event.body, *_columns(deliveries))
+        try:
+            row = connection.execute(insert, params).fetchone()
+        except psycopg.errors.UndefinedTable as exc:
+            raise InvalidInputError(
+                "the connection's database has no hookdispatch tables; connect it to the"
+                " database this PostgresStorage uses"
+            ) from exc
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
+        return bool(row and row[0])
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        try:
+            self._run((self._q(_INSERT_DELIVERIES + _ON_CONFLICT), _columns(deliveries)))
+        except StorageError as exc:
+            _raise_missing_reference(exc, deliveries)
+            raise
+
+    def get_event(self, event_id: str) -> Event:
+        select = self._q("SELECT body FROM {schema}.events WHERE id = %s")
+        [result] = self._run((select, (event_id,)))
+        if not result.rows:
+            raise UnknownEventError(f"no event with id {event_id!r}")
+        return Event.from_body(bytes(result.rows[0][0]))
+
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        select = self._q(f"SELECT {_DELIVERY_COLUMNS} FROM {{schema}}.deliveries WHERE id = %s")
+        [result] = self._run((select, (delivery_id,)))
+        if not result.rows:
+            raise UnknownDeliveryError(f"no delivery with id {delivery_id!r}")
+        return _delivery(result.rows[0])
+
+    def list_deliveries(
+        self,
+        *,
+        event_id: str | None = None,
+        endpoint_id: str | None = None,
+        status: DeliveryStatus | None = None,
+        limit: int | None = None,
+    ) -> list[Delivery]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("event_id", event_id), ("endpoint_id", endpoint_id)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if status is not None:
+            where.append("status = %s")
+            params.append(DeliveryStatus(status).value)
+        query = f"SELECT {_DELIVERY_COLUMNS} FROM {{schema}}.deliveries"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY created_at, seq"
+        if limit is not None:
+            query += " LIMIT %s"
+            params.append(limit)
+        [result] = self._run((self._q(query), params))
+        return [_delivery(row) for row in result.rows]
+
+    # Work ---------------------------------------------------------------------------
+
+    def claim(
+        self,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        event_id: str | None = None,
+        exclude_endpoints: Collection[str] = (),
+    ) -> list[Claim]:
+        if limit <= 0:
+            return []
+        lease = secrets.token_hex(8)
+        excluded = list(exclude_endpoints)
+        if event_id is None:
+            query = self._q("SELECT * FROM {schema}.claim_due(%s, %s, %s, %s, %s)")
+            params: tuple[Any, ...] = (now, lease_until, lease, limit, excluded)
+        else:
+            # One event's deliveries are few: found through deliveries_event, as in
+            # claim_due otherwise.
+            query = self._q(
+                "WITH due AS MATERIALIZED ("
+                " SELECT d.id FROM {schema}.deliveries d"
+                " JOIN {schema}.endpoints e ON e.id = d.endpoint_id"
+                " WHERE d.event_id = %s AND d.status = 'pending' AND d.next_attempt_at <= %s"
+                " AND e.enabled AND d.endpoint_id <> ALL(%s)"
+                " ORDER BY d.next_attempt_at LIMIT %s"
+                " FOR NO KEY UPDATE OF d SKIP LOCKED)"
+                " UPDATE {schema}.deliveries d SET next_attempt_at = %s, lease = %s"
+                " FROM due, {schema}.events ev, {schema}.endpoints e"
+                " WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id"
+                f" RETURNING {_qualified(_DELIVERY_COLUMNS, 'd')}, ev.type, ev.body,"
+                f" {_qualified(_ENDPOINT_COLUMNS, 'e')}"
+            )
+            params = (event_id, now, excluded, limit, lease_until, lease)
+        [result] = self._run((query, params))
+        claims = [
+            Claim(
+                delivery=_delivery(row[:9]),
+                endpoint=_endpoint(row[11:]),
+                event_type=row[9],
+                body=bytes(row[10]),
+                lease=lease,
+            )
+            for row in result.rows
+        ]
+        claims.sort(key=lambda claim: claim.delivery.created_at)
+        return claims
+
+    def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
+        # One statement: the attempt always, the delivery only under the caller's lease.
+        query = self._q(
+            f"WITH attempt AS (INSERT INTO {{schema}}.attempts ({_ATTEMPT_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING)"
+            " UPDATE {schema}.deliveries SET status = %s, attempt_count = %s,"
+            " next_attempt_at = %s, last_error = %s, updated_at = %s, lease = NULL"
+            " WHERE id = %s AND lease = %s"
+        )
+        [result] = self._run(
+            (
+                query,
+                (
+                    attempt.id,
+                    attempt.delivery_id,
+                    attempt.number,
+                    attempt.started_at,
+                    attempt.duration,
+                    attempt.status_code,
+                    None if attempt.failure is None else attempt.failure.value,
+                    attempt.error,
+                    attempt.response_body,
+                    delivery.status.value,
+                    delivery.attempt_count,
+                    delivery.next_attempt_at,
+                    delivery.last_error,
+                    delivery.updated_at,
+                    delivery.id,
+                    claim.lease,
+                ),
+            ),
+        )
+        return result.rowcount == 1
+
+    def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
+        if event_id is None:
+            [result] = self._run((self._q("SELECT {schema}.next_due()"), ()))
+        else:
+            select = self._q(
+                "SELECT d.next_attempt_at FROM {schema}.deliveries d"
+                " JOIN {schema}.endpoints e ON e.id = d.endpoint_id"
+                " WHERE d.event_id = %s AND d.status = 'pending' AND e.enabled"
+                " AND d.next_attempt_at IS NOT NULL ORDER BY d.next_attempt_at LIMIT 1"
+            )
+            [result] = self._run((select, (event_id,)))
+        due = result.rows[0][0] if result.rows else None
+        return None if due is None else _utc(due)
+
+    def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        known, attempts = self._run(
+            (self._q("SELECT 1 FROM {schema}.deliveries WHERE id = %s"), (delivery_id,)),
+            (
+                self._q(
+                    f"SELECT {_ATTEMPT_COLUMNS} FROM {{schema}}.attempts WHERE delivery_id = %s"
+                    " ORDER BY number, started_at, seq"
+                ),
+                (delivery_id,),
+            ),
+        )
+        if not known.rows:
+            raise UnknownDeliveryError(f"no delivery with id {delivery_id!r}")
+        return [_attempt(row) for row in attempts.rows]
+
+
+def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:
+    return (
+        endpoint.id,
+        endpoint.url,
+        endpoint.secret,
+        list(endpoint.events),
+        endpoint.enabled,
+        endpoint.created_at,
+    )
+
+
+def _raise_missing_reference(exc: StorageError, deliveries: Sequence[Delivery]) -> None:
+    """Turn a foreign-key violation on insert into the matching NotFoundError."""
+    cause = exc.__cause__
+    if not isinstance(cause, ForeignKeyViolation):
+        return
+    constraint = cause.diag.constraint_name
+    if constraint == "deliveries_event_fk":
+        raise UnknownEventError(
+            f"no event with id {_first_mention(cause, deliveries, 'event_id')!r}"
+        ) from None
+    if constraint == "deliveries_endpoint_fk":
+        raise UnknownEndpointError(
+            f"no endpoint with id {_first_mention(cause, deliveries, 'endpoint_id')!r}"
+        ) from None
+
+
+def _first_mention(cause: ForeignKeyViolation, deliveries: Sequence[Delivery], field: str) -> str:
+    # PostgreSQL's detail reads: Key (endpoint_id)=(ep_1) is not present in table "endpoints".
+    detail = cause.diag.message_detail or ""
+    for delivery in deliveries:
+        value = str(getattr(delivery, field))
+        if f"=({value})" in detail:
+            return value
+    return "?"

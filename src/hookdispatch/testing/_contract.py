@@ -1,0 +1,533 @@
+"""ContractTests: one test per point of the storage contract, single-threaded."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from attrs import evolve
+
+from .._core import Claim
+from .._models import Delivery, DeliveryStatus, Endpoint
+from ..exceptions import (
+    InvalidInputError,
+    UnknownDeliveryError,
+    UnknownEndpointError,
+    UnknownEventError,
+)
+from ..storage import Storage
+from ._expect import check, equal, raises, skip, utc
+from ._harness import StorageHarness
+from ._samples import (
+    BASE,
+    LEASE,
+    Result,
+    at,
+    make_delivery,
+    make_endpoint,
+    make_event,
+    outcome,
+    store_events,
+)
+
+__all__ = ["ContractTests"]
+
+
+def _claim_one(storage: Storage, *, now: float = 0, lease: timedelta = LEASE) -> Claim:
+    claims = storage.claim(now=at(now), lease_until=at(now) + lease, limit=10)
+    equal(len(claims), 1, f"number of deliveries claimed at BASE+{now}s")
+    return claims[0]
+
+
+def _ids(deliveries: list[Delivery]) -> list[str]:
+    return [d.id for d in deliveries]
+
+
+def _check_delivery_times(delivery: Delivery) -> None:
+    utc(delivery.created_at, "Delivery.created_at")
+    utc(delivery.updated_at, "Delivery.updated_at")
+    utc(delivery.next_attempt_at, "Delivery.next_attempt_at")
+
+
+class ContractTests(StorageHarness):
+    """The single-threaded half of the conformance suite."""
+
+    # A new store --------------------------------------------------------------------
+
+    def test_new_storage_is_empty(self) -> None:
+        storage = self.storage
+        equal(storage.list_endpoints(), [], "list_endpoints() of a new storage")
+        equal(storage.list_deliveries(), [], "list_deliveries() of a new storage")
+        equal(storage.next_due_at(), None, "next_due_at() of a new storage")
+        far = at(10**6)
+        equal(storage.claim(now=far, lease_until=far + LEASE, limit=5), [], "claim() of nothing")
+
+    def test_close_is_idempotent(self) -> None:
+        storage = self.new_storage()
+        storage.close()
+        storage.close()
+
+    # Endpoints ----------------------------------------------------------------------
+
+    def test_endpoints_round_trip_in_creation_order(self) -> None:
+        storage = self.storage
+        second = make_endpoint(created_at=at(2.5), events=("invoice.paid", "user.created"))
+        first = make_endpoint(created_at=at(1), enabled=False)
+        tie = make_endpoint(created_at=at(2.5), url="http://127.0.0.1:8080/hooks?x=1")
+        for endpoint in (second, first, tie):
+            storage.add_endpoint(endpoint)
+        for endpoint in (first, second, tie):
+            got = storage.get_endpoint(endpoint.id)
+            equal(got, endpoint, "get_endpoint() of a stored endpoint")
+            utc(got.created_at, "Endpoint.created_at")
+        equal(
+            [ep.id for ep in storage.list_endpoints()],
+            [first.id, second.id, tie.id],
+            "list_endpoints() order (by created_at, then the order they were stored)",
+        )
+
+    def test_duplicate_endpoint_id_raises_invalid_input(self) -> None:
+        storage = self.storage
+        endpoint = make_endpoint()
+        storage.add_endpoint(endpoint)
+        with raises(InvalidInputError, "add_endpoint() with an id already stored"):
+            storage.add_endpoint(evolve(endpoint, url="https://other.example/hooks"))
+        equal(storage.get_endpoint(endpoint.id), endpoint, "the endpoint after a rejected add")
+        equal(len(storage.list_endpoints()), 1, "number of endpoints after a rejected add")
+
+    def test_update_endpoint_replaces_it(self) -> None:
+        storage = self.storage
+        endpoint = make_endpoint()
+        storage.add_endpoint(endpoint)
+        changed = evolve(
+            endpoint,
+            url="https://new.example/hooks",
+            secret="whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldw==",  # noqa: S106 - a sample
+            events=("invoice.paid",),
+            enabled=False,
+        )
+        storage.update_endpoint(changed)
+        equal(storage.get_endpoint(endpoint.id), changed, "get_endpoint() after update_endpoint()")
+        equal(storage.list_endpoints(), [changed], "list_endpoints() after update_endpoint()")
+
+    def test_unknown_ids_raise_not_found(self) -> None:
+        storage = self.storage
+        store_events(storage, 1)
+        with raises(UnknownEndpointError, "get_endpoint('ep_missing')"):
+            storage.get_endpoint("ep_missing")
+        with raises(UnknownEndpointError, "update_endpoint() of an endpoint never stored"):
+            storage.update_endpoint(make_endpoint(id="ep_missing"))
+        with raises(UnknownEventError, "get_event('evt_missing')"):
+            storage.get_event("evt_missing")
+        with raises(UnknownDeliveryError, "get_delivery('dlv_missing')"):
+            storage.get_delivery("dlv_missing")
+        with raises(UnknownDeliveryError, "list_attempts('dlv_missing')"):
+            storage.list_attempts("dlv_missing")
+
+    # Events and deliveries ----------------------------------------------------------
+
+    def test_event_and_deliveries_round_trip(self) -> None:
+        storage = self.storage
+        one, two = make_endpoint(), make_endpoint(created_at=at(1))
+        storage.add_endpoint(one)
+        storage.add_endpoint(two)
+        event = make_event()
+        deliveries = [
+            make_delivery(event, one, due=at(0.000001)),
+            evolve(make_delivery(event, two, due=at(30)), attempt_count=2, last_error="HTTP 500"),
+        ]
+        equal(storage.add_event(event, deliveries), True, "add_event() of a new event")
+        got = storage.get_event(event.id)
+        equal(got, event, "get_event()")
+        equal(got.body, event.body, "get_event().body (the exact bytes stored)")
+        utc(got.created_at, "Event.created_at")
+        for delivery in deliveries:
+            stored = storage.get_delivery(delivery.id)
+            equal(stored, delivery, "get_delivery() of a stored delivery")
+            _check_delivery_times(stored)
+        equal(storage.list_deliveries(), deliveries, "list_deliveries() after add_event()")
+
+    def test_add_event_without_deliveries(self) -> None:
+        storage = self.storage
+        event = make_event()
+        equal(storage.add_event(event, []), True, "add_event() with no deliveries")
+        equal(storage.get_event(event.id), event, "get_event() of an event with no deliveries")
+        equal(storage.list_deliveries(), [], "list_deliveries()")
+
+    def test_add_event_is_idempotent_on_event_id(self) -> None:
+        storage = self.storage
+        endpoint = make_endpoint()
+        storage.add_endpoint(endpoint)
+        event = make_event(id="evt_fixed", n=1)
+        first = make_delivery(event, endpoint)
+        equal(storage.add_event(event, [first]), True, "first add_event()")
+        again = make_event(id="evt_fixed", n=2)
+        equal(
+            storage.add_event(again, [make_delivery(again, endpoint)]),
+            False,
+            "add_event() with an event id already stored",
+        )
+        equal(storage.list_deliveries(), [first], "deliveries after the repeated add_event()")
+        equal(storage.get_event("evt_fixed").body, event.body, "the event kept is the first one")
+
+    def test_add_event_stores_all_or_nothing(self) -> None:
+        storage = self.storage
+        endpoint = make_endpoint()
+        storage.add_endpoint(endpoint)
+        event = make_event()
+        good = make_delivery(event, endpoint)
+        bad = make_delivery(event, make_endpoint(id="ep_never_stored"))
+        with raises(UnknownEndpointError, "add_event() with a delivery to an unknown endpoint"):
+            storage.add_event(event, [good, bad])
+        with raises(UnknownEventError, "get_event() of an event whose add_event() failed"):
+            storage.get_event(event.id)
+        equal(storage.list_deliveries(), [], "deliveries after a failed add_event()")
+        equal(storage.add_event(event, [good]), True, "add_event() after a failed one")
+
+    def test_add_deliveries_to_a_stored_event(self) -> None:
+        storage = self.storage
+        [first] = store_events(storage, 1)
+        endpoint = storage.get_endpoint(first.endpoint_id)
+        event = storage.get_event(first.event_id)
+        again = make_delivery(event, endpoint, due=at(10))
+        storage.add_deliveries([again])
+        equal(storage.get_delivery(again.id), again, "get_delivery() of an added delivery")
+        equal(
+            storage.list_deliveries(event_id=event.id),
+            [first, again],
+            "list_deliveries(event_id=...) after add_deliveries()",
+        )
+
+    def test_add_deliveries_checks_references(self) -> None:
+        storage = self.storage
+        [first] = store_events(storage, 1)
+        endpoint = storage.get_endpoint(first.endpoint_id)
+        event = storage.get_event(first.event_id)
+        with raises(UnknownEventError, "add_deliveries() for an event never stored"):
+            storage.add_deliveries([make_delivery(make_event(id="evt_missing"), endpoint)])
+        with raises(UnknownEndpointError, "add_deliveries() for an endpoint never stored"):
+            storage.add_deliveries([make_delivery(event, make_endpoint(id="ep_missing"))])
+        equal(storage.list_deliveries(), [first], "deliveries after rejected add_deliveries()")
+
+    def test_list_deliveries_filters_and_order(self) -> None:
+        storage = self.storage
+        one, two = make_endpoint(), make_endpoint()
+        storage.add_endpoint(one)
+        storage.add_endpoint(two)
+        events = [make_event(n=n) for n in range(3)]
+        # Stored out of creation order; ties keep the order they were stored in.
+        late = make_delivery(events[0], one, created_at=at(5))
+        early = make_delivery(events[0], two, created_at=at(1))
+        tie_a = make_delivery(events[1], one, created_at=at(3))
+        tie_b = make_delivery(events[1], two, created_at=at(3))
+        last = make_delivery(events[2], one, created_at=at(9))
+        storage.add_event(events[0], [late, early])
+        storage.add_event(events[1], [tie_a, tie_b])
+        storage.add_event(events[2], [last])
+        [claim] = storage.claim(
+            now=at(9), lease_until=at(9) + LEASE, limit=1, event_id=events[2].id
+        )
+        storage.complete(claim, *outcome(claim, "succeeded", now=at(10)))
+        expected = [early.id, tie_a.id, tie_b.id, late.id, last.id]
+        equal(_ids(storage.list_deliveries()), expected, "list_deliveries() (creation order)")
+        equal(_ids(storage.list_deliveries(limit=2)), expected[:2], "list_deliveries(limit=2)")
+        equal(
+            _ids(storage.list_deliveries(event_id=events[0].id)),
+            [early.id, late.id],
+            "list_deliveries(event_id=...)",
+        )
+        equal(
+            _ids(storage.list_deliveries(endpoint_id=one.id)),
+            [tie_a.id, late.id, last.id],
+            "list_deliveries(endpoint_id=...)",
+        )
+        equal(
+            _ids(storage.list_deliveries(endpoint_id=one.id, status=DeliveryStatus.PENDING)),
+            [tie_a.id, late.id],
+            "list_deliveries(endpoint_id=..., status=PENDING)",
+        )
+        equal(
+            _ids(storage.list_deliveries(status=DeliveryStatus.SUCCEEDED)),
+            [last.id],
+            "list_deliveries(status=SUCCEEDED)",
+        )
+        equal(
+            _ids(storage.list_deliveries(event_id=events[1].id, endpoint_id=two.id, limit=5)),
+            [tie_b.id],
+            "list_deliveries(event_id=..., endpoint_id=..., limit=5)",
+        )
+        equal(storage.list_deliveries(event_id="evt_missing"), [], "unknown event_id filter")
+        equal(storage.list_deliveries(status=DeliveryStatus.FAILED), [], "status=FAILED")
+
+    # Claims -------------------------------------------------------------------------
+
+    def test_claim_leases_a_due_delivery(self) -> None:
+        storage = self.storage
+        [delivery] = store_events(storage, 1)
+        endpoint = storage.get_endpoint(delivery.endpoint_id)
+        event = storage.get_event(delivery.event_id)
+        claim = _claim_one(storage, now=1)
+        equal(claim.delivery, evolve(delivery, next_attempt_at=at(1) + LEASE), "Claim.delivery")
+        _check_delivery_times(claim.delivery)
+        equal(claim.endpoint, endpoint, "Claim.endpoint")
+        equal(claim.event_type, event.type, "Claim.event_type")
+        equal(claim.body, event.body, "Claim.body")
+        check(isinstance(claim.lease, str) and claim.lease, "Claim.lease must be a non-empty str")
+        equal(storage.get_delivery(delivery.id), claim.delivery, "get_delivery() after claim()")
+
+    def test_claim_takes_only_due_deliveries_up_to_limit(self) -> None:
+        storage = self.storage
+        endpoint = make_endpoint()
+        storage.add_endpoint(endpoint)
+        store_events(storage, 3, endpoint=endpoint, due=at(10))
+        equal(storage.claim(now=at(9.999999), lease_until=at(70), limit=5), [], "not yet due")
+        equal(len(storage.claim(now=at(10), lease_until=at(70), limit=2)), 2, "limit=2")
+        equal(len(storage.claim(now=at(10), lease_until=at(70), limit=5)), 1, "the rest")
+        equal(storage.claim(now=at(10), lease_until=at(70), limit=5), [], "all leased")
+
+    def test_a_claim_without_room_takes_nothing(self) -> None:
+        storage = self.storage
+        one, two = make_endpoint(), make_endpoint()
+        storage.add_endpoint(one)
+        storage.add_endpoint(two)
+        event = make_event()
+        deliveries = [make_delivery(event, one), make_delivery(event, two)]
+        storage.add_event(event, deliveries)
+        for limit in (0, -1):
+            equal(storage.claim(now=BASE, lease_until=at(60), limit=limit), [], f"{limit=}")
+            equal(
+                storage.claim(now=BASE, lease_until=at(60), limit=limit, event_id=event.id),
+                [],
+                f"{limit=}, event_id=...",
+            )
+        equal(storage.list_deliveries(), deliveries, "the deliveries after those claims")
+
+    def test_claims_take_the_earliest_due_first(self) -> None:
+        storage = self.storage
+        endpoint = make_endpoint()
+        storage.add_endpoint(endpoint)
+        by_due = {}
+        for n in (5, 2, 8, 0, 9, 1, 7, 3, 6, 4):
+            event = make_event(n=n)
+            delivery = make_delivery(event, endpoint, due=at(n), created_at=at(-n))
+            storage.add_event(event, [delivery])
+            by_due[n] = delivery.id
+        for limit, wanted in ((1, [0]), (3, [1, 2, 3]), (4, [4, 5, 6, 7])):
+            claims = storage.claim(now=at(100), lease_until=at(100) + LEASE, limit=limit)
+            equal(
+                sorted(c.delivery.id for c in claims),
+                sorted(by_due[n] for n in wanted),
+                f"claim(limit={limit}) must take the earliest-due deliveries",
+            )
+
+    def test_claim_carries_the_endpoint_as_stored_now(self) -> None:
+        storage = self.storage
+        [delivery] = store_events(storage, 1)
+        endpoint = storage.get_endpoint(delivery.endpoint_id)
+        moved = evolve(endpoint, url="https://moved.example/hooks")
+        storage.update_endpoint(moved)
+        equal(_claim_one(storage).endpoint, moved, "Claim.endpoint after update_endpoint()")
+
+    def test_leased_delivery_waits_for_its_lease_to_end(self) -> None:
+        storage = self.storage
+        [delivery] = store_events(storage, 1)
+        first = _claim_one(storage)
+        equal(
+            storage.claim(now=at(59.999999), lease_until=at(120), limit=5),
+            [],
+            "claim() while another lease holds",
+        )
+        equal(storage.next_due_at(), at(60), "next_due_at() counts a leased delivery at lease end")
+        equal(storage.next_due_at(event_id=delivery.event_id), at(60), "next_due_at(event_id)")
+        second = _claim_one(storage, now=60)
+        equal(second.delivery.id, delivery.id, "the delivery claimed after the lease ended")
+        check(second.lease != first.lease, "a new claim must carry a new lease token")
+        equal(second.delivery.next_attempt_at, at(60) + LEASE, "next_attempt_at of the new lease")
+
+    # Completing ---------------------------------------------------------------------
+
+    def test_complete_stores_the_attempt_and_the_delivery(self) -> None:
+        storage = self.storage
+        deliveries = store_events(storage, 3)
+        claims = {c.delivery.id: c for c in storage.claim(now=BASE, lease_until=at(60), limit=3)}
+        results: tuple[Result, ...] = ("succeeded", "retry", "failed")
+        for delivery, result in zip(deliveries, results, strict=True):
+            claim = claims[delivery.id]
+            attempt, updated = outcome(claim, result, now=at(1), retry_at=at(31.5))
+            equal(storage.complete(claim, attempt, updated), True, f"complete() ({result})")
+            stored = storage.get_delivery(delivery.id)
+            equal(stored, updated, f"get_delivery() after complete() ({result})")
+            _check_delivery_times(stored)
+            [recorded] = storage.list_attempts(delivery.id)
+            equal(recorded, attempt, f"list_attempts() after complete() ({result})")
+            utc(recorded.started_at, "Attempt.started_at")
+
+    def test_complete_after_the_lease_was_lost_records_only_the_attempt(self) -> None:
+        storage = self.storage
+        [delivery] = store_events(storage, 1)
+        first = _claim_one(storage)
+        second = _claim_one(storage, now=61)
+        late_attempt, late_state = outcome(first, "succeeded", now=at(62))
+        equal(
+            storage.complete(first, late_attempt, late_state), False, "complete() of a lost lease"
+        )
+        equal(storage.get_delivery(delivery.id), second.delivery, "state after a lost lease")
+        equal(storage.list_attempts(delivery.id), [late_attempt], "attempts after a lost lease")
+        attempt, state = outcome(second, "retry", now=at(63), retry_at=at(90))
+        equal(storage.complete(second, attempt, state), True, "complete() of the current lease")
+        equal(storage.get_delivery(delivery.id), state, "state after the current holder's complete")
+
+    def test_complete_after_expiry_without_a_new_claim_succeeds(self) -> None:
+        storage = self.storage
+        [delivery] = store_events(storage, 1)
+        claim = _claim_one(storage)
+        attempt, state = outcome(claim, "succeeded", now=at(500))
+        equal(storage.complete(claim, attempt, state), True, "complete() of an expired lease")
+        equal(storage.get_delivery(delivery.id).status, DeliveryStatus.SUCCEEDED, "status")
+
+    def test_a_lease_completes_only_once(self) -> None:
+        storage = self.storage
+        [delivery] = store_events(storage, 1)
+        claim = _claim_one(storage)
+        attempt, state = outcome(claim, "retry", now=at(1), retry_at=at(10))
+        equal(storage.complete(claim, attempt, state), True, "first complete()")
+        again, other = outcome(claim, "succeeded", now=at(2))
+        equal(storage.complete(claim, again, other), False, "second complete() of one lease")
+        equal(storage.get_delivery(delivery.id), state, "state after a second complete()")
+        equal(len(storage.list_attempts(delivery.id)), 2, "both attempts are recorded")
+
+    def test_a_retry_is_claimed_when_due_with_a_new_lease(self) -> None:
+        storage = self.storage
+        [delivery] = store_events(storage, 1)
+        claim = _claim_one(storage)
+        storage.complete(claim, *outcome(claim, "retry", now=at(1), retry_at=at(30)))
+        equal(storage.next_due_at(), at(30), "next_due_at() of a scheduled retry")
+        equal(storage.claim(now=at(29), lease_until=at(89), limit=5), [], "retry not yet due")
+        retry = _claim_one(storage, now=30)
+        check(retry.lease != claim.lease, "a retry must be claimed with a new lease token")
+        equal(retry.delivery.attempt_count, 1, "attempt_count of the claimed retry")
+        attempt, state = outcome(retry, "succeeded", now=at(31))
+        equal(storage.complete(retry, attempt, state), True, "complete() of the retry")
+        equal([a.number for a in storage.list_attempts(delivery.id)], [1, 2], "attempt numbers")
+
+    def test_final_deliveries_are_never_claimed_again(self) -> None:
+        storage = self.storage
+        store_events(storage, 2)
+        claims = storage.claim(now=BASE, lease_until=at(60), limit=2)
+        results: tuple[Result, ...] = ("succeeded", "failed")
+        for claim, result in zip(claims, results, strict=True):
+            storage.complete(claim, *outcome(claim, result, now=at(1)))
+        far = at(10**7)
+        equal(storage.claim(now=far, lease_until=far + LEASE, limit=5), [], "claim() of finals")
+        equal(storage.next_due_at(), None, "next_due_at() with only final deliveries")
+
+    def test_attempts_are_listed_by_number(self) -> None:
+        storage = self.storage
+        [delivery] = store_events(storage, 1)
+        claim = _claim_one(storage)
+        # A stale lease records its attempt anyway, whatever its number.
+        for number in (3, 1, 2):
+            storage.complete(claim, *outcome(claim, "retry", now=at(number), number=number))
+        equal(
+            [a.number for a in storage.list_attempts(delivery.id)],
+            [1, 2, 3],
+            "list_attempts() order",
+        )
+
+    # Endpoints that are disabled or held back ---------------------------------------
+
+    def test_disabled_endpoints_are_skipped_until_enabled(self) -> None:
+        storage = self.storage
+        off, on = make_endpoint(), make_endpoint()
+        storage.add_endpoint(off)
+        storage.add_endpoint(on)
+        [waiting] = store_events(storage, 1, endpoint=off, due=at(5))
+        [other] = store_events(storage, 1, endpoint=on, due=at(20))
+        storage.update_endpoint(evolve(off, enabled=False))
+        equal(storage.next_due_at(), at(20), "next_due_at() skips a disabled endpoint")
+        equal(storage.next_due_at(event_id=waiting.event_id), None, "next_due_at(event_id)")
+        claims = storage.claim(now=at(30), lease_until=at(90), limit=5)
+        equal([c.delivery.id for c in claims], [other.id], "claim() skips a disabled endpoint")
+        equal(
+            storage.claim(now=at(30), lease_until=at(90), limit=5, event_id=waiting.event_id),
+            [],
+            "claim(event_id=...) skips a disabled endpoint",
+        )
+        equal(storage.get_delivery(waiting.id), waiting, "a waiting delivery is left unchanged")
+        storage.update_endpoint(evolve(off, enabled=True))
+        equal(storage.next_due_at(), at(5), "next_due_at() after enabling (as scheduled)")
+        claims = storage.claim(now=at(30), lease_until=at(90), limit=5)
+        equal([c.delivery.id for c in claims], [waiting.id], "claim() after enabling")
+
+    def test_disabling_an_endpoint_does_not_break_a_lease(self) -> None:
+        storage = self.storage
+        [delivery] = store_events(storage, 1)
+        claim = _claim_one(storage)
+        storage.update_endpoint(evolve(claim.endpoint, enabled=False))
+        attempt, state = outcome(claim, "retry", now=at(1), retry_at=at(10))
+        equal(storage.complete(claim, attempt, state), True, "complete() after disabling")
+        equal(storage.get_delivery(delivery.id), state, "state after complete()")
+        equal(storage.next_due_at(), None, "next_due_at() with the endpoint disabled")
+
+    def test_claim_leaves_excluded_endpoints_alone(self) -> None:
+        storage = self.storage
+        slow, fast, third = make_endpoint(), make_endpoint(), make_endpoint()
+        for endpoint in (slow, fast, third):
+            storage.add_endpoint(endpoint)
+        held = store_events(storage, 2, endpoint=slow, due=at(0))
+        [free] = store_events(storage, 1, endpoint=fast, due=at(1))
+        [also_held] = store_events(storage, 1, endpoint=third, due=at(0.5))
+        claims = storage.claim(
+            now=at(2), lease_until=at(62), limit=5, exclude_endpoints={slow.id, third.id}
+        )
+        equal([c.delivery.id for c in claims], [free.id], "claim(exclude_endpoints=...)")
+        equal(storage.next_due_at(), at(0), "excluded deliveries stay due")
+        for delivery in (*held, also_held):
+            equal(storage.get_delivery(delivery.id), delivery, "an excluded delivery is untouched")
+        equal(
+            len(storage.claim(now=at(2), lease_until=at(62), limit=5, exclude_endpoints=[])),
+            3,
+            "claim() without exclusions afterwards",
+        )
+
+    def test_claim_and_next_due_at_for_one_event(self) -> None:
+        storage = self.storage
+        one, two = make_endpoint(), make_endpoint()
+        storage.add_endpoint(one)
+        storage.add_endpoint(two)
+        early = store_events(storage, 2, endpoint=one, due=at(0))
+        event = make_event()
+        mine = [make_delivery(event, one, due=at(3)), make_delivery(event, two, due=at(4))]
+        storage.add_event(event, mine)
+        equal(storage.next_due_at(), at(0), "next_due_at()")
+        equal(storage.next_due_at(event_id=event.id), at(3), "next_due_at(event_id=...)")
+        equal(storage.next_due_at(event_id="evt_missing"), None, "next_due_at(unknown event)")
+        claims = storage.claim(now=at(3.5), lease_until=at(60), limit=5, event_id=event.id)
+        equal([c.delivery.id for c in claims], [mine[0].id], "claim(event_id=...) when due")
+        claims = storage.claim(now=at(4), lease_until=at(64), limit=5, event_id=event.id)
+        equal([c.delivery.id for c in claims], [mine[1].id], "claim(event_id=...) later")
+        equal(storage.next_due_at(event_id=event.id), at(60), "next_due_at(event_id) leased")
+        for delivery in early:
+            equal(storage.get_delivery(delivery.id), delivery, "other events are untouched")
+
+    # A second instance on the same store --------------------------------------------
+
+    def test_a_second_instance_shares_the_store(self) -> None:
+        storage = self.storage
+        again = self.open_again(storage)
+        if again is None:
+            skip("storage_factory_spec() returns None: no second instance to open")
+        deliveries = store_events(storage, 4)
+        endpoint: Endpoint = storage.get_endpoint(deliveries[0].endpoint_id)
+        equal(again.list_endpoints(), [endpoint], "list_endpoints() from a second instance")
+        equal(again.list_deliveries(), deliveries, "list_deliveries() from a second instance")
+        mine = storage.claim(now=BASE, lease_until=at(60), limit=2)
+        theirs = again.claim(now=BASE, lease_until=at(60), limit=5)
+        equal(
+            sorted(c.delivery.id for c in mine + theirs),
+            sorted(d.id for d in deliveries),
+            "two instances split the deliveries between them",
+        )
+        claim = theirs[0]
+        attempt, state = outcome(claim, "succeeded", now=at(1))
+        equal(again.complete(claim, attempt, state), True, "complete() on the second instance")
+        equal(storage.get_delivery(claim.delivery.id), state, "state seen by the first instance")

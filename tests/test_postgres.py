@@ -1,0 +1,441 @@
+"""PostgresStorage: schema and migrations, errors, pools, and 4 worker processes sharing work.
+
+The storage contract itself is checked by the conformance suite (test_conformance.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+import hookdispatch as hd
+from hookdispatch.storage._postgres import MIGRATIONS
+from pg_fixtures import new_schema, postgres_admin_dsn, postgres_dsn  # noqa: F401 - fixtures
+
+NOW = datetime(2024, 6, 30, 15, 41, 23, 123456, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
+
+
+@pytest.fixture
+def schema() -> str:
+    return new_schema()
+
+
+@pytest.fixture
+def storage(postgres_dsn: str, schema: str) -> Iterator[hd.PostgresStorage]:  # noqa: F811
+    store = hd.PostgresStorage(postgres_dsn, schema=schema)
+    yield store
+    store.close()
+
+
+def fill(storage: hd.Storage, events: int, *, url: str = "https://example.com/hooks") -> None:
+    endpoint = hd.Endpoint.create(url, now=NOW)
+    storage.add_endpoint(endpoint)
+    for n in range(events):
+        event = hd.Event.create("user.created", {"n": n}, now=NOW)
+        storage.add_event(event, [hd.Delivery.create(event, endpoint, now=NOW)])
+
+
+# Schema ---------------------------------------------------------------------------------
+
+
+def test_schema_version_tables_and_indexes(
+    storage: hd.PostgresStorage,
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute(f'SELECT version FROM "{schema}".schema_version').fetchall() == [
+            (len(MIGRATIONS),)
+        ]
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+            )
+        }
+        assert tables == {"schema_version", "endpoints", "events", "deliveries", "attempts"}
+        indexes = dict(
+            conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s", (schema,)
+            ).fetchall()
+        )
+        assert "WHERE (status = 'pending'::text)" in indexes["deliveries_due"]
+        assert {"deliveries_event", "deliveries_endpoint", "attempts_delivery"} <= set(indexes)
+        types = {
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT data_type FROM information_schema.columns"
+                " WHERE table_schema = %s AND column_name LIKE '%%_at'",
+                (schema,),
+            )
+        }
+        assert types == {"timestamp with time zone"}
+
+
+def test_the_due_query_uses_the_partial_index(
+    storage: hd.PostgresStorage,
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    fill(storage, 300)
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute(f'ANALYZE "{schema}".deliveries')
+        conn.execute("SET enable_seqscan = off")  # a table this small would be scanned
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                f'EXPLAIN SELECT id FROM "{schema}".deliveries'
+                " WHERE status = 'pending' AND next_attempt_at <= now()"
+                " ORDER BY next_attempt_at LIMIT 5"
+            )
+        )
+    assert "deliveries_due" in plan, plan
+
+
+def test_reopening_migrates_nothing_and_keeps_the_data(
+    storage: hd.PostgresStorage,
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    fill(storage, 3)
+    again = hd.PostgresStorage(postgres_dsn, schema=schema)
+    assert len(again.list_deliveries()) == 3
+    again.close()
+
+
+def test_processes_opening_a_new_schema_together_migrate_it_once(
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    opened: list[hd.PostgresStorage] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            opened.append(hd.PostgresStorage(postgres_dsn, schema=schema, max_connections=1))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(opened) == 6
+    for store in opened:
+        store.close()
+
+
+def test_a_schema_from_a_newer_version_is_refused(
+    storage: hd.PostgresStorage,
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute(f'UPDATE "{schema}".schema_version SET version = 99')
+    with pytest.raises(hd.StorageError, match="newer"):
+        hd.PostgresStorage(postgres_dsn, schema=schema)
+
+
+def test_tables_stay_in_their_own_schema(
+    postgres_dsn: str,  # noqa: F811
+) -> None:
+    one = hd.PostgresStorage(postgres_dsn, schema=new_schema())
+    two = hd.PostgresStorage(postgres_dsn, schema=new_schema())
+    fill(one, 2)
+    assert two.list_deliveries() == []
+    one.close()
+    two.close()
+
+
+# Connections and errors -----------------------------------------------------------------
+
+
+def test_driver_errors_are_storage_errors_chained(
+    storage: hd.PostgresStorage,
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute(f'DROP TABLE "{schema}".attempts')
+    fill(storage, 1)
+    [claim] = storage.claim(now=NOW, lease_until=NOW + LEASE, limit=1)
+    ok = hd.Response(status_code=200, headers={}, body=b"")
+    attempt, done = hd._core.conclude(
+        claim, ok, started_at=NOW, duration=0.1, now=NOW, policy=hd.RetryPolicy()
+    )
+    with pytest.raises(hd.StorageError) as caught:
+        storage.complete(claim, attempt, done)
+    assert not isinstance(caught.value, psycopg.Error)
+    assert isinstance(caught.value.__cause__, psycopg.Error)
+
+
+def test_a_connection_the_server_dropped_is_replaced(
+    storage: hd.PostgresStorage,
+    postgres_dsn: str,  # noqa: F811
+) -> None:
+    fill(storage, 2)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        # What a server restart does to the pool's idle connections.
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    assert len(storage.list_deliveries()) == 2
+    assert len(storage.claim(now=NOW, lease_until=NOW + LEASE, limit=5)) == 2
+
+
+def test_an_unreachable_server_is_a_storage_error() -> None:
+    with pytest.raises(hd.StorageError) as caught:
+        hd.PostgresStorage("host=127.0.0.1 port=1 user=nobody dbname=none", connect_timeout=2)
+    assert isinstance(caught.value.__cause__, psycopg.Error)
+
+
+def test_a_closed_storage_refuses_work(storage: hd.PostgresStorage) -> None:
+    storage.close()
+    storage.close()
+    with pytest.raises(hd.StorageError, match="closed"):
+        storage.list_endpoints()
+
+
+def test_bad_arguments_are_invalid_input(postgres_dsn: str) -> None:  # noqa: F811
+    with pytest.raises(hd.InvalidInputError, match="connection string"):
+        hd.PostgresStorage(42)  # type: ignore[arg-type]
+    with pytest.raises(hd.InvalidInputError, match="schema"):
+        hd.PostgresStorage(postgres_dsn, schema="")
+
+
+def test_a_pool_of_yours_is_used_and_left_open(
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    # A session time zone far from UTC: datetimes must still come back in UTC.
+    with ConnectionPool(
+        postgres_dsn,
+        min_size=1,
+        max_size=2,
+        open=True,
+        kwargs={"options": "-c TimeZone=Asia/Tokyo"},
+    ) as pool:
+        storage = hd.PostgresStorage(pool, schema=schema)
+        fill(storage, 1)
+        [delivery] = storage.list_deliveries()
+        assert delivery.created_at == NOW
+        assert delivery.created_at.utcoffset() == timedelta(0)
+        storage.close()
+        assert not pool.closed
+        with pool.connection() as conn:
+            assert conn.execute(f'SELECT count(*) FROM "{schema}".deliveries').fetchone() == (1,)
+
+
+def test_import_without_psycopg_names_the_extra() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["psycopg"] = None  # as if it were not installed
+        import hookdispatch as hd
+        import hookdispatch.testing
+        assert "pytest" not in sys.modules and "hypothesis" not in sys.modules
+        hd.MemoryStorage()
+        try:
+            hd.PostgresStorage
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "pip install 'hookdispatch[postgres]'" in result.stdout
+
+
+def test_dispatcher_delivers_through_postgres(
+    storage: hd.PostgresStorage, make_dispatcher: Any, httpserver: Any
+) -> None:
+    httpserver.expect_request("/hooks").respond_with_data("ok")
+    hooks = make_dispatcher(storage=storage, workers=4, poll_interval=0.05)
+    hooks.add_endpoint(httpserver.url_for("/hooks"))
+    events = [hooks.dispatch("user.created", {"n": n}) for n in range(20)]
+    assert hooks.drain(timeout=30)
+    for event in events:
+        [delivery] = hooks.deliveries(event_id=event.id)
+        assert delivery.status is hd.DeliveryStatus.SUCCEEDED
+    assert len(httpserver.log) == 20
+
+
+# Four worker processes, one database ------------------------------------------------------
+
+
+class Receiver(ThreadingHTTPServer):
+    """A fast local webhook receiver (HTTP/1.1 keep-alive) that records each webhook-id."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.ids: list[str] = []
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks"
+
+    def received(self) -> list[str]:
+        with self.lock:
+            return list(self.ids)
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Receiver
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with self.server.lock:
+            self.server.ids.append(self.headers["webhook-id"])
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+WORKER = textwrap.dedent(
+    """
+    import itertools, json, sys
+    import hookdispatch as hd
+
+    dsn, schema, workers, lease = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+
+    class CountingTransport(hd.HttpxTransport):
+        sent = itertools.count()
+
+        def send(self, request):
+            next(self.sent)
+            return super().send(request)
+
+    storage = hd.PostgresStorage(dsn, schema=schema, max_connections=workers + 2)
+    transport = CountingTransport(max_connections=workers)
+    hooks = hd.Dispatcher(
+        storage=storage, transport=transport, workers=workers, lease=lease, poll_interval=0.1
+    )
+    print("ready", flush=True)
+    sys.stdin.readline()  # the parent says when every delivery is done
+    hooks.close(timeout=10)
+    transport.close()
+    storage.close()
+    print(json.dumps({"sent": next(CountingTransport.sent)}), flush=True)
+    """
+)
+
+
+def store_events(
+    storage: hd.Storage, endpoint: hd.Endpoint, count: int, *, threads: int
+) -> set[str]:
+    """Store ``count`` events for ``endpoint`` from ``threads`` threads; their ids."""
+    ids: list[str] = []
+
+    def store(part: int) -> None:
+        for n in range(part, count, threads):
+            now = datetime.now(UTC)
+            event = hd.Event.create("order.paid", {"n": n}, now=now)
+            storage.add_event(event, [hd.Delivery.create(event, endpoint, now=now)])
+            ids.append(event.id)
+
+    workers = [threading.Thread(target=store, args=(part,)) for part in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(ids) == count
+    return set(ids)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # about 50 s on an idle 2-core machine; more when it is shared
+def test_four_processes_share_10000_deliveries(
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    events, processes, workers = 10_000, 4, 8
+    lease = 600.0  # longer than the run: any duplicate would be a bug, not a lease expiry
+    receiver = Receiver()
+    storage = hd.PostgresStorage(postgres_dsn, schema=schema)
+    endpoint = hd.Endpoint.create(receiver.url, now=datetime.now(UTC))
+    storage.add_endpoint(endpoint)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, postgres_dsn, schema, str(workers), str(lease)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        # The application (4 request threads) stores events while the workers deliver.
+        event_ids = store_events(storage, endpoint, events, threads=4)
+        stored = time.monotonic() - started
+        deadline = started + 240
+        while time.monotonic() < deadline:
+            if not storage.list_deliveries(status=hd.DeliveryStatus.PENDING, limit=1):
+                break
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+        outputs = []
+        for child in children:
+            out, _ = child.communicate("stop\n", timeout=60)
+            assert child.returncode == 0
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        receiver.stop()
+
+    received = receiver.received()
+    counts = Counter(received)
+    duplicates = len(received) - len(counts)
+    sent = [output["sent"] for output in outputs]
+    print(
+        f"\n{events} events, {processes} processes x {workers} workers: stored in {stored:.1f} s,"
+        f" all delivered in {elapsed:.1f} s; requests per process {sent};"
+        f" duplicates: {duplicates}"
+    )
+    assert set(counts) == event_ids, "every event arrives, and nothing else"
+    succeeded = storage.list_deliveries(status=hd.DeliveryStatus.SUCCEEDED)
+    assert len(succeeded) == events
+    assert storage.list_deliveries(status=hd.DeliveryStatus.FAILED) == []
+    assert duplicates == 0, f"{duplicates} deliveries sent twice with no lease expired"
+    assert sum(sent) == len(received)
+    assert all(n > 0 for n in sent), "every process took a share of the work"
+    storage.close()
