@@ -11,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 from attrs import evolve
 
 import hookdispatch as hd
 from hookdispatch._core import conclude
+from hookdispatch.storage._sqlite import MIGRATIONS, _migrate_1
 
 NOW = datetime(2024, 6, 30, 15, 41, 23, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -37,7 +39,7 @@ def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
     hd.SQLiteStorage(tmp_path / "hooks.db").close()
     conn = sqlite3.connect(tmp_path / "hooks.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"deliveries_due", "deliveries_event", "attempts_delivery"} <= indexes
     plan = " ".join(
@@ -190,3 +192,22 @@ def test_claims_come_earliest_due_first(storage: hd.Storage, limit: int) -> None
     assert len(claims) == limit
     numbers = {hd.Event.from_body(c.body).data["n"] for c in claims}
     assert numbers == set(range(limit))
+
+
+def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    """A file written by the first schema opens, gains the new column, keeps its data."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    _migrate_1(sqlite_utils.Database(conn))
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO endpoints (id, url, secret, events, enabled, created_at)"
+        " VALUES ('ep_old', 'https://example.com/hooks', ?, '[\"*\"]', 1, 0)",
+        (hd.generate_secret(),),
+    )
+    conn.close()
+
+    storage = hd.SQLiteStorage(path)
+    [endpoint] = storage.list_endpoints()
+    assert (endpoint.id, endpoint.consecutive_failures) == ("ep_old", 0)
+    storage.close()

@@ -23,6 +23,7 @@ from ._async_transport import AiohttpTransport, AsyncTransport
 from ._core import Claim, Outcome, conclude, prepare
 from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._operations import (
+    DEFAULT_DISABLE_AFTER,
     check_options,
     check_transaction_mode,
     log_attempt,
@@ -82,6 +83,7 @@ class AsyncDispatcher:
         on_endpoint_disabled: Callable[[Endpoint, str], None] | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         targets: TargetPolicy | None = None,
+        disable_after: int | None = DEFAULT_DISABLE_AFTER,
     ) -> None:
         check_options(storage=storage, timeout=timeout, lease=lease, poll_interval=poll_interval)
         if concurrency < 0:
@@ -105,6 +107,7 @@ class AsyncDispatcher:
         self._clock = clock
         self._sleep = sleep
         self._on_endpoint_disabled = on_endpoint_disabled
+        self._disable_after = disable_after
         self._max_payload_bytes = max_payload_bytes
         self._executor = (
             ThreadPoolExecutor(storage_threads, thread_name_prefix="hookdispatch-storage")
@@ -320,9 +323,16 @@ class AsyncDispatcher:
             policy=self._retry,
         )
         log_attempt(claim, attempt, delivery)
-        _, disabled = await self._call(record_attempt, self._storage, claim, attempt, delivery)
+        _, disabled, reason = await self._call(
+            record_attempt,
+            self._storage,
+            claim,
+            attempt,
+            delivery,
+            disable_after=self._disable_after,
+        )
         if disabled is not None and self._on_endpoint_disabled is not None:
-            self._on_endpoint_disabled(disabled, "the receiver answered 410 Gone")
+            self._on_endpoint_disabled(disabled, reason)
         return attempt.succeeded
 
     async def _deliver_inline(self, event_id: str) -> None:

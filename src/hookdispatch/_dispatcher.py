@@ -22,6 +22,7 @@ from typing import Self
 from ._core import Claim, Outcome, conclude, prepare
 from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._operations import (
+    DEFAULT_DISABLE_AFTER,
     check_options,
     check_transaction_mode,
     log_attempt,
@@ -68,8 +69,12 @@ class Dispatcher:
     * ``poll_interval``: how often idle workers look for work that other processes
       stored, or for retries that came due (1 s).
     * ``clock`` and ``sleep``: injected time, for tests.
-    * ``on_endpoint_disabled``: called with the endpoint and the reason when a
-      receiver's ``410 Gone`` disables it (also logged as a warning).
+    * ``on_endpoint_disabled``: called with the endpoint and the reason when it is
+      disabled automatically: a ``410 Gone``, or ``disable_after`` failed deliveries
+      in a row (also logged as a warning).
+    * ``disable_after``: failed deliveries in a row (each having used up its
+      attempts) that disable an endpoint: 50; ``None`` turns it off. A successful
+      delivery resets the count, and so does enabling the endpoint.
     * ``max_payload_bytes``: the largest encoded event body :meth:`dispatch`
       accepts (256 KiB); a larger one is refused with InvalidEventError.
     * ``targets``: the :class:`TargetPolicy` (SSRF protection). The default refuses
@@ -92,6 +97,7 @@ class Dispatcher:
         on_endpoint_disabled: Callable[[Endpoint, str], None] | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         targets: TargetPolicy | None = None,
+        disable_after: int | None = DEFAULT_DISABLE_AFTER,
     ) -> None:
         check_options(storage=storage, timeout=timeout, lease=lease, poll_interval=poll_interval)
         if workers < 0:
@@ -115,6 +121,7 @@ class Dispatcher:
         self._clock = clock
         self._sleep = sleep
         self._on_endpoint_disabled = on_endpoint_disabled
+        self._disable_after = disable_after
         self._max_payload_bytes = max_payload_bytes
         self._closed = False
         self._cond = threading.Condition()
@@ -317,9 +324,11 @@ class Dispatcher:
             policy=self._retry,
         )
         log_attempt(claim, attempt, delivery)
-        _, disabled = record_attempt(self._storage, claim, attempt, delivery)
+        _, disabled, reason = record_attempt(
+            self._storage, claim, attempt, delivery, disable_after=self._disable_after
+        )
         if disabled is not None and self._on_endpoint_disabled is not None:
-            self._on_endpoint_disabled(disabled, "the receiver answered 410 Gone")
+            self._on_endpoint_disabled(disabled, reason)
         return attempt.succeeded
 
     def _deliver_inline(self, event_id: str) -> None:

@@ -246,6 +246,8 @@ class Endpoint:
     events: tuple[str, ...]
     enabled: bool
     created_at: datetime
+    consecutive_failures: int = 0
+    """Deliveries that failed (used up their attempts) in a row; a success resets it."""
 
     @classmethod
     def create(

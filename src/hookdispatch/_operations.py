@@ -30,6 +30,7 @@ from .exceptions import (
 from .storage import MemoryStorage, Storage
 
 __all__ = [
+    "DEFAULT_DISABLE_AFTER",
     "check_options",
     "check_transaction_mode",
     "log_attempt",
@@ -46,6 +47,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("hookdispatch")
+
+DEFAULT_DISABLE_AFTER = 50
+"""Failed deliveries in a row after which an endpoint is disabled (``None``: never)."""
 
 
 def check_options(*, storage: object, timeout: float, lease: float, poll_interval: float) -> None:
@@ -84,8 +88,13 @@ def store_endpoint(
 
 
 def set_endpoint_enabled(storage: Storage, endpoint_id: str, *, enabled: bool) -> Endpoint:
-    """Enable or disable a stored endpoint."""
-    endpoint = evolve(storage.get_endpoint(endpoint_id), enabled=enabled)
+    """Enable or disable a stored endpoint. Enabling starts its failure count afresh."""
+    endpoint = storage.get_endpoint(endpoint_id)
+    endpoint = evolve(
+        endpoint,
+        enabled=enabled,
+        consecutive_failures=0 if enabled else endpoint.consecutive_failures,
+    )
     storage.update_endpoint(endpoint)
     return endpoint
 
@@ -183,15 +192,20 @@ def store_redelivery(storage: Storage, delivery_id: str, *, now: datetime) -> De
 
 
 def record_attempt(
-    storage: Storage, claim: Claim, attempt: Attempt, delivery: Delivery
-) -> tuple[bool, Endpoint | None]:
+    storage: Storage,
+    claim: Claim,
+    attempt: Attempt,
+    delivery: Delivery,
+    *,
+    disable_after: int | None = None,
+) -> tuple[bool, Endpoint | None, str]:
     """Store an attempt's outcome, and act on what it says about the endpoint.
 
-    A 410 Gone disables the endpoint. An endpoint-wide failure (see
-    :func:`endpoint_down`) moves the endpoint's other due deliveries to this one's
-    retry time: backoff for the endpoint, so a dead one's backlog waits instead of
-    being skipped by every claim. Returns whether the lease still held, and the
-    endpoint if this disabled it.
+    A 410 Gone disables the endpoint, and so does the ``disable_after``-th failed
+    delivery in a row. An endpoint-wide failure (see :func:`endpoint_down`) moves
+    the endpoint's other due deliveries to this one's retry time: backoff for the
+    endpoint, so a dead one's backlog waits instead of being skipped by every claim.
+    Returns whether the lease still held, the endpoint if this disabled it, and why.
     """
     held = storage.complete(claim, attempt, delivery)
     if held and delivery.next_attempt_at is not None and endpoint_down(attempt):
@@ -200,15 +214,22 @@ def record_attempt(
         logger.warning(
             "lease on %s expired during its attempt; another worker owns it now", delivery.id
         )
-    disabled = None
-    if endpoint_gone(attempt) and storage.get_endpoint(claim.endpoint.id).enabled:
-        disabled = set_endpoint_enabled(storage, claim.endpoint.id, enabled=False)
-        logger.warning(
-            "endpoint %s answered 410 Gone: disabled; its pending deliveries wait until"
-            " it is enabled again",
-            disabled.id,
-        )
-    return held, disabled
+    reason = ""
+    if endpoint_gone(attempt):
+        reason = "the receiver answered 410 Gone"
+    elif held and disable_after and delivery.status is DeliveryStatus.FAILED:
+        failures = storage.get_endpoint(claim.endpoint.id).consecutive_failures
+        if failures >= disable_after:
+            reason = f"{failures} deliveries in a row failed"
+    if not reason or not storage.get_endpoint(claim.endpoint.id).enabled:
+        return held, None, ""
+    disabled = set_endpoint_enabled(storage, claim.endpoint.id, enabled=False)
+    logger.warning(
+        "endpoint %s disabled: %s; its pending deliveries wait until it is enabled again",
+        disabled.id,
+        reason,
+    )
+    return held, disabled, reason
 
 
 def parse_status(value: DeliveryStatus | str | None) -> DeliveryStatus | None:

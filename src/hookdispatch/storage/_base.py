@@ -164,6 +164,8 @@ class Storage(abc.ABC):
 
         Atomic. Returns ``False`` when the lease was lost (expired and claimed by
         someone else): the attempt is recorded, the delivery left to its new holder.
+        When the delivery becomes final, its endpoint's ``consecutive_failures``
+        goes up by one (FAILED) or back to zero (SUCCEEDED), in the same transaction.
         A delivery stored as pending gets a new lease only through ``claim``.
         """
 

@@ -10,6 +10,8 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
+from attrs import evolve
+
 from .._core import Claim
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ..exceptions import (
@@ -238,6 +240,14 @@ class MemoryStorage(Storage):
             del self._leases[delivery.id]
             self._deliveries[delivery.id] = delivery
             self._push(delivery)
+            if delivery.status.is_final:
+                endpoint = self._endpoints[delivery.endpoint_id]
+                failures = (
+                    endpoint.consecutive_failures + 1
+                    if delivery.status is DeliveryStatus.FAILED
+                    else 0
+                )
+                self._endpoints[endpoint.id] = evolve(endpoint, consecutive_failures=failures)
             return True
 
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:

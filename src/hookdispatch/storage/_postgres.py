@@ -146,6 +146,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         $$
         """,
     ),
+    ("ALTER TABLE {schema}.endpoints ADD COLUMN consecutive_failures integer NOT NULL DEFAULT 0",),
 ]
 """Schema migrations: the n-th list of statements takes the schema from version n to n + 1.
 
@@ -156,7 +157,7 @@ logger = logging.getLogger("hookdispatch")
 
 _LOCK_NAMESPACE = 0x686B64  # "hkd": first key of the migrations' advisory lock
 
-_ENDPOINT_COLUMNS = "id, url, secret, events, enabled, created_at"
+_ENDPOINT_COLUMNS = "id, url, secret, events, enabled, created_at, consecutive_failures"
 _DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
     " created_at, updated_at"
@@ -222,6 +223,8 @@ def _endpoint(row: Sequence[Any]) -> Endpoint:
         events=tuple(row[3]),
         enabled=row[4],
         created_at=_utc(row[5]),
+        # claim_due (schema version 1) returns no count: claims do not need it.
+        consecutive_failures=row[6] if len(row) > 6 else 0,
     )
 
 
@@ -434,7 +437,7 @@ class PostgresStorage(Storage):
     def add_endpoint(self, endpoint: Endpoint) -> None:
         insert = self._q(
             f"INSERT INTO {{schema}}.endpoints ({_ENDPOINT_COLUMNS})"
-            " VALUES (%s, %s, %s, %s, %s, %s)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
         )
         try:
             # Not retried: a repeat after a commit would report the id as taken.
@@ -449,7 +452,7 @@ class PostgresStorage(Storage):
     def update_endpoint(self, endpoint: Endpoint) -> None:
         update = self._q(
             "UPDATE {schema}.endpoints SET url = %s, secret = %s, events = %s,"
-            " enabled = %s, created_at = %s WHERE id = %s"
+            " enabled = %s, created_at = %s, consecutive_failures = %s WHERE id = %s"
         )
         [result] = self._run((update, (*_endpoint_params(endpoint)[1:], endpoint.id)))
         if result.rowcount == 0:
@@ -613,13 +616,18 @@ class PostgresStorage(Storage):
         return claims
 
     def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
-        # One statement: the attempt always, the delivery only under the caller's lease.
+        # One statement: the attempt always; the delivery only under the caller's
+        # lease; and, when that made it final, the endpoint's run of failures.
         query = self._q(
             f"WITH attempt AS (INSERT INTO {{schema}}.attempts ({_ATTEMPT_COLUMNS})"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING)"
-            " UPDATE {schema}.deliveries SET status = %s, attempt_count = %s,"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING),"
+            " delivery AS (UPDATE {schema}.deliveries SET status = %s, attempt_count = %s,"
             " next_attempt_at = %s, last_error = %s, updated_at = %s, lease = NULL"
-            " WHERE id = %s AND lease = %s"
+            " WHERE id = %s AND lease = %s RETURNING endpoint_id),"
+            " endpoint AS (UPDATE {schema}.endpoints e SET consecutive_failures ="
+            " CASE WHEN %s THEN e.consecutive_failures + 1 ELSE 0 END"
+            " FROM delivery WHERE e.id = delivery.endpoint_id AND %s)"
+            " SELECT count(*) FROM delivery"
         )
         [result] = self._run(
             (
@@ -641,10 +649,12 @@ class PostgresStorage(Storage):
                     delivery.updated_at,
                     delivery.id,
                     claim.lease,
+                    delivery.status is DeliveryStatus.FAILED,
+                    delivery.status.is_final,
                 ),
             ),
         )
-        return result.rowcount == 1
+        return bool(result.rows[0][0])
 
     def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
         if event_id is None:
@@ -684,6 +694,7 @@ def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:
         list(endpoint.events),
         endpoint.enabled,
         endpoint.created_at,
+        endpoint.consecutive_failures,
     )
 
 

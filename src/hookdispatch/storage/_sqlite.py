@@ -93,9 +93,14 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     db.table("attempts").create_index(["delivery_id", "number"], index_name="attempts_delivery")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    db.table("endpoints").add_column("consecutive_failures", int, not_null_default=0)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2]
 """Schema migrations; the n-th brings ``PRAGMA user_version`` from n to n + 1."""
 
+_ENDPOINT_COLUMNS = "id, url, secret, events, enabled, created_at, consecutive_failures"
 _DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
     " created_at, updated_at"
@@ -131,6 +136,7 @@ def _endpoint(row: Sequence[Any]) -> Endpoint:
         events=tuple(json.loads(row[3])),
         enabled=bool(row[4]),
         created_at=_dt(row[5]),
+        consecutive_failures=row[6],
     )
 
 
@@ -294,8 +300,7 @@ class SQLiteStorage(Storage):
         try:
             with self._write() as conn:
                 conn.execute(
-                    "INSERT INTO endpoints (id, url, secret, events, enabled, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO endpoints ({_ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     _endpoint_params(endpoint),
                 )
         except StorageError as exc:
@@ -308,8 +313,8 @@ class SQLiteStorage(Storage):
     def update_endpoint(self, endpoint: Endpoint) -> None:
         with self._write() as conn:
             cursor = conn.execute(
-                "UPDATE endpoints SET url = ?, secret = ?, events = ?, enabled = ?, created_at = ?"
-                " WHERE id = ?",
+                "UPDATE endpoints SET url = ?, secret = ?, events = ?, enabled = ?, created_at = ?,"
+                " consecutive_failures = ? WHERE id = ?",
                 (*_endpoint_params(endpoint)[1:], endpoint.id),
             )
             if cursor.rowcount == 0:
@@ -317,7 +322,7 @@ class SQLiteStorage(Storage):
 
     def get_endpoint(self, endpoint_id: str) -> Endpoint:
         rows = self._read(
-            "SELECT id, url, secret, events, enabled, created_at FROM endpoints WHERE id = ?",
+            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE id = ?",
             (endpoint_id,),
         )
         if not rows:
@@ -325,10 +330,7 @@ class SQLiteStorage(Storage):
         return _endpoint(rows[0])
 
     def list_endpoints(self) -> list[Endpoint]:
-        rows = self._read(
-            "SELECT id, url, secret, events, enabled, created_at FROM endpoints"
-            " ORDER BY created_at, rowid"
-        )
+        rows = self._read(f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints ORDER BY created_at, rowid")
         return [_endpoint(row) for row in rows]
 
     # Events and deliveries ----------------------------------------------------------
@@ -527,8 +529,7 @@ class SQLiteStorage(Storage):
     def _endpoints_by_id(self, ids: set[str]) -> list[Endpoint]:
         marks = ",".join("?" * len(ids))
         rows = self._read(
-            "SELECT id, url, secret, events, enabled, created_at FROM endpoints"
-            f" WHERE id IN ({marks})",
+            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE id IN ({marks})",
             list(ids),
         )
         return [_endpoint(row) for row in rows]
@@ -563,7 +564,14 @@ class SQLiteStorage(Storage):
                     claim.lease,
                 ),
             )
-            return cursor.rowcount == 1
+            held = cursor.rowcount == 1
+            if held and delivery.status.is_final:
+                conn.execute(
+                    "UPDATE endpoints SET consecutive_failures = CASE WHEN ?"
+                    " THEN consecutive_failures + 1 ELSE 0 END WHERE id = ?",
+                    (delivery.status is DeliveryStatus.FAILED, delivery.endpoint_id),
+                )
+            return held
 
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
         with self._write() as conn:
@@ -602,6 +610,7 @@ def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:
         json.dumps(list(endpoint.events)),
         int(endpoint.enabled),
         _ts(endpoint.created_at),
+        endpoint.consecutive_failures,
     )
 
 

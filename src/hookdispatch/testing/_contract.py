@@ -420,6 +420,22 @@ class ContractTests(StorageHarness):
         equal(storage.claim(now=far, lease_until=far + LEASE, limit=5), [], "claim() of finals")
         equal(storage.next_due_at(), None, "next_due_at() with only final deliveries")
 
+    def test_final_deliveries_count_the_endpoints_failures_in_a_row(self) -> None:
+        storage = self.storage
+        store_events(storage, 4)
+        [endpoint] = storage.list_endpoints()
+        equal(endpoint.consecutive_failures, 0, "consecutive_failures of a new endpoint")
+        results: tuple[Result, ...] = ("failed", "failed", "succeeded", "failed")
+        expected = (1, 2, 0, 1)
+        for n, (result, count) in enumerate(zip(results, expected, strict=True)):
+            [claim] = storage.claim(now=at(n), lease_until=at(n) + LEASE, limit=1)
+            storage.complete(claim, *outcome(claim, result, now=at(n)))
+            equal(
+                storage.get_endpoint(endpoint.id).consecutive_failures,
+                count,
+                f"consecutive_failures after deliveries ending {results[: n + 1]}",
+            )
+
     def test_attempts_are_listed_by_number(self) -> None:
         storage = self.storage
         [delivery] = store_events(storage, 1)
