@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench install install-test clean
+.PHONY: demo test lint bench docs install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +33,25 @@ test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/docs
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@ $(VENV)/.installed
 
-# Throughput against the raw clients, measured in one run (a few minutes).
+# The benchmark suite: raw HTTP ceilings, hookdispatch and Celery, measured in one
+# run (about 10 minutes); rewrites docs/benchmarks.md and docs/img/benchmarks.png.
+# `$(BIN)/python -m benchmarks --quick` checks the harness in about 2 minutes.
 bench: $(VENV)/.installed-bench
-	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks
+
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@ $(VENV)/.installed
+
+# The documentation site: README.md and docs/*.md (Sphinx, MyST, furo) into build/docs,
+# rebuilt from scratch every time (-E -a) so that no warning hides in a cached page,
+# and every warning is an error (-W). Open build/docs/index.html.
+docs: $(VENV)/.installed-docs
+	$(BIN)/sphinx-build -c docs -E -a -W --keep-going -q -b html . build/docs
+	@echo "Built build/docs/index.html"

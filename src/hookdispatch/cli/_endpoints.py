@@ -1,0 +1,137 @@
+"""``hookdispatch endpoints``: add, list, disable, enable, rotate-secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from attrs import evolve
+
+import hookdispatch as hd
+
+from ._context import open_storage
+from ._options import target_options
+from ._output import echo_json, iso, shorten, table, when
+
+__all__ = ["endpoints"]
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+
+
+def endpoint_json(endpoint: hd.Endpoint) -> dict[str, Any]:
+    """An endpoint for ``--json``; the secret is never part of it."""
+    return {
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "events": list(endpoint.events),
+        "enabled": endpoint.enabled,
+        "created_at": iso(endpoint.created_at),
+    }
+
+
+def _print_secret(endpoint: hd.Endpoint, *, as_json: bool, what: str) -> None:
+    if as_json:
+        echo_json({**endpoint_json(endpoint), "secret": endpoint.secret})
+        return
+    click.echo(f"{what} endpoint {endpoint.id}: {endpoint.url} ({', '.join(endpoint.events)})")
+    click.echo("Signing secret, shown only now; give it to the receiver's owner:")
+    click.echo(endpoint.secret)
+
+
+@click.group()
+def endpoints() -> None:
+    """Manage the receivers that events are sent to."""
+
+
+@endpoints.command()
+@click.argument("url")
+@click.option(
+    "--events",
+    default="*",
+    show_default=True,
+    help="Comma-separated event types to send it, such as user.created,invoice.paid; * is all.",
+)
+@click.option("--secret", help="The signing secret (default: a strong one, generated).")
+@click.option("--id", "endpoint_id", metavar="ID", help="The endpoint id (default: generated).")
+@target_options
+@_json_option
+def add(
+    *,
+    url: str,
+    events: str,
+    secret: str | None,
+    endpoint_id: str | None,
+    targets: hd.TargetPolicy | None,
+    as_json: bool,
+) -> None:
+    """Register a receiver URL. A generated secret is printed once.
+
+    The URL is checked against the target policy now (https only, public addresses
+    only, unless --allow-local or --allow-network); every attempt checks it again.
+    """
+    names = [name.strip() for name in events.split(",") if name.strip()]
+    storage = open_storage(create=True)
+    with hd.Dispatcher(storage=storage, workers=0, targets=targets) as hooks:
+        endpoint = hooks.add_endpoint(url, events=names, secret=secret, id=endpoint_id)
+    if secret is None:
+        _print_secret(endpoint, as_json=as_json, what="Added")
+    elif as_json:
+        echo_json(endpoint_json(endpoint))
+    else:
+        click.echo(f"Added endpoint {endpoint.id}: {endpoint.url} ({', '.join(endpoint.events)})")
+
+
+@endpoints.command("list")
+@_json_option
+def list_endpoints(as_json: bool) -> None:
+    """Every endpoint, enabled or not (secrets are not shown)."""
+    found = open_storage().list_endpoints()
+    if as_json:
+        echo_json([endpoint_json(endpoint) for endpoint in found])
+    elif not found:
+        click.echo("No endpoints yet: hookdispatch endpoints add URL --events TYPE,...")
+    else:
+        rows = [
+            [
+                e.id,
+                "yes" if e.enabled else "no",
+                shorten(", ".join(e.events), 40),
+                when(e.created_at),
+                e.url,
+            ]
+            for e in found
+        ]
+        click.echo(table(["ID", "ENABLED", "EVENTS", "CREATED", "URL"], rows))
+
+
+@endpoints.command()
+@click.argument("endpoint_id", metavar="ID")
+def disable(endpoint_id: str) -> None:
+    """Stop delivering to an endpoint; its pending deliveries wait until it is enabled."""
+    with hd.Dispatcher(storage=open_storage(), workers=0) as hooks:
+        hooks.disable_endpoint(endpoint_id)
+    click.echo(f"Disabled {endpoint_id}: events dispatched meanwhile are not sent to it.")
+
+
+@endpoints.command()
+@click.argument("endpoint_id", metavar="ID")
+def enable(endpoint_id: str) -> None:
+    """Resume an endpoint; its waiting deliveries go out as scheduled."""
+    with hd.Dispatcher(storage=open_storage(), workers=0) as hooks:
+        hooks.enable_endpoint(endpoint_id)
+    click.echo(f"Enabled {endpoint_id}.")
+
+
+@endpoints.command("rotate-secret")
+@click.argument("endpoint_id", metavar="ID")
+@_json_option
+def rotate_secret(endpoint_id: str, as_json: bool) -> None:
+    """Replace an endpoint's secret with a new one, printed once.
+
+    Every attempt from now on, retries included, is signed with the new secret, so
+    update the receiver at the same time.
+    """
+    storage = open_storage()
+    endpoint = evolve(storage.get_endpoint(endpoint_id), secret=hd.generate_secret())
+    storage.update_endpoint(endpoint)
+    _print_secret(endpoint, as_json=as_json, what="Rotated the secret of")

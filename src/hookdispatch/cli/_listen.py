@@ -1,0 +1,133 @@
+"""``hookdispatch listen``: a local receiver for developers that checks both signatures."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+
+import click
+
+import hookdispatch as hd
+
+from ._context import CliError
+
+__all__ = ["listen", "signature_report"]
+
+_SHOWN_DATA = 1000  # characters of the event data printed per webhook
+
+
+def signature_report(body: bytes, headers: Any, secret: str | None) -> str:
+    """Whether ``X-Webhook-Signature`` and the Standard Webhooks signature verify."""
+    if secret is None:
+        return "signatures not checked (no --secret)"
+    hex_ok = hd.verify_signature(body, headers.get("X-Webhook-Signature", ""), secret)
+    standard_ok = hd.verify_standard_webhook(body, dict(headers.items()), secret, now=time.time())
+    if hex_ok and standard_ok:
+        return "both signatures verified"
+    return (
+        f"X-Webhook-Signature {'ok' if hex_ok else 'INVALID'},"
+        f" webhook-signature {'ok' if standard_ok else 'INVALID'}"
+    )
+
+
+class _Server(ThreadingHTTPServer):
+    secret: str | None
+    answer: int
+    count: int | None
+    received = 0
+    done: threading.Event
+    lock: threading.Lock
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        report = signature_report(body, self.headers, self.server.secret)
+        try:
+            document = json.loads(body)
+            event = f"{document['event']} {document['id']}"
+            data = json.dumps(document["data"], ensure_ascii=False)
+        except (ValueError, TypeError, KeyError):
+            event, data = "(not a hookdispatch event)", body[:_SHOWN_DATA].decode(errors="replace")
+        if len(data) > _SHOWN_DATA:
+            data = data[:_SHOWN_DATA] + "…"
+        self.send_response(self.server.answer)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        self.wfile.flush()
+        with self.server.lock:
+            self.server.received += 1
+            clock = datetime.now(UTC).strftime("%H:%M:%S")
+            click.echo(f"{clock} POST {self.path} {event}: {report}, answered {self.server.answer}")
+            click.echo(f"  {data}")
+            if self.server.count is not None and self.server.received >= self.server.count:
+                self.server.done.set()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: each webhook is printed by do_POST instead."""
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to bind.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="The port (0: any free port, printed at start).",
+)
+@click.option(
+    "--secret",
+    envvar="HOOKDISPATCH_SECRET",
+    help="The endpoint's secret, to verify signatures [env: HOOKDISPATCH_SECRET].",
+)
+@click.option(
+    "--status",
+    type=click.IntRange(100, 599),
+    default=200,
+    show_default=True,
+    help="The status to answer: 500 rehearses retries, 302 a misconfigured URL.",
+)
+@click.option("--count", type=click.IntRange(min=1), help="Exit after this many webhooks.")
+def listen(host: str, port: int, secret: str | None, status: int, count: int | None) -> None:
+    """Receive webhooks locally and print each one: its event, its data, and whether
+    both signatures verify. Stops on Ctrl-C (or SIGTERM).
+
+    \b
+        hookdispatch listen --port 8000 --secret "$SECRET"
+        hookdispatch endpoints add http://127.0.0.1:8000/hooks --secret "$SECRET" --allow-local
+    """
+    try:
+        server = _Server((host, port), _Receiver)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    server.secret, server.answer, server.count = secret, status, count
+    server.done, server.lock = threading.Event(), threading.Lock()
+    serving = threading.Thread(target=server.serve_forever, name="hookdispatch-listen")
+    serving.start()
+    bound_host, bound_port = server.server_address[:2]
+    click.echo(f"Listening on http://{bound_host!s}:{bound_port}/, answering {status}")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while not server.done.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.shutdown()
+        serving.join()
+        server.server_close()
+    click.echo(f"Stopped after {server.received} webhooks.", err=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,148 @@
+"""``hookdispatch send``: one event, or a batch from a JSON Lines file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import click
+
+import hookdispatch as hd
+
+from ._batch import BatchOptions, batch_options, deliver_batch, print_summary
+from ._context import CliError, open_storage
+from ._options import parse_json
+from ._output import plural
+
+__all__ = ["send"]
+
+Item = tuple[str, Any, str | None]
+
+_CHUNK = 500  # events per dispatch_many call: one storage transaction each
+_REQUIRED = ("event", "data")
+_KEYS = {"event", "data", "id"}
+_LISTED_ERRORS = 20
+
+
+def check_event(event_type: Any, data: Any, event_id: Any, *, now: datetime) -> Item:
+    """Validate an event as ``dispatch`` would; raises InvalidEventError (a ValueError)."""
+    hd.Event.create(event_type, data, now=now, id=event_id)
+    return event_type, data, event_id
+
+
+def parse_line(line: str, *, now: datetime) -> Item:
+    """One line of a batch file: ``{"event": ..., "data": ..., "id"?: ...}``."""
+    try:
+        document = json.loads(line)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise ValueError('expected an object such as {"event": "user.created", "data": {}}')
+    missing = [key for key in _REQUIRED if key not in document]
+    unknown = sorted(document.keys() - _KEYS)
+    if missing or unknown:
+        problems = [f"no {key!r}" for key in missing] + [f"unknown key {k!r}" for k in unknown]
+        raise ValueError(", ".join(problems) + ' (keys: "event", "data" and optionally "id")')
+    return check_event(document["event"], document["data"], document.get("id"), now=now)
+
+
+def read_batch(stream: IO[str]) -> tuple[list[Item], list[tuple[int, str]]]:
+    """Every valid event of ``stream``, and (line number, problem) for the others."""
+    items: list[Item] = []
+    errors: list[tuple[int, str]] = []
+    now = datetime.now(UTC)
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(parse_line(line, now=now))
+        except ValueError as exc:
+            errors.append((number, str(exc)))
+    return items, errors
+
+
+@click.command()
+@click.argument("event_type", metavar="[EVENT]", required=False)
+@click.option(
+    "--data", callback=parse_json, metavar="JSON", help="The event's data, as JSON (default: {})."
+)
+@click.option(
+    "--id", "event_id", metavar="ID", help="The event id; an id already stored is not sent again."
+)
+@click.option(
+    "--file",
+    "batch_file",
+    type=click.File("r", encoding="utf-8"),
+    metavar="PATH",
+    help='A batch: one {"event": ..., "data": ..., "id"?: ...} per line; - reads stdin.',
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["abort", "skip"]),
+    default="abort",
+    show_default=True,
+    help="A malformed line in --file: abort before sending anything, or skip it.",
+)
+@batch_options("Sending")
+def send(
+    *,
+    event_type: str | None,
+    data: Any,
+    event_id: str | None,
+    batch_file: IO[str] | None,
+    on_error: str,
+    options: BatchOptions,
+) -> None:
+    """Send an event, or a batch of them, and wait until they are delivered.
+
+    Every enabled endpoint subscribed to an event's type gets it, signed and retried as
+    a Dispatcher would (the options below). A batch file is read and checked completely
+    before anything is sent: a malformed line is reported with its number and aborts
+    the batch, or with --on-error skip is left out. Then a summary per endpoint; the
+    exit status is 1 when a delivery failed.
+
+    \b
+        hookdispatch send user.created --data '{"user_id": "user_78451"}'
+        hookdispatch send --file events.jsonl
+    """
+    if (event_type is None) == (batch_file is None):
+        raise click.UsageError("give an EVENT type (with --data) or --file, not both")
+    errors: list[tuple[int, str]] = []
+    if batch_file is None:
+        assert event_type is not None
+        now = datetime.now(UTC)
+        items = [check_event(event_type, {} if data is None else data, event_id, now=now)]
+    elif data is not None or event_id is not None:
+        raise click.UsageError("--data and --id go with EVENT; in a file each line has its own")
+    else:
+        items, errors = read_batch(batch_file)
+        for number, problem in errors[:_LISTED_ERRORS]:
+            click.echo(f"{batch_file.name}, line {number}: {problem}", err=True)
+        if len(errors) > _LISTED_ERRORS:
+            click.echo(f"... and {len(errors) - _LISTED_ERRORS} more malformed lines", err=True)
+        if errors and on_error == "abort":
+            raise CliError(
+                f"{len(errors)} malformed line(s) in {batch_file.name}; nothing was sent"
+                " (--on-error skip sends the valid lines)"
+            )
+    if not items:
+        click.echo("No events to send.")
+        return
+
+    def start(hooks: hd.Dispatcher) -> Iterator[str]:
+        for first in range(0, len(items), _CHUNK):
+            for event in hooks.dispatch_many(items[first : first + _CHUNK]):
+                yield event.id
+
+    outcome = deliver_batch(open_storage(), start, by_event=True, total=len(items), options=options)
+    headline = f"{plural(len(outcome.keys), 'event')} in {outcome.elapsed:.1f} s"
+    if errors:
+        headline += f", {plural(len(errors), 'malformed line')} skipped"
+    failed = print_summary(outcome.deliveries, outcome.endpoints, headline=headline)
+    unmatched = len(set(outcome.keys) - {delivery.event_id for delivery in outcome.deliveries})
+    if unmatched:
+        click.echo(f"{plural(unmatched, 'event')} matched no enabled endpoint: not sent.")
+    if failed:
+        click.get_current_context().exit(1)
