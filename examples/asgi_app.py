@@ -35,7 +35,11 @@ async def webhooks() -> AsyncIterator[hd.AsyncDispatcher]:
     """Open the storage, start the dispatcher, register the receiver; then drain and close."""
     storage = hd.SQLiteStorage(os.environ.get("HOOKDISPATCH_DB", "webhooks.db"))
     try:
-        async with hd.AsyncDispatcher(storage=storage, concurrency=16) as hooks:
+        # A local http receiver (the default WEBHOOK_URL) needs the development switch;
+        # in production leave it unset: the default refuses http and private hosts.
+        local = os.environ.get("HOOKDISPATCH_ALLOW_LOCAL") == "1"
+        targets = hd.TargetPolicy.local() if local else None
+        async with hd.AsyncDispatcher(storage=storage, concurrency=16, targets=targets) as hooks:
             url = os.environ.get("WEBHOOK_URL", "http://127.0.0.1:9000/hooks")
             if not any(endpoint.url == url for endpoint in await hooks.endpoints()):
                 await hooks.add_endpoint(url, events=["user.created"])

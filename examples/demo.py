@@ -162,8 +162,11 @@ def main() -> int:
     base = f"http://127.0.0.1:{server.server_address[1]}/hooks"
     storage = hd.SQLiteStorage(db_path)
     retry = hd.RetryPolicy(initial_wait=0.2, max_wait=1.0, jitter=0.1)  # quick, for the demo
+    # The receiver is local and plain http, which the default target policy refuses
+    # (SSRF protection); TargetPolicy.local() is the switch for development.
+    local = hd.TargetPolicy.local()
     try:
-        with hd.Dispatcher(storage=storage, workers=4, retry=retry) as hooks:
+        with hd.Dispatcher(storage=storage, workers=4, retry=retry, targets=local) as hooks:
             names: dict[str, str] = {}  # endpoint id -> name
             for name in ("healthy", "flaky"):
                 endpoint = hooks.add_endpoint(f"{base}/{name}")  # all events; secret generated

@@ -66,6 +66,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, httpserver: HTTPServer) 
     path = tmp_path / "webhooks.db"
     monkeypatch.setenv("HOOKDISPATCH_DB", str(path))
     monkeypatch.setenv("WEBHOOK_URL", httpserver.url_for("/hook"))
+    monkeypatch.setenv("HOOKDISPATCH_ALLOW_LOCAL", "1")  # the receiver is local http
     return path
 
 

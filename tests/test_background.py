@@ -148,7 +148,13 @@ import sys
 import hookdispatch as hd
 
 path, url = sys.argv[1], sys.argv[2]
-hooks = hd.Dispatcher(storage=hd.SQLiteStorage(path), workers=4, timeout=1.0, lease=2.0)
+hooks = hd.Dispatcher(
+    storage=hd.SQLiteStorage(path),
+    workers=4,
+    timeout=1.0,
+    lease=2.0,
+    targets=hd.TargetPolicy.local(),
+)
 if not hooks.endpoints():
     hooks.add_endpoint(url)
 n = 0
@@ -164,7 +170,9 @@ import hookdispatch as hd
 
 async def main(path, url):
     storage = hd.SQLiteStorage(path)
-    async with hd.AsyncDispatcher(storage=storage, concurrency=4, timeout=1.0, lease=2.0) as hooks:
+    async with hd.AsyncDispatcher(
+        storage=storage, concurrency=4, timeout=1.0, lease=2.0, targets=hd.TargetPolicy.local()
+    ) as hooks:
         if not await hooks.endpoints():
             await hooks.add_endpoint(url)
         n = 0
@@ -240,7 +248,10 @@ def test_ten_sigkills_at_random_moments_lose_nothing(
         import sys, time
         import hookdispatch as hd
         storage = hd.SQLiteStorage(sys.argv[1])
-        with hd.Dispatcher(storage=storage, workers=8, timeout=1.0, lease=2.0) as hooks:
+        local = hd.TargetPolicy.local()
+        with hd.Dispatcher(
+            storage=storage, workers=8, timeout=1.0, lease=2.0, targets=local
+        ) as hooks:
             print("started", flush=True)
             while True:
                 time.sleep(0.05)

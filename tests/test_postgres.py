@@ -341,7 +341,12 @@ WORKER = textwrap.dedent(
     storage = hd.PostgresStorage(dsn, schema=schema, max_connections=workers + 2)
     transport = CountingTransport(max_connections=workers)
     hooks = hd.Dispatcher(
-        storage=storage, transport=transport, workers=workers, lease=lease, poll_interval=0.1
+        storage=storage,
+        transport=transport,
+        workers=workers,
+        lease=lease,
+        poll_interval=0.1,
+        targets=hd.TargetPolicy.local(),
     )
     print("ready", flush=True)
     sys.stdin.readline()  # the parent says when every delivery is done

@@ -6,10 +6,9 @@
 See the README and ``docs/`` for the guide; every public name is listed in ``__all__``.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._async_dispatcher import AsyncDispatcher
-from ._async_transport import AiohttpTransport, AsyncHttpxTransport, AsyncTransport
 from ._core import Request, Response
 from ._dispatcher import Dispatcher
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, generate_secret
@@ -41,6 +40,8 @@ from .exceptions import (
 from .storage import MemoryStorage, SQLiteStorage, Storage
 
 if TYPE_CHECKING:
+    from ._async_dispatcher import AsyncDispatcher
+    from ._async_transport import AiohttpTransport, AsyncHttpxTransport, AsyncTransport
     from .storage import PostgresStorage
 
 __version__ = "0.1.0"
@@ -94,7 +95,22 @@ __all__ = [
 ]
 
 
+_ASYNC_NAMES = {
+    "AsyncDispatcher": "_async_dispatcher",
+    "AiohttpTransport": "_async_transport",
+    "AsyncHttpxTransport": "_async_transport",
+    "AsyncTransport": "_async_transport",
+}
+
+
 def __getattr__(name: str) -> Any:
+    # The asyncio side loads on first use: aiohttp alone takes ~0.3 s to import, which
+    # sync applications and the command line need not pay.
+    if name in _ASYNC_NAMES:
+        module = importlib.import_module(f".{_ASYNC_NAMES[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
     # PostgresStorage loads on first use: psycopg is an optional extra.
     if name == "PostgresStorage":
         from . import storage  # noqa: PLC0415
