@@ -12,6 +12,7 @@ exchange (connect, TLS, send, wait, read) at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -108,9 +109,15 @@ def _blocked_literal(url: str, targets: TargetPolicy | None) -> BlockedTargetErr
     """aiohttp skips the resolver for IP literals, so check those before connecting."""
     if targets is None:
         return None
+    refusal = _literal_refusal(targets, url)
+    return None if refusal is None else BlockedTargetError(refusal)
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal_refusal(targets: TargetPolicy, url: str) -> str | None:
     address = literal_address(urlsplit(url).hostname or "")
     if address is not None and targets.blocks(address):
-        return BlockedTargetError(f"{address} is refused by the target policy")
+        return f"{address} is refused by the target policy"
     return None
 
 

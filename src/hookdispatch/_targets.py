@@ -16,6 +16,7 @@ a check and the connection (rebinding) cannot slip through.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
@@ -104,21 +105,28 @@ class TargetPolicy:
     def check_url(self, url: str) -> None:
         """Refuse a URL the policy forbids on its face: its scheme, or a literal address.
 
-        Raises InvalidEndpointError naming the switch that would allow it.
+        Raises InvalidEndpointError naming the switch that would allow it. Runs before
+        every attempt, so the verdict is remembered per (policy, URL).
         """
+        refusal = _url_refusal(self, url)
+        if refusal is not None:
+            raise InvalidEndpointError(refusal)
+
+    def _refusal(self, url: str) -> str | None:
         parts = urlsplit(url)
         if parts.scheme == "http" and not self.allow_http:
-            raise InvalidEndpointError(
+            return (
                 "endpoint URL must use https://; plain http:// is refused by default. For"
                 " local development pass targets=TargetPolicy.local(), or allow_http=True"
             )
         address = literal_address(parts.hostname or "")
         if address is not None and self.blocks(address):
-            raise InvalidEndpointError(
+            return (
                 f"endpoint address {address} is not a public address and is refused by"
                 " default (SSRF protection). For local development pass"
                 " targets=TargetPolicy.local(); for internal networks, allowed_networks=[...]"
             )
+        return None
 
     def check_endpoint(self, url: str) -> None:
         """The registration check: :meth:`check_url`, then the host's current addresses.
@@ -156,6 +164,11 @@ class TargetPolicy:
                 f" ({', '.join(addresses) or 'none'})"
             )
         return allowed
+
+
+@functools.lru_cache(maxsize=4096)
+def _url_refusal(policy: TargetPolicy, url: str) -> str | None:
+    return policy._refusal(url)
 
 
 _default = TargetPolicy.local()  # FLIP-BEFORE-COMMIT: TargetPolicy() once callers pass the switch
