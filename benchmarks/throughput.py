@@ -116,7 +116,9 @@ async def httpx_over_aiohttp(url: str, count: int, concurrency: int) -> float:
 
 
 async def async_dispatcher(url: str, count: int, concurrency: int, storage: hd.Storage) -> float:
-    async with hd.AsyncDispatcher(storage=storage, concurrency=concurrency) as hooks:
+    async with hd.AsyncDispatcher(
+        storage=storage, concurrency=concurrency, targets=hd.TargetPolicy.local()
+    ) as hooks:
         await hooks.add_endpoint(url)
         began = time.perf_counter()
         for n in range(count):
@@ -154,7 +156,7 @@ def raw_httpx_threads(url: str, count: int, workers: int) -> float:
 
 
 def thread_dispatcher(url: str, count: int, workers: int, storage: hd.Storage) -> float:
-    with hd.Dispatcher(storage=storage, workers=workers) as hooks:
+    with hd.Dispatcher(storage=storage, workers=workers, targets=hd.TargetPolicy.local()) as hooks:
         hooks.add_endpoint(url)
         began = time.perf_counter()
         for n in range(count):

@@ -171,7 +171,7 @@ def _url_refusal(policy: TargetPolicy, url: str) -> str | None:
     return policy._refusal(url)
 
 
-_default = TargetPolicy.local()  # FLIP-BEFORE-COMMIT: TargetPolicy() once callers pass the switch
+_default = TargetPolicy()
 
 
 def default_targets() -> TargetPolicy:
