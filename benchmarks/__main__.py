@@ -1,0 +1,188 @@
+"""``python -m benchmarks``: the whole comparison in one run, written to docs/.
+
+    python -m benchmarks            # the full run (what `make bench` does), ~10 minutes
+    python -m benchmarks --quick    # small counts, ~2 minutes: checks the harness itself
+
+Sections, in order: the receiver's own ceiling; the main comparison against the
+instant receiver (raw ceilings, hookdispatch, Celery); call latency and the batch
+path; the receiver that answers after 100 ms at 8, 64 and 256 in flight; throughput
+against workers/concurrency; SQLite as its backlog grows. Then docs/benchmarks.md
+and docs/img/benchmarks.png are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+
+from . import celery_runs, chart, harness, receiver_check, report, scale, storages, suite
+from .harness import SENDER_CORE, pin
+from .harness import log as _log
+from .plan import FULL, QUICK, Plan
+from .receiver import Receiver
+from .results import Results
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    _log(f"[{time.perf_counter() - STARTED:5.0f} s] {message}")
+
+
+DOCS = ROOT / "docs"
+
+
+def machine(plan: Plan, quick: bool) -> dict[str, object]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
+        model = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
+    versions = {}
+    for package in ("hookdispatch", "httpx", "aiohttp", "celery", "redis", "psycopg"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+        "sqlite": sqlite3.sqlite_version,
+        "versions": versions,
+        "quick": quick,
+        "plan": vars(plan),
+        "pinned": hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1,
+        "load_before": os.getloadavg()[0],
+    }
+
+
+def run(plan: Plan, *, quick: bool, sections: set[str], redis_port: int) -> Results:
+    results = Results(machine=machine(plan, quick))
+    pin(os.getpid(), SENDER_CORE)  # children (Celery worker, load clients) inherit it
+    with contextlib.ExitStack() as stack:
+        instant = stack.enter_context(Receiver())
+        slow = stack.enter_context(Receiver(plan.delay))
+        log("receiver")
+        ceiling = receiver_check.measure(instant, seconds=plan.receiver_seconds)
+        results.receiver = vars(ceiling)
+        folder = stack.enter_context(storages.temporary_folder())
+        found = {"memory": storages.memory(), "SQLite": storages.sqlite(folder)}
+        postgres = stack.enter_context(storages.postgres())
+        if postgres is None:
+            results.skipped.append("PostgreSQL: no server answered on 127.0.0.1:5432")
+        else:
+            found["PostgreSQL"] = postgres[0]
+            results.machine["postgresql"] = postgres[1]
+        redis = stack.enter_context(celery_runs.redis_server(redis_port))
+        peer = None
+        if redis is None:
+            results.skipped.append("Celery: no Redis server could be found or started")
+        else:
+            peer = celery_runs.configure(redis[0])
+            results.machine["redis"] = redis[1]
+        if sections & {"throughput", "latency"}:
+            with celery_worker(peer, instant, plan.workers) as worker:
+                if "throughput" in sections:
+                    log("throughput, instant receiver")
+                    results.throughput = suite.throughput(plan, instant, found, worker)
+                if "latency" in sections:
+                    log("call latency, the consumer delivering every call")
+                    results.latency_busy = suite.calls(plan, instant, found, worker, busy=True)
+        if "latency" in sections:
+            with celery_worker(peer, slow, plan.workers) as worker:
+                log(f"call latency, the consumer waiting on a {plan.delay * 1000:.0f} ms receiver")
+                results.latency = suite.calls(plan, slow, found, worker, busy=False)
+            log("dispatch_many")
+            results.batch = suite.batches(plan, instant, found)
+        if "slow" in sections:
+            log(f"receiver answering after {plan.delay * 1000:.0f} ms")
+            results.slow = suite.slow(plan, slow, peer)
+        if "curve" in sections:
+            log("throughput against workers/concurrency")
+            results.curve = suite.curve(plan, instant)
+        if "backlog" in sections:
+            log("SQLite backlog")
+            claim, rate, query, fill = scale.backlog_curve(
+                instant,
+                folder,
+                levels=list(plan.backlogs),
+                rounds=plan.rounds,
+                claims=plan.claims,
+                deliveries=plan.backlog_deliveries,
+                limit=plan.limit * 4,
+            )
+            results.backlog_claim, results.backlog_rate = claim, rate
+            results.backlog_plan, results.backlog_fill = query, fill
+        results.receiver["busiest"] = instant.busiest
+    results.skipped += [f"{name} failed ({error})" for name, error in harness.failed.items()]
+    return results
+
+
+@contextlib.contextmanager
+def celery_worker(
+    peer: ModuleType | None, receiver: Receiver, concurrency: int
+) -> Iterator[celery_runs.Worker | None]:
+    """The Celery worker for a section, or None when Celery is not available."""
+    if peer is None:
+        yield None
+        return
+    with celery_runs.Worker(peer, receiver, concurrency) as worker:
+        yield worker
+
+
+SECTIONS = ("throughput", "latency", "slow", "curve", "backlog")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts (~2 minutes)")
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)"
+    )
+    parser.add_argument("--json", type=Path, help="also save the raw results to this file")
+    parser.add_argument(
+        "--from-json", type=Path, help="skip measuring: render the report from saved results"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DOCS, help="where benchmarks.md and img/ go (docs/)"
+    )
+    parser.add_argument("--redis-port", type=int, default=6379, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+
+    began = time.perf_counter()
+    if options.from_json:
+        results = Results.load(options.from_json)
+    else:
+        plan = QUICK if options.quick else FULL
+        results = run(
+            plan,
+            quick=options.quick,
+            sections=set(options.only or SECTIONS),
+            redis_port=options.redis_port,
+        )
+        results.machine["wall_seconds"] = time.perf_counter() - began
+        results.machine["load_after"] = os.getloadavg()[0]
+        if options.json:
+            options.json.write_text("")
+            results.save(options.json)
+    image = options.out / "img" / "benchmarks.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    chart.draw(results, image)
+    markdown = report.render(results, image=image.relative_to(options.out).as_posix())
+    (options.out / "benchmarks.md").write_text(markdown)
+    print(report.summary(results))
+    log(f"wrote {options.out / 'benchmarks.md'} and {image} in {time.perf_counter() - began:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""docs/img/benchmarks.png: every section of a run in one figure (matplotlib)."""
+
+# The report is typeset: en dashes for ranges, multiplication signs for ratios.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt
+
+from .harness import Series
+from .results import Results, Row
+
+COLORS = {"ceiling": "#9e9e9e", "hookdispatch": "#1f77b4", "peer": "#d62728", "batch": "#2ca02c"}
+
+
+def _whiskers(series: list[Series]) -> list[list[float]]:
+    return [[s.median - s.low for s in series], [s.high - s.median for s in series]]
+
+
+def _bars(ax: Any, rows: list[Row], *, xlabel: str, log: bool = False) -> None:
+    names = [row.name for row in rows][::-1]
+    series = [row.series for row in rows][::-1]
+    ax.barh(
+        names,
+        [s.median for s in series],
+        xerr=_whiskers(series),
+        color=[COLORS.get(row.kind, "#1f77b4") for row in rows][::-1],
+        capsize=2,
+    )
+    ax.set_xlabel(xlabel)
+    ax.tick_params(axis="y", labelsize=7)
+    if log:
+        ax.set_xscale("log")
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _throughput(ax: Any, results: Results) -> None:
+    _bars(ax, results.throughput, xlabel="deliveries/s (median, min–max)")
+    ax.set_title("Instant receiver: grey raw ceilings, blue hookdispatch, red Celery", fontsize=9)
+
+
+def _latency(ax: Any, results: Results) -> None:
+    rows = results.latency + results.batch
+    _bars(ax, rows, xlabel="µs per webhook (log scale)", log=True)
+    names = [row.name for row in rows][::-1]
+    p99 = [row.series.median_of("p99") for row in rows][::-1]
+    points = [(name, value) for name, value in zip(names, p99, strict=True) if value]
+    if points:
+        ax.plot([v for _, v in points], [n for n, _ in points], "k.", label="p99")
+    busy = [(row.name, row.series.median) for row in results.latency_busy if row.name in names]
+    if busy:
+        ax.plot([v for _, v in busy], [n for n, _ in busy], "kx", label="p50, consumer busy")
+    ax.legend(fontsize=7)
+    ax.set_title("What the caller pays per webhook (bars: p50, consumer waiting)", fontsize=9)
+
+
+def _slow(ax: Any, results: Results) -> None:
+    levels = list(results.slow)
+    kinds: dict[str, list[float]] = {}
+    for level in levels:
+        for row in results.slow[level]:
+            label = row.name.rsplit(",", 1)[0] if row.kind == "ceiling" else row.name
+            label = label.replace(f"={level}", "=N").replace(f" {level} ", " N ")
+            label = label.replace(f"threads {level}", "threads N")
+            kinds.setdefault(label, []).append(row.series.median)
+    width = 0.8 / max(len(kinds), 1)
+    for index, (label, values) in enumerate(kinds.items()):
+        positions = [i + index * width for i in range(len(values))]
+        ax.bar(positions, values, width=width, label=label)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(levels))], [str(n) for n in levels])
+    ax.set_xlabel("deliveries in flight (N)")
+    ax.set_ylabel("deliveries/s")
+    ax.set_yscale("log")
+    ax.legend(fontsize=6)
+    delay = results.machine.get("plan", {}).get("delay", 0.1)
+    ax.set_title(f"Receiver answering after {delay * 1000:.0f} ms", fontsize=9)
+
+
+def _curve(ax: Any, results: Results) -> None:
+    for driver, points in results.curve.items():
+        sizes = list(points)
+        series = list(points.values())
+        ax.errorbar(
+            sizes, [s.median for s in series], yerr=_whiskers(series), marker="o", label=driver
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("workers / concurrency")
+    ax.set_ylabel("deliveries/s")
+    ax.legend(fontsize=7)
+    ax.set_title("Instant receiver, memory storage", fontsize=9)
+    ax.grid(alpha=0.3)
+
+
+def _backlog(ax: Any, results: Results) -> None:
+    sizes = list(results.backlog_claim)
+    claims = list(results.backlog_claim.values())
+    ax.errorbar(sizes, [s.median for s in claims], yerr=_whiskers(claims), marker="o", color="C0")
+    ax.set_xscale("log")
+    ax.set_xlabel("pending deliveries in SQLite")
+    ax.set_ylabel("claim(limit=8), µs", color="C0")
+    ax.set_ylim(bottom=0)
+    rates = [results.backlog_rate[size] for size in sizes]
+    twin = ax.twinx()
+    twin.errorbar(sizes, [s.median for s in rates], yerr=_whiskers(rates), marker="s", color="C1")
+    twin.set_ylabel("deliveries/s, workers=8", color="C1")
+    twin.set_ylim(bottom=0)
+    ax.set_title("SQLite: flat as the backlog grows", fontsize=9)
+
+
+def draw(results: Results, path: Path) -> None:
+    panels = [
+        (_throughput, bool(results.throughput)),
+        (_latency, bool(results.latency or results.batch)),
+        (_slow, bool(results.slow)),
+        (_curve, bool(results.curve)),
+        (_backlog, bool(results.backlog_claim)),
+    ]
+    chosen = [panel for panel, present in panels if present]
+    rows = max(1, (len(chosen) + 1) // 2)
+    figure, axes = plt.subplots(rows, 2, figsize=(14, 4.6 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, chosen, strict=False):
+        panel(ax, results)
+    for ax in list(axes.flat)[len(chosen) :]:
+        ax.axis("off")
+    machine = results.machine
+    figure.suptitle(
+        f"hookdispatch benchmarks, {machine.get('date')}: {machine.get('cpus')} CPUs,"
+        f" Python {machine.get('python')}" + (" (quick mode)" if machine.get("quick") else ""),
+        fontsize=11,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

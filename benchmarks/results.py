@@ -1,0 +1,83 @@
+"""What a run found, in one structure the report and the chart read (and JSON keeps)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .harness import Series
+
+CELERY = "Celery + Redis, threads 8"
+
+
+@dataclass
+class Row:
+    """One candidate of a table: ``ceiling`` names the row it is compared with."""
+
+    name: str
+    kind: str  # "ceiling", "hookdispatch", "peer"
+    ceiling: str | None
+    series: Series
+
+
+@dataclass
+class Results:
+    machine: dict[str, Any] = field(default_factory=dict)
+    receiver: dict[str, Any] = field(default_factory=dict)
+    throughput: list[Row] = field(default_factory=list)
+    latency: list[Row] = field(default_factory=list)  # consumer waiting on a slow receiver
+    latency_busy: list[Row] = field(default_factory=list)  # consumer delivering as calls come
+    batch: list[Row] = field(default_factory=list)
+    slow: dict[int, list[Row]] = field(default_factory=dict)
+    curve: dict[str, dict[int, Series]] = field(default_factory=dict)
+    backlog_claim: dict[int, Series] = field(default_factory=dict)
+    backlog_rate: dict[int, Series] = field(default_factory=dict)
+    backlog_plan: str = ""
+    backlog_fill: dict[int, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def row(self, table: list[Row], name: str) -> Row | None:
+        return next((row for row in table if row.name == name), None)
+
+    def save(self, path: Path) -> None:
+        def encode(value: Any) -> Any:
+            if isinstance(value, Series):
+                return value.to_json()
+            if isinstance(value, Row):
+                return {**asdict(value), "series": value.series.to_json()}
+            if isinstance(value, dict):
+                return {str(key): encode(item) for key, item in value.items()}
+            if isinstance(value, list):
+                return [encode(item) for item in value]
+            return value
+
+        data = {name: encode(getattr(self, name)) for name in self.__dataclass_fields__}
+        path.write_text(json.dumps(data, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> Results:
+        data = json.loads(path.read_text())
+
+        def rows(items: list[dict[str, Any]]) -> list[Row]:
+            return [Row(**{**item, "series": Series.from_json(item["series"])}) for item in items]
+
+        def by_int(items: dict[str, Any]) -> dict[int, Series]:
+            return {int(key): Series.from_json(value) for key, value in items.items()}
+
+        return cls(
+            machine=data["machine"],
+            receiver=data["receiver"],
+            throughput=rows(data["throughput"]),
+            latency=rows(data["latency"]),
+            latency_busy=rows(data.get("latency_busy", [])),
+            batch=rows(data["batch"]),
+            slow={int(key): rows(value) for key, value in data["slow"].items()},
+            curve={key: by_int(value) for key, value in data["curve"].items()},
+            backlog_claim=by_int(data["backlog_claim"]),
+            backlog_rate=by_int(data["backlog_rate"]),
+            backlog_plan=data["backlog_plan"],
+            backlog_fill={int(key): value for key, value in data["backlog_fill"].items()},
+            skipped=data["skipped"],
+        )
