@@ -25,6 +25,7 @@ import httpcore
 import httpx
 
 from ._core import Outcome, Request, Response
+from ._deadline import to_httpcore
 from ._targets import TargetPolicy, literal_address
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, body_error, translate_error
 from .exceptions import (
@@ -287,19 +288,7 @@ class _PolicyAsyncHTTPTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        response = await self._pool.handle_async_request(core_request)
+        response = await self._pool.handle_async_request(to_httpcore(request))
         assert isinstance(response.stream, AsyncIterable)
         return httpx.Response(
             status_code=response.status,

@@ -24,7 +24,7 @@ import httpx
 
 from ._targets import TargetPolicy
 
-__all__ = ["DeadlineHTTPTransport", "total_deadline"]
+__all__ = ["DeadlineHTTPTransport", "to_httpcore", "total_deadline"]
 
 _deadline: ContextVar[float | None] = ContextVar("hookdispatch_deadline", default=None)
 _WRITE_CHUNK = 64 * 1024
@@ -142,6 +142,22 @@ class _ResponseStream(httpx.SyncByteStream):
             close()
 
 
+def to_httpcore(request: httpx.Request) -> httpcore.Request:
+    """The httpcore request for an httpx one, as httpx's own transports build it."""
+    return httpcore.Request(
+        method=request.method,
+        url=httpcore.URL(
+            scheme=request.url.raw_scheme,
+            host=request.url.raw_host,
+            port=request.url.port,
+            target=request.url.raw_path,
+        ),
+        headers=request.headers.raw,
+        content=request.stream,
+        extensions=request.extensions,
+    )
+
+
 class DeadlineHTTPTransport(httpx.BaseTransport):
     """An httpx transport whose requests honour :func:`total_deadline`.
 
@@ -170,19 +186,7 @@ class DeadlineHTTPTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.SyncByteStream)
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        response = self._pool.handle_request(core_request)
+        response = self._pool.handle_request(to_httpcore(request))
         assert isinstance(response.stream, Iterable)
         return httpx.Response(
             status_code=response.status,

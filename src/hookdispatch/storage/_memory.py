@@ -25,6 +25,21 @@ from ._base import Storage
 __all__ = ["MemoryStorage"]
 
 
+def _due_at(delivery: Delivery, when: datetime) -> Delivery:
+    """The delivery, due at ``when``. (attrs.evolve does the same, several times slower.)"""
+    return Delivery(
+        id=delivery.id,
+        event_id=delivery.event_id,
+        endpoint_id=delivery.endpoint_id,
+        status=delivery.status,
+        attempt_count=delivery.attempt_count,
+        next_attempt_at=when,
+        last_error=delivery.last_error,
+        created_at=delivery.created_at,
+        updated_at=delivery.updated_at,
+    )
+
+
 class MemoryStorage(Storage):
     """A :class:`Storage` held in dictionaries behind one lock.
 
@@ -208,17 +223,7 @@ class MemoryStorage(Storage):
             return claims
 
     def _lease(self, delivery: Delivery, lease_until: datetime) -> Claim:
-        leased = Delivery(
-            id=delivery.id,
-            event_id=delivery.event_id,
-            endpoint_id=delivery.endpoint_id,
-            status=delivery.status,
-            attempt_count=delivery.attempt_count,
-            next_attempt_at=lease_until,
-            last_error=delivery.last_error,
-            created_at=delivery.created_at,
-            updated_at=delivery.updated_at,
-        )
+        leased = _due_at(delivery, lease_until)
         self._deliveries[delivery.id] = leased
         self._push(leased)
         token = f"{self._instance}-{next(self._tokens)}"  # unique; no syscall per claim
@@ -262,17 +267,7 @@ class MemoryStorage(Storage):
                 due = delivery.next_attempt_at
                 if delivery_id in self._leases or due is None or due >= until:
                     continue
-                deferred = Delivery(
-                    id=delivery.id,
-                    event_id=delivery.event_id,
-                    endpoint_id=delivery.endpoint_id,
-                    status=delivery.status,
-                    attempt_count=delivery.attempt_count,
-                    next_attempt_at=until,
-                    last_error=delivery.last_error,
-                    created_at=delivery.created_at,
-                    updated_at=delivery.updated_at,
-                )
+                deferred = _due_at(delivery, until)
                 self._deliveries[delivery_id] = deferred
                 self._push(deferred)
                 moved += 1
