@@ -133,13 +133,14 @@ def test_shutdown_keeps_failed_deliveries_pending_for_the_next_start(
     httpserver.expect_request("/hook", method="POST").respond_with_data("down", status=500)
     with serving() as base_url, httpx.Client(base_url=base_url) as client:
         event_ids = sign_up(client, EMAILS[:2])
-    # Shutdown drained: each delivery was attempted (once, unless the shutdown took over a
-    # second) and its retry is stored for later, not lost.
+    # Shutdown drained what was due: the first 500 put the endpoint in backoff, so a
+    # delivery is either attempted or moved to the retry time without an attempt; both
+    # stay stored for later, none is lost.
     _, deliveries = stored(db)
     assert [d.event_id for d in deliveries] == event_ids
+    assert any(d.attempt_count >= 1 for d in deliveries)
     for delivery in deliveries:
         assert delivery.status == hd.DeliveryStatus.PENDING
-        assert delivery.attempt_count >= 1
         assert delivery.next_attempt_at is not None
     attempts_before = [d.attempt_count for d in deliveries]
     assert len(httpserver.log) == sum(attempts_before)
