@@ -90,6 +90,7 @@ def run(plan: Plan, *, quick: bool, sections: set[str], redis_port: int) -> Resu
         else:
             peer = celery_runs.configure(redis[0])
             results.machine["redis"] = redis[1]
+            stack.callback(celery_runs.forget, peer)
         if sections & {"throughput", "latency"}:
             with celery_worker(peer, instant, plan.workers) as worker:
                 if "throughput" in sections:

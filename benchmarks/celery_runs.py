@@ -107,6 +107,19 @@ def configure(broker: str) -> ModuleType:
     return celery_peer
 
 
+def forget(peer: ModuleType) -> None:
+    """Remove what kombu left in Redis for this run's queue (its bindings)."""
+    import redis
+
+    client = redis.Redis.from_url(peer.BROKER)
+    with contextlib.suppress(redis.RedisError):
+        keys = list(client.scan_iter(match=f"_kombu.binding*.{peer.QUEUE}"))
+        if keys:
+            client.delete(*keys, peer.QUEUE)
+        if not any(client.scan_iter(match="_kombu.binding.*")):  # no other queue uses it
+            client.delete("_kombu.binding_deadlines")
+
+
 class Worker:
     """``celery worker --pool threads --concurrency N`` on the peer's queue."""
 
