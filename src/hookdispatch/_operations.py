@@ -214,14 +214,17 @@ def record_attempt(
         logger.warning(
             "lease on %s expired during its attempt; another worker owns it now", delivery.id
         )
-    reason = ""
-    if endpoint_gone(attempt):
+    gone = endpoint_gone(attempt)
+    if not gone and not (held and disable_after and delivery.status is DeliveryStatus.FAILED):
+        return held, None, ""
+    endpoint = storage.get_endpoint(claim.endpoint.id)  # one read serves both checks
+    if gone:
         reason = "the receiver answered 410 Gone"
-    elif held and disable_after and delivery.status is DeliveryStatus.FAILED:
-        failures = storage.get_endpoint(claim.endpoint.id).consecutive_failures
-        if failures >= disable_after:
-            reason = f"{failures} deliveries in a row failed"
-    if not reason or not storage.get_endpoint(claim.endpoint.id).enabled:
+    elif disable_after and endpoint.consecutive_failures >= disable_after:
+        reason = f"{endpoint.consecutive_failures} deliveries in a row failed"
+    else:
+        reason = ""
+    if not reason or not endpoint.enabled:
         return held, None, ""
     disabled = set_endpoint_enabled(storage, claim.endpoint.id, enabled=False)
     logger.warning(
