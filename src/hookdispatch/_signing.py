@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import hmac
 from collections.abc import Mapping
 
@@ -32,7 +31,7 @@ _PREFIX = "whsec_"
 
 def sign_hex(body: bytes, secret: str) -> str:
     """The ``X-Webhook-Signature`` value: hex HMAC-SHA256 of ``body`` keyed by ``secret``."""
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), body, "sha256").hex()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -45,7 +44,7 @@ def _standard_key(secret: str) -> bytes:
 def sign_standard(body: bytes, secret: str, *, msg_id: str, timestamp: int) -> str:
     """The Standard Webhooks signature (``v1,<base64>``) of ``body`` at ``timestamp``."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_standard_key(secret), signed, hashlib.sha256).digest()
+    digest = hmac.digest(_standard_key(secret), signed, "sha256")
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
