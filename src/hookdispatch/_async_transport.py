@@ -172,7 +172,7 @@ class AiohttpTransport:
                 session.post(
                     request.url,
                     data=request.body,
-                    headers=dict(request.headers),
+                    headers=request.headers,
                     allow_redirects=False,
                 ) as response,
             ):
@@ -180,11 +180,8 @@ class AiohttpTransport:
                     body = await self._read_capped(response)
                 except aiohttp.ClientError as exc:
                     return ConnectionBrokenError(f"connection broke while reading the body: {exc}")
-                return Response(
-                    status_code=response.status,
-                    headers={key.lower(): value for key, value in response.headers.items()},
-                    body=body,
-                )
+                # aiohttp's headers are a case-insensitive mapping already: no copy.
+                return Response(status_code=response.status, headers=response.headers, body=body)
         except TimeoutError:
             return _timeout(request)
         except aiohttp.ClientConnectorError as exc:
@@ -200,6 +197,10 @@ class AiohttpTransport:
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self._max_response_bytes
+        length = response.content_length
+        if length is not None and length <= limit:
+            # aiohttp's parser stops at Content-Length, so one read is bounded.
+            return await response.read()
         chunks: list[bytes] = []
         size = 0
         while size < limit:
@@ -274,7 +275,7 @@ class _AsyncResponseStream(httpx.AsyncByteStream):
 
 
 class _PolicyAsyncHTTPTransport(httpx.AsyncBaseTransport):
-    """The async twin of DeadlineHTTPTransport's shape: httpcore's pool, our backend."""
+    """The async twin of ``deadline_pool``: httpcore's pool, our backend."""
 
     def __init__(
         self, *, verify: ssl.SSLContext | bool, max_connections: int, targets: TargetPolicy
