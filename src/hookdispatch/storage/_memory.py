@@ -252,7 +252,8 @@ class MemoryStorage(Storage):
                     if delivery.status is DeliveryStatus.FAILED
                     else 0
                 )
-                self._endpoints[endpoint.id] = evolve(endpoint, consecutive_failures=failures)
+                if failures != endpoint.consecutive_failures:
+                    self._endpoints[endpoint.id] = evolve(endpoint, consecutive_failures=failures)
             return True
 
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:

@@ -626,7 +626,10 @@ class PostgresStorage(Storage):
             " WHERE id = %s AND lease = %s RETURNING endpoint_id),"
             " endpoint AS (UPDATE {schema}.endpoints e SET consecutive_failures ="
             " CASE WHEN %s THEN e.consecutive_failures + 1 ELSE 0 END"
-            " FROM delivery WHERE e.id = delivery.endpoint_id AND %s)"
+            " FROM delivery WHERE e.id = delivery.endpoint_id AND %s"
+            # A success on an endpoint with no failures to reset writes nothing: no
+            # new row version, and no row lock that every worker would queue on.
+            " AND (%s OR e.consecutive_failures <> 0))"
             " SELECT count(*) FROM delivery"
         )
         [result] = self._run(
@@ -651,6 +654,7 @@ class PostgresStorage(Storage):
                     claim.lease,
                     delivery.status is DeliveryStatus.FAILED,
                     delivery.status.is_final,
+                    delivery.status is DeliveryStatus.FAILED,
                 ),
             ),
         )

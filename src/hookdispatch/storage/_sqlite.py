@@ -105,6 +105,16 @@ _DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
     " created_at, updated_at"
 )
+# What a claim returns besides the delivery: correlated primary-key lookups, which
+# SQLite allows in RETURNING (a join is not).
+_CLAIMED_EVENT = ", ".join(
+    f"(SELECT {column} FROM events WHERE events.id = deliveries.event_id)"
+    for column in ("type", "body")
+)
+_CLAIMED_ENDPOINT = ", ".join(
+    f"(SELECT {column} FROM endpoints WHERE endpoints.id = deliveries.endpoint_id)"
+    for column in _ENDPOINT_COLUMNS.split(", ")
+)
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:
@@ -203,6 +213,7 @@ class SQLiteStorage(Storage):
         self._opened: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._endpoints_seen: dict[tuple[Any, ...], Endpoint] = {}
         self._closed = False
         try:
             self._migrate()
@@ -327,11 +338,11 @@ class SQLiteStorage(Storage):
         )
         if not rows:
             raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}")
-        return _endpoint(rows[0])
+        return self._endpoint_of(tuple(rows[0]))
 
     def list_endpoints(self) -> list[Endpoint]:
         rows = self._read(f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints ORDER BY created_at, rowid")
-        return [_endpoint(row) for row in rows]
+        return [self._endpoint_of(tuple(row)) for row in rows]
 
     # Events and deliveries ----------------------------------------------------------
 
@@ -495,44 +506,39 @@ class SQLiteStorage(Storage):
             params.extend(exclude_endpoints)
         params.append(limit)
         # One statement: SQLite takes the write lock before it reads, so two
-        # connections (threads or processes) can never select the same row.
+        # connections (threads or processes) can never select the same row. It
+        # returns the event and the endpoint too (primary-key lookups), so a claim
+        # costs one round trip.
         sql = (
             "UPDATE deliveries SET next_attempt_at = ?, lease = ? WHERE id IN ("
             " SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id"
             f" WHERE d.status = 'pending' AND d.next_attempt_at <= ?{filters}"
             " AND e.enabled = 1 ORDER BY d.next_attempt_at LIMIT ?)"
-            f" RETURNING {_DELIVERY_COLUMNS}"
+            f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}, {_CLAIMED_ENDPOINT}"
         )
         with self._write() as conn:
-            deliveries = [_delivery(row) for row in conn.execute(sql, params).fetchall()]
-        if not deliveries:
-            return []
-        deliveries.sort(key=lambda d: d.created_at)
-        events = self._events_by_id({d.event_id for d in deliveries})
-        endpoints = {ep.id: ep for ep in self._endpoints_by_id({d.endpoint_id for d in deliveries})}
+            rows = conn.execute(sql, params).fetchall()
+        rows.sort(key=lambda row: row[7])  # created_at: oldest first
+        width = len(_DELIVERY_COLUMNS.split(","))
         return [
             Claim(
-                delivery=d,
-                endpoint=endpoints[d.endpoint_id],
-                event_type=events[d.event_id][0],
-                body=events[d.event_id][1],
+                delivery=_delivery(row),
+                endpoint=self._endpoint_of(row[width + 2 :]),
+                event_type=row[width],
+                body=row[width + 1],
                 lease=lease,
             )
-            for d in deliveries
+            for row in rows
         ]
 
-    def _events_by_id(self, ids: set[str]) -> dict[str, tuple[str, bytes]]:
-        marks = ",".join("?" * len(ids))
-        rows = self._read(f"SELECT id, type, body FROM events WHERE id IN ({marks})", list(ids))
-        return {row[0]: (row[1], row[2]) for row in rows}
-
-    def _endpoints_by_id(self, ids: set[str]) -> list[Endpoint]:
-        marks = ",".join("?" * len(ids))
-        rows = self._read(
-            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE id IN ({marks})",
-            list(ids),
-        )
-        return [_endpoint(row) for row in rows]
+    def _endpoint_of(self, row: tuple[Any, ...]) -> Endpoint:
+        """The Endpoint for a row, built once per distinct row (a claim sees few)."""
+        endpoint = self._endpoints_seen.get(row)
+        if endpoint is None:
+            if len(self._endpoints_seen) >= 1024:
+                self._endpoints_seen.clear()
+            endpoint = self._endpoints_seen[row] = _endpoint(row)
+        return endpoint
 
     def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
         with self._write() as conn:
@@ -565,11 +571,17 @@ class SQLiteStorage(Storage):
                 ),
             )
             held = cursor.rowcount == 1
-            if held and delivery.status.is_final:
+            if held and delivery.status is DeliveryStatus.FAILED:
                 conn.execute(
-                    "UPDATE endpoints SET consecutive_failures = CASE WHEN ?"
-                    " THEN consecutive_failures + 1 ELSE 0 END WHERE id = ?",
-                    (delivery.status is DeliveryStatus.FAILED, delivery.endpoint_id),
+                    "UPDATE endpoints SET consecutive_failures = consecutive_failures + 1"
+                    " WHERE id = ?",
+                    (delivery.endpoint_id,),
+                )
+            elif held and delivery.status.is_final:  # a success resets the count
+                conn.execute(
+                    "UPDATE endpoints SET consecutive_failures = 0"
+                    " WHERE id = ? AND consecutive_failures != 0",  # most often, no write
+                    (delivery.endpoint_id,),
                 )
             return held
 
