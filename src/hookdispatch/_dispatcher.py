@@ -439,7 +439,10 @@ class Dispatcher:
     def _notify(self) -> None:
         with self._cond:
             self._wake = True
-            self._cond.notify_all()
+            # With every slot busy the pump has nothing to start; the workers claim
+            # the new work as they finish. Waking it anyway costs a thread switch.
+            if self._slots.free > 0:
+                self._cond.notify_all()
 
     # Lifecycle ----------------------------------------------------------------------
 
