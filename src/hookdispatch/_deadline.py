@@ -7,7 +7,8 @@ write is bounded by the time left until one absolute deadline, which the caller
 sets for the current thread (or context) with :func:`total_deadline`.
 
 Only public httpcore API is used: ``ConnectionPool(network_backend=…)`` and the
-``NetworkBackend``/``NetworkStream`` interfaces.
+``NetworkBackend``/``NetworkStream`` interfaces. :func:`deadline_pool` builds the
+pool the sync transport sends through.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import httpx
 
 from ._targets import TargetPolicy
 
-__all__ = ["DeadlineHTTPTransport", "to_httpcore", "total_deadline"]
+__all__ = ["deadline_pool", "to_httpcore", "total_deadline"]
 
 _deadline: ContextVar[float | None] = ContextVar("hookdispatch_deadline", default=None)
 _WRITE_CHUNK = 64 * 1024
@@ -129,19 +130,6 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-class _ResponseStream(httpx.SyncByteStream):
-    def __init__(self, stream: Iterable[bytes]) -> None:
-        self._stream = stream
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._stream
-
-    def close(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
-
-
 def to_httpcore(request: httpx.Request) -> httpcore.Request:
     """The httpcore request for an httpx one, as httpx's own transports build it."""
     return httpcore.Request(
@@ -158,42 +146,23 @@ def to_httpcore(request: httpx.Request) -> httpcore.Request:
     )
 
 
-class DeadlineHTTPTransport(httpx.BaseTransport):
-    """An httpx transport whose requests honour :func:`total_deadline`.
+def deadline_pool(
+    *,
+    verify: ssl.SSLContext | bool = True,
+    max_connections: int = 100,
+    keepalive_expiry: float = 30.0,
+    targets: TargetPolicy | None = None,
+) -> httpcore.ConnectionPool:
+    """httpx's connection pool (HTTP/1.1, no proxy) with the deadline-aware backend.
 
-    A thin twin of ``httpx.HTTPTransport`` (HTTP/1.1, no proxy) over a
-    ``httpcore.ConnectionPool`` with the deadline-aware network backend. It raises
-    httpcore's exceptions; :mod:`hookdispatch._transport` maps them to ours. With
-    ``targets``, every connection goes to an address the policy checked, and a
+    Its requests honour :func:`total_deadline`; it raises httpcore's exceptions.
+    With ``targets``, every connection goes to an address the policy checked, and a
     refused one raises BlockedTargetError.
     """
-
-    def __init__(
-        self,
-        *,
-        verify: ssl.SSLContext | bool = True,
-        max_connections: int = 100,
-        keepalive_expiry: float = 30.0,
-        targets: TargetPolicy | None = None,
-    ) -> None:
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify),
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=keepalive_expiry,
-            network_backend=_DeadlineBackend(httpcore.SyncBackend(), targets),
-        )
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.SyncByteStream)
-        response = self._pool.handle_request(to_httpcore(request))
-        assert isinstance(response.stream, Iterable)
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_ResponseStream(response.stream),
-            extensions=response.extensions,
-        )
-
-    def close(self) -> None:
-        self._pool.close()
+    return httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(verify=verify),
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=keepalive_expiry,
+        network_backend=_DeadlineBackend(httpcore.SyncBackend(), targets),
+    )

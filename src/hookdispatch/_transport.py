@@ -7,6 +7,7 @@ every outcome the same way. Driver errors (httpx, httpcore, ssl) are translated 
 
 from __future__ import annotations
 
+import functools
 import ssl
 from typing import Protocol, runtime_checkable
 
@@ -14,7 +15,7 @@ import httpcore
 import httpx
 
 from ._core import Outcome, Request, Response
-from ._deadline import DeadlineHTTPTransport, total_deadline
+from ._deadline import deadline_pool, total_deadline
 from ._targets import TargetPolicy
 from .exceptions import (
     BlockedTargetError,
@@ -100,16 +101,27 @@ def translate_error(exc: Exception) -> TransportError:
     return InvalidResponseError(f"{type(exc).__name__}: {message}")
 
 
-class HttpxTransport:
-    """The default transport: one pooled, keep-alive ``httpx.Client``.
+@functools.lru_cache(maxsize=4096)
+def _target(url: str) -> httpcore.URL:
+    """The URL as httpx parses it (IDNA, percent-encoding), in httpcore's form."""
+    parsed = httpx.URL(url)
+    return httpcore.URL(
+        scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
+    )
 
+
+class HttpxTransport:
+    """The default transport: httpx's keep-alive connection pool (httpcore).
+
+    Requests go straight to the pool: a webhook needs none of ``httpx.Client``'s
+    cookies, auth or redirect handling, which cost more CPU than the request itself.
     Redirects are never followed (a 3xx is a failed attempt). Each request has a
     *total* deadline of ``request.timeout`` seconds covering connect, TLS, sending,
     waiting and reading the response, enforced at every socket operation. At most
     ``max_response_bytes`` of a response body are read; the rest is discarded with
     the connection. With ``targets`` (a :class:`TargetPolicy`) each connection is
     made to an address the policy checked at that moment; a refused one comes back
-    as a BlockedTargetError outcome.
+    as a BlockedTargetError outcome. Response header names are lower case.
     """
 
     def __init__(
@@ -121,42 +133,49 @@ class HttpxTransport:
         targets: TargetPolicy | None = None,
     ) -> None:
         self._max_response_bytes = max_response_bytes
-        self._client = httpx.Client(
-            transport=DeadlineHTTPTransport(
-                verify=verify, max_connections=max_connections, targets=targets
-            ),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self._pool = deadline_pool(verify=verify, max_connections=max_connections, targets=targets)
 
     def send(self, request: Request) -> Outcome:
+        seconds = request.timeout
         try:
-            with total_deadline(request.timeout):
-                http_request = self._client.build_request(
+            with (
+                total_deadline(seconds),
+                self._pool.stream(
                     "POST",
-                    request.url,
-                    headers=request.headers,
+                    _target(request.url),
+                    headers=[
+                        (name.encode(), value.encode()) for name, value in request.headers.items()
+                    ],
                     content=request.body,
-                    timeout=request.timeout,
-                )
-                response = self._client.send(http_request, stream=True)
+                    extensions={
+                        "timeout": {
+                            "connect": seconds,
+                            "read": seconds,
+                            "write": seconds,
+                            "pool": seconds,
+                        }
+                    },
+                ) as response,
+            ):
                 try:
                     body = self._read_capped(response)
                 except _ERRORS as exc:
                     return body_error(exc)
-                finally:
-                    response.close()
+                headers = {
+                    name.decode("latin-1").lower(): value.decode("latin-1")
+                    for name, value in response.headers
+                }
+                return Response(status_code=response.status, headers=headers, body=body)
         except _ERRORS as exc:
             return translate_error(exc)
         except BlockedTargetError as exc:
             return exc
-        return Response(status_code=response.status_code, headers=response.headers, body=body)
 
-    def _read_capped(self, response: httpx.Response) -> bytes:
+    def _read_capped(self, response: httpcore.Response) -> bytes:
         limit = self._max_response_bytes
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_raw():
+        for chunk in response.iter_stream():
             chunks.append(chunk)
             size += len(chunk)
             if size >= limit:
@@ -164,7 +183,7 @@ class HttpxTransport:
         return b"".join(chunks)[:limit]
 
     def close(self) -> None:
-        self._client.close()
+        self._pool.close()
 
     def __repr__(self) -> str:
         return f"HttpxTransport(max_response_bytes={self._max_response_bytes})"
