@@ -38,8 +38,8 @@ def candidates(url: str, folder: Path, count: int) -> dict[str, Callable[[], Run
         "async-sqlite": lambda: hookdispatch_runs.async_pool(url, sqlite, count, 64, 120),
         "async-256": lambda: hookdispatch_runs.async_pool(url, memory, count, 256, 120),
         "raw-aiohttp-256": lambda: ceilings.aiohttp_raw(url, count, 256, 120),
-        "dispatch-memory": lambda: latency.dispatch_latency(url, memory, count, 0.002, 120),
-        "dispatch-sqlite": lambda: latency.dispatch_latency(url, sqlite, count, 0.002, 120),
+        "dispatch-memory": lambda: latency.dispatch_latency(url, memory, count, 120, wait=True),
+        "dispatch-sqlite": lambda: latency.dispatch_latency(url, sqlite, count, 120, wait=True),
     }
 
 
