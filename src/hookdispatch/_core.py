@@ -82,7 +82,11 @@ class Request:
 
 @frozen
 class Response:
-    """What the receiver answered. ``body`` holds at most the transport's cap."""
+    """What the receiver answered. ``body`` holds at most the transport's cap.
+
+    ``headers`` maps header names to values; look names up in lower case (the
+    built-in transports return a case-insensitive or lower-cased mapping).
+    """
 
     status_code: int
     headers: Mapping[str, str] = field(repr=False)

@@ -62,6 +62,8 @@ _ERRORS = (
     httpcore.ProtocolError,
     httpcore.NetworkError,
     httpcore.TimeoutException,
+    httpcore.UnsupportedProtocol,
+    httpx.InvalidURL,
     OSError,
 )
 
@@ -102,12 +104,14 @@ def translate_error(exc: Exception) -> TransportError:
 
 
 @functools.lru_cache(maxsize=4096)
-def _target(url: str) -> httpcore.URL:
-    """The URL as httpx parses it (IDNA, percent-encoding), in httpcore's form."""
+def _target(url: str) -> tuple[httpcore.URL, bytes]:
+    """The URL as httpx parses it (IDNA, percent-encoding), in httpcore's form, and the
+    ``Host`` header httpx would send (httpcore's own leaves IPv6 literals unbracketed)."""
     parsed = httpx.URL(url)
-    return httpcore.URL(
+    target = httpcore.URL(
         scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
     )
+    return target, parsed.netloc
 
 
 class HttpxTransport:
@@ -121,7 +125,7 @@ class HttpxTransport:
     ``max_response_bytes`` of a response body are read; the rest is discarded with
     the connection. With ``targets`` (a :class:`TargetPolicy`) each connection is
     made to an address the policy checked at that moment; a refused one comes back
-    as a BlockedTargetError outcome. Response header names are lower case.
+    as a BlockedTargetError outcome.
     """
 
     def __init__(
@@ -138,22 +142,20 @@ class HttpxTransport:
     def send(self, request: Request) -> Outcome:
         seconds = request.timeout
         try:
+            url, host = _target(request.url)
+            headers = [(b"Host", host)]
+            headers.extend(
+                (name.encode(), value.encode()) for name, value in request.headers.items()
+            )
             with (
                 total_deadline(seconds),
                 self._pool.stream(
                     "POST",
-                    _target(request.url),
-                    headers=[
-                        (name.encode(), value.encode()) for name, value in request.headers.items()
-                    ],
+                    url,
+                    headers=headers,
                     content=request.body,
                     extensions={
-                        "timeout": {
-                            "connect": seconds,
-                            "read": seconds,
-                            "write": seconds,
-                            "pool": seconds,
-                        }
+                        "timeout": dict.fromkeys(("connect", "read", "write", "pool"), seconds)
                     },
                 ) as response,
             ):
@@ -161,11 +163,10 @@ class HttpxTransport:
                     body = self._read_capped(response)
                 except _ERRORS as exc:
                     return body_error(exc)
-                headers = {
-                    name.decode("latin-1").lower(): value.decode("latin-1")
-                    for name, value in response.headers
-                }
-                return Response(status_code=response.status, headers=headers, body=body)
+                # httpx's Headers: case-insensitive, decoded and joined as httpx does.
+                return Response(
+                    status_code=response.status, headers=httpx.Headers(response.headers), body=body
+                )
         except _ERRORS as exc:
             return translate_error(exc)
         except BlockedTargetError as exc:

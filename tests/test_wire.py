@@ -1,0 +1,46 @@
+"""What goes on the wire beyond the body and signatures: the request line and Host."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+import hookdispatch as hd
+
+
+def test_an_ipv6_literal_endpoint_gets_a_bracketed_host_header(make_dispatcher) -> None:
+    try:
+        listener = socket.socket(socket.AF_INET6)
+        listener.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback (::1)")
+    listener.listen(4)
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+    heads: list[bytes] = []
+
+    def answer_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            heads.append(head)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    server = threading.Thread(target=answer_once, daemon=True)
+    server.start()
+    try:
+        hooks = make_dispatcher(storage=hd.MemoryStorage(), workers=0)
+        hooks.add_endpoint(f"http://[::1]:{port}/hook")
+        event = hooks.dispatch("user.created", {"user_id": "user_78451"})
+        [delivery] = hooks.deliveries(event_id=event.id)
+    finally:
+        server.join(timeout=10)
+        listener.close()
+    assert delivery.status is hd.DeliveryStatus.SUCCEEDED
+    lines = heads[0].decode("latin-1").split("\r\n")
+    assert lines[0] == "POST /hook HTTP/1.1"
+    assert f"host: [::1]:{port}" in [line.lower() for line in lines]
