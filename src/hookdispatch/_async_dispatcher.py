@@ -418,18 +418,50 @@ class AsyncDispatcher:
             wait = min(wait, (due - self._clock()).total_seconds())
         await self._wait_for_change(wait)
 
-    async def _work(self, claim: Claim) -> None:
-        succeeded = False
+    async def _work(self, claim: Claim | None) -> None:
+        """Attempt a claim; then, while work is due, claim the next one in this task.
+
+        As in the thread pool: going back to the pump after every attempt would
+        cost a wake-up, a claim and a new task per delivery.
+        """
         try:
-            succeeded = await self._attempt(claim)
-        except Exception:
-            logger.exception(
-                "recording the attempt of %s failed; it is retried when its lease ends",
-                claim.delivery.id,
-            )
+            while claim is not None:
+                endpoint_id = claim.endpoint.id
+                succeeded = False
+                try:
+                    succeeded = await self._attempt(claim)
+                except Exception:
+                    logger.exception(
+                        "recording the attempt of %s failed; it is retried when its lease ends",
+                        claim.delivery.id,
+                    )
+                finally:
+                    self._slots.finished(endpoint_id, succeeded=succeeded)
+                claim = None
+                if not self._stopping:
+                    claim = await self._claim_next()
         finally:
-            self._slots.finished(claim.endpoint.id, succeeded=succeeded)
-            self._notify()
+            self._notify()  # a slot is free: the pump may need it
+
+    async def _claim_next(self) -> Claim | None:
+        # Hold this task's slot while it claims, or the pump could hand it out again.
+        self._slots.reserve()
+        try:
+            now = self._clock()
+            claims = await self._call(
+                self._storage.claim,
+                now=now,
+                lease_until=now + self._lease,
+                limit=1,
+                exclude_endpoints=self._slots.held_back(),
+            )
+        except Exception:
+            logger.exception("claiming the next delivery failed; the pump takes over")
+            claims = []
+        finally:
+            self._slots.release()
+        self._slots.started(claims)
+        return claims[0] if claims else None
 
     # Lifecycle ----------------------------------------------------------------------
 
