@@ -77,6 +77,7 @@ class Receiver(BaseHTTPRequestHandler):
 
 class ReceiverServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # socketserver's default backlog of 5 is too small for a pool
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Receiver)  # port 0: any free port

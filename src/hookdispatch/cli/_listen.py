@@ -37,6 +37,9 @@ def signature_report(body: bytes, headers: Any, secret: str | None) -> str:
 
 
 class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a worker with more threads than that
+    # connecting at once would see some connections reset.
+    request_queue_size = 128
     secret: str | None
     answer: int
     count: int | None
