@@ -1,6 +1,6 @@
 """``python -m benchmarks``: the whole comparison in one run, written to docs/.
 
-    python -m benchmarks            # the full run (what `make bench` does), ~10 minutes
+    python -m benchmarks            # the full run (what `make bench` does), ~5 minutes
     python -m benchmarks --quick    # small counts, ~2 minutes: checks the harness itself
 
 Sections, in order: the receiver's own ceiling; the main comparison against the
