@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -285,3 +287,56 @@ def test_ten_sigkills_at_random_moments_lose_nothing(
         f"\n10 SIGKILLs: {kills_received} requests before the last start,"
         f" {len(received)} in all for {len(events)} events, {duplicates} duplicates"
     )
+
+
+class GatedReceiver:
+    """Holds every request until the test lets one through; counts those held."""
+
+    def __init__(self) -> None:
+        self.permits = threading.Semaphore(0)
+        self.lock = threading.Lock()
+        self.held = 0
+
+    def __call__(self, conn: socket.socket, stop: threading.Event) -> None:
+        conn.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))  # fmt: skip
+        while len(body) < length:
+            body += conn.recv(65536)
+        with self.lock:
+            self.held += 1
+        while not self.permits.acquire(timeout=0.05):
+            if stop.is_set():
+                return
+        with self.lock:
+            self.held -= 1
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+def test_a_first_success_lets_the_endpoint_fill_every_slot_at_once(make_dispatcher) -> None:
+    """Unproven, an endpoint holds at most half the workers. Its first success lifts
+    that at once: the other slots are filled then, not at the next poll."""
+    receiver = GatedReceiver()
+    with raw_server(receiver) as server:
+        hooks = make_dispatcher(
+            storage=hd.MemoryStorage(), workers=4, poll_interval=60.0, timeout=30.0
+        )
+        hooks.add_endpoint(server.url)
+        for n in range(2):  # one at a time: the held-back check runs at each claim
+            hooks.dispatch("user.created", {"n": n})
+            assert wait_for(lambda n=n: receiver.held == n + 1)
+        for n in range(2, 12):
+            hooks.dispatch("user.created", {"n": n})
+        time.sleep(0.3)
+        assert receiver.held == 2, "an unproven endpoint gets half the workers"
+        receiver.permits.release()  # one succeeds: the endpoint is proven
+        assert wait_for(lambda: receiver.held == 4, timeout=5), (
+            f"{receiver.held} in flight after the first success; expected every slot"
+        )
+        receiver.permits.release(20)
+        assert hooks.drain(timeout=10)
+    assert len(hooks.deliveries(status="succeeded")) == 12

@@ -436,7 +436,8 @@ class AsyncDispatcher:
                         claim.delivery.id,
                     )
                 finally:
-                    self._slots.finished(endpoint_id, succeeded=succeeded)
+                    if self._slots.finished(endpoint_id, succeeded=succeeded):
+                        self._notify()  # more slots may go to this endpoint now: the pump's job
                 claim = None
                 if not self._stopping:
                     claim = await self._claim_next()

@@ -409,7 +409,11 @@ class Dispatcher:
                     claim.delivery.id,
                 )
             with self._cond:
-                self._slots.finished(endpoint_id, succeeded=succeeded)
+                if self._slots.finished(endpoint_id, succeeded=succeeded):
+                    # The endpoint may now fill more slots than were claimed for it:
+                    # the pump hands them out (this worker only claims its own next).
+                    self._wake = True
+                    self._cond.notify_all()
                 stopping = self._stopping
                 if not stopping:
                     # Keep this worker's slot while it claims, or the pump could
