@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 import hookdispatch as hd
-from benchmarks.throughput import pin, receiver
+from benchmarks.harness import SENDER_CORE, pin
+from benchmarks.receiver import Receiver
 
 BATCH = 1000
 
@@ -107,14 +108,15 @@ def main() -> None:
     parser.add_argument("--dead", type=int, default=1)
     parser.add_argument("--workers", type=int, default=8)
     options = parser.parse_args()
-    pin(os.getpid(), core=0)
+    pin(os.getpid(), SENDER_CORE)
     listener, dead_url = silent_listener()
     common = {
         "events": options.events,
         "endpoints": options.endpoints,
         "workers": options.workers,
     }
-    with receiver() as url, tempfile.TemporaryDirectory() as folder:
+    with Receiver() as receiver, tempfile.TemporaryDirectory() as folder:
+        url = receiver.url
         healthy_rate, _, _ = run(url=url, dead_url=dead_url, dead=0, folder=folder, **common)
         soak_rate, soak_samples, peak = run(
             url=url, dead_url=dead_url, dead=options.dead, folder=folder, **common
