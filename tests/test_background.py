@@ -301,12 +301,18 @@ class GatedReceiver:
         conn.settimeout(10)
         data = b""
         while b"\r\n\r\n" not in data:
-            data += conn.recv(65536)
+            chunk = conn.recv(65536)
+            if not chunk:
+                return  # the client gave up
+            data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
         length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                           if line.lower().startswith(b"content-length:")))  # fmt: skip
         while len(body) < length:
-            body += conn.recv(65536)
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            body += chunk
         with self.lock:
             self.held += 1
         while not self.permits.acquire(timeout=0.05):

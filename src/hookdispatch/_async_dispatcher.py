@@ -427,10 +427,11 @@ class AsyncDispatcher:
         try:
             while claim is not None:
                 endpoint_id = claim.endpoint.id
-                succeeded = False
+                succeeded: bool | None = None  # stays None if the task is cancelled
                 try:
                     succeeded = await self._attempt(claim)
                 except Exception:
+                    succeeded = False
                     logger.exception(
                         "recording the attempt of %s failed; it is retried when its lease ends",
                         claim.delivery.id,
@@ -441,6 +442,9 @@ class AsyncDispatcher:
                 claim = None
                 if not self._stopping:
                     claim = await self._claim_next()
+                # An attempt need not suspend (a refused target, a storage that never
+                # blocks): yield, so a long run of those cannot hold the loop.
+                await asyncio.sleep(0)
         finally:
             self._notify()  # a slot is free: the pump may need it
 

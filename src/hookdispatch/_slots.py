@@ -68,17 +68,20 @@ class WorkerSlots:
             self._busy += 1
             self._per_endpoint[claim.endpoint.id] += 1
 
-    def finished(self, endpoint_id: str, *, succeeded: bool) -> bool:
+    def finished(self, endpoint_id: str, *, succeeded: bool | None) -> bool:
         """One attempt ended; a success clears the endpoint's failing mark.
 
-        Returns True when it lifted a hold: the endpoint's first success after
-        failing or since it was first seen. Its due work may now take more slots,
-        so the caller should wake whoever claims for free slots.
+        ``succeeded=None``: it ended without an outcome (cancelled), which says
+        nothing about the endpoint. Returns True when it lifted a hold: the
+        endpoint's first success after failing or since it was first seen. Its due
+        work may now take more slots, so the caller should wake whoever claims.
         """
         self._busy -= 1
         self._per_endpoint[endpoint_id] -= 1
         if not self._per_endpoint[endpoint_id]:
             del self._per_endpoint[endpoint_id]
+        if succeeded is None:
+            return False
         if succeeded:
             self._failing.discard(endpoint_id)
             lifted = endpoint_id not in self._proven
