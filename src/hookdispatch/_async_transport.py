@@ -5,8 +5,9 @@ aiohttp sends about 10x more requests per second than ``httpx.AsyncClient`` and 
 more than httpx over the ``httpx-aiohttp`` transport (``benchmarks/``).
 :class:`AsyncHttpxTransport` is there for applications that configure httpx.
 
-Both enforce the total deadline with ``asyncio.timeout``, which cancels the whole
-exchange (connect, TLS, send, wait, read) at once.
+Both enforce the total deadline by cancelling the whole exchange (connect, TLS,
+send, wait, read) at once: AiohttpTransport with one :class:`DeadlineWatch` timer
+for all its requests, AsyncHttpxTransport with ``asyncio.timeout``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import aiohttp.abc
 import httpcore
 import httpx
 
+from ._async_deadline import DeadlineWatch
 from ._core import Outcome, Request, Response
 from ._deadline import to_httpcore
 from ._targets import TargetPolicy, literal_address
@@ -144,6 +146,7 @@ class AiohttpTransport:
         self._ssl = verify
         self._targets = targets
         self._session: aiohttp.ClientSession | None = None
+        self._deadlines = DeadlineWatch()
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -155,10 +158,11 @@ class AiohttpTransport:
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None),  # asyncio.timeout bounds each send
+                timeout=aiohttp.ClientTimeout(total=None),  # the DeadlineWatch bounds each send
                 auto_decompress=False,
                 trust_env=False,
             )
+            self._deadlines = DeadlineWatch()  # its timer belongs to this loop
         return self._session
 
     async def send(self, request: Request) -> Outcome:
@@ -166,23 +170,29 @@ class AiohttpTransport:
         if blocked is not None:
             return blocked
         session = self._open()
+        with self._deadlines.watch(request.timeout) as expiry:
+            try:
+                return await self._post(session, request)
+            except asyncio.CancelledError:
+                if expiry.timed_out():
+                    return _timeout(request)
+                raise
+
+    async def _post(self, session: aiohttp.ClientSession, request: Request) -> Outcome:
         try:
-            async with (
-                asyncio.timeout(request.timeout),
-                session.post(
-                    request.url,
-                    data=request.body,
-                    headers=request.headers,
-                    allow_redirects=False,
-                ) as response,
-            ):
+            async with session.post(
+                request.url,
+                data=request.body,
+                headers=request.headers,
+                allow_redirects=False,
+            ) as response:
                 try:
                     body = await self._read_capped(response)
                 except aiohttp.ClientError as exc:
                     return ConnectionBrokenError(f"connection broke while reading the body: {exc}")
                 # aiohttp's headers are a case-insensitive mapping already: no copy.
                 return Response(status_code=response.status, headers=response.headers, body=body)
-        except TimeoutError:
+        except TimeoutError:  # aiohttp's own timeouts are off; kept as a safety net
             return _timeout(request)
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, _Blocked) and isinstance(
@@ -212,6 +222,7 @@ class AiohttpTransport:
         return b"".join(chunks)
 
     async def aclose(self) -> None:
+        self._deadlines.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
