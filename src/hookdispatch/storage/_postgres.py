@@ -25,7 +25,6 @@ from psycopg_pool import ConnectionPool
 from .._core import Claim
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ..exceptions import (
-    FailureKind,
     InvalidInputError,
     InvalidStateError,
     StorageError,
@@ -34,6 +33,7 @@ from ..exceptions import (
     UnknownEventError,
 )
 from ._base import Storage
+from ._rows import DELIVERY_WIDTH, attempt_from_row, delivery_filter, delivery_from_row
 
 __all__ = ["MIGRATIONS", "PostgresStorage"]
 
@@ -194,27 +194,6 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _delivery(row: Sequence[Any]) -> Delivery:
-    try:
-        status = DeliveryStatus(row[3])
-    except ValueError:
-        raise StorageError(
-            f"delivery {row[0]!r} has status {row[3]!r}, which this version of hookdispatch"
-            " does not know; upgrade hookdispatch or repair the row"
-        ) from None
-    return Delivery(
-        id=row[0],
-        event_id=row[1],
-        endpoint_id=row[2],
-        status=status,
-        attempt_count=row[4],
-        next_attempt_at=None if row[5] is None else _utc(row[5]),
-        last_error=row[6],
-        created_at=_utc(row[7]),
-        updated_at=_utc(row[8]),
-    )
-
-
 def _endpoint(row: Sequence[Any]) -> Endpoint:
     return Endpoint(
         id=row[0],
@@ -225,20 +204,6 @@ def _endpoint(row: Sequence[Any]) -> Endpoint:
         created_at=_utc(row[5]),
         # claim_due (schema version 1) returns no count: claims do not need it.
         consecutive_failures=row[6] if len(row) > 6 else 0,
-    )
-
-
-def _attempt(row: Sequence[Any]) -> Attempt:
-    return Attempt(
-        id=row[0],
-        delivery_id=row[1],
-        number=row[2],
-        started_at=_utc(row[3]),
-        duration=row[4],
-        status_code=row[5],
-        failure=None if row[6] is None else FailureKind(row[6]),
-        error=row[7],
-        response_body=bytes(row[8]),
     )
 
 
@@ -536,7 +501,7 @@ class PostgresStorage(Storage):
         [result] = self._run((select, (delivery_id,)))
         if not result.rows:
             raise UnknownDeliveryError(f"no delivery with id {delivery_id!r}")
-        return _delivery(result.rows[0])
+        return delivery_from_row(result.rows[0], _utc)
 
     def list_deliveries(
         self,
@@ -546,24 +511,16 @@ class PostgresStorage(Storage):
         status: DeliveryStatus | None = None,
         limit: int | None = None,
     ) -> list[Delivery]:
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (("event_id", event_id), ("endpoint_id", endpoint_id)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if status is not None:
-            where.append("status = %s")
-            params.append(DeliveryStatus(status).value)
-        query = f"SELECT {_DELIVERY_COLUMNS} FROM {{schema}}.deliveries"
-        if where:
-            query += " WHERE " + " AND ".join(where)
+        where, params = delivery_filter(
+            event_id=event_id, endpoint_id=endpoint_id, status=status, mark="%s"
+        )
+        query = f"SELECT {_DELIVERY_COLUMNS} FROM {{schema}}.deliveries{where}"
         query += " ORDER BY created_at, seq"
         if limit is not None:
             query += " LIMIT %s"
             params.append(limit)
         [result] = self._run((self._q(query), params))
-        return [_delivery(row) for row in result.rows]
+        return [delivery_from_row(row, _utc) for row in result.rows]
 
     # Work ---------------------------------------------------------------------------
 
@@ -604,10 +561,10 @@ class PostgresStorage(Storage):
         [result] = self._run((query, params))
         claims = [
             Claim(
-                delivery=_delivery(row[:9]),
-                endpoint=_endpoint(row[11:]),
-                event_type=row[9],
-                body=bytes(row[10]),
+                delivery=delivery_from_row(row, _utc),
+                endpoint=_endpoint(row[DELIVERY_WIDTH + 2 :]),
+                event_type=row[DELIVERY_WIDTH],
+                body=bytes(row[DELIVERY_WIDTH + 1]),
                 lease=lease,
             )
             for row in result.rows
@@ -687,7 +644,7 @@ class PostgresStorage(Storage):
         )
         if not known.rows:
             raise UnknownDeliveryError(f"no delivery with id {delivery_id!r}")
-        return [_attempt(row) for row in attempts.rows]
+        return [attempt_from_row(row, _utc) for row in attempts.rows]
 
 
 def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:

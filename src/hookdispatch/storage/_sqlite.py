@@ -18,7 +18,6 @@ import sqlite_utils
 from .._core import Claim
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ..exceptions import (
-    FailureKind,
     InvalidInputError,
     InvalidStateError,
     StorageError,
@@ -27,6 +26,7 @@ from ..exceptions import (
     UnknownEventError,
 )
 from ._base import Storage
+from ._rows import DELIVERY_WIDTH, attempt_from_row, delivery_filter, delivery_from_row
 
 __all__ = ["SQLiteStorage"]
 
@@ -117,27 +117,6 @@ _CLAIMED_ENDPOINT = ", ".join(
 )
 
 
-def _delivery(row: Sequence[Any]) -> Delivery:
-    try:
-        status = DeliveryStatus(row[3])
-    except ValueError:
-        raise StorageError(
-            f"delivery {row[0]!r} has status {row[3]!r}, which this version of hookdispatch"
-            " does not know; upgrade hookdispatch or repair the row"
-        ) from None
-    return Delivery(
-        id=row[0],
-        event_id=row[1],
-        endpoint_id=row[2],
-        status=status,
-        attempt_count=row[4],
-        next_attempt_at=None if row[5] is None else _dt(row[5]),
-        last_error=row[6],
-        created_at=_dt(row[7]),
-        updated_at=_dt(row[8]),
-    )
-
-
 def _endpoint(row: Sequence[Any]) -> Endpoint:
     return Endpoint(
         id=row[0],
@@ -147,20 +126,6 @@ def _endpoint(row: Sequence[Any]) -> Endpoint:
         enabled=bool(row[4]),
         created_at=_dt(row[5]),
         consecutive_failures=row[6],
-    )
-
-
-def _attempt(row: Sequence[Any]) -> Attempt:
-    return Attempt(
-        id=row[0],
-        delivery_id=row[1],
-        number=row[2],
-        started_at=_dt(row[3]),
-        duration=row[4],
-        status_code=row[5],
-        failure=None if row[6] is None else FailureKind(row[6]),
-        error=row[7],
-        response_body=row[8] or b"",
     )
 
 
@@ -454,7 +419,7 @@ class SQLiteStorage(Storage):
         )
         if not rows:
             raise UnknownDeliveryError(f"no delivery with id {delivery_id!r}")
-        return _delivery(rows[0])
+        return delivery_from_row(rows[0], _dt)
 
     def list_deliveries(
         self,
@@ -464,23 +429,15 @@ class SQLiteStorage(Storage):
         status: DeliveryStatus | None = None,
         limit: int | None = None,
     ) -> list[Delivery]:
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (("event_id", event_id), ("endpoint_id", endpoint_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if status is not None:
-            where.append("status = ?")
-            params.append(DeliveryStatus(status).value)
-        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        where, params = delivery_filter(
+            event_id=event_id, endpoint_id=endpoint_id, status=status, mark="?"
+        )
+        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries{where}"
         sql += " ORDER BY created_at, rowid"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [_delivery(row) for row in self._read(sql, params)]
+        return [delivery_from_row(row, _dt) for row in self._read(sql, params)]
 
     # Work ---------------------------------------------------------------------------
 
@@ -519,13 +476,12 @@ class SQLiteStorage(Storage):
         with self._write() as conn:
             rows = conn.execute(sql, params).fetchall()
         rows.sort(key=lambda row: row[7])  # created_at: oldest first
-        width = len(_DELIVERY_COLUMNS.split(","))
         return [
             Claim(
-                delivery=_delivery(row),
-                endpoint=self._endpoint_of(row[width + 2 :]),
-                event_type=row[width],
-                body=row[width + 1],
+                delivery=delivery_from_row(row, _dt),
+                endpoint=self._endpoint_of(row[DELIVERY_WIDTH + 2 :]),
+                event_type=row[DELIVERY_WIDTH],
+                body=row[DELIVERY_WIDTH + 1],
                 lease=lease,
             )
             for row in rows
@@ -611,7 +567,7 @@ class SQLiteStorage(Storage):
             " response_body FROM attempts WHERE delivery_id = ? ORDER BY number, started_at",
             (delivery_id,),
         )
-        return [_attempt(row) for row in rows]
+        return [attempt_from_row(row, _dt) for row in rows]
 
 
 def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:

@@ -1,0 +1,80 @@
+"""Records from database rows, shared by the SQLite and PostgreSQL backends.
+
+Both store a delivery and an attempt in the same column order; they differ only
+in how a timestamp comes back (``moment``: a float for SQLite, a ``datetime`` in
+the session's zone for PostgreSQL), which each backend passes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from .._models import Attempt, Delivery, DeliveryStatus
+from ..exceptions import FailureKind, StorageError
+
+__all__ = ["DELIVERY_WIDTH", "attempt_from_row", "delivery_filter", "delivery_from_row"]
+
+DELIVERY_WIDTH = 9
+"""Columns of a delivery row: id, event_id, endpoint_id, status, attempt_count,
+next_attempt_at, last_error, created_at, updated_at."""
+
+
+def delivery_filter(
+    *,
+    event_id: str | None,
+    endpoint_id: str | None,
+    status: DeliveryStatus | None,
+    mark: str,
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (or ``""``) and its parameters for ``list_deliveries``:
+    every given filter must hold. ``mark`` is the driver's placeholder (``?``, ``%s``)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("event_id", event_id), ("endpoint_id", endpoint_id)):
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            params.append(value)
+    if status is not None:
+        where.append(f"status = {mark}")
+        params.append(DeliveryStatus(status).value)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+def delivery_from_row(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Delivery:
+    """The Delivery of a row; a status this version does not know is a StorageError."""
+    try:
+        status = DeliveryStatus(row[3])
+    except ValueError:
+        raise StorageError(
+            f"delivery {row[0]!r} has status {row[3]!r}, which this version of hookdispatch"
+            " does not know; upgrade hookdispatch or repair the row"
+        ) from None
+    return Delivery(
+        id=row[0],
+        event_id=row[1],
+        endpoint_id=row[2],
+        status=status,
+        attempt_count=row[4],
+        next_attempt_at=None if row[5] is None else moment(row[5]),
+        last_error=row[6],
+        created_at=moment(row[7]),
+        updated_at=moment(row[8]),
+    )
+
+
+def attempt_from_row(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Attempt:
+    """The Attempt of a row: id, delivery_id, number, started_at, duration,
+    status_code, failure, error, response_body (NULL or any bytes-like)."""
+    return Attempt(
+        id=row[0],
+        delivery_id=row[1],
+        number=row[2],
+        started_at=moment(row[3]),
+        duration=row[4],
+        status_code=row[5],
+        failure=None if row[6] is None else FailureKind(row[6]),
+        error=row[7],
+        response_body=b"" if row[8] is None else bytes(row[8]),
+    )
