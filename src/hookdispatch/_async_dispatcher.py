@@ -386,14 +386,7 @@ class AsyncDispatcher:
             self._changed.clear()
             self._slots.claiming += 1
             try:
-                now = self._clock()
-                claims = await self._call(
-                    self._storage.claim,
-                    now=now,
-                    lease_until=now + self._lease,
-                    limit=self._slots.free,
-                    exclude_endpoints=self._slots.held_back(),
-                )
+                claims = await self._claim(self._slots.free)
             except Exception:
                 logger.exception("claiming due deliveries failed; trying again shortly")
                 claims = []
@@ -406,6 +399,17 @@ class AsyncDispatcher:
                 task.add_done_callback(self._tasks.discard)
             if not claims:
                 await self._idle()
+
+    async def _claim(self, limit: int) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries, skipping the held-back endpoints."""
+        now = self._clock()
+        return await self._call(
+            self._storage.claim,
+            now=now,
+            lease_until=now + self._lease,
+            limit=limit,
+            exclude_endpoints=self._slots.held_back(),
+        )
 
     async def _idle(self) -> None:
         try:
@@ -452,14 +456,7 @@ class AsyncDispatcher:
         # Hold this task's slot while it claims, or the pump could hand it out again.
         self._slots.reserve()
         try:
-            now = self._clock()
-            claims = await self._call(
-                self._storage.claim,
-                now=now,
-                lease_until=now + self._lease,
-                limit=1,
-                exclude_endpoints=self._slots.held_back(),
-            )
+            claims = await self._claim(1)
         except Exception:
             logger.exception("claiming the next delivery failed; the pump takes over")
             claims = []

@@ -360,10 +360,7 @@ class Dispatcher:
                 self._wake = False
                 self._slots.claiming += 1
             try:
-                now = self._clock()
-                claims = self._storage.claim(
-                    now=now, lease_until=now + self._lease, limit=limit, exclude_endpoints=held_back
-                )
+                claims = self._claim(limit, held_back)
             except Exception:
                 logger.exception("claiming due deliveries failed; trying again shortly")
                 claims = []
@@ -376,6 +373,14 @@ class Dispatcher:
             if claims:
                 continue
             self._idle()
+
+    def _claim(self, limit: int, held_back: set[str]) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries, skipping the held-back endpoints
+        (read under the lock by the caller; the claim itself runs outside it)."""
+        now = self._clock()
+        return self._storage.claim(
+            now=now, lease_until=now + self._lease, limit=limit, exclude_endpoints=held_back
+        )
 
     def _idle(self) -> None:
         try:
@@ -423,13 +428,7 @@ class Dispatcher:
             claims: list[Claim] = []
             if not stopping:
                 try:
-                    now = self._clock()
-                    claims = self._storage.claim(
-                        now=now,
-                        lease_until=now + self._lease,
-                        limit=1,
-                        exclude_endpoints=held_back,
-                    )
+                    claims = self._claim(1, held_back)
                 except Exception:
                     logger.exception("claiming the next delivery failed; the pump takes over")
             with self._cond:
