@@ -6,7 +6,7 @@ wraps httpcore's network backend so that every connect, TLS handshake, read and
 write is bounded by the time left until one absolute deadline, which the caller
 sets for the current thread (or context) with :func:`total_deadline`.
 
-Only public httpcore API is used: ``ConnectionPool(network_backend=…)`` and the
+Only public httpcore API is used: ``HTTPConnection(network_backend=…)`` and the
 ``NetworkBackend``/``NetworkStream`` interfaces. :func:`deadline_pool` builds the
 pool the sync transport sends through.
 """
@@ -23,6 +23,7 @@ from contextvars import ContextVar
 import httpcore
 import httpx
 
+from ._connections import KeepAlivePool
 from ._targets import TargetPolicy
 
 __all__ = ["deadline_pool", "to_httpcore", "total_deadline"]
@@ -152,17 +153,16 @@ def deadline_pool(
     max_connections: int = 100,
     keepalive_expiry: float = 30.0,
     targets: TargetPolicy | None = None,
-) -> httpcore.ConnectionPool:
-    """httpx's connection pool (HTTP/1.1, no proxy) with the deadline-aware backend.
+) -> KeepAlivePool:
+    """Keep-alive HTTP/1.1 connections (httpcore's, no proxy) on the deadline-aware backend.
 
     Its requests honour :func:`total_deadline`; it raises httpcore's exceptions.
     With ``targets``, every connection goes to an address the policy checked, and a
     refused one raises BlockedTargetError.
     """
-    return httpcore.ConnectionPool(
+    return KeepAlivePool(
         ssl_context=httpx.create_ssl_context(verify=verify),
         max_connections=max_connections,
-        max_keepalive_connections=max_connections,
         keepalive_expiry=keepalive_expiry,
         network_backend=_DeadlineBackend(httpcore.SyncBackend(), targets),
     )

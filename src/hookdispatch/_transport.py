@@ -143,7 +143,7 @@ class HttpxTransport:
         seconds = request.timeout
         try:
             url, host = _target(request.url)
-            headers = [(b"Host", host)]
+            headers = [(b"Host", host), (b"Content-Length", b"%d" % len(request.body))]
             headers.extend(
                 (name.encode(), value.encode()) for name, value in request.headers.items()
             )

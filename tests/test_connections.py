@@ -1,0 +1,202 @@
+"""The sync transport's keep-alive connections (``_connections.KeepAlivePool``).
+
+Against raw socket receivers on 127.0.0.1 that count the connections they accept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+import hookdispatch as hd
+
+from receivers import RawServer, raw_server, wait_for
+
+
+def _read_request(conn: socket.socket, buffer: bytearray) -> bool:
+    """Read one request (head and Content-Length body) from ``buffer``+socket."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        rest += chunk
+    buffer[:] = rest[length:]
+    return True
+
+
+def keep_alive(
+    *, body: bytes = b"ok", per_connection: int | None = None, delay: float = 0.0
+) -> Callable[[socket.socket, threading.Event], None]:
+    """Answer 200 to every request on a connection; hang up after ``per_connection``."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        conn.settimeout(10)
+        buffer = bytearray()
+        served = 0
+        with contextlib.suppress(OSError):
+            while not stop.is_set() and _read_request(conn, buffer):
+                if delay:
+                    time.sleep(delay)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                served += 1
+                if per_connection is not None and served >= per_connection:
+                    return  # closes without a word: no "Connection: close"
+
+    return behaviour
+
+
+def _request(url: str, *, timeout: float = 5.0) -> hd.Request:
+    return hd.Request(
+        url=url, headers={"content-type": "application/json"}, body=b"{}", timeout=timeout
+    )
+
+
+def test_requests_one_after_another_share_one_connection() -> None:
+    with raw_server(keep_alive()) as server:
+        transport = hd.HttpxTransport(targets=hd.TargetPolicy.local())
+        try:
+            outcomes = [transport.send(_request(server.url)) for _ in range(20)]
+        finally:
+            transport.close()
+    assert [getattr(o, "status_code", o) for o in outcomes] == [200] * 20
+    assert server.connections == 1
+
+
+def test_a_connection_the_receiver_hung_up_is_replaced_not_reused() -> None:
+    with raw_server(keep_alive(per_connection=1)) as server:
+        transport = hd.HttpxTransport(targets=hd.TargetPolicy.local())
+        try:
+            outcomes = []
+            for _ in range(5):
+                outcomes.append(transport.send(_request(server.url)))
+                time.sleep(0.05)  # the hang-up reaches us before the next request
+        finally:
+            transport.close()
+    assert [getattr(o, "status_code", o) for o in outcomes] == [200] * 5
+    assert server.connections == 5
+
+
+def test_a_response_cut_at_the_cap_closes_its_connection() -> None:
+    with raw_server(keep_alive(body=b"x" * 1000)) as server:
+        transport = hd.HttpxTransport(max_response_bytes=10, targets=hd.TargetPolicy.local())
+        try:
+            first, second = (transport.send(_request(server.url)) for _ in range(2))
+        finally:
+            transport.close()
+    assert isinstance(first, hd.Response)
+    assert first.body == b"x" * 10
+    assert isinstance(second, hd.Response)
+    assert second.body == b"x" * 10
+    assert server.connections == 2  # the unread rest made the first one unusable
+
+
+class _Counting(RawServer):
+    """Tracks how many connections are open at once."""
+
+    def __init__(self, behaviour: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.open_now = 0
+        self.most_open = 0
+        self._count_lock = threading.Lock()
+        super().__init__(behaviour)
+
+    def _handle(self, conn: socket.socket) -> None:
+        with self._count_lock:
+            self.open_now += 1
+            self.most_open = max(self.most_open, self.open_now)
+        try:
+            super()._handle(conn)
+        finally:
+            with self._count_lock:
+                self.open_now -= 1
+
+
+def test_never_more_than_max_connections_open_however_many_threads_send() -> None:
+    server = _Counting(keep_alive(delay=0.02))
+    transport = hd.HttpxTransport(max_connections=2, targets=hd.TargetPolicy.local())
+    outcomes: list[object] = []
+
+    def send_some() -> None:
+        for _ in range(5):
+            outcomes.append(transport.send(_request(server.url)))
+
+    try:
+        threads = [threading.Thread(target=send_some) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        transport.close()
+        server.close()
+    assert [getattr(o, "status_code", o) for o in outcomes] == [200] * 40
+    assert server.most_open <= 2
+    assert server.connections == 2  # and both were kept alive throughout
+
+
+def test_waiting_for_a_connection_counts_against_the_deadline() -> None:
+    with raw_server(keep_alive(delay=2.0)) as server:
+        transport = hd.HttpxTransport(max_connections=1, targets=hd.TargetPolicy.local())
+        try:
+            slow = threading.Thread(target=transport.send, args=(_request(server.url),))
+            slow.start()
+            assert wait_for(lambda: server.connections == 1)
+            began = time.monotonic()
+            outcome = transport.send(_request(server.url, timeout=0.5))
+            waited = time.monotonic() - began
+            slow.join(timeout=10)
+        finally:
+            transport.close()
+    assert isinstance(outcome, hd.DeliveryTimeout)
+    assert 0.4 < waited < 1.5
+
+
+def test_close_hangs_up_the_idle_connections() -> None:
+    hung_up = threading.Event()
+
+    def serve_once_and_wait_for_eof(conn: socket.socket, stop: threading.Event) -> None:
+        conn.settimeout(10)
+        buffer = bytearray()
+        if _read_request(conn, buffer):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        with contextlib.suppress(OSError):
+            if conn.recv(1) == b"":
+                hung_up.set()
+
+    with raw_server(serve_once_and_wait_for_eof) as server:
+        transport = hd.HttpxTransport(targets=hd.TargetPolicy.local())
+        outcome = transport.send(_request(server.url))
+        assert not hung_up.wait(0.2)  # kept alive while the transport is open
+        transport.close()
+        assert hung_up.wait(5)
+    assert isinstance(outcome, hd.Response)
+    assert outcome.status_code == 200
+
+
+@pytest.mark.parametrize("max_connections", [1, 3])
+def test_a_closed_transport_sends_nothing_more(max_connections: int) -> None:
+    with raw_server(keep_alive()) as server:
+        transport = hd.HttpxTransport(
+            max_connections=max_connections, targets=hd.TargetPolicy.local()
+        )
+        transport.send(_request(server.url))
+        transport.close()
+        outcome = transport.send(_request(server.url))
+    assert isinstance(outcome, hd.ConnectError)
+    assert "closed" in str(outcome)
+    assert server.connections == 1
