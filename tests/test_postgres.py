@@ -117,6 +117,31 @@ def test_reopening_migrates_nothing_and_keeps_the_data(
     again.close()
 
 
+def test_a_version_2_schema_is_migrated_and_claims_carry_the_failure_count(
+    storage: hd.PostgresStorage,
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    fill(storage, 1)
+    storage.close()
+    # Back to schema version 2, whose claim_due left consecutive_failures out.
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP FUNCTION "{schema}".claim_due')
+        conn.execute(MIGRATIONS[0][-2].format(schema=f'"{schema}"'))
+        conn.execute(f'UPDATE "{schema}".endpoints SET consecutive_failures = 3')
+        conn.execute(f'UPDATE "{schema}".schema_version SET version = 2')
+    migrated = hd.PostgresStorage(postgres_dsn, schema=schema)
+    try:
+        [claim] = migrated.claim(now=NOW, lease_until=NOW + LEASE, limit=1)
+        assert claim.endpoint.consecutive_failures == 3
+        assert claim.endpoint == migrated.get_endpoint(claim.endpoint.id)
+    finally:
+        migrated.close()
+    with psycopg.connect(postgres_dsn) as conn:
+        [(version,)] = conn.execute(f'SELECT version FROM "{schema}".schema_version').fetchall()
+    assert version == len(MIGRATIONS) == 3
+
+
 def test_processes_opening_a_new_schema_together_migrate_it_once(
     postgres_dsn: str,  # noqa: F811
     schema: str,

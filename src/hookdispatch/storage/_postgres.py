@@ -37,6 +37,45 @@ from ._rows import DELIVERY_WIDTH, attempt_from_row, delivery_filter, delivery_f
 
 __all__ = ["MIGRATIONS", "PostgresStorage"]
 
+
+def _claim_due_function(*, with_failures: bool = False) -> str:
+    """claim_due: lease up to $4 due deliveries, earliest first, skipping rows that
+    another claim holds locked and endpoints in $5. Rows it waited for are
+    re-checked, and a claimed row is no longer due (next_attempt_at = $2).
+
+    Schema version 1 returned the endpoint without ``consecutive_failures`` (added
+    in version 2); version 3 returns it, so a claim carries the endpoint as stored.
+    """
+    column = ",\n            endpoint_failures integer" if with_failures else ""
+    value = ", e.consecutive_failures" if with_failures else ""
+    return f"""
+        CREATE FUNCTION {{schema}}.claim_due(
+            timestamptz, timestamptz, text, integer, text[]
+        ) RETURNS TABLE (
+            id text, event_id text, endpoint_id text, status text, attempt_count integer,
+            next_attempt_at timestamptz, last_error text, created_at timestamptz,
+            updated_at timestamptz, event_type text, body bytea, endpoint_key text,
+            url text, secret text, events text[], enabled boolean,
+            endpoint_created_at timestamptz{column}
+        ) LANGUAGE sql VOLATILE SET enable_sort = off AS $$
+            WITH due AS MATERIALIZED (
+                SELECT d.id FROM {{schema}}.deliveries d
+                JOIN {{schema}}.endpoints e ON e.id = d.endpoint_id
+                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled
+                    AND d.endpoint_id <> ALL($5)
+                ORDER BY d.next_attempt_at LIMIT $4
+                FOR NO KEY UPDATE OF d SKIP LOCKED
+            )
+            UPDATE {{schema}}.deliveries d SET next_attempt_at = $2, lease = $3
+            FROM due, {{schema}}.events ev, {{schema}}.endpoints e
+            WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id
+            RETURNING d.id, d.event_id, d.endpoint_id, d.status, d.attempt_count,
+                d.next_attempt_at, d.last_error, d.created_at, d.updated_at, ev.type,
+                ev.body, e.id, e.url, e.secret, e.events, e.enabled, e.created_at{value}
+        $$
+        """
+
+
 MIGRATIONS: list[tuple[str, ...]] = [
     (
         """
@@ -106,36 +145,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # handful of due rows and sorts them, and every claim then reads every due row
         # (milliseconds, growing with the backlog) instead of the first few index
         # entries. A function call is also one statement: one round trip.
-        #
-        # claim_due: lease up to $4 due deliveries, earliest first, skipping rows that
-        # another claim holds locked and endpoints in $5. Rows it waited for are
-        # re-checked, and a claimed row is no longer due (next_attempt_at = $2).
-        """
-        CREATE FUNCTION {schema}.claim_due(
-            timestamptz, timestamptz, text, integer, text[]
-        ) RETURNS TABLE (
-            id text, event_id text, endpoint_id text, status text, attempt_count integer,
-            next_attempt_at timestamptz, last_error text, created_at timestamptz,
-            updated_at timestamptz, event_type text, body bytea, endpoint_key text,
-            url text, secret text, events text[], enabled boolean,
-            endpoint_created_at timestamptz
-        ) LANGUAGE sql VOLATILE SET enable_sort = off AS $$
-            WITH due AS MATERIALIZED (
-                SELECT d.id FROM {schema}.deliveries d
-                JOIN {schema}.endpoints e ON e.id = d.endpoint_id
-                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled
-                    AND d.endpoint_id <> ALL($5)
-                ORDER BY d.next_attempt_at LIMIT $4
-                FOR NO KEY UPDATE OF d SKIP LOCKED
-            )
-            UPDATE {schema}.deliveries d SET next_attempt_at = $2, lease = $3
-            FROM due, {schema}.events ev, {schema}.endpoints e
-            WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id
-            RETURNING d.id, d.event_id, d.endpoint_id, d.status, d.attempt_count,
-                d.next_attempt_at, d.last_error, d.created_at, d.updated_at, ev.type,
-                ev.body, e.id, e.url, e.secret, e.events, e.enabled, e.created_at
-        $$
-        """,
+        _claim_due_function(),
         """
         CREATE FUNCTION {schema}.next_due() RETURNS timestamptz
         LANGUAGE sql STABLE SET enable_sort = off AS $$
@@ -147,6 +157,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """,
     ),
     ("ALTER TABLE {schema}.endpoints ADD COLUMN consecutive_failures integer NOT NULL DEFAULT 0",),
+    (
+        "DROP FUNCTION {schema}.claim_due(timestamptz, timestamptz, text, integer, text[])",
+        _claim_due_function(with_failures=True),
+    ),
 ]
 """Schema migrations: the n-th list of statements takes the schema from version n to n + 1.
 
@@ -202,8 +216,7 @@ def _endpoint(row: Sequence[Any]) -> Endpoint:
         events=tuple(row[3]),
         enabled=row[4],
         created_at=_utc(row[5]),
-        # claim_due (schema version 1) returns no count: claims do not need it.
-        consecutive_failures=row[6] if len(row) > 6 else 0,
+        consecutive_failures=row[6],
     )
 
 
