@@ -27,8 +27,10 @@ from ._operations import (
     check_options,
     check_transaction_mode,
     log_attempt,
+    log_unrecorded,
     parse_status,
     record_attempt,
+    record_success_and_claim,
     refused_target,
     set_endpoint_enabled,
     store_endpoint,
@@ -306,6 +308,12 @@ class AsyncDispatcher:
 
     async def _attempt(self, claim: Claim) -> bool:
         """Send one claimed delivery and record what happened. True if it succeeded."""
+        attempt, delivery = await self._send(claim)
+        await self._record(claim, attempt, delivery)
+        return attempt.succeeded
+
+    async def _send(self, claim: Claim) -> tuple[Attempt, Delivery]:
+        """Send one claimed delivery: the attempt's record and the delivery's next state."""
         started_at = self._clock()
         request = prepare(claim, now=started_at, timeout=self._timeout)
         began = time.perf_counter()
@@ -326,6 +334,9 @@ class AsyncDispatcher:
             policy=self._retry,
         )
         log_attempt(claim, attempt, delivery)
+        return attempt, delivery
+
+    async def _record(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> None:
         _, disabled, reason = await self._call(
             record_attempt,
             self._storage,
@@ -336,7 +347,6 @@ class AsyncDispatcher:
         )
         if disabled is not None and self._on_endpoint_disabled is not None:
             self._on_endpoint_disabled(disabled, reason)
-        return attempt.succeeded
 
     async def _deliver_inline(self, event_id: str) -> None:
         while True:
@@ -429,27 +439,29 @@ class AsyncDispatcher:
         """Attempt a claim; then, while work is due, claim the next one in this task.
 
         As in the thread pool: going back to the pump after every attempt would
-        cost a wake-up, a claim and a new task per delivery.
+        cost a wake-up, a claim and a new task per delivery. After a success,
+        recording it and claiming the next delivery take one storage call.
         """
         attempts = 0
         try:
             while claim is not None:
                 endpoint_id = claim.endpoint.id
+                success: tuple[Claim, Attempt, Delivery] | None = None
                 succeeded: bool | None = None  # stays None if the task is cancelled
                 try:
-                    succeeded = await self._attempt(claim)
+                    attempt, delivery = await self._send(claim)
+                    if attempt.succeeded:
+                        success = claim, attempt, delivery  # recorded with the next claim
+                    else:
+                        await self._record(claim, attempt, delivery)
+                    succeeded = attempt.succeeded
                 except Exception:
                     succeeded = False
-                    logger.exception(
-                        "recording the attempt of %s failed; it is retried when its lease ends",
-                        claim.delivery.id,
-                    )
+                    log_unrecorded(claim)
                 finally:
                     if self._slots.finished(endpoint_id, succeeded=succeeded):
                         self._notify()  # more slots may go to this endpoint now: the pump's job
-                claim = None
-                if not self._stopping:
-                    claim = await self._claim_next()
+                claim = await self._claim_next(recording=success)
                 # An attempt need not suspend (a refused target, a storage that never
                 # blocks), so yield now and then: a long run of those cannot hold the
                 # loop. Not after every attempt: that would run every task's ends
@@ -463,14 +475,39 @@ class AsyncDispatcher:
         finally:
             self._notify()  # a slot is free: the pump may need it
 
-    async def _claim_next(self) -> Claim | None:
+    async def _claim_next(
+        self, *, recording: tuple[Claim, Attempt, Delivery] | None
+    ) -> Claim | None:
+        """This task's next delivery, if one is due; ``recording`` (a success) is
+        stored in the same storage call. None when stopping (after recording)."""
+        if self._stopping:
+            if recording is not None:
+                try:
+                    await self._record(*recording)
+                except Exception:
+                    log_unrecorded(recording[0])
+            return None
         # Hold this task's slot while it claims, or the pump could hand it out again.
         self._slots.reserve()
+        claims: list[Claim] = []
         try:
-            claims = await self._claim(1)
+            if recording is None:
+                claims = await self._claim(1)
+            else:
+                now = self._clock()
+                claims = await self._call(
+                    record_success_and_claim,
+                    self._storage,
+                    *recording,
+                    now=now,
+                    lease_until=now + self._lease,
+                    exclude_endpoints=self._slots.held_back(),
+                )
         except Exception:
-            logger.exception("claiming the next delivery failed; the pump takes over")
-            claims = []
+            if recording is not None:
+                log_unrecorded(recording[0])
+            else:
+                logger.exception("claiming the next delivery failed; the pump takes over")
         finally:
             self._slots.release()
         self._slots.started(claims)

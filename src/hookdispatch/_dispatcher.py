@@ -26,8 +26,10 @@ from ._operations import (
     check_options,
     check_transaction_mode,
     log_attempt,
+    log_unrecorded,
     parse_status,
     record_attempt,
+    record_success_and_claim,
     refused_target,
     set_endpoint_enabled,
     store_endpoint,
@@ -306,6 +308,12 @@ class Dispatcher:
 
     def _attempt(self, claim: Claim) -> bool:
         """Send one claimed delivery and record what happened. True if it succeeded."""
+        attempt, delivery = self._send(claim)
+        self._record(claim, attempt, delivery)
+        return attempt.succeeded
+
+    def _send(self, claim: Claim) -> tuple[Attempt, Delivery]:
+        """Send one claimed delivery: the attempt's record and the delivery's next state."""
         started_at = self._clock()
         request = prepare(claim, now=started_at, timeout=self._timeout)
         began = time.perf_counter()
@@ -324,12 +332,14 @@ class Dispatcher:
             policy=self._retry,
         )
         log_attempt(claim, attempt, delivery)
+        return attempt, delivery
+
+    def _record(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> None:
         _, disabled, reason = record_attempt(
             self._storage, claim, attempt, delivery, disable_after=self._disable_after
         )
         if disabled is not None and self._on_endpoint_disabled is not None:
             self._on_endpoint_disabled(disabled, reason)
-        return attempt.succeeded
 
     def _deliver_inline(self, event_id: str) -> None:
         # One claim at a time, so no lease outlives the attempt it covers.
@@ -402,42 +412,69 @@ class Dispatcher:
 
         Going back to the pump after every attempt would cost two thread switches
         per delivery; the pump is for starting workers, not for feeding busy ones.
+        After a success, recording it and claiming the next delivery take one
+        storage call (``complete_and_claim``: one transaction on SQLite).
         """
         while claim is not None:
             endpoint_id = claim.endpoint.id
-            succeeded = False
+            success: tuple[Attempt, Delivery] | None = None
             try:
-                succeeded = self._attempt(claim)
+                attempt, delivery = self._send(claim)
+                if attempt.succeeded:
+                    success = attempt, delivery  # recorded below, with the next claim
+                else:
+                    self._record(claim, attempt, delivery)
             except Exception:
-                logger.exception(
-                    "recording the attempt of %s failed; it is retried when its lease ends",
-                    claim.delivery.id,
-                )
+                log_unrecorded(claim)
+            held_back: set[str] | None = None
             with self._cond:
-                if self._slots.finished(endpoint_id, succeeded=succeeded):
+                if self._slots.finished(endpoint_id, succeeded=success is not None):
                     # The endpoint may now fill more slots than were claimed for it:
                     # the pump hands them out (this worker only claims its own next).
                     self._wake = True
                     self._cond.notify_all()
-                stopping = self._stopping
-                if not stopping:
+                if not self._stopping:
                     # Keep this worker's slot while it claims, or the pump could
                     # hand the same slot out again meanwhile.
                     self._slots.reserve()
                     held_back = self._slots.held_back()
             claims: list[Claim] = []
-            if not stopping:
-                try:
+            try:
+                if success is not None:
+                    claims = self._record_success(claim, *success, held_back=held_back)
+                elif held_back is not None:
                     claims = self._claim(1, held_back)
-                except Exception:
-                    logger.exception("claiming the next delivery failed; the pump takes over")
+            except Exception:
+                logger.exception("claiming the next delivery failed; the pump takes over")
             with self._cond:
-                if not stopping:
+                if held_back is not None:
                     self._slots.release()
                 self._slots.started(claims)
                 if not claims:
                     self._cond.notify_all()  # a slot is free: the pump may need it
             claim = claims[0] if claims else None
+
+    def _record_success(
+        self, claim: Claim, attempt: Attempt, delivery: Delivery, *, held_back: set[str] | None
+    ) -> list[Claim]:
+        """Record a success and, unless stopping (``held_back`` None), claim the next."""
+        try:
+            if held_back is None:
+                self._record(claim, attempt, delivery)
+                return []
+            now = self._clock()
+            return record_success_and_claim(
+                self._storage,
+                claim,
+                attempt,
+                delivery,
+                now=now,
+                lease_until=now + self._lease,
+                exclude_endpoints=held_back,
+            )
+        except Exception:
+            log_unrecorded(claim)
+            return []
 
     def _notify(self) -> None:
         with self._cond:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 
 from attrs import evolve
@@ -211,9 +211,7 @@ def record_attempt(
     if held and delivery.next_attempt_at is not None and endpoint_down(attempt):
         storage.defer_endpoint(claim.endpoint.id, until=delivery.next_attempt_at)
     if not held:
-        logger.warning(
-            "lease on %s expired during its attempt; another worker owns it now", delivery.id
-        )
+        _lease_lost(delivery)
     gone = endpoint_gone(attempt)
     if not gone and not (held and disable_after and delivery.status is DeliveryStatus.FAILED):
         return held, None, ""
@@ -233,6 +231,48 @@ def record_attempt(
         reason,
     )
     return held, disabled, reason
+
+
+def record_success_and_claim(
+    storage: Storage,
+    claim: Claim,
+    attempt: Attempt,
+    delivery: Delivery,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    exclude_endpoints: Collection[str],
+) -> list[Claim]:
+    """Store a successful attempt and lease the worker's next delivery: one storage call.
+
+    Only for a success, which says nothing against the endpoint; a failure goes
+    through :func:`record_attempt`, whose deferral or disabling must happen before
+    anything more is claimed for the endpoint.
+    """
+    held, claims = storage.complete_and_claim(
+        claim,
+        attempt,
+        delivery,
+        now=now,
+        lease_until=lease_until,
+        exclude_endpoints=exclude_endpoints,
+    )
+    if not held:
+        _lease_lost(delivery)
+    return claims
+
+
+def log_unrecorded(claim: Claim) -> None:
+    """Log (with the exception being handled) an attempt whose record was not stored."""
+    logger.exception(
+        "recording the attempt of %s failed; it is retried when its lease ends", claim.delivery.id
+    )
+
+
+def _lease_lost(delivery: Delivery) -> None:
+    logger.warning(
+        "lease on %s expired during its attempt; another worker owns it now", delivery.id
+    )
 
 
 def parse_status(value: DeliveryStatus | str | None) -> DeliveryStatus | None:

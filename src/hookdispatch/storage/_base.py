@@ -169,6 +169,30 @@ class Storage(abc.ABC):
         A delivery stored as pending gets a new lease only through ``claim``.
         """
 
+    def complete_and_claim(
+        self,
+        claim: Claim,
+        attempt: Attempt,
+        delivery: Delivery,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        exclude_endpoints: Collection[str] = (),
+    ) -> tuple[bool, list[Claim]]:
+        """``complete(claim, attempt, delivery)``, then ``claim(limit=1, …)``.
+
+        A worker that has just finished an attempt records it and takes its next
+        delivery in one call; returns what the two calls return. Optional: the
+        default makes the two calls. A backend may run both in one transaction
+        (SQLiteStorage does: a commit less per delivery). If this raises, the caller
+        treats the attempt as unrecorded: it is sent again when its lease ends.
+        """
+        held = self.complete(claim, attempt, delivery)
+        claims = self.claim(
+            now=now, lease_until=lease_until, limit=1, exclude_endpoints=exclude_endpoints
+        )
+        return held, claims
+
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
         """Move the endpoint's unleased pending deliveries due before ``until`` to ``until``.
 

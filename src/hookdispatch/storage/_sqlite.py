@@ -471,6 +471,50 @@ class SQLiteStorage(Storage):
     ) -> list[Claim]:
         if limit <= 0:
             return []  # SQLite reads LIMIT -1 as "no limit"
+        sql, params, lease = self._claim_statement(
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            event_id=event_id,
+            exclude_endpoints=exclude_endpoints,
+        )
+        with self._write() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return self._claims(rows, lease)
+
+    def complete_and_claim(
+        self,
+        claim: Claim,
+        attempt: Attempt,
+        delivery: Delivery,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        exclude_endpoints: Collection[str] = (),
+    ) -> tuple[bool, list[Claim]]:
+        """Both in one transaction: one commit, and the pages both touch written once."""
+        sql, params, lease = self._claim_statement(
+            now=now,
+            lease_until=lease_until,
+            limit=1,
+            event_id=None,
+            exclude_endpoints=exclude_endpoints,
+        )
+        with self._write() as conn:
+            held = self._complete(conn, claim, attempt, delivery)
+            rows = conn.execute(sql, params).fetchall()
+        return held, self._claims(rows, lease)
+
+    def _claim_statement(
+        self,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        event_id: str | None,
+        exclude_endpoints: Collection[str],
+    ) -> tuple[str, list[Any], str]:
+        """The claim's SQL, its parameters and the new lease token."""
         lease = secrets.token_hex(8)
         params: list[Any] = [_ts(lease_until), lease, _ts(now)]
         filters = ""
@@ -492,8 +536,9 @@ class SQLiteStorage(Storage):
             " AND e.enabled = 1 ORDER BY d.next_attempt_at LIMIT ?)"
             f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}, {_CLAIMED_ENDPOINT}"
         )
-        with self._write() as conn:
-            rows = conn.execute(sql, params).fetchall()
+        return sql, params, lease
+
+    def _claims(self, rows: list[Any], lease: str) -> list[Claim]:
         rows.sort(key=lambda row: row[7])  # created_at: oldest first
         return [
             Claim(
@@ -517,48 +562,52 @@ class SQLiteStorage(Storage):
 
     def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
         with self._write() as conn:
+            return self._complete(conn, claim, attempt, delivery)
+
+    def _complete(
+        self, conn: sqlite3.Connection, claim: Claim, attempt: Attempt, delivery: Delivery
+    ) -> bool:
+        conn.execute(
+            "INSERT INTO attempts (id, delivery_id, number, started_at, duration,"
+            " status_code, failure, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                attempt.id,
+                attempt.delivery_id,
+                attempt.number,
+                _ts(attempt.started_at),
+                attempt.duration,
+                attempt.status_code,
+                None if attempt.failure is None else attempt.failure.value,
+                attempt.error,
+                attempt.response_body,
+            ),
+        )
+        cursor = conn.execute(
+            "UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?,"
+            " last_error = ?, updated_at = ?, lease = NULL WHERE id = ? AND lease = ?",
+            (
+                delivery.status.value,
+                delivery.attempt_count,
+                None if delivery.next_attempt_at is None else _ts(delivery.next_attempt_at),
+                delivery.last_error,
+                _ts(delivery.updated_at),
+                delivery.id,
+                claim.lease,
+            ),
+        )
+        held = cursor.rowcount == 1
+        if held and delivery.status is DeliveryStatus.FAILED:
             conn.execute(
-                "INSERT INTO attempts (id, delivery_id, number, started_at, duration,"
-                " status_code, failure, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    attempt.id,
-                    attempt.delivery_id,
-                    attempt.number,
-                    _ts(attempt.started_at),
-                    attempt.duration,
-                    attempt.status_code,
-                    None if attempt.failure is None else attempt.failure.value,
-                    attempt.error,
-                    attempt.response_body,
-                ),
+                "UPDATE endpoints SET consecutive_failures = consecutive_failures + 1 WHERE id = ?",
+                (delivery.endpoint_id,),
             )
-            cursor = conn.execute(
-                "UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?,"
-                " last_error = ?, updated_at = ?, lease = NULL WHERE id = ? AND lease = ?",
-                (
-                    delivery.status.value,
-                    delivery.attempt_count,
-                    None if delivery.next_attempt_at is None else _ts(delivery.next_attempt_at),
-                    delivery.last_error,
-                    _ts(delivery.updated_at),
-                    delivery.id,
-                    claim.lease,
-                ),
+        elif held and delivery.status.is_final:  # a success resets the count
+            conn.execute(
+                "UPDATE endpoints SET consecutive_failures = 0"
+                " WHERE id = ? AND consecutive_failures != 0",  # most often, no write
+                (delivery.endpoint_id,),
             )
-            held = cursor.rowcount == 1
-            if held and delivery.status is DeliveryStatus.FAILED:
-                conn.execute(
-                    "UPDATE endpoints SET consecutive_failures = consecutive_failures + 1"
-                    " WHERE id = ?",
-                    (delivery.endpoint_id,),
-                )
-            elif held and delivery.status.is_final:  # a success resets the count
-                conn.execute(
-                    "UPDATE endpoints SET consecutive_failures = 0"
-                    " WHERE id = ? AND consecutive_failures != 0",  # most often, no write
-                    (delivery.endpoint_id,),
-                )
-            return held
+        return held
 
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
         with self._write() as conn:

@@ -178,23 +178,9 @@ class StorageStateMachine(RuleBasedStateMachine):
         event_id = None
         if self.event_ids:
             event_id = data.draw(st.none() | st.sampled_from(self.event_ids), label="event_id")
-        excluded: list[str] = []
-        if self.endpoint_ids:
-            excluded = data.draw(
-                st.lists(st.sampled_from(self.endpoint_ids), unique=True, max_size=2),
-                label="exclude_endpoints",
-            )
+        excluded = self._draw_excluded(data)
         now, lease_until = self.now, self.now + timedelta(seconds=lease)
-        enabled = {ep.id for ep in self.model.list_endpoints() if ep.enabled}
-        claimable = {
-            d.id: d.next_attempt_at
-            for d in self.model.list_deliveries(status=DeliveryStatus.PENDING)
-            if d.next_attempt_at is not None
-            and d.next_attempt_at <= now
-            and d.endpoint_id in enabled
-            and d.endpoint_id not in excluded
-            and (event_id is None or d.event_id == event_id)
-        }
+        claimable = self._claimable(excluded, event_id)
         claims = self.system.claim(
             now=now,
             lease_until=lease_until,
@@ -202,6 +188,38 @@ class StorageStateMachine(RuleBasedStateMachine):
             event_id=event_id,
             exclude_endpoints=excluded,
         )
+        self._take(claims, claimable, limit=limit, lease_until=lease_until)
+
+    def _draw_excluded(self, data: st.DataObject) -> list[str]:
+        if not self.endpoint_ids:
+            return []
+        return data.draw(
+            st.lists(st.sampled_from(self.endpoint_ids), unique=True, max_size=2),
+            label="exclude_endpoints",
+        )
+
+    def _claimable(self, excluded: list[str], event_id: str | None) -> dict[str, datetime]:
+        """The model's deliveries a claim may take now, with their due times."""
+        enabled = {ep.id for ep in self.model.list_endpoints() if ep.enabled}
+        return {
+            d.id: d.next_attempt_at
+            for d in self.model.list_deliveries(status=DeliveryStatus.PENDING)
+            if d.next_attempt_at is not None
+            and d.next_attempt_at <= self.now
+            and d.endpoint_id in enabled
+            and d.endpoint_id not in excluded
+            and (event_id is None or d.event_id == event_id)
+        }
+
+    def _take(
+        self,
+        claims: list[Claim],
+        claimable: dict[str, datetime],
+        *,
+        limit: int,
+        lease_until: datetime,
+    ) -> None:
+        """Check the system's claims against the model, and mirror them there."""
         taken = [c.delivery.id for c in claims]
         equal(len(taken), min(limit, len(claimable)), "number of deliveries claimed")
         equal(len(set(taken)), len(taken), "a claim returned one delivery twice")
@@ -216,7 +234,7 @@ class StorageStateMachine(RuleBasedStateMachine):
         for claim in claims:
             delivery = claim.delivery
             mirrored = self.model.claim(
-                now=now,
+                now=self.now,
                 lease_until=lease_until,
                 limit=1,
                 event_id=delivery.event_id,
@@ -238,8 +256,26 @@ class StorageStateMachine(RuleBasedStateMachine):
         attempt, state = outcome(
             system_claim, result, now=self.now, retry_at=self.now + timedelta(seconds=delay)
         )
-        stored = self.system.complete(system_claim, attempt, state)
-        equal(stored, self.model.complete(model_claim, attempt, state), "complete() result")
+        if data.draw(st.booleans(), label="and claim the next (complete_and_claim)"):
+            excluded = self._draw_excluded(data)
+            lease_until = self.now + timedelta(seconds=30)
+            stored, claims = self.system.complete_and_claim(
+                system_claim,
+                attempt,
+                state,
+                now=self.now,
+                lease_until=lease_until,
+                exclude_endpoints=excluded,
+            )
+            equal(
+                stored,
+                self.model.complete(model_claim, attempt, state),
+                "complete_and_claim() result",
+            )
+            self._take(claims, self._claimable(excluded, None), limit=1, lease_until=lease_until)
+        else:
+            stored = self.system.complete(system_claim, attempt, state)
+            equal(stored, self.model.complete(model_claim, attempt, state), "complete() result")
         attempts = self.system.list_attempts(state.id)
         equal(
             [a.number for a in attempts],
