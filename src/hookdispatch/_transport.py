@@ -15,7 +15,7 @@ import httpcore
 import httpx
 
 from ._core import Outcome, Request, Response
-from ._deadline import deadline_pool, total_deadline
+from ._deadline import TotalDeadline, deadline_pool
 from ._targets import TargetPolicy
 from .exceptions import (
     BlockedTargetError,
@@ -148,7 +148,7 @@ class HttpxTransport:
                 (name.encode(), value.encode()) for name, value in request.headers.items()
             )
             with (
-                total_deadline(seconds),
+                TotalDeadline(seconds),
                 self._pool.stream(
                     "POST",
                     url,

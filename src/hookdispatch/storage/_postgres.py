@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,7 @@ from psycopg.errors import ForeignKeyViolation, UniqueViolation
 from psycopg_pool import ConnectionPool
 
 from .._core import Claim
-from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, new_id
 from ..exceptions import (
     InvalidInputError,
     InvalidStateError,
@@ -548,7 +547,8 @@ class PostgresStorage(Storage):
     ) -> list[Claim]:
         if limit <= 0:
             return []
-        lease = secrets.token_hex(8)
+        lease = new_id("lse")  # unique, like every id; a lease guards against stale
+        # workers, not attackers, so it needs no system call for randomness
         excluded = list(exclude_endpoints)
         if event_id is None:
             query = self._q("SELECT * FROM {schema}.claim_due(%s, %s, %s, %s, %s)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -16,7 +15,7 @@ from typing import Any, Literal
 import sqlite_utils
 
 from .._core import Claim
-from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, new_id
 from ..exceptions import (
     InvalidInputError,
     InvalidStateError,
@@ -195,20 +194,25 @@ class SQLiteStorage(Storage):
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         """Borrow a connection from the pool: as many exist as were ever used at once."""
+        conn = self._borrow()
+        try:
+            yield conn
+        finally:
+            self._give_back(conn)
+
+    def _borrow(self) -> sqlite3.Connection:
         with self._connections_lock:
             if self._closed:
                 raise StorageError("this SQLiteStorage is closed; open a new one")
             conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._open_connection()
-        try:
-            yield conn
-        finally:
-            with self._connections_lock:
-                if self._closed:
-                    conn.close()
-                else:
-                    self._idle.append(conn)
+        return self._open_connection() if conn is None else conn
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        with self._connections_lock:
+            if self._closed:
+                conn.close()
+            else:
+                self._idle.append(conn)
 
     def _open_connection(self) -> sqlite3.Connection:
         with _translated():
@@ -256,8 +260,13 @@ class SQLiteStorage(Storage):
         return self._writer
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._connection() as conn, _translated():
+        conn = self._borrow()  # (no context managers: this runs on every dispatch)
+        try:
             return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite failed: {exc}") from exc
+        finally:
+            self._give_back(conn)
 
     def _migrate(self) -> None:
         with self._write() as conn:
@@ -515,7 +524,8 @@ class SQLiteStorage(Storage):
         exclude_endpoints: Collection[str],
     ) -> tuple[str, list[Any], str]:
         """The claim's SQL, its parameters and the new lease token."""
-        lease = secrets.token_hex(8)
+        lease = new_id("lse")  # unique, like every id; a lease guards against stale
+        # workers, not attackers, so it needs no system call for randomness
         params: list[Any] = [_ts(lease_until), lease, _ts(now)]
         filters = ""
         if event_id is not None:
