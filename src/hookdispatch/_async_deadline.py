@@ -13,22 +13,32 @@ cancellation pending.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 __all__ = ["DeadlineWatch", "Expiry"]
 
 
 class Expiry:
-    """One request under watch: its task, its deadline, and whether it passed."""
+    """One request under watch: its task, its deadline, and whether it passed.
 
-    __slots__ = ("cancelling", "deadline", "expired", "task")
+    A context manager: the block it guards is watched from entry to exit. (A class
+    rather than a generator context manager: this runs on every request.)
+    """
 
-    def __init__(self, task: asyncio.Task[object], deadline: float) -> None:
+    __slots__ = ("_watch", "cancelling", "deadline", "expired", "task")
+
+    def __init__(self, watch: DeadlineWatch, task: asyncio.Task[object], deadline: float) -> None:
+        self._watch = watch
         self.task = task
         self.deadline = deadline
         self.expired = False
         self.cancelling = task.cancelling()  # cancellations already pending on entry
+
+    def __enter__(self) -> Expiry:
+        self._watch._add(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._watch._remove(self)
 
     def timed_out(self) -> bool:
         """After a CancelledError in the block: was it this deadline, and only it?
@@ -46,9 +56,9 @@ class DeadlineWatch:
         self._watched: dict[int, Expiry] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    @contextmanager
-    def watch(self, seconds: float) -> Iterator[Expiry]:
-        """Cancel the current task if the block is still running ``seconds`` from now.
+    def watch(self, seconds: float) -> Expiry:
+        """``with watch(seconds) as expiry:`` cancels the current task if the block
+        is still running ``seconds`` from now.
 
         On a CancelledError inside the block, ``expiry.timed_out()`` says whether it
         was the deadline (then handle it) or anything else (then re-raise).
@@ -56,15 +66,16 @@ class DeadlineWatch:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None, "DeadlineWatch.watch runs inside a task"
-        expiry = Expiry(task, loop.time() + seconds)
-        key = id(expiry)
-        self._watched[key] = expiry
+        return Expiry(self, task, loop.time() + seconds)
+
+    def _add(self, expiry: Expiry) -> None:
+        self._watched[id(expiry)] = expiry
         if self._timer is None:
+            loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._tick, self._check, loop)
-        try:
-            yield expiry
-        finally:
-            del self._watched[key]
+
+    def _remove(self, expiry: Expiry) -> None:
+        del self._watched[id(expiry)]
 
     def close(self) -> None:
         """Stop the timer (the requests still watched are no longer cut)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http.cookiejar
 import socket
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -24,6 +25,7 @@ import aiohttp
 import aiohttp.abc
 import httpcore
 import httpx
+import yarl
 
 from ._async_deadline import DeadlineWatch
 from ._core import Outcome, Request, Response
@@ -124,6 +126,12 @@ def _literal_refusal(targets: TargetPolicy, url: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed(url: str) -> yarl.URL:
+    """The URL as aiohttp parses it, once per endpoint URL instead of per request."""
+    return yarl.URL(url)
+
+
 class AiohttpTransport:
     """The default async transport: one pooled ``aiohttp.ClientSession``.
 
@@ -161,6 +169,8 @@ class AiohttpTransport:
                 timeout=aiohttp.ClientTimeout(total=None),  # the DeadlineWatch bounds each send
                 auto_decompress=False,
                 trust_env=False,
+                # A receiver's Set-Cookie is never sent back (to it or any other).
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._deadlines = DeadlineWatch()  # its timer belongs to this loop
         return self._session
@@ -181,7 +191,7 @@ class AiohttpTransport:
     async def _post(self, session: aiohttp.ClientSession, request: Request) -> Outcome:
         try:
             async with session.post(
-                request.url,
+                _parsed(request.url),
                 data=request.body,
                 headers=request.headers,
                 allow_redirects=False,
@@ -346,6 +356,8 @@ class AsyncHttpxTransport:
             trust_env=False,
             transport=transport,
         )
+        # A receiver's Set-Cookie is never sent back (to it or any other).
+        self._client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
     async def send(self, request: Request) -> Outcome:
         try:
