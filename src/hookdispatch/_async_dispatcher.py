@@ -10,6 +10,7 @@ loop thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -120,7 +121,8 @@ class AsyncDispatcher:
             else None
         )
         self._slots = WorkerSlots(concurrency)
-        self._changed: asyncio.Event | None = None
+        self._changed: asyncio.Event | None = None  # wakes the pump
+        self._settled: asyncio.Event | None = None  # a task ran out of work: wakes drain()
         self._pump: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -369,6 +371,7 @@ class AsyncDispatcher:
     def _start(self) -> None:
         if self._pump is None:
             self._changed = asyncio.Event()
+            self._settled = asyncio.Event()
             self._pump = asyncio.get_running_loop().create_task(
                 self._run_pump(), name="hookdispatch-pump"
             )
@@ -411,6 +414,8 @@ class AsyncDispatcher:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             if not claims:
+                assert self._settled is not None
+                self._settled.set()  # nothing due: drain() may be waiting for this
                 await self._idle()
 
     async def _claim(self, limit: int) -> list[Claim]:
@@ -474,6 +479,8 @@ class AsyncDispatcher:
                     await asyncio.sleep(0)
         finally:
             self._notify()  # a slot is free: the pump may need it
+            assert self._settled is not None
+            self._settled.set()
 
     async def _claim_next(
         self, *, recording: tuple[Claim, Attempt, Delivery] | None
@@ -532,16 +539,23 @@ class AsyncDispatcher:
         """Wait until no delivery is due now and none is in flight; see :meth:`Dispatcher.drain`."""
         if self._concurrency == 0 or self._pump is None:
             return True
+        assert self._settled is not None
         give_up = None if timeout is None else time.monotonic() + timeout
         while True:
+            self._settled.clear()  # before looking: a task ending from now on sets it
             due = await self._call(self._storage.next_due_at)
             if self._slots.idle and (due is None or due > self._clock()):
                 return True
             if self._pump.done():
                 return False
-            if give_up is not None and time.monotonic() >= give_up:
+            wait = 0.05 if give_up is None else min(0.05, give_up - time.monotonic())
+            if wait <= 0:
                 return False
-            await asyncio.sleep(0.01)
+            # Woken when a task runs out of work, so drain returns as soon as the
+            # last attempt is recorded; the cap covers work due by the clock alone.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._settled.wait()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop taking events, deliver what is due (up to ``timeout`` s), and stop.
