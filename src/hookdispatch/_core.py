@@ -15,7 +15,7 @@ from attrs import field, frozen
 
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, new_id
 from ._policy import RetryPolicy, parse_retry_after
-from ._signing import sign_hex, standard_headers
+from ._signing import sign_hex, sign_standard
 from .exceptions import FailureKind, TransportError
 
 __all__ = [
@@ -103,17 +103,20 @@ def prepare(claim: Claim, *, now: datetime, timeout: float) -> Request:
     The Standard Webhooks timestamp is ``now``, fresh on every attempt; ``webhook-id``
     is the event id, the same on every attempt and endpoint (receivers dedupe on it).
     """
-    secret = claim.endpoint.secret
+    secret, body, event_id = claim.endpoint.secret, claim.body, claim.delivery.event_id
+    timestamp = int(now.timestamp())
     headers = {
         "content-type": "application/json",
         "user-agent": USER_AGENT,
         "accept-encoding": "identity",
-        "x-webhook-signature": sign_hex(claim.body, secret),
-        **standard_headers(
-            claim.body, secret, msg_id=claim.delivery.event_id, timestamp=int(now.timestamp())
-        ),
+        "x-webhook-signature": sign_hex(body, secret),
+        # Standard Webhooks: the event id (the same on every attempt), this
+        # attempt's timestamp, and the signature over both and the body.
+        "webhook-id": event_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign_standard(body, secret, msg_id=event_id, timestamp=timestamp),
     }
-    return Request(url=claim.endpoint.url, headers=headers, body=claim.body, timeout=timeout)
+    return Request(url=claim.endpoint.url, headers=headers, body=body, timeout=timeout)
 
 
 def _describe(outcome: Outcome) -> tuple[int | None, FailureKind | None, str | None, bytes]:
