@@ -35,6 +35,21 @@ def fill(storage: hd.Storage, events: int) -> list[str]:
     return ids
 
 
+def test_a_new_file_gets_2_kib_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    hd.SQLiteStorage(tmp_path / "new.db").close()
+    with sqlite3.connect(tmp_path / "new.db") as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 2048
+    with sqlite3.connect(tmp_path / "old.db") as conn:  # made by an older hookdispatch
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("CREATE TABLE t (x)")
+    storage = hd.SQLiteStorage(tmp_path / "old.db")
+    storage.add_endpoint(hd.Endpoint.create("https://example.com/hooks", now=NOW))
+    assert len(storage.list_endpoints()) == 1
+    storage.close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+
+
 def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
     hd.SQLiteStorage(tmp_path / "hooks.db").close()
     conn = sqlite3.connect(tmp_path / "hooks.db")
