@@ -508,3 +508,22 @@ def test_sqlite_after_close(tmp_path: Path) -> None:
     storage.close()
     with pytest.raises(hd.StorageError, match="closed"):
         storage.list_endpoints()
+
+
+@pytest.mark.parametrize(
+    "moments",
+    [
+        # Microseconds apart across a second's end, and back in time (a clock step).
+        ["15:41:23.999999", "15:41:24.000000", "15:41:24.999999", "15:41:23.500000"],
+        # The same second of another minute, hour and day: the cache must not match.
+        ["15:41:23.100000", "15:42:23.100000", "16:41:23.100000", "15:41:23.200000"],
+    ],
+)
+def test_created_at_is_each_events_own_second(moments: list[str]) -> None:
+    for moment in moments:
+        now = datetime.fromisoformat(f"2024-06-30T{moment}+00:00")
+        event = hd.Event.create("user.created", {}, now=now)
+        assert event.created_at == now.replace(microsecond=0)
+        assert f'"created_at":"2024-06-30T{moment[:8]}Z"'.encode() in event.body
+    later_day = datetime(2024, 7, 1, 15, 41, 23, 100000, tzinfo=UTC)
+    assert hd.Event.create("user.created", {}, now=later_day).created_at.day == 1
