@@ -59,9 +59,11 @@ class MemoryStorage(Storage):
         self._by_endpoint: dict[str, list[str]] = defaultdict(list)
         self._leases: dict[str, str] = {}
         self._attempts: dict[str, list[Attempt]] = defaultdict(list)
-        # (due time, tiebreak, delivery id); stale entries are skipped when popped.
+        # (due time, tiebreak, delivery id); stale entries are skipped when popped,
+        # and dropped all at once when they outnumber the live ones (see _push).
         self._due: list[tuple[datetime, int, str]] = []
         self._counter = 0
+        self._pending = 0  # deliveries not final: at most one live heap entry each
         self._instance = secrets.token_hex(4)
         self._tokens = itertools.count()
 
@@ -128,12 +130,24 @@ class MemoryStorage(Storage):
             self._deliveries[delivery.id] = delivery
             self._by_event[delivery.event_id].append(delivery.id)
             self._by_endpoint[delivery.endpoint_id].append(delivery.id)
+            self._pending += delivery.status is DeliveryStatus.PENDING
             self._push(delivery)
 
     def _push(self, delivery: Delivery) -> None:
         if delivery.next_attempt_at is not None:
             self._counter += 1
             heapq.heappush(self._due, (delivery.next_attempt_at, self._counter, delivery.id))
+            # Every lease and every outcome leaves the delivery's previous entry
+            # stale, and a lease's entry stays until the lease would end: without
+            # this the heap would hold every delivery leased in the last lease
+            # period (a minute of traffic), and every pop would pay for it.
+            if len(self._due) > 2 * self._pending + 1024:
+                self._due = [entry for entry in self._due if self._is_live(entry)]
+                heapq.heapify(self._due)
+
+    def _is_live(self, entry: tuple[datetime, int, str]) -> bool:
+        delivery = self._deliveries[entry[2]]
+        return delivery.status is DeliveryStatus.PENDING and delivery.next_attempt_at == entry[0]
 
     def get_event(self, event_id: str) -> Event:
         with self._lock:
@@ -246,6 +260,7 @@ class MemoryStorage(Storage):
             self._deliveries[delivery.id] = delivery
             self._push(delivery)
             if delivery.status.is_final:
+                self._pending -= 1
                 endpoint = self._endpoints[delivery.endpoint_id]
                 failures = (
                     endpoint.consecutive_failures + 1
