@@ -26,6 +26,8 @@ import httpcore
 
 __all__ = ["KeepAlivePool"]
 
+_SWEEP_INTERVAL = 1.0  # seconds between checks of every idle connection
+
 _Key = tuple[bytes, bytes, int]
 """An origin as a dict key (httpcore.Origin is not hashable): scheme, host, port."""
 
@@ -37,7 +39,10 @@ def _key(origin: httpcore.Origin) -> _Key:
 class KeepAlivePool:
     """At most ``max_connections`` open connections; idle ones kept ``keepalive_expiry`` s.
 
-    Safe to share between threads. :meth:`stream` raises httpcore's exceptions, and
+    An idle connection is checked when it is taken (and dropped if the receiver hung
+    up), and all of them about once a second while requests are made, so expired
+    ones close even when their endpoint is not sent to again. Safe to share between
+    threads. :meth:`stream` raises httpcore's exceptions, and
     ``httpcore.PoolTimeout`` when no connection frees up within the ``"pool"``
     timeout of the request's ``extensions``.
     """
@@ -58,6 +63,7 @@ class KeepAlivePool:
         self._open = 0  # connections in use or idle
         self._changed = threading.Condition(threading.Lock())
         self._closed = False
+        self._next_sweep = 0.0
 
     @contextlib.contextmanager
     def stream(
@@ -89,37 +95,44 @@ class KeepAlivePool:
             self._release(url.origin, connection)
 
     def _acquire(self, origin: httpcore.Origin, wait: float | None) -> httpcore.HTTPConnection:
+        self._sweep()
         give_up = None if wait is None else time.monotonic() + wait
-        expired: list[httpcore.HTTPConnection] = []
-        try:
+        key = _key(origin)
+        while True:
+            dropped: list[httpcore.HTTPConnection] = []
             with self._changed:
                 while True:
-                    if self._closed:
-                        raise httpcore.ConnectError("this transport is closed; create a new one")
-                    idle = self._idle.get(_key(origin))
-                    while idle:
-                        connection = idle.pop()
-                        if connection.is_idle() and not connection.has_expired():
-                            return connection
-                        expired.append(connection)
-                        self._open -= 1
-                    if self._open < self._max_connections or self._drop_an_idle_one(expired):
+                    idle = self._idle.get(key)
+                    if idle:
+                        connection: httpcore.HTTPConnection | None = idle.pop()
+                        break
+                    if self._open < self._max_connections or self._drop_an_idle_one(dropped):
                         self._open += 1
-                        return httpcore.HTTPConnection(
-                            origin,
-                            ssl_context=self._ssl_context,
-                            keepalive_expiry=self._keepalive_expiry,
-                            network_backend=self._backend,
-                        )
+                        connection = None
+                        break
                     left = None if give_up is None else give_up - time.monotonic()
                     if left is not None and left <= 0:
                         raise httpcore.PoolTimeout(
                             f"all {self._max_connections} connections stayed busy"
                         )
                     self._changed.wait(left)
-        finally:
-            for connection in expired:  # closed outside the lock: close may block
-                connection.close()
+            for other in dropped:  # closed outside the lock: close may block
+                other.close()
+            if connection is None:
+                return httpcore.HTTPConnection(
+                    origin,
+                    ssl_context=self._ssl_context,
+                    keepalive_expiry=self._keepalive_expiry,
+                    network_backend=self._backend,
+                )
+            # Checked outside the lock: has_expired polls the socket (the receiver
+            # may have hung up while the connection sat idle).
+            if not connection.has_expired():
+                return connection
+            connection.close()
+            with self._changed:
+                self._open -= 1
+                self._changed.notify()
 
     def _drop_an_idle_one(self, into: list[httpcore.HTTPConnection]) -> bool:
         """Make room by closing an idle connection to another origin (the caller's lock)."""
@@ -134,16 +147,45 @@ class KeepAlivePool:
         # A failed connect reads as idle and closed; a response cut short, as closed.
         reusable = connection.is_idle() and not connection.is_closed()
         with self._changed:
-            if reusable and not self._closed:
+            kept = reusable and not self._closed  # decided under the lock, once
+            if kept:
                 self._idle.setdefault(_key(origin), []).append(connection)
             else:
                 self._open -= 1
             self._changed.notify()
-        if not reusable or self._closed:
+        if not kept:
+            connection.close()
+
+    def _sweep(self) -> None:
+        """At most once a second: close the idle connections that expired or whose
+        receiver hung up, whichever origin they are for (a connection to an endpoint
+        that is not sent to again would otherwise stay open until close())."""
+        now = time.monotonic()
+        with self._changed:
+            if now < self._next_sweep or not self._idle:
+                return
+            self._next_sweep = now + _SWEEP_INTERVAL
+            taken, self._idle = self._idle, {}
+        kept: dict[_Key, list[httpcore.HTTPConnection]] = {}
+        expired: list[httpcore.HTTPConnection] = []
+        for key, stack in taken.items():
+            for connection in stack:
+                (expired if connection.has_expired() else kept.setdefault(key, [])).append(
+                    connection
+                )
+        with self._changed:
+            for key, stack in kept.items():  # older than any put back meanwhile
+                self._idle[key] = stack + self._idle.get(key, [])
+            self._open -= len(expired)
+            self._changed.notify_all()
+        for connection in expired:
             connection.close()
 
     def close(self) -> None:
-        """Close the idle connections now; those in use close when their response does."""
+        """Close the idle connections now; those in use close when their response ends.
+
+        Requests sent after this still work, on connections closed after each one.
+        """
         with self._changed:
             self._closed = True
             idle = [connection for stack in self._idle.values() for connection in stack]

@@ -115,10 +115,11 @@ def _target(url: str) -> tuple[httpcore.URL, bytes]:
 
 
 class HttpxTransport:
-    """The default transport: httpx's keep-alive connection pool (httpcore).
+    """The default transport: httpcore's HTTP/1.1 connections, kept alive and reused.
 
-    Requests go straight to the pool: a webhook needs none of ``httpx.Client``'s
-    cookies, auth or redirect handling, which cost more CPU than the request itself.
+    Requests go straight to the connections (see ``_connections.KeepAlivePool``): a
+    webhook needs none of ``httpx.Client``'s cookies, auth or redirect handling,
+    which cost more CPU than the request itself.
     Redirects are never followed (a 3xx is a failed attempt). Each request has a
     *total* deadline of ``request.timeout`` seconds covering connect, TLS, sending,
     waiting and reading the response, enforced at every socket operation. At most
