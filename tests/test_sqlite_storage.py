@@ -226,3 +226,25 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     [endpoint] = storage.list_endpoints()
     assert (endpoint.id, endpoint.consecutive_failures) == ("ep_old", 0)
     storage.close()
+
+
+def test_a_failed_commit_leaves_the_writer_usable(tmp_path: Path) -> None:
+    storage = hd.SQLiteStorage(tmp_path / "hooks.db")
+
+    # Foreign keys checked at COMMIT make the COMMIT itself fail, which leaves
+    # SQLite's transaction open unless the storage rolls it back.
+    def insert_an_orphan() -> None:
+        with storage._write() as conn:
+            conn.execute("PRAGMA defer_foreign_keys = ON")
+            conn.execute(
+                "INSERT INTO deliveries (id, event_id, endpoint_id, status, attempt_count,"
+                " created_at, updated_at) VALUES ('dlv_x', 'evt_missing', 'ep_missing',"
+                " 'pending', 0, 0, 0)"
+            )
+
+    with pytest.raises(hd.StorageError, match="FOREIGN KEY"):
+        insert_an_orphan()
+    storage.add_endpoint(hd.Endpoint.create("https://example.com/hooks", now=NOW))
+    assert len(storage.list_endpoints()) == 1
+    assert storage.list_deliveries() == []
+    storage.close()

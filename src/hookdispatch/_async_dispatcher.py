@@ -122,7 +122,8 @@ class AsyncDispatcher:
         )
         self._slots = WorkerSlots(concurrency)
         self._changed: asyncio.Event | None = None  # wakes the pump
-        self._settled: asyncio.Event | None = None  # a task ran out of work: wakes drain()
+        # Set when a task runs out of work or the pump finds nothing due: wakes drain().
+        self._settled: asyncio.Event | None = None
         self._pump: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -487,19 +488,19 @@ class AsyncDispatcher:
     ) -> Claim | None:
         """This task's next delivery, if one is due; ``recording`` (a success) is
         stored in the same storage call. None when stopping (after recording)."""
-        if self._stopping:
-            if recording is not None:
-                try:
-                    await self._record(*recording)
-                except Exception:
-                    log_unrecorded(recording[0])
+        stopping = self._stopping
+        if stopping and recording is None:
             return None
-        # Hold this task's slot while it claims, or the pump could hand it out again.
+        # Hold this task's slot while it records or claims: the pump cannot hand it
+        # out again meanwhile, and drain() cannot find the dispatcher idle before a
+        # success is stored.
         self._slots.reserve()
         claims: list[Claim] = []
         try:
             if recording is None:
                 claims = await self._claim(1)
+            elif stopping:
+                await self._record(*recording)
             else:
                 now = self._clock()
                 claims = await self._call(

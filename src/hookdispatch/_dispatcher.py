@@ -433,10 +433,13 @@ class Dispatcher:
                     # the pump hands them out (this worker only claims its own next).
                     self._wake = True
                     self._cond.notify_all()
-                if not self._stopping:
-                    # Keep this worker's slot while it claims, or the pump could
-                    # hand the same slot out again meanwhile.
+                # Keep this worker's slot while it records a success or claims: the
+                # pump cannot hand it out again meanwhile, and drain() cannot find
+                # the dispatcher idle before the success is stored.
+                reserved = success is not None or not self._stopping
+                if reserved:
                     self._slots.reserve()
+                if not self._stopping:
                     held_back = self._slots.held_back()
             claims: list[Claim] = []
             try:
@@ -447,7 +450,7 @@ class Dispatcher:
             except Exception:
                 logger.exception("claiming the next delivery failed; the pump takes over")
             with self._cond:
-                if held_back is not None:
+                if reserved:
                     self._slots.release()
                 self._slots.started(claims)
                 if not claims:

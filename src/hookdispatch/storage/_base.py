@@ -31,6 +31,7 @@ deliveries to workers under a *lease*. The contract, for every implementation:
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import ClassVar
@@ -40,6 +41,8 @@ from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ..exceptions import InvalidInputError
 
 __all__ = ["Storage"]
+
+logger = logging.getLogger("hookdispatch")
 
 
 class Storage(abc.ABC):
@@ -182,15 +185,21 @@ class Storage(abc.ABC):
         """``complete(claim, attempt, delivery)``, then ``claim(limit=1, …)``.
 
         A worker that has just finished an attempt records it and takes its next
-        delivery in one call; returns what the two calls return. Optional: the
-        default makes the two calls. A backend may run both in one transaction
-        (SQLiteStorage does: a commit less per delivery). If this raises, the caller
-        treats the attempt as unrecorded: it is sent again when its lease ends.
+        delivery in one call; returns what the two calls return. Optional: a backend
+        may run both in one transaction (SQLiteStorage does: a commit less per
+        delivery). If this raises, the attempt must not have been recorded: the
+        caller says so, and the delivery is sent again when its lease ends. The
+        default makes the two calls; a claim that fails after the completion is
+        logged and returns no delivery (the dispatcher's pump claims it later).
         """
         held = self.complete(claim, attempt, delivery)
-        claims = self.claim(
-            now=now, lease_until=lease_until, limit=1, exclude_endpoints=exclude_endpoints
-        )
+        try:
+            claims = self.claim(
+                now=now, lease_until=lease_until, limit=1, exclude_endpoints=exclude_endpoints
+            )
+        except Exception:
+            logger.exception("claiming the next delivery failed; the pump takes over")
+            claims = []
         return held, claims
 
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
