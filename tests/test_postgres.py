@@ -124,10 +124,9 @@ def test_a_version_2_schema_is_migrated_and_claims_carry_the_failure_count(
 ) -> None:
     fill(storage, 1)
     storage.close()
-    # Back to schema version 2, whose claim_due left consecutive_failures out.
+    # Back to schema version 2, whose only claim_due left consecutive_failures out.
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP FUNCTION "{schema}".claim_due')
-        conn.execute(MIGRATIONS[0][-2].format(schema=f'"{schema}"'))
+        conn.execute(f'DROP FUNCTION "{schema}".claim_due_v3')
         conn.execute(f'UPDATE "{schema}".endpoints SET consecutive_failures = 3')
         conn.execute(f'UPDATE "{schema}".schema_version SET version = 2')
     migrated = hd.PostgresStorage(postgres_dsn, schema=schema)
@@ -139,7 +138,16 @@ def test_a_version_2_schema_is_migrated_and_claims_carry_the_failure_count(
         migrated.close()
     with psycopg.connect(postgres_dsn) as conn:
         [(version,)] = conn.execute(f'SELECT version FROM "{schema}".schema_version').fetchall()
+        # An older hookdispatch still running calls claim_due: unchanged, still there.
+        [(columns,)] = conn.execute(
+            "SELECT count(*) FROM information_schema.parameters p"
+            " JOIN information_schema.routines r ON r.specific_name = p.specific_name"
+            " WHERE r.routine_schema = %s AND r.routine_name = 'claim_due'"
+            " AND p.parameter_mode = 'OUT'",
+            (schema,),
+        ).fetchall()
     assert version == len(MIGRATIONS) == 3
+    assert columns == 17
 
 
 def test_processes_opening_a_new_schema_together_migrate_it_once(

@@ -37,18 +37,22 @@ from ._rows import DELIVERY_WIDTH, attempt_from_row, delivery_filter, delivery_f
 __all__ = ["MIGRATIONS", "PostgresStorage"]
 
 
-def _claim_due_function(*, with_failures: bool = False) -> str:
+def _claim_due_function(name: str = "claim_due", *, with_failures: bool = False) -> str:
     """claim_due: lease up to $4 due deliveries, earliest first, skipping rows that
     another claim holds locked and endpoints in $5. Rows it waited for are
     re-checked, and a claimed row is no longer due (next_attempt_at = $2).
 
-    Schema version 1 returned the endpoint without ``consecutive_failures`` (added
-    in version 2); version 3 returns it, so a claim carries the endpoint as stored.
+    Schema version 1's ``claim_due`` returns the endpoint without
+    ``consecutive_failures`` (added in version 2); version 3 adds ``claim_due_v3``,
+    which returns it, so a claim carries the endpoint as stored. A new function
+    rather than a replaced one: processes still running an older hookdispatch
+    during a rolling upgrade keep calling ``claim_due``, whose result type (which
+    their prepared statements depend on) does not change under them.
     """
     column = ",\n            endpoint_failures integer" if with_failures else ""
     value = ", e.consecutive_failures" if with_failures else ""
     return f"""
-        CREATE FUNCTION {{schema}}.claim_due(
+        CREATE FUNCTION {{schema}}.{name}(
             timestamptz, timestamptz, text, integer, text[]
         ) RETURNS TABLE (
             id text, event_id text, endpoint_id text, status text, attempt_count integer,
@@ -156,10 +160,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """,
     ),
     ("ALTER TABLE {schema}.endpoints ADD COLUMN consecutive_failures integer NOT NULL DEFAULT 0",),
-    (
-        "DROP FUNCTION {schema}.claim_due(timestamptz, timestamptz, text, integer, text[])",
-        _claim_due_function(with_failures=True),
-    ),
+    (_claim_due_function("claim_due_v3", with_failures=True),),
 ]
 """Schema migrations: the n-th list of statements takes the schema from version n to n + 1.
 
@@ -551,7 +552,7 @@ class PostgresStorage(Storage):
         # workers, not attackers, so it needs no system call for randomness
         excluded = list(exclude_endpoints)
         if event_id is None:
-            query = self._q("SELECT * FROM {schema}.claim_due(%s, %s, %s, %s, %s)")
+            query = self._q("SELECT * FROM {schema}.claim_due_v3(%s, %s, %s, %s, %s)")
             params: tuple[Any, ...] = (now, lease_until, lease, limit, excluded)
         else:
             # One event's deliveries are few: found through deliveries_event, as in
