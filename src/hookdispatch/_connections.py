@@ -161,8 +161,10 @@ class KeepAlivePool:
         receiver hung up, whichever origin they are for (a connection to an endpoint
         that is not sent to again would otherwise stay open until close())."""
         now = time.monotonic()
+        if now < self._next_sweep:  # the common case, every request: no lock taken
+            return
         with self._changed:
-            if now < self._next_sweep or not self._idle:
+            if now < self._next_sweep or not self._idle:  # another thread just swept
                 return
             self._next_sweep = now + _SWEEP_INTERVAL
             taken, self._idle = self._idle, {}
