@@ -1,0 +1,229 @@
+"""The sans-I/O HTTP/1.1 codec of the async transport (``_http11``): bytes in, bytes out."""
+
+from __future__ import annotations
+
+import pytest
+
+from hookdispatch._http11 import (
+    IncompleteResponse,
+    ResponseError,
+    ResponseParser,
+    encode_post,
+)
+
+CAP = 64 * 1024
+
+
+def parse(*pieces: bytes, max_body: int = CAP, close: bool = False) -> ResponseParser:
+    """Feed ``pieces`` in order; the parser must be done by the end (or at close)."""
+    parser = ResponseParser(max_body=max_body)
+    done = False
+    for piece in pieces:
+        assert not done, "bytes fed after the response was complete"
+        done = parser.feed(piece)
+    if close and not done:
+        done = parser.close()
+    assert done
+    return parser
+
+
+def every_split(data: bytes) -> list[tuple[bytes, ...]]:
+    """``data`` cut at every point, and byte by byte."""
+    return [(data[:i], data[i:]) for i in range(1, len(data))] + [
+        tuple(data[i : i + 1] for i in range(len(data)))
+    ]
+
+
+def fed_whole_or_split(data: bytes, **options: object) -> list[ResponseParser]:
+    """The parser's result for ``data`` in one piece and in every split of it."""
+    results = []
+    for pieces in [(data,), *every_split(data)]:
+        parser = ResponseParser(**options)  # type: ignore[arg-type]
+        done = False
+        for piece in pieces:
+            if piece:
+                done = parser.feed(piece)
+        results.append(parser)
+        assert done, pieces
+    return results
+
+
+SIMPLE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+
+
+def test_a_content_length_response_in_one_piece() -> None:
+    parser = parse(SIMPLE)
+    assert (parser.status, parser.body, parser.reusable) == (200, b"ok", True)
+    assert parser.headers == {"content-length": "2", "content-type": "text/plain"}
+
+
+def test_any_split_of_the_bytes_parses_the_same() -> None:
+    for parser in fed_whole_or_split(SIMPLE, max_body=CAP):
+        assert (parser.status, parser.body, parser.reusable) == (200, b"ok", True)
+
+
+CHUNKED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\nRetry-After: 7\r\n\r\n"
+    b"5;ext=1\r\nhello\r\n1\r\n \r\n6\r\nworld!\r\n0\r\nX-Trailer: yes\r\n\r\n"
+)
+
+
+def test_a_chunked_response_at_every_split() -> None:
+    for parser in fed_whole_or_split(CHUNKED, max_body=CAP):
+        assert parser.status == 503
+        assert parser.body == b"hello world!"
+        assert parser.headers["retry-after"] == "7"
+        assert parser.reusable
+
+
+def test_a_body_until_close() -> None:
+    parser = ResponseParser(max_body=CAP)
+    assert not parser.feed(b"HTTP/1.1 200 OK\r\n\r\nsome")
+    assert not parser.feed(b" more")
+    assert parser.close()
+    assert (parser.body, parser.reusable) == (b"some more", False)
+
+
+def test_http_1_0_and_connection_close_are_not_reused() -> None:
+    assert not parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").reusable
+    assert not parse(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").reusable
+    assert parse(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n").reusable
+
+
+def test_bytes_after_the_response_make_the_connection_unusable() -> None:
+    parser = parse(SIMPLE + b"HTTP/1.1 200 OK\r\n")
+    assert (parser.body, parser.reusable) == (b"ok", False)
+
+
+def test_interim_responses_are_skipped() -> None:
+    parser = parse(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n" + SIMPLE
+    )
+    assert (parser.status, parser.body) == (200, b"ok")
+    assert "link" not in parser.headers
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_no_body_for_204_and_304_whatever_the_headers_say(status: int) -> None:
+    parser = parse(b"HTTP/1.1 %d X\r\nContent-Length: 10\r\n\r\n" % status)
+    assert (parser.status, parser.body, parser.reusable) == (status, b"", True)
+
+
+def test_bare_line_feeds_are_tolerated() -> None:
+    parser = parse(b"HTTP/1.1 201 Created\nContent-Length: 3\n\nyes")
+    assert (parser.status, parser.body) == (201, b"yes")
+
+
+def test_repeated_headers_are_joined_and_names_lower_cased() -> None:
+    parser = parse(b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 0\r\n\r\n")
+    assert parser.headers["x-a"] == "1, 2"
+
+
+def test_a_status_line_without_a_reason_phrase() -> None:
+    assert parse(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n").status == 200
+
+
+def test_the_body_kept_stops_at_the_cap_and_the_response_ends_there() -> None:
+    head = b"HTTP/1.1 500 Oops\r\nContent-Length: 1000000\r\n\r\n"
+    parser = ResponseParser(max_body=10)
+    assert not parser.feed(head + b"x" * 4)
+    assert parser.feed(b"x" * 100)  # done at the cap, long before the million
+    assert (parser.status, parser.body, parser.reusable) == (500, b"x" * 10, False)
+
+
+def test_a_body_exactly_at_the_cap_is_complete_and_reusable() -> None:
+    parser = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n" + b"y" * 10, max_body=10)
+    assert (parser.body, parser.reusable) == (b"y" * 10, True)
+
+
+def test_the_cap_holds_for_chunked_and_until_close_bodies() -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"ffff\r\n" + b"z" * 50
+    assert parse(chunked, max_body=20).body == b"z" * 20
+    assert parse(b"HTTP/1.1 200 OK\r\n\r\n" + b"w" * 50, max_body=20).body == b"w" * 20
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"SMTP 220 hello there\r\nthis is not http\r\n\r\n", id="not-http"),
+        pytest.param(b"HTTP/2 200 OK\r\n\r\n", id="http-2-status-line"),
+        pytest.param(b"HTTP/1.1 20 OK\r\n\r\n", id="two-digit-status"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nNo colon here\r\n\r\n", id="header-without-colon"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nName : v\r\n\r\n", id="space-before-colon"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nA: 1\r\n folded\r\n\r\n", id="obs-fold"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", id="negative-length"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", id="two-lengths"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: \xd9\xa3\r\n\r\n", id="non-ascii-digit"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", id="bad-chunk-size"
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\n", id="0x-chunk-size"
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
+            id="chunk-longer-than-its-size",
+        ),
+        pytest.param(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", id="switching-protocols"),
+    ],
+)
+def test_what_is_not_a_valid_response_is_an_error(data: bytes) -> None:
+    with pytest.raises(ResponseError):
+        ResponseParser(max_body=CAP).feed(data)
+
+
+def test_identical_repeated_content_lengths_are_accepted() -> None:
+    assert parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok").body == b"ok"
+
+
+def test_a_receiver_cannot_make_the_parser_hold_an_endless_head() -> None:
+    parser = ResponseParser(max_body=CAP)
+    assert not parser.feed(b"HTTP/1.1 200 OK\r\nX-Big: ")
+    for _ in range(63):
+        assert not parser.feed(b"a" * 1024)
+    with pytest.raises(ResponseError, match="64 KiB"):
+        parser.feed(b"a" * 2048)
+
+
+def test_nor_an_endless_chunk_size_line_nor_countless_headers() -> None:
+    parser = ResponseParser(max_body=CAP)
+    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    with pytest.raises(ResponseError, match="1 KiB"):
+        parser.feed(b"1" + b" " * 2000)
+    many = b"".join(b"X-%d: 1\r\n" % i for i in range(101))
+    with pytest.raises(ResponseError, match="100 header fields"):
+        ResponseParser(max_body=CAP).feed(b"HTTP/1.1 200 OK\r\n" + many + b"\r\n")
+
+
+def test_a_close_before_the_end_is_an_incomplete_response() -> None:
+    with pytest.raises(IncompleteResponse, match="without answering"):
+        ResponseParser(max_body=CAP).close()
+    parser = ResponseParser(max_body=CAP)
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+    with pytest.raises(IncompleteResponse, match="before the response ended"):
+        parser.close()
+
+
+def test_encode_post_writes_host_length_headers_and_body() -> None:
+    data = encode_post(b"/hook?a=1", b"example.com:8443", {"content-type": "x/y"}, b"{}")
+    assert data == (
+        b"POST /hook?a=1 HTTP/1.1\r\nHost: example.com:8443\r\nContent-Length: 2\r\n"
+        b"content-type: x/y\r\n\r\n{}"
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-a": "1\r\nX-Injected: yes"},
+        {"x-a": "1\nX-Injected: yes"},
+        {"x-a": "1\rX"},
+        {"x-a": "nul\0"},
+        {"bad name": "1"},
+        {"x-a\r\nX-Injected": "yes"},
+        {"": "empty name"},
+    ],
+)
+def test_encode_post_refuses_header_smuggling(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="header"):
+        encode_post(b"/", b"example.com", headers, b"")
