@@ -87,4 +87,4 @@ def transport_for(driver: str, **options: Any) -> Any:
     """The default transport class of ``driver``, built with ``options``."""
     if driver == "sync":
         return hd.HttpxTransport(**options)
-    return hd.AiohttpTransport(**options)
+    return hd.AsyncioTransport(**options)

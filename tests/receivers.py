@@ -163,3 +163,69 @@ def never_close(conn: socket.socket, stop: threading.Event) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
         while not stop.wait(0.2):
             conn.sendall(b".")
+
+
+# Keep-alive receivers ------------------------------------------------------------
+
+
+def read_one_request(conn: socket.socket, buffer: bytearray) -> bool:
+    """Read one request (head and Content-Length body) from ``buffer``+socket."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        rest += chunk
+    buffer[:] = rest[length:]
+    return True
+
+
+def keep_alive(
+    *, body: bytes = b"ok", per_connection: int | None = None, delay: float = 0.0
+) -> Callable[[socket.socket, threading.Event], None]:
+    """Answer 200 to every request on a connection; hang up after ``per_connection``."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        conn.settimeout(10)
+        buffer = bytearray()
+        served = 0
+        with contextlib.suppress(OSError):
+            while not stop.is_set() and read_one_request(conn, buffer):
+                if delay:
+                    time.sleep(delay)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                served += 1
+                if per_connection is not None and served >= per_connection:
+                    return  # closes without a word: no "Connection: close"
+
+    return behaviour
+
+
+class CountingServer(RawServer):
+    """Tracks how many connections are open at once."""
+
+    def __init__(self, behaviour: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.open_now = 0
+        self.most_open = 0
+        self._count_lock = threading.Lock()
+        super().__init__(behaviour)
+
+    def _handle(self, conn: socket.socket) -> None:
+        with self._count_lock:
+            self.open_now += 1
+            self.most_open = max(self.most_open, self.open_now)
+        try:
+            super()._handle(conn)
+        finally:
+            with self._count_lock:
+                self.open_now -= 1

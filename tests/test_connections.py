@@ -9,54 +9,10 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 import hookdispatch as hd
 
-from receivers import RawServer, raw_server, wait_for
-
-
-def _read_request(conn: socket.socket, buffer: bytearray) -> bool:
-    """Read one request (head and Content-Length body) from ``buffer``+socket."""
-    while b"\r\n\r\n" not in buffer:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return False
-        buffer += chunk
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(rest) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return False
-        rest += chunk
-    buffer[:] = rest[length:]
-    return True
-
-
-def keep_alive(
-    *, body: bytes = b"ok", per_connection: int | None = None, delay: float = 0.0
-) -> Callable[[socket.socket, threading.Event], None]:
-    """Answer 200 to every request on a connection; hang up after ``per_connection``."""
-
-    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
-        conn.settimeout(10)
-        buffer = bytearray()
-        served = 0
-        with contextlib.suppress(OSError):
-            while not stop.is_set() and _read_request(conn, buffer):
-                if delay:
-                    time.sleep(delay)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-                served += 1
-                if per_connection is not None and served >= per_connection:
-                    return  # closes without a word: no "Connection: close"
-
-    return behaviour
+from receivers import CountingServer, keep_alive, raw_server, read_one_request, wait_for
 
 
 def _request(url: str, *, timeout: float = 5.0) -> hd.Request:
@@ -104,28 +60,8 @@ def test_a_response_cut_at_the_cap_closes_its_connection() -> None:
     assert server.connections == 2  # the unread rest made the first one unusable
 
 
-class _Counting(RawServer):
-    """Tracks how many connections are open at once."""
-
-    def __init__(self, behaviour: Callable[[socket.socket, threading.Event], None]) -> None:
-        self.open_now = 0
-        self.most_open = 0
-        self._count_lock = threading.Lock()
-        super().__init__(behaviour)
-
-    def _handle(self, conn: socket.socket) -> None:
-        with self._count_lock:
-            self.open_now += 1
-            self.most_open = max(self.most_open, self.open_now)
-        try:
-            super()._handle(conn)
-        finally:
-            with self._count_lock:
-                self.open_now -= 1
-
-
 def test_never_more_than_max_connections_open_however_many_threads_send() -> None:
-    server = _Counting(keep_alive(delay=0.02))
+    server = CountingServer(keep_alive(delay=0.02))
     transport = hd.HttpxTransport(max_connections=2, targets=hd.TargetPolicy.local())
     outcomes: list[object] = []
 
@@ -170,7 +106,7 @@ def test_close_hangs_up_the_idle_connections() -> None:
     def serve_once_and_wait_for_eof(conn: socket.socket, stop: threading.Event) -> None:
         conn.settimeout(10)
         buffer = bytearray()
-        if _read_request(conn, buffer):
+        if read_one_request(conn, buffer):
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         with contextlib.suppress(OSError):
             if conn.recv(1) == b"":
@@ -203,7 +139,7 @@ def test_an_idle_connection_to_an_endpoint_not_sent_to_again_is_closed() -> None
 
     def serve_once_and_wait_for_eof(conn: socket.socket, stop: threading.Event) -> None:
         conn.settimeout(10)
-        if _read_request(conn, bytearray()):
+        if read_one_request(conn, bytearray()):
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         with contextlib.suppress(OSError):
             if conn.recv(1) == b"":

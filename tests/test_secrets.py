@@ -229,7 +229,9 @@ def test_no_secret_in_sync_transport_errors(caplog: pytest.LogCaptureFixture) ->
     assert_clean_records(caplog.records)
 
 
-@pytest.mark.parametrize("make_transport", [hd.AiohttpTransport, hd.AsyncHttpxTransport])
+@pytest.mark.parametrize(
+    "make_transport", [hd.AsyncioTransport, hd.AiohttpTransport, hd.AsyncHttpxTransport]
+)
 def test_no_secret_in_async_transport_errors(
     caplog: pytest.LogCaptureFixture, make_transport: Callable[[], hd.AsyncTransport]
 ) -> None:

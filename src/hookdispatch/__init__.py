@@ -15,7 +15,7 @@ from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, generat
 from ._policy import RetryPolicy
 from ._signing import sign_hex, sign_standard, verify_signature, verify_standard_webhook
 from ._targets import TargetPolicy
-from ._transport import HttpxTransport, Transport
+from ._transport import AsyncTransport, HttpxTransport, Transport
 from .exceptions import (
     BlockedTargetError,
     ConnectError,
@@ -41,7 +41,8 @@ from .storage import MemoryStorage, SQLiteStorage, Storage
 
 if TYPE_CHECKING:
     from ._async_dispatcher import AsyncDispatcher
-    from ._async_transport import AiohttpTransport, AsyncHttpxTransport, AsyncTransport
+    from ._async_transport import AiohttpTransport, AsyncHttpxTransport
+    from ._asyncio_transport import AsyncioTransport
     from .storage import PostgresStorage
 
 __version__ = "0.1.0"
@@ -51,6 +52,7 @@ __all__ = [
     "AsyncDispatcher",
     "AsyncHttpxTransport",
     "AsyncTransport",
+    "AsyncioTransport",
     "Attempt",
     "BlockedTargetError",
     "ConnectError",
@@ -99,7 +101,7 @@ _ASYNC_NAMES = {
     "AsyncDispatcher": "_async_dispatcher",
     "AiohttpTransport": "_async_transport",
     "AsyncHttpxTransport": "_async_transport",
-    "AsyncTransport": "_async_transport",
+    "AsyncioTransport": "_asyncio_transport",
 }
 
 

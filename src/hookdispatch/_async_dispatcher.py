@@ -20,7 +20,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import ParamSpec, Self, TypeVar
 
-from ._async_transport import AiohttpTransport, AsyncTransport
+from ._asyncio_transport import AsyncioTransport
 from ._core import Claim, Outcome, conclude, prepare
 from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._operations import (
@@ -44,6 +44,7 @@ from ._operations import (
 from ._policy import RetryPolicy
 from ._slots import WorkerSlots
 from ._targets import TargetPolicy, default_targets
+from ._transport import AsyncTransport
 from ._types import JSON, Clock, utc_now
 from .exceptions import DispatcherClosedError, InvalidInputError
 from .storage import Storage
@@ -67,7 +68,7 @@ class AsyncDispatcher:
 
     The options and guarantees are those of :class:`Dispatcher`, with
     ``concurrency`` (attempts in flight at once, 64 by default) in place of
-    ``workers``, an :class:`AsyncTransport` (:class:`AiohttpTransport` by default),
+    ``workers``, an :class:`AsyncTransport` (:class:`AsyncioTransport` by default),
     and an async ``sleep``. ``storage_threads`` threads run the calls to a blocking
     storage. Use it as ``async with AsyncDispatcher(...) as hooks:``, or call
     :meth:`aclose`. It belongs to the event loop it is first used in.
@@ -97,12 +98,12 @@ class AsyncDispatcher:
         if transport is not None and not isinstance(transport, AsyncTransport):
             raise InvalidInputError(
                 "AsyncDispatcher needs an AsyncTransport (async send() and aclose()), such as"
-                " AiohttpTransport(); Dispatcher takes the sync ones"
+                " AsyncioTransport(); Dispatcher takes the sync ones"
             )
         self._storage = storage
         self._owns_transport = transport is None
         self._targets = targets or default_targets()
-        self._transport: AsyncTransport = transport or AiohttpTransport(
+        self._transport: AsyncTransport = transport or AsyncioTransport(
             max_connections=max(concurrency, 1), targets=self._targets
         )
         self._concurrency = concurrency

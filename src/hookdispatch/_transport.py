@@ -29,9 +29,11 @@ from .exceptions import (
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
+    "AsyncTransport",
     "HttpxTransport",
     "Transport",
     "body_error",
+    "parse_target",
     "translate_error",
 ]
 
@@ -50,6 +52,20 @@ class Transport(Protocol):
     def send(self, request: Request) -> Outcome: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncTransport(Protocol):
+    """Sends one request from the event loop; the async twin of ``Transport``.
+
+    ``send`` returns a :class:`Response` (any status) or a ``TransportError``; it must
+    finish within ``request.timeout`` seconds in total, keep at most a bounded part
+    of the response body, and never block the event loop.
+    """
+
+    async def send(self, request: Request) -> Outcome: ...
+
+    async def aclose(self) -> None: ...
 
 
 _TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException)
@@ -101,6 +117,21 @@ def translate_error(exc: Exception) -> TransportError:
     if isinstance(exc, _PROTOCOL):
         return InvalidResponseError(message)
     return InvalidResponseError(f"{type(exc).__name__}: {message}")
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_target(url: str) -> tuple[bytes, bytes, tuple[str, str, int]]:
+    """``url`` parsed as httpx parses it (IDNA, percent-encoding): the request target
+    (path and query), the ``Host`` header, and the origin (scheme, host, port).
+
+    Raises httpx.InvalidURL or ValueError for a URL that is not http(s).
+    """
+    parsed = httpx.URL(url)
+    scheme = parsed.scheme
+    if scheme not in ("http", "https"):
+        raise ValueError(f"the scheme must be http or https, not {scheme!r}")
+    port = parsed.port or (443 if scheme == "https" else 80)
+    return parsed.raw_path, parsed.netloc, (scheme, parsed.raw_host.decode("ascii"), port)
 
 
 @functools.lru_cache(maxsize=4096)
