@@ -72,10 +72,20 @@ def thread_pool(
 
 
 async def _async_pool(
-    url: str, make_storage: StorageFactory, count: int, concurrency: int, limit: float
+    url: str,
+    make_storage: StorageFactory,
+    count: int,
+    concurrency: int,
+    limit: float,
+    transport: type[hd.AsyncTransport] | None,
 ) -> Run:
     storage = make_storage()
-    hooks = hd.AsyncDispatcher(storage=storage, concurrency=concurrency, targets=LOCAL)
+    hooks = hd.AsyncDispatcher(
+        storage=storage,
+        concurrency=concurrency,
+        targets=LOCAL,
+        transport=None if transport is None else transport(targets=LOCAL),  # type: ignore[call-arg]
+    )
     try:
         await hooks.__aenter__()
         await hooks.add_endpoint(url)
@@ -97,10 +107,19 @@ async def _async_pool(
 
 
 def async_pool(
-    url: str, make_storage: StorageFactory, count: int, concurrency: int, limit: float
+    url: str,
+    make_storage: StorageFactory,
+    count: int,
+    concurrency: int,
+    limit: float,
+    *,
+    transport: type[hd.AsyncTransport] | None = None,
 ) -> Run:
-    """``concurrency=N``: one coroutine dispatches, up to N attempts in flight."""
-    return asyncio.run(_async_pool(url, make_storage, count, concurrency, limit))
+    """``concurrency=N``: one coroutine dispatches, up to N attempts in flight.
+
+    ``transport``: an async transport class to use instead of the default.
+    """
+    return asyncio.run(_async_pool(url, make_storage, count, concurrency, limit, transport))
 
 
 def _succeeded(storage: hd.Storage, count: int) -> int:

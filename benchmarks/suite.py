@@ -10,6 +10,8 @@ import contextlib
 from collections.abc import Callable
 from types import ModuleType
 
+import hookdispatch as hd
+
 from . import ceilings, hookdispatch_runs, latency
 from .celery_runs import Worker
 from .harness import Run, Series, interleaved
@@ -86,6 +88,22 @@ def throughput(
                 aiohttp,
                 lambda make=make: hookdispatch_runs.async_pool(
                     url, make, count, concurrency, limit
+                ),
+            )
+        )
+    if "memory" in storages:
+        found.append(
+            (
+                f"AsyncDispatcher concurrency={concurrency} (memory, AiohttpTransport)",
+                "hookdispatch",
+                aiohttp,
+                lambda: hookdispatch_runs.async_pool(
+                    url,
+                    storages["memory"],
+                    count,
+                    concurrency,
+                    limit,
+                    transport=hd.AiohttpTransport,
                 ),
             )
         )

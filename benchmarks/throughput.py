@@ -11,7 +11,9 @@ every candidate alike. Each figure is the median of the rounds with the min-max
 range; the ratio compares medians with the matching raw client of the same run:
 
 * async: raw ``aiohttp``, raw ``httpx.AsyncClient``, httpx over ``httpx-aiohttp``
-  (when installed), and ``AsyncDispatcher`` with memory and SQLite storage;
+  (when installed), and ``AsyncDispatcher`` with memory and SQLite storage on its
+  default transport (``AsyncioTransport``), and with memory storage on
+  ``AiohttpTransport``;
 * threads: raw ``httpx.Client`` shared by W threads, and ``Dispatcher`` with
   ``workers=W`` on memory and SQLite storage.
 
@@ -27,6 +29,8 @@ import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import hookdispatch as hd
 
 from . import ceilings, hookdispatch_runs, storages
 from .harness import SENDER_CORE, Run, pin
@@ -58,6 +62,12 @@ def candidates(
             raw_async,
             lambda make=make: hookdispatch_runs.async_pool(url, make, count, concurrency, LIMIT),
         )
+    found["AsyncDispatcher (memory, AiohttpTransport)"] = (
+        raw_async,
+        lambda: hookdispatch_runs.async_pool(
+            url, memory, count, concurrency, LIMIT, transport=hd.AiohttpTransport
+        ),
+    )
     found[raw_threads] = (
         raw_threads,
         lambda: ceilings.httpx_threads(url, count, workers, LIMIT),
