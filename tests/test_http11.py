@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hookdispatch import _http11 as http11
 from hookdispatch._http11 import (
     IncompleteResponse,
     ResponseError,
@@ -114,6 +115,24 @@ def test_bare_line_feeds_are_tolerated() -> None:
     assert (parser.status, parser.body) == (201, b"yes")
 
 
+def test_folded_header_lines_are_unfolded() -> None:
+    parser = parse(b"HTTP/1.1 200 OK\r\nX-A: one\r\n \t two\r\nContent-Length: 0\r\n\r\n")
+    assert parser.headers["x-a"] == "one two"
+
+
+def test_a_bare_lf_head_is_found_before_a_crlf_pair_in_the_body() -> None:
+    parser = parse(b"HTTP/1.1 200 OK\nContent-Length: 6\n\nab\r\n\r\n")
+    assert (parser.status, parser.body) == (200, b"ab\r\n\r\n")
+
+
+def test_both_lengths_given_the_chunks_count_and_the_connection_is_not_reused() -> None:
+    parser = parse(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n"
+    )
+    assert (parser.body, parser.reusable) == (b"ok", False)
+
+
 def test_repeated_headers_are_joined_and_names_lower_cased() -> None:
     parser = parse(b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 0\r\n\r\n")
     assert parser.headers["x-a"] == "1, 2"
@@ -136,6 +155,38 @@ def test_a_body_exactly_at_the_cap_is_complete_and_reusable() -> None:
     assert (parser.body, parser.reusable) == (b"y" * 10, True)
 
 
+def test_whole_chunks_past_the_cap_end_the_response_too() -> None:
+    parser = ResponseParser(max_body=10)
+    assert not parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    fed = 0
+    while not parser.feed(b"1\r\nx\r\n"):
+        fed += 1
+        assert fed < 100, "a receiver sending whole chunks forever kept the parser reading"
+    assert (parser.body, parser.reusable) == (b"x" * 10, False)
+
+
+def test_a_head_dripped_a_byte_at_a_time_is_searched_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Searching the whole head again on every byte made 64 KiB dripped bytewise cost
+    # 30 s of CPU: the bytes looked at must stay proportional to the head's size.
+    looked_at = 0
+    search = http11._head_end
+
+    def counting(buffer: bytes | bytearray, start: int) -> tuple[int, int]:
+        nonlocal looked_at
+        looked_at += len(buffer) - start
+        return search(buffer, start)
+
+    monkeypatch.setattr(http11, "_head_end", counting)
+    head = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 60_000 + b"\r\n\r\n"
+    parser = ResponseParser(max_body=CAP)
+    for index in range(len(head)):
+        parser.feed(head[index : index + 1])
+    assert parser.status == 200
+    assert looked_at < 4 * len(head)
+
+
 def test_the_cap_holds_for_chunked_and_until_close_bodies() -> None:
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"ffff\r\n" + b"z" * 50
     assert parse(chunked, max_body=20).body == b"z" * 20
@@ -150,7 +201,17 @@ def test_the_cap_holds_for_chunked_and_until_close_bodies() -> None:
         pytest.param(b"HTTP/1.1 20 OK\r\n\r\n", id="two-digit-status"),
         pytest.param(b"HTTP/1.1 200 OK\r\nNo colon here\r\n\r\n", id="header-without-colon"),
         pytest.param(b"HTTP/1.1 200 OK\r\nName : v\r\n\r\n", id="space-before-colon"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nA: 1\r\n folded\r\n\r\n", id="obs-fold"),
+        pytest.param(b"HTTP/1.1 200 OK\r\n folded: 1\r\n\r\n", id="fold-without-a-field"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent Length: 1\r\n\r\n", id="space-in-name"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nX\x01Y: 1\r\n\r\n", id="control-in-name"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nX: a\rContent-Length: 5\r\n\r\n", id="bare-cr"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nX: a\x00\r\n\r\n", id="nul-in-value"),
+        pytest.param(b"HTTP/1.1 200 O\x00K\r\n\r\n", id="nul-in-reason"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: \x0b5\r\n\r\n", id="odd-space-length"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcd\r\n0\r\n\r\n",
+            id="chunk-ended-by-bare-lf",
+        ),
         pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", id="negative-length"),
         pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", id="two-lengths"),
         pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: \xd9\xa3\r\n\r\n", id="non-ascii-digit"),
@@ -202,6 +263,10 @@ def test_a_close_before_the_end_is_an_incomplete_response() -> None:
     parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
     with pytest.raises(IncompleteResponse, match="before the response ended"):
         parser.close()
+    interim_only = ResponseParser(max_body=CAP)
+    interim_only.feed(b"HTTP/1.1 100 Continue\r\n\r\n")
+    with pytest.raises(IncompleteResponse, match="before the response ended"):
+        interim_only.close()
 
 
 def test_encode_post_writes_host_length_headers_and_body() -> None:

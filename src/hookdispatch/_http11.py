@@ -32,8 +32,8 @@ MAX_HEADER_FIELDS = 100
 _MAX_CHUNK_LINE = 1024
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?:[ \t][^\r\n]*)?")
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_TOKEN_BYTES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?:[ \t][^\r\n\x00]*)?")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _checked_names: set[str] = set()
 
@@ -76,6 +76,18 @@ def encode_post(target: bytes, host: bytes, headers: Mapping[str, str], body: by
     )
 
 
+def _head_end(buffer: bytes | bytearray, start: int) -> tuple[int, int]:
+    """Where the head from ``start`` ends: the LF ending its last line, and the position
+    after the empty line. (-1, -1) if not yet. Lines may end in CRLF or a bare LF."""
+    crlf = buffer.find(b"\n\r\n", start)
+    lf = buffer.find(b"\n\n", start)
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf, crlf + 3
+    if lf >= 0:
+        return lf, lf + 2
+    return -1, -1
+
+
 # Parser states.
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
 
@@ -95,8 +107,12 @@ class ResponseParser:
         "_keep_alive",
         "_kept",
         "_max_body",
+        "_partial_head",
+        "_received",
         "_remaining",
+        "_scanned",
         "_state",
+        "_trailers",
         "body",
         "headers",
         "reusable",
@@ -111,6 +127,10 @@ class ResponseParser:
         self._kept = 0  # body bytes in _chunks
         self._remaining = 0  # of the Content-Length, or of the current chunk
         self._keep_alive = False
+        self._partial_head: bytearray | None = None  # a head arriving in pieces
+        self._scanned = 0  # how far _partial_head was searched for the head's end
+        self._received = False
+        self._trailers = 0
         self.status = 0
         self.headers: dict[str, str] = {}
         self.body = b""
@@ -119,15 +139,16 @@ class ResponseParser:
     @property
     def started(self) -> bool:
         """Whether any byte of the response has arrived."""
-        return bool(self._buffer) or self._state != _HEAD
+        return self._received
 
     def feed(self, data: bytes) -> bool:
         """Take the next bytes received; True once the response is complete.
 
         Raises ResponseError when they cannot be a valid response.
         """
-        buffer = self._buffer + data if self._buffer else data
-        self._buffer = b""
+        buffer = self._joined(data)
+        if buffer is None:
+            return False
         position = 0
         while True:
             state = self._state
@@ -160,27 +181,55 @@ class ResponseParser:
                 if state == _TRAILER:
                     if not line:
                         return self._finish(buffer, position)
-                    continue  # trailer fields are not kept
-                size = line.split(b";", 1)[0].strip(b" \t")
-                if not _HEX.fullmatch(size):
-                    raise ResponseError(f"invalid chunk size {size[:20]!r}")
-                self._remaining = int(size, 16)
-                self._state = _TRAILER if self._remaining == 0 else _CHUNK_DATA
+                    self._trailer(line)
+                elif self._chunk_size(line):
+                    return True
             elif state == _CHUNK_END:
-                if buffer.startswith(b"\r\n", position):
+                ending = buffer[position : position + 2]
+                if ending == b"\r\n":
                     position += 2
-                elif buffer.startswith(b"\n", position):
-                    position += 1
-                elif len(buffer) - position < 2 and buffer.endswith(b"\r"):
-                    self._buffer = buffer[position:]  # the CR came, the LF is on its way
-                    return False
-                elif position == len(buffer):
+                elif ending in (b"", b"\r"):
+                    self._buffer = ending  # the rest is on its way
                     return False
                 else:
-                    raise ResponseError("a chunk is longer than its size says")
+                    raise ResponseError("a chunk is not followed by CRLF where its size says")
                 self._state = _CHUNK_SIZE
             else:  # done already
                 return True
+
+    def _joined(self, data: bytes) -> bytes | None:
+        """``data`` after what was kept of the last feed; None while a head is incomplete."""
+        self._received = self._received or bool(data)
+        partial = self._partial_head
+        if partial is None:
+            buffer = self._buffer + data if self._buffer else data  # at most a short line
+            self._buffer = b""
+            return buffer
+        # Searched only from where the last search stopped: a head dripped a byte at a
+        # time costs linear time, not quadratic.
+        partial += data
+        if _head_end(partial, self._scanned)[0] < 0:
+            self._scanned = max(0, len(partial) - 2)
+            if len(partial) > MAX_HEAD_BYTES:
+                raise ResponseError("the response head is over 64 KiB")
+            return None
+        self._partial_head = None
+        return bytes(partial)
+
+    def _chunk_size(self, line: bytes) -> bool:
+        """Take a chunk-size line; True if the response ends here (the kept part is full)."""
+        size = line.split(b";", 1)[0].strip(b" \t")
+        if not _HEX.fullmatch(size):
+            raise ResponseError(f"invalid chunk size {size[:20]!r}")
+        self._remaining = int(size, 16)
+        self._state = _TRAILER if self._remaining == 0 else _CHUNK_DATA
+        return bool(self._remaining) and self._full()
+
+    def _trailer(self, line: bytes) -> None:
+        """Trailer fields are not kept, only counted."""
+        self._trailers += 1
+        if self._trailers > MAX_HEADER_FIELDS:
+            raise ResponseError(f"more than {MAX_HEADER_FIELDS} trailer fields")
 
     def close(self) -> bool:
         """The receiver closed the connection: True if that completes the response.
@@ -199,17 +248,13 @@ class ResponseParser:
 
     def _head(self, buffer: bytes, position: int) -> int:
         """Parse a head from ``position``; the position after it, or -1 for more bytes."""
-        end = buffer.find(b"\r\n\r\n", position)
-        if end >= 0:
-            after = end + 4
-        else:
-            found = _HEAD_END.search(buffer, position)  # bare LFs: tolerated, as browsers do
-            if found is None:
-                if len(buffer) - position > MAX_HEAD_BYTES:
-                    raise ResponseError("the response head is over 64 KiB")
-                self._buffer = buffer[position:]
-                return -1
-            end, after = found.start(), found.end()
+        end, after = _head_end(buffer, position)
+        if end < 0:
+            partial = self._partial_head = bytearray(buffer[position:])
+            self._scanned = max(0, len(partial) - 2)
+            if len(partial) > MAX_HEAD_BYTES:
+                raise ResponseError("the response head is over 64 KiB")
+            return -1
         if end - position > MAX_HEAD_BYTES:
             raise ResponseError("the response head is over 64 KiB")
         lines = buffer[position:end].split(b"\n")
@@ -220,14 +265,7 @@ class ResponseParser:
         status = int(matched[2])
         if len(lines) > MAX_HEADER_FIELDS + 1:
             raise ResponseError(f"more than {MAX_HEADER_FIELDS} header fields")
-        headers: dict[str, str] = {}
-        for raw in lines[1:]:
-            name, colon, value = raw.partition(b":")
-            if not colon or not name or name != name.strip() or name[0] in b" \t":
-                raise ResponseError(f"malformed header line {raw[:40]!r}")
-            key = name.decode("latin-1").lower()
-            text = value.strip(b" \t\r").decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        headers = _fields(lines)
         if 100 <= status < 200:
             if status == 101:
                 raise ResponseError("the receiver switched protocols (101); webhooks are HTTP")
@@ -246,6 +284,8 @@ class ResponseParser:
             return
         coding = headers.get("transfer-encoding")
         if coding is not None:
+            if "content-length" in headers:  # ambiguous framing: never reuse (RFC 9112, 6.3)
+                self._keep_alive = False
             if coding.lower().rsplit(",", 1)[-1].strip() != "chunked":
                 self._keep_alive = False
                 self._state = _UNTIL_CLOSE
@@ -257,7 +297,7 @@ class ResponseParser:
             self._keep_alive = False
             self._state = _UNTIL_CLOSE
             return
-        values = {value.strip() for value in length.split(",")}
+        values = {value.strip(" \t") for value in length.split(",")}
         if len(values) != 1 or not (value := values.pop()).isdigit() or not value.isascii():
             raise ResponseError(f"invalid Content-Length {length[:40]!r}")
         self._remaining = int(value)
@@ -285,3 +325,31 @@ class ResponseParser:
         self.body = b"".join(self._chunks)
         self.reusable = self._keep_alive and position == len(buffer)
         return True
+
+
+def _fields(lines: list[bytes]) -> dict[str, str]:
+    """The header fields of a head's lines (the first is the status line): lower-case
+    names; repeated fields joined with ", "; obsolete line folding unfolded."""
+    headers: dict[str, str] = {}
+    last = ""
+    for raw in lines[1:]:
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if line[:1] in (b" ", b"\t"):  # obs-fold: a user agent unfolds it (RFC 9112, 5.2)
+            if not last:
+                raise ResponseError("the first header line is a continuation line")
+            headers[last] = f"{headers[last]} {_value(line)}"
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN_BYTES.fullmatch(name):
+            raise ResponseError(f"malformed header line {raw[:40]!r}")
+        last = name.decode("latin-1").lower()
+        text = _value(value)
+        headers[last] = f"{headers[last]}, {text}" if last in headers else text
+    return headers
+
+
+def _value(raw: bytes) -> str:
+    value = raw.strip(b" \t")
+    if b"\r" in value or b"\0" in value:
+        raise ResponseError(f"a header value holds a CR or NUL: {value[:40]!r}")
+    return value.decode("latin-1")
