@@ -29,6 +29,7 @@ from receivers import (
     invalid_http,
     keep_alive,
     late_response,
+    never_answer,
     never_close,
     raw_server,
     read_one_request,
@@ -362,3 +363,78 @@ def test_a_cancelled_send_leaves_no_connection_counted() -> None:
         outcomes = asyncio.run(run(server.url))
         assert wait_for(lambda: server.connections == 2)
     assert statuses(outcomes) == [200]
+
+
+def test_aclose_does_not_lift_the_deadline_of_a_request_in_flight() -> None:
+    async def run(url: str) -> tuple[object, float]:
+        transport = hd.AsyncioTransport(targets=LOCAL)
+        began = time.monotonic()
+        sending = asyncio.create_task(transport.send(_request(url, timeout=0.5)))
+        await asyncio.sleep(0.1)
+        await transport.aclose()
+        outcome = await asyncio.wait_for(sending, 5)
+        return outcome, time.monotonic() - began
+
+    with raw_server(never_answer) as server:
+        outcome, elapsed = asyncio.run(run(server.url))
+    assert isinstance(outcome, hd.DeliveryTimeout)
+    assert elapsed < 1.0
+
+
+def test_aclose_from_another_event_loop_hangs_up_the_idle_connections() -> None:
+    hung_up = threading.Event()
+    transport = hd.AsyncioTransport(targets=LOCAL)
+    with raw_server(_serve_once_and_note_the_hang_up(hung_up)) as server:
+        outcome = asyncio.run(transport.send(_request(server.url)))
+        asyncio.run(transport.aclose())  # the first loop is closed by now
+        assert hung_up.wait(5)
+    assert statuses([outcome]) == [200]  # type: ignore[list-item]
+
+
+def test_an_idle_connection_is_closed_after_its_expiry_without_further_requests() -> None:
+    hung_up = threading.Event()
+
+    async def run(url: str) -> bool:
+        transport = hd.AsyncioTransport(targets=LOCAL, keepalive_expiry=0.2)
+        try:
+            await transport.send(_request(url))
+            for _ in range(50):  # no request meanwhile: a timer closes it
+                if hung_up.is_set():
+                    return True
+                await asyncio.sleep(0.1)
+            return False
+        finally:
+            await transport.aclose()
+
+    with raw_server(_serve_once_and_note_the_hang_up(hung_up)) as server:
+        assert asyncio.run(run(server.url))
+
+
+def _unresolvable(host: str, port: int) -> list[str]:
+    raise OSError(f"cannot resolve {host!r}: [Errno -2] Name or service not known")
+
+
+@pytest.mark.parametrize("make_transport", [*ASYNC_TRANSPORTS, hd.HttpxTransport])
+@pytest.mark.parametrize(
+    ("url", "policy"),
+    [
+        pytest.param("https://no-such-host.invalid/hook", "failing", id="name-not-found"),
+        pytest.param("https://" + "a" * 64 + ".example.com/hook", "system", id="label-too-long"),
+    ],
+)
+def test_a_host_that_cannot_be_resolved_is_a_connect_error(
+    make_transport: Callable[..., object], url: str, policy: str
+) -> None:
+    targets = hd.TargetPolicy(resolver=_unresolvable) if policy == "failing" else hd.TargetPolicy()
+    transport = make_transport(targets=targets)
+    request = _request(url)
+    if isinstance(transport, hd.HttpxTransport):
+        try:
+            outcome = transport.send(request)
+        finally:
+            transport.close()
+    else:
+        [outcome] = send_all(transport, [request])  # type: ignore[arg-type]
+    assert isinstance(
+        outcome, hd.ConnectError if make_transport is not hd.AiohttpTransport else hd.TransportError
+    ), outcome

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import socket
 import ssl
 import time
 
@@ -113,11 +115,24 @@ class _Connection(asyncio.Protocol):
                 waiter.set_exception(error)
 
     def abort(self) -> None:
-        """Close at once, dropping anything unsent (the connection is not reused)."""
+        """Close at once, dropping anything unsent (the connection is not reused).
+
+        From another event loop too: a closed loop can no longer close its sockets,
+        so the receiver is told by a shutdown and the socket closes with its
+        transport; a live one is asked to close it.
+        """
         self.closed = True
         self._parser = None
-        if self._transport is not None:
-            self._transport.abort()
+        transport = self._transport
+        if transport is None:
+            return
+        if asyncio._get_running_loop() is self._loop:
+            transport.abort()
+        elif self._loop.is_closed():
+            with contextlib.suppress(OSError, AttributeError):
+                transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+        else:
+            self._loop.call_soon_threadsafe(transport.abort)
 
 
 class AsyncioTransport:
@@ -160,7 +175,7 @@ class AsyncioTransport:
         self._open = 0  # connections in use or idle
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._deadlines = DeadlineWatch()
-        self._next_sweep = 0.0
+        self._sweeper: asyncio.TimerHandle | None = None  # runs _sweep while any are idle
         self._closed = False
 
     def __repr__(self) -> str:
@@ -205,16 +220,16 @@ class AsyncioTransport:
     # The pool --------------------------------------------------------------------------
 
     def _adopt_loop(self) -> None:
-        """First use, or use from another loop: connections belong to the loop that
-        made them, so those of an earlier loop are forgotten (that loop closed them)."""
+        """First use, or use from another loop: connections and timers belong to the
+        loop that made them, so those of an earlier loop are closed and forgotten."""
+        self._close_idle()
         self._loop = asyncio.get_running_loop()
-        self._idle.clear()
         self._open = 0
         self._waiting.clear()
         self._deadlines = DeadlineWatch()
+        self._sweeper = None
 
     async def _acquire(self, origin: _Origin) -> _Connection:
-        self._sweep()
         while True:
             idle = self._idle.get(origin)
             while idle:
@@ -245,6 +260,8 @@ class AsyncioTransport:
         if reusable and not connection.closed and not self._closed:
             connection.idle_since = time.monotonic()
             self._idle.setdefault(connection.origin, []).append(connection)
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_INTERVAL, self._sweep)
         else:
             connection.abort()
             self._open -= 1
@@ -268,13 +285,10 @@ class AsyncioTransport:
         return False
 
     def _sweep(self) -> None:
-        """At most once a second: close idle connections that expired or were closed
-        by their receiver, whichever origin they are for."""
-        now = time.monotonic()
-        if now < self._next_sweep:
-            return
-        self._next_sweep = now + _SWEEP_INTERVAL
-        oldest = now - self._keepalive_expiry
+        """Every second while any connection is idle: close those idle for longer than
+        ``keepalive_expiry`` or closed by their receiver, whichever origin they are for."""
+        self._sweeper = None
+        oldest = time.monotonic() - self._keepalive_expiry
         for origin, stack in list(self._idle.items()):
             kept = []
             for connection in stack:
@@ -287,6 +301,8 @@ class AsyncioTransport:
                 self._idle[origin] = kept
             else:
                 del self._idle[origin]
+        if self._idle:
+            self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_INTERVAL, self._sweep)
 
     async def _connect(self, origin: _Origin) -> _Connection:
         scheme, host, port = origin
@@ -299,7 +315,9 @@ class AsyncioTransport:
                 else:
                     addresses = await loop.run_in_executor(None, self._targets.resolve, host, port)
             except OSError as exc:
-                raise ConnectError(f"cannot resolve {host}: {exc}") from None
+                raise ConnectError(str(exc)) from None
+            except UnicodeError as exc:  # a label IDNA refuses
+                raise ConnectError(f"cannot resolve {host!r}: {exc}") from None
         context = self._ssl_context() if scheme == "https" else None
         failures: list[str] = []
         for address in addresses:
@@ -314,8 +332,8 @@ class AsyncioTransport:
                 return connection
             except (ssl.SSLError, ssl.CertificateError) as exc:
                 raise TLSError(str(exc) or type(exc).__name__) from None
-            except OSError as exc:
-                failures.append(f"{address}: {exc.strerror or exc}")
+            except (OSError, UnicodeError) as exc:
+                failures.append(f"{address}: {getattr(exc, 'strerror', None) or exc}")
         raise ConnectError(f"cannot connect to {host} port {port} ({'; '.join(failures)})")
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -333,8 +351,16 @@ class AsyncioTransport:
 
         Requests sent after this still work, on connections closed after each one.
         """
+        # The deadline timer stays: exchanges in flight are still cut at their deadline
+        # (it stops by itself once none is watched).
         self._closed = True
-        self._deadlines.close()
+        self._close_idle()
+
+    def _close_idle(self) -> None:
+        if self._sweeper is not None:
+            with contextlib.suppress(RuntimeError):  # its loop may be closed
+                self._sweeper.cancel()
+            self._sweeper = None
         for stack in self._idle.values():
             for connection in stack:
                 connection.abort()
