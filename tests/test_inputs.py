@@ -97,6 +97,8 @@ def test_url_must_be_http_or_https(hooks: hd.Dispatcher, url: str, words: tuple[
         ("http://host:abc/", ("malformed",)),
         ("http://[::1/", ("malformed",)),
         ("https://example.com/hooks#frag", ("fragment",)),
+        ("https://" + "a" * 64 + ".example.com/", ("not a valid host name", "63")),
+        ("https://a..example.com/", ("not a valid host name",)),
     ],
 )
 def test_malformed_url(hooks: hd.Dispatcher, url: str, words: tuple[str]) -> None:

@@ -80,6 +80,8 @@ class _PolicyResolver(aiohttp.abc.AbstractResolver):
             addresses = await loop.run_in_executor(None, self._targets.resolve, host, port)
         except BlockedTargetError as exc:
             raise _Blocked(str(exc)) from exc
+        except UnicodeError as exc:  # a label IDNA refuses: aiohttp expects an OSError
+            raise OSError(f"cannot resolve {host!r}: {exc}") from exc
         return [
             {
                 "hostname": host,

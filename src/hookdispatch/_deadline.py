@@ -114,7 +114,13 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         # Resolve once, check every address, connect to a checked address itself:
         # nothing resolved later can differ from what was checked (DNS rebinding).
         last_error: Exception | None = None
-        for address in self._targets.resolve(host, port):
+        try:
+            addresses = self._targets.resolve(host, port)
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        except UnicodeError as exc:  # a label IDNA refuses
+            raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
+        for address in addresses:
             bounded = _bounded(timeout, httpcore.ConnectTimeout)
             try:
                 stream = self._backend.connect_tcp(

@@ -147,6 +147,11 @@ class TargetPolicy:
                 f"{exc}; refused by default (SSRF protection). For local development pass"
                 " targets=TargetPolicy.local(); for internal networks, allowed_networks=[...]"
             ) from None
+        except UnicodeError as exc:
+            raise InvalidEndpointError(
+                f"endpoint host {host[:80]!r} is not a valid host name ({exc}): each"
+                " dot-separated label must be 1 to 63 characters"
+            ) from None
         except OSError:
             return
 
