@@ -80,8 +80,6 @@ class _PolicyResolver(aiohttp.abc.AbstractResolver):
             addresses = await loop.run_in_executor(None, self._targets.resolve, host, port)
         except BlockedTargetError as exc:
             raise _Blocked(str(exc)) from exc
-        except UnicodeError as exc:  # a label IDNA refuses: aiohttp expects an OSError
-            raise OSError(f"cannot resolve {host!r}: {exc}") from exc
         return [
             {
                 "hostname": host,
@@ -121,7 +119,7 @@ def _parsed(url: str) -> yarl.URL:
 
 
 class AiohttpTransport:
-    """The default async transport: one pooled ``aiohttp.ClientSession``.
+    """An async transport on one pooled ``aiohttp.ClientSession``.
 
     Redirects are never followed; at most ``max_response_bytes`` of a body are read;
     each request is cut at ``request.timeout`` seconds in total. With ``targets``
@@ -245,7 +243,10 @@ class _AsyncPolicyBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        addresses = await loop.run_in_executor(None, self._targets.resolve, host, port)
+        try:
+            addresses = await loop.run_in_executor(None, self._targets.resolve, host, port)
+        except OSError as exc:  # the name did not resolve
+            raise httpcore.ConnectError(str(exc)) from exc
         last_error: Exception | None = None
         for address in addresses:
             try:

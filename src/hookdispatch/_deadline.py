@@ -116,10 +116,8 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         last_error: Exception | None = None
         try:
             addresses = self._targets.resolve(host, port)
-        except OSError as exc:
+        except OSError as exc:  # the name did not resolve
             raise httpcore.ConnectError(str(exc)) from exc
-        except UnicodeError as exc:  # a label IDNA refuses
-            raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
         for address in addresses:
             bounded = _bounded(timeout, httpcore.ConnectTimeout)
             try:

@@ -34,10 +34,13 @@ Resolver = Callable[[str, int], list[str]]
 
 
 def system_resolver(host: str, port: int) -> list[str]:
-    """The operating system's resolver (``getaddrinfo``), addresses in its order."""
+    """The operating system's resolver (``getaddrinfo``), addresses in its order.
+
+    Raises OSError for a name that does not resolve, or that IDNA cannot encode.
+    """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a label IDNA refuses
         raise OSError(f"cannot resolve {host!r}: {exc}") from exc
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
@@ -141,16 +144,18 @@ class TargetPolicy:
         if literal_address(host) is not None:
             return
         try:
+            host.encode("idna")  # what the resolver will ask for
+        except UnicodeError as exc:
+            raise InvalidEndpointError(
+                f"endpoint host {host[:80]!r} is not a valid host name ({exc}): each"
+                " dot-separated label must be 1 to 63 characters"
+            ) from None
+        try:
             self.resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
         except BlockedTargetError as exc:
             raise InvalidEndpointError(
                 f"{exc}; refused by default (SSRF protection). For local development pass"
                 " targets=TargetPolicy.local(); for internal networks, allowed_networks=[...]"
-            ) from None
-        except UnicodeError as exc:
-            raise InvalidEndpointError(
-                f"endpoint host {host[:80]!r} is not a valid host name ({exc}): each"
-                " dot-separated label must be 1 to 63 characters"
             ) from None
         except OSError:
             return
