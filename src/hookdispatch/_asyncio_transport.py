@@ -117,22 +117,27 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Close at once, dropping anything unsent (the connection is not reused).
 
-        From another event loop too: a closed loop can no longer close its sockets,
-        so the receiver is told by a shutdown and the socket closes with its
-        transport; a live one is asked to close it.
+        From outside its event loop too: a loop running elsewhere is asked to close
+        it; for one that is stopped or closed (it would never get to it), the socket
+        is shut down, which tells the receiver, and closes with its transport.
         """
         self.closed = True
         self._parser = None
         transport = self._transport
         if transport is None:
             return
-        if asyncio._get_running_loop() is self._loop:
+        loop = self._loop
+        if asyncio._get_running_loop() is loop:
             transport.abort()
-        elif self._loop.is_closed():
-            with contextlib.suppress(OSError, AttributeError):
-                transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
-        else:
-            self._loop.call_soon_threadsafe(transport.abort)
+            return
+        if loop.is_running():
+            try:
+                loop.call_soon_threadsafe(transport.abort)
+                return
+            except RuntimeError:  # closed meanwhile
+                pass
+        with contextlib.suppress(OSError, AttributeError):
+            transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
 
 
 class AsyncioTransport:
@@ -141,8 +146,9 @@ class AsyncioTransport:
     The same guarantees as the other transports: redirects are never followed (a
     3xx is a failed attempt); each request is cut at ``request.timeout`` seconds in
     total, covering the wait for a connection, connect, TLS, sending and reading;
-    at most ``max_response_bytes`` of a response body are kept, and a longer body
-    ends the read (its connection is closed). With ``targets`` (a
+    at most ``max_response_bytes`` of a response body are kept: once that much has
+    arrived with more still to come, the read ends there and the connection is
+    closed (a longer body that arrived whole is dropped, its connection kept). With ``targets`` (a
     :class:`TargetPolicy`) each connection goes to an address the policy checked at
     that moment; a refused one comes back as a BlockedTargetError outcome.
     Certificates are verified as httpx does (``verify``: True, False or your own
@@ -235,7 +241,9 @@ class AsyncioTransport:
             while idle:
                 connection = idle.pop()
                 if not connection.closed:
-                    return connection
+                    if connection.idle_since >= time.monotonic() - self._keepalive_expiry:
+                        return connection
+                    connection.abort()  # expired since the last sweep
                 self._open -= 1
             if self._open < self._max_connections or self._drop_an_idle_one():
                 self._open += 1
@@ -276,7 +284,8 @@ class AsyncioTransport:
                 return
 
     def _drop_an_idle_one(self) -> bool:
-        """Make room by closing the least recently used idle connection of another origin."""
+        """Make room by closing an idle connection to another origin (the oldest one of
+        the first origin that has any)."""
         for stack in self._idle.values():
             if stack:
                 stack.pop(0).abort()
@@ -314,10 +323,8 @@ class AsyncioTransport:
                     addresses = self._targets.resolve(host, port)  # no lookup: no blocking
                 else:
                     addresses = await loop.run_in_executor(None, self._targets.resolve, host, port)
-            except OSError as exc:
+            except OSError as exc:  # the name did not resolve
                 raise ConnectError(str(exc)) from None
-            except UnicodeError as exc:  # a label IDNA refuses
-                raise ConnectError(f"cannot resolve {host!r}: {exc}") from None
         context = self._ssl_context() if scheme == "https" else None
         failures: list[str] = []
         for address in addresses:
@@ -350,7 +357,13 @@ class AsyncioTransport:
         """Close the idle connections; those in use close when their exchange ends.
 
         Requests sent after this still work, on connections closed after each one.
+        Called from another event loop while this transport's own loop runs (in
+        another thread), the closing is done on that loop.
         """
+        own = self._loop
+        if own is not None and own.is_running() and own is not asyncio._get_running_loop():
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(), own))
+            return
         # The deadline timer stays: exchanges in flight are still cut at their deadline
         # (it stops by itself once none is watched).
         self._closed = True

@@ -7,9 +7,10 @@ bytes directly.
 
 The parser is strict where leniency would be unsafe and bounded everywhere a
 receiver could make it hold memory: a head over 64 KiB, more than 100 header
-fields, a chunk-size line over 1 KiB or a malformed length is a
-:class:`ResponseError`; at most ``max_body`` bytes of a body are kept, and a
-longer body ends the response early (the connection is then not reused).
+fields, a chunk-size or trailer line over 1 KiB or a malformed length is a
+:class:`ResponseError`; at most ``max_body`` bytes of a body are kept, and once
+they are, with more still to come, the response ends there (the connection is
+then not reused).
 Interim 1xx responses are skipped. A body is delimited by ``Content-Length``,
 by chunked coding, or by the receiver closing the connection (RFC 9112, 6.3).
 """
@@ -176,6 +177,8 @@ class ResponseParser:
                         raise ResponseError("a chunk-size or trailer line is over 1 KiB")
                     self._buffer = buffer[position:]
                     return False
+                if end - position > _MAX_CHUNK_LINE:
+                    raise ResponseError("a chunk-size or trailer line is over 1 KiB")
                 line = buffer[position:end].rstrip(b"\r")
                 position = end + 1
                 if state == _TRAILER:
