@@ -80,11 +80,9 @@ async def _async_pool(
     transport: type[hd.AsyncTransport] | None,
 ) -> Run:
     storage = make_storage()
+    sender = None if transport is None else transport(targets=LOCAL)  # type: ignore[call-arg]
     hooks = hd.AsyncDispatcher(
-        storage=storage,
-        concurrency=concurrency,
-        targets=LOCAL,
-        transport=None if transport is None else transport(targets=LOCAL),  # type: ignore[call-arg]
+        storage=storage, concurrency=concurrency, targets=LOCAL, transport=sender
     )
     try:
         await hooks.__aenter__()
@@ -101,6 +99,8 @@ async def _async_pool(
         run = _result(await asyncio.to_thread(_succeeded, storage, count), count, elapsed, cpu)
     finally:
         await hooks.aclose(timeout=0)
+        if sender is not None:  # ours to close: the dispatcher closes only its own
+            await sender.aclose()
         storage.close()
     run.enqueue_us = enqueue * 1e6
     return run

@@ -54,6 +54,7 @@ class RawServer:
         self._sock.settimeout(0.2)
         self.port = self._sock.getsockname()[1]
         self.connections = 0
+        self.finished = 0
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -73,8 +74,11 @@ class RawServer:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
-        with conn:
-            self._behaviour(conn, self._stop)
+        try:
+            with conn:
+                self._behaviour(conn, self._stop)
+        finally:
+            self.finished += 1  # this side has closed the connection
 
     def close(self) -> None:
         self._stop.set()
@@ -229,3 +233,18 @@ class CountingServer(RawServer):
         finally:
             with self._count_lock:
                 self.open_now -= 1
+
+
+def serve_once_and_note_the_hang_up(hung_up: threading.Event) -> Behaviour:
+    """Answer one request, keep the connection open, and set ``hung_up`` when the
+    client closes it."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        conn.settimeout(10)
+        if read_one_request(conn, bytearray()):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        with contextlib.suppress(OSError):
+            if conn.recv(1) == b"":
+                hung_up.set()
+
+    return behaviour

@@ -24,6 +24,7 @@ import hookdispatch as hd
 
 from receivers import (
     CountingServer,
+    RawServer,
     close_after_headers,
     huge_body,
     invalid_http,
@@ -34,6 +35,7 @@ from receivers import (
     raw_server,
     read_one_request,
     reset_mid_response,
+    serve_once_and_note_the_hang_up,
     wait_for,
 )
 
@@ -87,7 +89,7 @@ def test_a_misbehaving_receiver_is_a_classified_outcome_within_the_deadline(
         [outcome] = send_all(make_transport(targets=LOCAL), [_request(server.url, timeout=1.0)])
         elapsed = time.monotonic() - began
     assert isinstance(outcome, error), outcome
-    assert elapsed < 1.5
+    assert elapsed < 2.5  # the deadline's own bound is tested with the dispatchers
 
 
 @pytest.mark.parametrize("make_transport", ASYNC_TRANSPORTS)
@@ -185,17 +187,21 @@ def test_requests_one_after_another_share_one_connection() -> None:
 
 
 def test_a_connection_the_receiver_hung_up_is_replaced_not_reused() -> None:
-    async def run(url: str) -> list[object]:
+    async def run(url: str, server: RawServer) -> list[object]:
         transport = hd.AsyncioTransport(targets=LOCAL)
         outcomes = []
-        for _ in range(5):
+        for sent in range(1, 6):
             outcomes.append(await transport.send(_request(url)))
-            await asyncio.sleep(0.05)  # the hang-up reaches us before the next request
+            for _ in range(500):  # until the receiver has hung up, and we have seen it
+                idle = [c for stack in transport._idle.values() for c in stack]
+                if server.finished == sent and all(c.closed for c in idle):
+                    break
+                await asyncio.sleep(0.01)
         await transport.aclose()
         return outcomes
 
     with raw_server(keep_alive(per_connection=1)) as server:
-        outcomes = asyncio.run(run(server.url))
+        outcomes = asyncio.run(run(server.url, server))
     assert statuses(outcomes) == [200] * 5
     assert server.connections == 5
 
@@ -238,7 +244,7 @@ def test_never_more_than_max_connections_open_however_many_tasks_send() -> None:
 
 
 def test_waiting_for_a_connection_counts_against_the_deadline() -> None:
-    async def run(url: str) -> tuple[object, float]:
+    async def run(url: str) -> tuple[object, float, object]:
         transport = hd.AsyncioTransport(max_connections=1, targets=LOCAL)
         slow = asyncio.create_task(transport.send(_request(url)))
         await asyncio.sleep(0.2)
@@ -246,13 +252,15 @@ def test_waiting_for_a_connection_counts_against_the_deadline() -> None:
         outcome = await transport.send(_request(url, timeout=0.5))
         waited = time.monotonic() - began
         await slow
+        after = await transport.send(_request(url))  # the waiter left no slot taken
         await transport.aclose()
-        return outcome, waited
+        return outcome, waited, after
 
     with raw_server(keep_alive(delay=2.0)) as server:
-        outcome, waited = asyncio.run(run(server.url))
+        outcome, waited, after = asyncio.run(run(server.url))
     assert isinstance(outcome, hd.DeliveryTimeout)
-    assert 0.4 < waited < 1.0
+    assert 0.4 < waited < 1.5
+    assert statuses([after]) == [200]  # type: ignore[list-item]
 
 
 def test_a_request_waiting_for_a_connection_gets_the_next_one_freed() -> None:
@@ -269,18 +277,6 @@ def test_a_request_waiting_for_a_connection_gets_the_next_one_freed() -> None:
     assert server.connections == 1
 
 
-def _serve_once_and_note_the_hang_up(hung_up: threading.Event):
-    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
-        conn.settimeout(10)
-        if read_one_request(conn, bytearray()):
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        with contextlib.suppress(OSError):
-            if conn.recv(1) == b"":
-                hung_up.set()
-
-    return behaviour
-
-
 def test_aclose_hangs_up_the_idle_connections() -> None:
     hung_up = threading.Event()
 
@@ -292,7 +288,7 @@ def test_aclose_hangs_up_the_idle_connections() -> None:
         await transport.aclose()
         return outcome, kept_alive
 
-    with raw_server(_serve_once_and_note_the_hang_up(hung_up)) as server:
+    with raw_server(serve_once_and_note_the_hang_up(hung_up)) as server:
         outcome, kept_alive = asyncio.run(run(server.url))
         assert hung_up.wait(5)
     assert kept_alive
@@ -328,7 +324,7 @@ def test_an_idle_connection_to_an_endpoint_not_sent_to_again_is_closed() -> None
             await transport.aclose()
 
     with (
-        raw_server(_serve_once_and_note_the_hang_up(hung_up)) as quiet,
+        raw_server(serve_once_and_note_the_hang_up(hung_up)) as quiet,
         raw_server(keep_alive()) as busy,
     ):
         assert asyncio.run(run(quiet.url, busy.url))
@@ -378,13 +374,13 @@ def test_aclose_does_not_lift_the_deadline_of_a_request_in_flight() -> None:
     with raw_server(never_answer) as server:
         outcome, elapsed = asyncio.run(run(server.url))
     assert isinstance(outcome, hd.DeliveryTimeout)
-    assert elapsed < 1.0
+    assert elapsed < 3.0  # not the 5 s of wait_for: the deadline still cut it
 
 
 def test_aclose_from_another_event_loop_hangs_up_the_idle_connections() -> None:
     hung_up = threading.Event()
     transport = hd.AsyncioTransport(targets=LOCAL)
-    with raw_server(_serve_once_and_note_the_hang_up(hung_up)) as server:
+    with raw_server(serve_once_and_note_the_hang_up(hung_up)) as server:
         outcome = asyncio.run(transport.send(_request(server.url)))
         asyncio.run(transport.aclose())  # the first loop is closed by now
         assert hung_up.wait(5)
@@ -406,7 +402,7 @@ def test_an_idle_connection_is_closed_after_its_expiry_without_further_requests(
         finally:
             await transport.aclose()
 
-    with raw_server(_serve_once_and_note_the_hang_up(hung_up)) as server:
+    with raw_server(serve_once_and_note_the_hang_up(hung_up)) as server:
         assert asyncio.run(run(server.url))
 
 
@@ -414,7 +410,9 @@ def _unresolvable(host: str, port: int) -> list[str]:
     raise OSError(f"cannot resolve {host!r}: [Errno -2] Name or service not known")
 
 
-@pytest.mark.parametrize("make_transport", [*ASYNC_TRANSPORTS, hd.HttpxTransport])
+@pytest.mark.parametrize(
+    "make_transport", [*ASYNC_TRANSPORTS, hd.AsyncHttpxTransport, hd.HttpxTransport]
+)
 @pytest.mark.parametrize(
     ("url", "policy"),
     [
@@ -435,6 +433,18 @@ def test_a_host_that_cannot_be_resolved_is_a_connect_error(
             transport.close()
     else:
         [outcome] = send_all(transport, [request])  # type: ignore[arg-type]
-    assert isinstance(
-        outcome, hd.ConnectError if make_transport is not hd.AiohttpTransport else hd.TransportError
-    ), outcome
+    assert isinstance(outcome, hd.ConnectError), outcome
+
+
+def test_aclose_from_another_loop_while_the_first_is_stopped_hangs_up_too() -> None:
+    hung_up = threading.Event()
+    transport = hd.AsyncioTransport(targets=LOCAL)
+    first = asyncio.new_event_loop()
+    try:
+        with raw_server(serve_once_and_note_the_hang_up(hung_up)) as server:
+            outcome = first.run_until_complete(transport.send(_request(server.url)))
+            asyncio.run(transport.aclose())  # the first loop is stopped, not closed
+            assert hung_up.wait(5)
+    finally:
+        first.close()
+    assert statuses([outcome]) == [200]  # type: ignore[list-item]

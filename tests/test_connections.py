@@ -5,14 +5,18 @@ Against raw socket receivers on 127.0.0.1 that count the connections they accept
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 
 import hookdispatch as hd
 
-from receivers import CountingServer, keep_alive, raw_server, read_one_request, wait_for
+from receivers import (
+    CountingServer,
+    keep_alive,
+    raw_server,
+    serve_once_and_note_the_hang_up,
+    wait_for,
+)
 
 
 def _request(url: str, *, timeout: float = 5.0) -> hd.Request:
@@ -37,9 +41,9 @@ def test_a_connection_the_receiver_hung_up_is_replaced_not_reused() -> None:
         transport = hd.HttpxTransport(targets=hd.TargetPolicy.local())
         try:
             outcomes = []
-            for _ in range(5):
+            for sent in range(1, 6):
                 outcomes.append(transport.send(_request(server.url)))
-                time.sleep(0.05)  # the hang-up reaches us before the next request
+                assert wait_for(lambda sent=sent: server.finished == sent)  # it hung up
         finally:
             transport.close()
     assert [getattr(o, "status_code", o) for o in outcomes] == [200] * 5
@@ -102,17 +106,7 @@ def test_waiting_for_a_connection_counts_against_the_deadline() -> None:
 
 def test_close_hangs_up_the_idle_connections() -> None:
     hung_up = threading.Event()
-
-    def serve_once_and_wait_for_eof(conn: socket.socket, stop: threading.Event) -> None:
-        conn.settimeout(10)
-        buffer = bytearray()
-        if read_one_request(conn, buffer):
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        with contextlib.suppress(OSError):
-            if conn.recv(1) == b"":
-                hung_up.set()
-
-    with raw_server(serve_once_and_wait_for_eof) as server:
+    with raw_server(serve_once_and_note_the_hang_up(hung_up)) as server:
         transport = hd.HttpxTransport(targets=hd.TargetPolicy.local())
         outcome = transport.send(_request(server.url))
         assert not hung_up.wait(0.2)  # kept alive while the transport is open
@@ -136,16 +130,10 @@ def test_a_closed_transport_still_sends_but_keeps_no_connection() -> None:
 
 def test_an_idle_connection_to_an_endpoint_not_sent_to_again_is_closed() -> None:
     hung_up = threading.Event()
-
-    def serve_once_and_wait_for_eof(conn: socket.socket, stop: threading.Event) -> None:
-        conn.settimeout(10)
-        if read_one_request(conn, bytearray()):
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        with contextlib.suppress(OSError):
-            if conn.recv(1) == b"":
-                hung_up.set()
-
-    with raw_server(serve_once_and_wait_for_eof) as quiet, raw_server(keep_alive()) as busy:
+    with (
+        raw_server(serve_once_and_note_the_hang_up(hung_up)) as quiet,
+        raw_server(keep_alive()) as busy,
+    ):
         transport = hd.HttpxTransport(targets=hd.TargetPolicy.local())
         transport._pool._keepalive_expiry = 0.2  # (30 s by default)
         try:
