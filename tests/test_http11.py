@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
+import h11
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hookdispatch import _http11 as http11
 from hookdispatch._http11 import (
@@ -292,3 +297,117 @@ def test_encode_post_writes_host_length_headers_and_body() -> None:
 def test_encode_post_refuses_header_smuggling(headers: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="header"):
         encode_post(b"/", b"example.com", headers, b"")
+
+
+# Differential: any valid response, cut anywhere, reads as h11 (httpcore's parser) reads it.
+
+_STATUSES = [200, 201, 204, 302, 304, 400, 404, 410, 429, 500, 503]
+
+
+@st.composite
+def responses(draw: st.DrawFn) -> bytes:
+    """A valid HTTP/1.x response, possibly after interim ones and before stray bytes."""
+    interim = b"".join(
+        b"HTTP/1.1 1%02d Info\r\nX-I: 1\r\n\r\n" % code
+        for code in draw(st.lists(st.sampled_from([0, 2, 3]), max_size=2))
+    )
+    version = draw(st.sampled_from([b"1.1", b"1.1", b"1.0"]))
+    status = draw(st.sampled_from(_STATUSES))
+    reason = draw(st.sampled_from([b" OK", b" ", b"", b" Some Reason Phrase"]))
+    body = b"" if status in (204, 304) else draw(st.binary(max_size=3000))
+    fields = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"X-A", b"x-a", b"Retry-After", b"Server"]),
+                st.sampled_from([b"1", b"v v", b"", b"a,b"]),
+            ),
+            max_size=4,
+        )
+    )
+    if draw(st.booleans()):
+        fields.append((b"Connection", draw(st.sampled_from([b"close", b"keep-alive", b"Close"]))))
+    framing = draw(st.sampled_from(["length", "chunked", "close"]))
+    if framing == "length" or status in (204, 304):
+        fields.append((b"Content-Length", b"%d" % len(body)))
+        encoded = body
+    elif framing == "chunked":
+        fields.append((b"Transfer-Encoding", draw(st.sampled_from([b"chunked", b"Chunked"]))))
+        sizes = draw(st.lists(st.integers(1, 200), max_size=40))
+        encoded, start = b"", 0
+        for size in sizes:
+            piece = body[start : start + size]
+            start += size
+            if piece:
+                extension = draw(st.sampled_from([b"", b";ext=1", b"; a=b"]))
+                encoded += b"%x%s\r\n%s\r\n" % (len(piece), extension, piece)
+        if start < len(body):
+            encoded += b"%x\r\n%s\r\n" % (len(body) - start, body[start:])
+        encoded += b"0\r\n" + draw(st.sampled_from([b"", b"T: 1\r\n"])) + b"\r\n"
+    else:
+        encoded = body
+    head = b"HTTP/%s %d%s\r\n" % (version, status, reason)
+    head += b"".join(
+        name + b": " + value + b"\r\n" for name, value in draw(st.permutations(fields))
+    )
+    stray = draw(st.sampled_from([b"", b"", b"HTTP/1.1 200 OK\r\n"]))
+    return interim + head + b"\r\n" + encoded + stray
+
+
+def _as_h11_reads(data: bytes, closed: bool) -> tuple[object, ...]:
+    connection = h11.Connection(h11.CLIENT)
+    connection.send(h11.Request(method="POST", target="/", headers=[("Host", "x")]))
+    connection.send(h11.EndOfMessage())
+    connection.receive_data(data)
+    if closed:
+        connection.receive_data(b"")
+    status, headers, body = 0, {}, b""
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            return ("incomplete",)
+        if isinstance(event, h11.Response):
+            status = event.status_code
+            for raw_name, raw_value in event.headers:
+                name, value = raw_name.decode().lower(), raw_value.decode("latin-1")
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            try:
+                connection.start_next_cycle()
+                reusable = not closed and not connection.trailing_data[0]
+            except h11.LocalProtocolError:
+                reusable = False
+            headers.pop("transfer-encoding", None)
+            return ("done", status, headers, body, reusable)
+
+
+def _as_we_read(data: bytes, cuts: list[int], closed: bool) -> tuple[object, ...]:
+    parser = ResponseParser(max_body=1 << 20)
+    bounds = [0, *cuts, len(data)]
+    pieces = [data[start:end] for start, end in itertools.pairwise(bounds)]
+    done = False
+    for index, piece in enumerate(pieces):
+        if parser.feed(piece):
+            done, rest = True, b"".join(pieces[index + 1 :])
+            break
+    if not done:
+        if not closed:
+            return ("incomplete",)
+        try:
+            parser.close()
+        except IncompleteResponse:
+            return ("incomplete",)
+        rest = b""
+    parser.headers.pop("transfer-encoding", None)
+    reusable = parser.reusable and not rest and not closed
+    return ("done", parser.status, parser.headers, parser.body, reusable)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=responses(), cut_at=st.lists(st.floats(0, 1), max_size=5), closed=st.booleans())
+def test_any_valid_response_cut_anywhere_reads_as_h11_reads_it(
+    data: bytes, cut_at: list[float], closed: bool
+) -> None:
+    cuts = sorted({int(fraction * len(data)) for fraction in cut_at} - {0, len(data)})
+    assert _as_we_read(data, cuts, closed) == _as_h11_reads(data, closed)
