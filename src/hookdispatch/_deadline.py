@@ -13,19 +13,20 @@ pool the sync transport sends through.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 
 import httpcore
 import httpx
 
-from ._connections import KeepAlivePool
+from ._connections import ConnectionsBusy, KeepAlivePool
 from ._targets import TargetPolicy
 
-__all__ = ["TotalDeadline", "deadline_pool", "to_httpcore"]
+__all__ = ["HttpcorePool", "TotalDeadline", "deadline_pool", "to_httpcore"]
 
 _deadline: ContextVar[float | None] = ContextVar("hookdispatch_deadline", default=None)
 _WRITE_CHUNK = 64 * 1024
@@ -160,20 +161,88 @@ def to_httpcore(request: httpx.Request) -> httpcore.Request:
     )
 
 
+class HttpcorePool:
+    """httpcore's HTTP/1.1 connections (public API) in a :class:`KeepAlivePool`."""
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext,
+        max_connections: int,
+        keepalive_expiry: float,
+        network_backend: httpcore.NetworkBackend,
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._keepalive_expiry = keepalive_expiry
+        self._backend = network_backend
+        self._pool: KeepAlivePool[httpcore.HTTPConnection] = KeepAlivePool(
+            max_connections=max_connections
+        )
+
+    @contextlib.contextmanager
+    def stream(
+        self,
+        method: bytes | str,
+        url: httpcore.URL,
+        *,
+        headers: Sequence[tuple[bytes, bytes]],
+        content: bytes,
+        extensions: Mapping[str, object],
+    ) -> Iterator[httpcore.Response]:
+        """Send a request; the block reads the response. Its connection goes back after.
+
+        ``headers`` go out as given: include ``Host`` and ``Content-Length``. Raises
+        httpcore's exceptions, and ``httpcore.PoolTimeout`` when no connection frees
+        up within the ``"pool"`` timeout of ``extensions``.
+        """
+        request = httpcore.Request(
+            method, url, headers=headers, content=content, extensions=dict(extensions)
+        )
+        timeouts = extensions.get("timeout")
+        wait = timeouts.get("pool") if isinstance(timeouts, dict) else None
+        origin = url.origin
+        key = (origin.scheme, origin.host, origin.port)
+        try:
+            connection = self._pool.take(key, wait=wait)
+        except ConnectionsBusy as exc:
+            raise httpcore.PoolTimeout(str(exc)) from None
+        if connection is None:
+            connection = httpcore.HTTPConnection(
+                origin,
+                ssl_context=self._ssl_context,
+                keepalive_expiry=self._keepalive_expiry,
+                network_backend=self._backend,
+            )
+        try:
+            response = connection.handle_request(request)
+            try:
+                yield response
+            finally:
+                response.close()
+        finally:
+            # A failed connect reads as idle and closed; a response cut short, as closed.
+            reusable = connection.is_idle() and not connection.is_closed()
+            self._pool.give_back(key, connection, reusable=reusable)
+
+    def close(self) -> None:
+        """Close the idle connections; see :meth:`KeepAlivePool.close`."""
+        self._pool.close()
+
+
 def deadline_pool(
     *,
     verify: ssl.SSLContext | bool = True,
     max_connections: int = 100,
     keepalive_expiry: float = 30.0,
     targets: TargetPolicy | None = None,
-) -> KeepAlivePool:
+) -> HttpcorePool:
     """Keep-alive HTTP/1.1 connections (httpcore's, no proxy) on the deadline-aware backend.
 
     Its requests honour :class:`TotalDeadline`; it raises httpcore's exceptions.
     With ``targets``, every connection goes to an address the policy checked, and a
     refused one raises BlockedTargetError.
     """
-    return KeepAlivePool(
+    return HttpcorePool(
         ssl_context=httpx.create_ssl_context(verify=verify),
         max_connections=max_connections,
         keepalive_expiry=keepalive_expiry,
