@@ -86,5 +86,5 @@ DRIVERS: dict[str, Factory] = {"sync": hd.Dispatcher, "async": AsyncDriven}
 def transport_for(driver: str, **options: Any) -> Any:
     """The default transport class of ``driver``, built with ``options``."""
     if driver == "sync":
-        return hd.HttpxTransport(**options)
+        return hd.SocketTransport(**options)
     return hd.AsyncioTransport(**options)

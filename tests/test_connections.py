@@ -1,4 +1,5 @@
-"""The sync transport's keep-alive connections (``_connections.KeepAlivePool``).
+"""The sync transports' keep-alive connections (``_connections.KeepAlivePool``):
+SocketTransport (the default) and HttpxTransport, each test for both.
 
 Against raw socket receivers on 127.0.0.1 that count the connections they accept.
 """
@@ -7,8 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+
+import pytest
 
 import hookdispatch as hd
+from hookdispatch._connections import KeepAlivePool
 
 from receivers import (
     CountingServer,
@@ -18,6 +23,11 @@ from receivers import (
     wait_for,
 )
 
+SYNC_TRANSPORTS = pytest.mark.parametrize(
+    "make_transport",
+    [pytest.param(hd.SocketTransport, id="socket"), pytest.param(hd.HttpxTransport, id="httpx")],
+)
+
 
 def _request(url: str, *, timeout: float = 5.0) -> hd.Request:
     return hd.Request(
@@ -25,9 +35,12 @@ def _request(url: str, *, timeout: float = 5.0) -> hd.Request:
     )
 
 
-def test_requests_one_after_another_share_one_connection() -> None:
+@SYNC_TRANSPORTS
+def test_requests_one_after_another_share_one_connection(
+    make_transport: type[hd.Transport],
+) -> None:
     with raw_server(keep_alive()) as server:
-        transport = hd.HttpxTransport(targets=hd.TargetPolicy.local())
+        transport = make_transport(targets=hd.TargetPolicy.local())
         try:
             outcomes = [transport.send(_request(server.url)) for _ in range(20)]
         finally:
@@ -36,9 +49,12 @@ def test_requests_one_after_another_share_one_connection() -> None:
     assert server.connections == 1
 
 
-def test_a_connection_the_receiver_hung_up_is_replaced_not_reused() -> None:
+@SYNC_TRANSPORTS
+def test_a_connection_the_receiver_hung_up_is_replaced_not_reused(
+    make_transport: type[hd.Transport],
+) -> None:
     with raw_server(keep_alive(per_connection=1)) as server:
-        transport = hd.HttpxTransport(targets=hd.TargetPolicy.local())
+        transport = make_transport(targets=hd.TargetPolicy.local())
         try:
             outcomes = []
             for sent in range(1, 6):
@@ -50,9 +66,12 @@ def test_a_connection_the_receiver_hung_up_is_replaced_not_reused() -> None:
     assert server.connections == 5
 
 
-def test_a_response_cut_at_the_cap_closes_its_connection() -> None:
-    with raw_server(keep_alive(body=b"x" * 1000)) as server:
-        transport = hd.HttpxTransport(max_response_bytes=10, targets=hd.TargetPolicy.local())
+@SYNC_TRANSPORTS
+def test_a_response_cut_at_the_cap_closes_its_connection(
+    make_transport: type[hd.Transport],
+) -> None:
+    with raw_server(keep_alive(body=b"x" * (8 << 20))) as server:
+        transport = make_transport(max_response_bytes=10, targets=hd.TargetPolicy.local())
         try:
             first, second = (transport.send(_request(server.url)) for _ in range(2))
         finally:
@@ -64,9 +83,12 @@ def test_a_response_cut_at_the_cap_closes_its_connection() -> None:
     assert server.connections == 2  # the unread rest made the first one unusable
 
 
-def test_never_more_than_max_connections_open_however_many_threads_send() -> None:
+@SYNC_TRANSPORTS
+def test_never_more_than_max_connections_open_however_many_threads_send(
+    make_transport: type[hd.Transport],
+) -> None:
     server = CountingServer(keep_alive(delay=0.02))
-    transport = hd.HttpxTransport(max_connections=2, targets=hd.TargetPolicy.local())
+    transport = make_transport(max_connections=2, targets=hd.TargetPolicy.local())
     outcomes: list[object] = []
 
     def send_some() -> None:
@@ -87,9 +109,12 @@ def test_never_more_than_max_connections_open_however_many_threads_send() -> Non
     assert server.connections == 2  # and both were kept alive throughout
 
 
-def test_waiting_for_a_connection_counts_against_the_deadline() -> None:
+@SYNC_TRANSPORTS
+def test_waiting_for_a_connection_counts_against_the_deadline(
+    make_transport: type[hd.Transport],
+) -> None:
     with raw_server(keep_alive(delay=2.0)) as server:
-        transport = hd.HttpxTransport(max_connections=1, targets=hd.TargetPolicy.local())
+        transport = make_transport(max_connections=1, targets=hd.TargetPolicy.local())
         try:
             slow = threading.Thread(target=transport.send, args=(_request(server.url),))
             slow.start()
@@ -104,10 +129,11 @@ def test_waiting_for_a_connection_counts_against_the_deadline() -> None:
     assert 0.4 < waited < 1.5
 
 
-def test_close_hangs_up_the_idle_connections() -> None:
+@SYNC_TRANSPORTS
+def test_close_hangs_up_the_idle_connections(make_transport: type[hd.Transport]) -> None:
     hung_up = threading.Event()
     with raw_server(serve_once_and_note_the_hang_up(hung_up)) as server:
-        transport = hd.HttpxTransport(targets=hd.TargetPolicy.local())
+        transport = make_transport(targets=hd.TargetPolicy.local())
         outcome = transport.send(_request(server.url))
         assert not hung_up.wait(0.2)  # kept alive while the transport is open
         transport.close()
@@ -116,11 +142,14 @@ def test_close_hangs_up_the_idle_connections() -> None:
     assert outcome.status_code == 200
 
 
-def test_a_closed_transport_still_sends_but_keeps_no_connection() -> None:
+@SYNC_TRANSPORTS
+def test_a_closed_transport_still_sends_but_keeps_no_connection(
+    make_transport: type[hd.Transport],
+) -> None:
     # Closing is for shutting down: a send that races with it is still made (not
     # failed and blamed on the receiver), on a connection closed right after.
     with raw_server(keep_alive()) as server:
-        transport = hd.HttpxTransport(targets=hd.TargetPolicy.local())
+        transport = make_transport(targets=hd.TargetPolicy.local())
         transport.send(_request(server.url))
         transport.close()
         outcomes = [transport.send(_request(server.url)) for _ in range(2)]
@@ -128,14 +157,16 @@ def test_a_closed_transport_still_sends_but_keeps_no_connection() -> None:
     assert server.connections == 3
 
 
-def test_an_idle_connection_to_an_endpoint_not_sent_to_again_is_closed() -> None:
+@SYNC_TRANSPORTS
+def test_an_idle_connection_to_an_endpoint_not_sent_to_again_is_closed(
+    make_transport: type[hd.Transport],
+) -> None:
     hung_up = threading.Event()
     with (
         raw_server(serve_once_and_note_the_hang_up(hung_up)) as quiet,
         raw_server(keep_alive()) as busy,
     ):
-        transport = hd.HttpxTransport(targets=hd.TargetPolicy.local())
-        transport._pool._keepalive_expiry = 0.2  # (30 s by default)
+        transport = make_transport(targets=hd.TargetPolicy.local(), keepalive_expiry=0.2)
         try:
             transport.send(_request(quiet.url))
             give_up = time.monotonic() + 5
@@ -146,3 +177,79 @@ def test_an_idle_connection_to_an_endpoint_not_sent_to_again_is_closed() -> None
         finally:
             transport.close()
     assert closed_while_open
+
+
+def test_a_body_that_arrived_whole_keeps_its_connection_even_past_the_cap() -> None:
+    with raw_server(keep_alive(body=b"x" * 1000)) as server:
+        transport = hd.SocketTransport(max_response_bytes=10, targets=hd.TargetPolicy.local())
+        try:
+            outcomes = [transport.send(_request(server.url)) for _ in range(2)]
+        finally:
+            transport.close()
+    assert [getattr(o, "body", o) for o in outcomes] == [b"x" * 10] * 2
+    assert server.connections == 1
+
+
+# The pool itself, with stand-in connections -----------------------------------------
+
+
+class _StandIn:
+    def __init__(self, on_check: Callable[[], bool] = lambda: False) -> None:
+        self.on_check = on_check
+        self.closed = False
+
+    def has_expired(self) -> bool:
+        return self.on_check()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Interrupt(BaseException):
+    """Stands for KeyboardInterrupt (which would stop pytest if it got loose)."""
+
+
+def _interrupt() -> bool:
+    raise _Interrupt
+
+
+def test_an_interrupt_while_an_idle_connection_is_checked_frees_its_slot() -> None:
+    pool: KeepAlivePool[_StandIn] = KeepAlivePool(max_connections=1)
+    pool._next_sweep = float("inf")  # the check when it is taken, not the sweep's
+    assert pool.take("a", wait=0) is None
+    pool.give_back("a", _StandIn(_interrupt), reusable=True)
+    with pytest.raises(_Interrupt):
+        pool.take("a", wait=0)
+    assert pool.take("a", wait=0) is None  # the slot is free: not ConnectionsBusy
+
+
+def test_an_interrupted_sweep_keeps_every_connection_accounted_for() -> None:
+    pool: KeepAlivePool[_StandIn] = KeepAlivePool(max_connections=3)
+    standing = [_StandIn(), _StandIn(_interrupt), _StandIn()]
+    pool._next_sweep = float("inf")
+    assert [pool.take(origin, wait=0) for origin in "aab"] == [None] * 3  # three opened
+    for origin, connection in zip("aab", standing, strict=True):
+        pool.give_back(origin, connection, reusable=True)
+    pool._next_sweep = 0.0
+    with pytest.raises(_Interrupt):
+        pool._sweep()
+    assert sorted(len(stack) for stack in pool._idle.values()) == [1, 2]
+    assert pool._open == 3
+    assert not any(connection.closed for connection in standing)
+
+
+def test_a_close_during_a_sweep_closes_what_the_sweep_kept() -> None:
+    pool: KeepAlivePool[_StandIn] = KeepAlivePool(max_connections=1)
+
+    def close_meanwhile() -> bool:
+        pool.close()  # as another thread would, while this check runs
+        return False
+
+    connection = _StandIn(close_meanwhile)
+    assert pool.take("a", wait=0) is None
+    pool.give_back("a", connection, reusable=True)
+    pool._next_sweep = 0.0
+    pool._sweep()
+    assert connection.closed
+    assert pool._idle == {}
+    assert pool._open == 0

@@ -100,7 +100,10 @@ def test_allowed_networks_let_an_internal_receiver_through(
     assert delivery.status is hd.DeliveryStatus.SUCCEEDED
 
 
-def test_the_transports_enforce_the_policy_on_their_own(httpserver: HTTPServer) -> None:
+@pytest.mark.parametrize("make_transport", [hd.SocketTransport, hd.HttpxTransport])
+def test_the_transports_enforce_the_policy_on_their_own(
+    httpserver: HTTPServer, make_transport: type[hd.Transport]
+) -> None:
     """A transport given a policy refuses by itself, whatever calls it."""
     httpserver.expect_request("/hook").respond_with_data("")
     request = hd.Request(
@@ -109,7 +112,7 @@ def test_the_transports_enforce_the_policy_on_their_own(httpserver: HTTPServer) 
         body=b"{}",
         timeout=5.0,
     )
-    transport = hd.HttpxTransport(targets=hd.TargetPolicy(allow_http=True))
+    transport = make_transport(targets=hd.TargetPolicy(allow_http=True))  # type: ignore[call-arg]
     try:
         outcome = transport.send(request)
     finally:

@@ -14,6 +14,7 @@ from ._dispatcher import Dispatcher
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, generate_secret
 from ._policy import RetryPolicy
 from ._signing import sign_hex, sign_standard, verify_signature, verify_standard_webhook
+from ._socket_transport import SocketTransport
 from ._targets import TargetPolicy
 from ._transport import AsyncTransport, HttpxTransport, Transport
 from .exceptions import (
@@ -79,6 +80,7 @@ __all__ = [
     "Response",
     "RetryPolicy",
     "SQLiteStorage",
+    "SocketTransport",
     "Storage",
     "StorageError",
     "TLSError",

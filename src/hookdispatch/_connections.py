@@ -89,13 +89,19 @@ class KeepAlivePool(Generic[C]):
                             f"all {self._max_connections} connections stayed busy"
                         )
                     self._changed.wait(left)
-            for other in dropped:  # closed outside the lock: close may block
-                other.close()
-            # Checked outside the lock: has_expired may poll the socket (the
-            # receiver may have hung up while the connection sat idle).
-            if connection is None or not connection.has_expired():
-                return connection
-            connection.close()
+            try:
+                for other in dropped:  # closed outside the lock: close may block
+                    other.close()
+                # Checked outside the lock: has_expired may poll the socket (the
+                # receiver may have hung up while the connection sat idle).
+                if connection is None or not connection.has_expired():
+                    return connection
+                connection.close()
+            except BaseException:  # an interrupt must not keep the slot for ever
+                if connection is not None:
+                    connection.close()
+                self.forfeit()
+                raise
             self.forfeit()
 
     def forfeit(self) -> None:
@@ -137,20 +143,23 @@ class KeepAlivePool(Generic[C]):
                 return
             self._next_sweep = now + _SWEEP_INTERVAL
             taken, self._idle = self._idle, {}
-        kept: dict[Hashable, list[C]] = {}
         expired: list[C] = []
-        for origin, stack in taken.items():
-            for connection in stack:
-                (expired if connection.has_expired() else kept.setdefault(origin, [])).append(
-                    connection
-                )
-        with self._changed:
-            for origin, stack in kept.items():  # older than any put back meanwhile
-                self._idle[origin] = stack + self._idle.get(origin, [])
-            self._open -= len(expired)
-            self._changed.notify_all()
-        for connection in expired:
-            connection.close()
+        try:
+            for stack in taken.values():
+                expired.extend(connection for connection in stack if connection.has_expired())
+        finally:  # even when interrupted: every connection taken out is accounted for
+            gone = {id(connection) for connection in expired}
+            with self._changed:
+                for origin, stack in taken.items():
+                    kept = [connection for connection in stack if id(connection) not in gone]
+                    if self._closed:  # close() ran meanwhile: these close too
+                        expired.extend(kept)
+                    elif kept:  # older than any put back meanwhile
+                        self._idle[origin] = kept + self._idle.get(origin, [])
+                self._open -= len(expired)
+                self._changed.notify_all()
+            for connection in expired:
+                connection.close()
 
     def close(self) -> None:
         """Close the idle connections now; those in use close when given back.

@@ -41,8 +41,9 @@ from ._operations import (
 )
 from ._policy import RetryPolicy
 from ._slots import WorkerSlots
+from ._socket_transport import SocketTransport
 from ._targets import TargetPolicy, default_targets
-from ._transport import HttpxTransport, Transport
+from ._transport import Transport
 from ._types import JSON, Clock, Sleep, utc_now
 from .exceptions import DispatcherClosedError, InvalidInputError
 from .storage import Storage
@@ -59,7 +60,7 @@ class Dispatcher:
     """Sends events to endpoints: inline (``workers=0``) or on a background thread pool.
 
     * ``storage``: where endpoints, events, deliveries and attempts live.
-    * ``transport``: sends the HTTP requests; an :class:`HttpxTransport` by default,
+    * ``transport``: sends the HTTP requests; a :class:`SocketTransport` by default,
       which this dispatcher then closes.
     * ``workers``: ``0`` delivers inline: :meth:`dispatch` returns once every delivery
       of the event succeeded or used up its attempts (sleeping between retries).
@@ -106,13 +107,13 @@ class Dispatcher:
             raise InvalidInputError("workers must be 0 (inline) or a positive number of threads")
         if transport is not None and not isinstance(transport, Transport):
             raise InvalidInputError(
-                "Dispatcher needs a Transport (send() and close()), such as HttpxTransport();"
+                "Dispatcher needs a Transport (send() and close()), such as SocketTransport();"
                 " AsyncDispatcher takes the async ones"
             )
         self._storage = storage
         self._owns_transport = transport is None
         self._targets = targets or default_targets()
-        self._transport: Transport = transport or HttpxTransport(
+        self._transport: Transport = transport or SocketTransport(
             max_connections=max(workers, 1), targets=self._targets
         )
         self._workers = workers

@@ -146,7 +146,7 @@ def _target(url: str) -> tuple[httpcore.URL, bytes]:
 
 
 class HttpxTransport:
-    """The default transport: httpcore's HTTP/1.1 connections, kept alive and reused.
+    """A transport on httpcore's HTTP/1.1 connections (httpx's own), kept alive and reused.
 
     Requests go straight to the connections (see ``_connections.KeepAlivePool``): a
     webhook needs none of ``httpx.Client``'s cookies, auth or redirect handling,
@@ -167,9 +167,15 @@ class HttpxTransport:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         verify: ssl.SSLContext | bool = True,
         targets: TargetPolicy | None = None,
+        keepalive_expiry: float = 30.0,
     ) -> None:
         self._max_response_bytes = max_response_bytes
-        self._pool = deadline_pool(verify=verify, max_connections=max_connections, targets=targets)
+        self._pool = deadline_pool(
+            verify=verify,
+            max_connections=max_connections,
+            targets=targets,
+            keepalive_expiry=keepalive_expiry,
+        )
 
     def send(self, request: Request) -> Outcome:
         seconds = request.timeout

@@ -1,9 +1,11 @@
-"""The async transports on their own: AsyncioTransport's keep-alive pool, and both
-built-in async transports against misbehaving receivers, chunked bodies and TLS.
+"""The transports on their own: AsyncioTransport's keep-alive pool; every built-in
+transport against misbehaving receivers, early answers, chunked bodies, TLS and
+names that do not resolve.
 
 Against raw socket receivers and pytest-httpserver on 127.0.0.1. (The dispatcher
-suite runs on the default, AsyncioTransport; this file also keeps AiohttpTransport
-to the same account.)
+suites run on the defaults, SocketTransport and AsyncioTransport; this file also
+holds the others to the same account. The sync pool's own tests are in
+test_connections.py.)
 """
 
 from __future__ import annotations
@@ -151,7 +153,9 @@ def https_server(certificate_authority: trustme.CA) -> Iterator[HTTPServer]:
     server.stop()
 
 
-@pytest.mark.parametrize("make_transport", [*ASYNC_TRANSPORTS, hd.HttpxTransport])
+@pytest.mark.parametrize(
+    "make_transport", [*ASYNC_TRANSPORTS, hd.SocketTransport, hd.HttpxTransport]
+)
 def test_tls_is_verified_against_the_trusted_authorities(
     make_transport: Callable[..., object], https_server: HTTPServer, certificate_authority
 ) -> None:
@@ -160,7 +164,7 @@ def test_tls_is_verified_against_the_trusted_authorities(
     request = _request(https_server.url_for("/hook"))
 
     def send(transport: object) -> object:
-        if isinstance(transport, hd.HttpxTransport):
+        if isinstance(transport, hd.Transport):
             try:
                 return transport.send(request)
             finally:
@@ -411,7 +415,8 @@ def _unresolvable(host: str, port: int) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "make_transport", [*ASYNC_TRANSPORTS, hd.AsyncHttpxTransport, hd.HttpxTransport]
+    "make_transport",
+    [*ASYNC_TRANSPORTS, hd.AsyncHttpxTransport, hd.SocketTransport, hd.HttpxTransport],
 )
 @pytest.mark.parametrize(
     ("url", "policy"),
@@ -426,7 +431,7 @@ def test_a_host_that_cannot_be_resolved_is_a_connect_error(
     targets = hd.TargetPolicy(resolver=_unresolvable) if policy == "failing" else hd.TargetPolicy()
     transport = make_transport(targets=targets)
     request = _request(url)
-    if isinstance(transport, hd.HttpxTransport):
+    if isinstance(transport, hd.Transport):
         try:
             outcome = transport.send(request)
         finally:
@@ -448,3 +453,75 @@ def test_aclose_from_another_loop_while_the_first_is_stopped_hangs_up_too() -> N
     finally:
         first.close()
     assert statuses([outcome]) == [200]  # type: ignore[list-item]
+
+
+def early_413(conn: socket.socket, stop: threading.Event) -> None:
+    """Read the request's head only, answer 413 at once and hang up, the body unread."""
+    conn.settimeout(5)
+    head = b""
+    with contextlib.suppress(OSError):
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            head += chunk
+        conn.sendall(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        conn.shutdown(socket.SHUT_WR)
+        stop.wait(0.3)
+
+
+@pytest.mark.parametrize(
+    "make_transport", [*ASYNC_TRANSPORTS, hd.SocketTransport, hd.HttpxTransport]
+)
+def test_an_answer_before_the_body_was_read_is_the_outcome(
+    make_transport: Callable[..., object],
+) -> None:
+    # Not a reset: a 413 says something about this delivery, a reset about the endpoint.
+    request = hd.Request(url="", headers={}, body=b"x" * (32 << 20), timeout=5.0)
+    with raw_server(early_413) as server:
+        request = hd.Request(url=server.url, headers={}, body=request.body, timeout=5.0)
+        transport = make_transport(targets=LOCAL)
+        if isinstance(transport, hd.Transport):
+            try:
+                outcome = transport.send(request)
+            finally:
+                transport.close()
+        else:
+            [outcome] = send_all(transport, [request])  # type: ignore[arg-type]
+    assert statuses([outcome]) == [413]  # type: ignore[list-item]
+
+
+def test_every_address_of_a_name_shares_one_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A listener whose backlog is full: connecting to it hangs.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(listener.getsockname())
+        fillers.append(filler)
+    time.sleep(0.1)
+    resolve = socket.getaddrinfo
+
+    def three_addresses(host: str, *args: object, **kwargs: object) -> list[object]:
+        found = resolve("127.0.0.1" if host == "three-addresses.test" else host, *args, **kwargs)
+        return found * 3 if host == "three-addresses.test" else found
+
+    monkeypatch.setattr(socket, "getaddrinfo", three_addresses)
+    transport = hd.SocketTransport()  # no policy: it resolves the name itself
+    port = listener.getsockname()[1]
+    try:
+        began = time.monotonic()
+        outcome = transport.send(_request(f"http://three-addresses.test:{port}/", timeout=1.0))
+        elapsed = time.monotonic() - began
+    finally:
+        transport.close()
+        for sock in [listener, *fillers]:
+            sock.close()
+    assert isinstance(outcome, hd.DeliveryTimeout), outcome
+    assert elapsed < 2.0  # not 3 s: one second for the three addresses together
