@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 Behaviour = Callable[[socket.socket, threading.Event], None]
 
 
-def _read_request(conn: socket.socket) -> None:
+def read_head(conn: socket.socket) -> None:
     conn.settimeout(5)
     data = b""
     with contextlib.suppress(OSError):
@@ -24,13 +24,13 @@ def _read_request(conn: socket.socket) -> None:
 
 def never_answer(conn: socket.socket, stop: threading.Event) -> None:
     """Read the request, then hold the connection open without a word."""
-    _read_request(conn)
+    read_head(conn)
     stop.wait(30)
 
 
 def drip_headers(conn: socket.socket, stop: threading.Event) -> None:
     """Send the status line and headers one byte per second, forever slower than a deadline."""
-    _read_request(conn)
+    read_head(conn)
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Padding: " + b"a" * 100 + b"\r\n\r\nok"
     for byte in head:
         if stop.wait(1.0):
@@ -117,7 +117,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 def huge_body(conn: socket.socket, stop: threading.Event) -> None:
     """Answer 500 with a 1 GiB body, streamed for as long as the client reads."""
-    _read_request(conn)
+    read_head(conn)
     chunk = b"x" * 65536
     try:
         conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 1073741824\r\n\r\n")
@@ -131,14 +131,14 @@ def huge_body(conn: socket.socket, stop: threading.Event) -> None:
 
 def invalid_http(conn: socket.socket, stop: threading.Event) -> None:
     """Answer with bytes that are not an HTTP response."""
-    _read_request(conn)
+    read_head(conn)
     with contextlib.suppress(OSError):
         conn.sendall(b"SMTP 220 hello there\r\nthis is not http\r\n\r\n")
 
 
 def late_response(conn: socket.socket, stop: threading.Event) -> None:
     """Answer 200, but only after 3 s: later than the tests' 1 s deadline."""
-    _read_request(conn)
+    read_head(conn)
     if not stop.wait(3.0):
         with contextlib.suppress(OSError):
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -146,7 +146,7 @@ def late_response(conn: socket.socket, stop: threading.Event) -> None:
 
 def reset_mid_response(conn: socket.socket, stop: threading.Event) -> None:
     """Send the head and part of the body, then reset the connection (RST)."""
-    _read_request(conn)
+    read_head(conn)
     with contextlib.suppress(OSError):
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
         time.sleep(0.05)
@@ -155,14 +155,14 @@ def reset_mid_response(conn: socket.socket, stop: threading.Event) -> None:
 
 def close_after_headers(conn: socket.socket, stop: threading.Event) -> None:
     """Send a complete head promising a body, then close cleanly (FIN) without it."""
-    _read_request(conn)
+    read_head(conn)
     with contextlib.suppress(OSError):
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
 
 
 def never_close(conn: socket.socket, stop: threading.Event) -> None:
     """Answer 200 with a body delimited by close, dripped, and never close."""
-    _read_request(conn)
+    read_head(conn)
     with contextlib.suppress(OSError):
         conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
         while not stop.wait(0.2):

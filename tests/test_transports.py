@@ -35,6 +35,7 @@ from receivers import (
     never_answer,
     never_close,
     raw_server,
+    read_head,
     read_one_request,
     reset_mid_response,
     serve_once_and_note_the_hang_up,
@@ -70,7 +71,17 @@ def send_all(transport: hd.AsyncTransport, requests: list[hd.Request]) -> list[o
     return asyncio.run(run())
 
 
-# Misbehaving receivers, chunked bodies, TLS: both transports -------------------------
+def send_one(transport: object, request: hd.Request) -> object:
+    """Send ``request`` with a sync or an async transport (on a fresh loop); close it."""
+    if isinstance(transport, hd.Transport):
+        try:
+            return transport.send(request)
+        finally:
+            transport.close()
+    return send_all(transport, [request])[0]  # type: ignore[arg-type]
+
+
+# Misbehaving receivers, chunked bodies, TLS --------------------------------------------
 
 FAULTS = [
     pytest.param(invalid_http, hd.InvalidResponseError, id="invalid-http"),
@@ -163,17 +174,9 @@ def test_tls_is_verified_against_the_trusted_authorities(
     certificate_authority.configure_trust(trusting)
     request = _request(https_server.url_for("/hook"))
 
-    def send(transport: object) -> object:
-        if isinstance(transport, hd.Transport):
-            try:
-                return transport.send(request)
-            finally:
-                transport.close()
-        return send_all(transport, [request])[0]  # type: ignore[arg-type]
-
-    trusted = send(make_transport(targets=LOCAL, verify=trusting))
-    unknown_authority = send(make_transport(targets=LOCAL))
-    unverified = send(make_transport(targets=LOCAL, verify=False))
+    trusted = send_one(make_transport(targets=LOCAL, verify=trusting), request)
+    unknown_authority = send_one(make_transport(targets=LOCAL), request)
+    unverified = send_one(make_transport(targets=LOCAL, verify=False), request)
     assert isinstance(trusted, hd.Response)
     assert (trusted.status_code, trusted.body) == (200, b"secure")
     assert isinstance(unknown_authority, hd.TLSError), unknown_authority
@@ -431,13 +434,7 @@ def test_a_host_that_cannot_be_resolved_is_a_connect_error(
     targets = hd.TargetPolicy(resolver=_unresolvable) if policy == "failing" else hd.TargetPolicy()
     transport = make_transport(targets=targets)
     request = _request(url)
-    if isinstance(transport, hd.Transport):
-        try:
-            outcome = transport.send(request)
-        finally:
-            transport.close()
-    else:
-        [outcome] = send_all(transport, [request])  # type: ignore[arg-type]
+    outcome = send_one(transport, request)
     assert isinstance(outcome, hd.ConnectError), outcome
 
 
@@ -457,14 +454,8 @@ def test_aclose_from_another_loop_while_the_first_is_stopped_hangs_up_too() -> N
 
 def early_413(conn: socket.socket, stop: threading.Event) -> None:
     """Read the request's head only, answer 413 at once and hang up, the body unread."""
-    conn.settimeout(5)
-    head = b""
+    read_head(conn)
     with contextlib.suppress(OSError):
-        while b"\r\n\r\n" not in head:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            head += chunk
         conn.sendall(
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
@@ -483,13 +474,7 @@ def test_an_answer_before_the_body_was_read_is_the_outcome(
     with raw_server(early_413) as server:
         request = hd.Request(url=server.url, headers={}, body=request.body, timeout=5.0)
         transport = make_transport(targets=LOCAL)
-        if isinstance(transport, hd.Transport):
-            try:
-                outcome = transport.send(request)
-            finally:
-                transport.close()
-        else:
-            [outcome] = send_all(transport, [request])  # type: ignore[arg-type]
+        outcome = send_one(transport, request)
     assert statuses([outcome]) == [413]  # type: ignore[list-item]
 
 

@@ -19,19 +19,15 @@ import socket
 import ssl
 import time
 
-import httpx
-
 from ._async_deadline import DeadlineWatch
-from ._core import Outcome, Request, Response
-from ._http11 import IncompleteResponse, ResponseError, ResponseParser, encode_post
+from ._core import Outcome, Request
+from ._http11 import IncompleteResponse, ResponseError, ResponseParser
 from ._targets import TargetPolicy, literal_address
-from ._transport import DEFAULT_MAX_RESPONSE_BYTES, parse_target
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES
+from ._wire import Http11Options, Origin, failure, request_bytes, response
 from .exceptions import (
     ConnectError,
-    ConnectionBrokenError,
     DeliveryTimeout,
-    InvalidInputError,
-    InvalidResponseError,
     TLSError,
     TransportError,
 )
@@ -40,15 +36,13 @@ __all__ = ["AsyncioTransport"]
 
 _SWEEP_INTERVAL = 1.0  # seconds between checks of every idle connection
 
-_Origin = tuple[str, str, int]  # scheme, host (IDNA, IPv6 unbracketed), port
-
 
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: carries one exchange at a time."""
 
     __slots__ = ("_loop", "_parser", "_transport", "_waiter", "closed", "idle_since", "origin")
 
-    def __init__(self, origin: _Origin, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.origin = origin
         self._loop = loop
         self.closed = False
@@ -140,7 +134,7 @@ class _Connection(asyncio.Protocol):
             transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
 
 
-class AsyncioTransport:
+class AsyncioTransport(Http11Options):
     """The default async transport: HTTP/1.1 on asyncio's sockets, kept alive and reused.
 
     The same guarantees as the other transports: redirects are never followed (a
@@ -168,31 +162,26 @@ class AsyncioTransport:
         targets: TargetPolicy | None = None,
         keepalive_expiry: float = 15.0,
     ) -> None:
-        if max_connections < 1:
-            raise InvalidInputError(f"max_connections must be at least 1, not {max_connections}")
-        self._max_connections = max_connections
-        self._max_response_bytes = max_response_bytes
-        self._verify = verify
-        self._ssl: ssl.SSLContext | None = None  # made on the first https request
-        self._targets = targets
-        self._keepalive_expiry = keepalive_expiry
+        super().__init__(
+            max_connections=max_connections,
+            max_response_bytes=max_response_bytes,
+            verify=verify,
+            targets=targets,
+            keepalive_expiry=keepalive_expiry,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0  # connections in use or idle
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._deadlines = DeadlineWatch()
         self._sweeper: asyncio.TimerHandle | None = None  # runs _sweep while any are idle
         self._closed = False
 
-    def __repr__(self) -> str:
-        return f"AsyncioTransport(max_connections={self._max_connections})"
-
     async def send(self, request: Request) -> Outcome:
-        try:
-            target, host, origin = parse_target(request.url)
-        except (httpx.InvalidURL, ValueError) as exc:
-            return ConnectError(f"cannot send to {request.url!r}: {exc}")
-        payload = encode_post(target, host, request.headers, request.body)
+        wire = request_bytes(request)
+        if isinstance(wire, ConnectError):
+            return wire
+        origin, payload = wire
         if asyncio.get_running_loop() is not self._loop:
             self._adopt_loop()
         with self._deadlines.watch(request.timeout) as expiry:
@@ -203,23 +192,19 @@ class AsyncioTransport:
                     return DeliveryTimeout(f"no complete response within {request.timeout:g} s")
                 raise
 
-    async def _exchange(self, origin: _Origin, payload: bytes) -> Outcome:
+    async def _exchange(self, origin: Origin, payload: bytes) -> Outcome:
         try:
             connection = await self._acquire(origin)
         except TransportError as exc:  # connect, TLS, or the policy's BlockedTargetError
             return exc
-        parser = ResponseParser(max_body=self._max_response_bytes)
+        parser = self._parser()
         reusable = False
         try:
             await connection.exchange(payload, parser)
             reusable = parser.reusable
-            return Response(status_code=parser.status, headers=parser.headers, body=parser.body)
-        except ResponseError as exc:
-            return InvalidResponseError(str(exc))
-        except IncompleteResponse as exc:
-            return ConnectionBrokenError(str(exc))
-        except OSError as exc:
-            return ConnectionBrokenError(str(exc) or type(exc).__name__)
+            return response(parser)
+        except (ResponseError, IncompleteResponse, OSError) as exc:
+            return failure(exc)
         finally:
             self._release(connection, reusable=reusable)
 
@@ -235,7 +220,7 @@ class AsyncioTransport:
         self._deadlines = DeadlineWatch()
         self._sweeper = None
 
-    async def _acquire(self, origin: _Origin) -> _Connection:
+    async def _acquire(self, origin: Origin) -> _Connection:
         while True:
             idle = self._idle.get(origin)
             while idle:
@@ -313,7 +298,7 @@ class AsyncioTransport:
         if self._idle:
             self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_INTERVAL, self._sweep)
 
-    async def _connect(self, origin: _Origin) -> _Connection:
+    async def _connect(self, origin: Origin) -> _Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         addresses = [host]
@@ -342,16 +327,6 @@ class AsyncioTransport:
             except (OSError, UnicodeError) as exc:
                 failures.append(f"{address}: {getattr(exc, 'strerror', None) or exc}")
         raise ConnectError(f"cannot connect to {host} port {port} ({'; '.join(failures)})")
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            verify = self._verify
-            self._ssl = (
-                verify
-                if isinstance(verify, ssl.SSLContext)
-                else (httpx.create_ssl_context(verify=verify))
-            )
-        return self._ssl
 
     async def aclose(self) -> None:
         """Close the idle connections; those in use close when their exchange ends.

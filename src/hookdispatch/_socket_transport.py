@@ -19,19 +19,15 @@ import socket
 import ssl
 import time
 
-import httpx
-
 from ._connections import ConnectionsBusy, KeepAlivePool
-from ._core import Outcome, Request, Response
-from ._http11 import IncompleteResponse, ResponseError, ResponseParser, encode_post
+from ._core import Outcome, Request
+from ._http11 import IncompleteResponse, ResponseError, ResponseParser
 from ._targets import TargetPolicy, system_resolver
-from ._transport import DEFAULT_MAX_RESPONSE_BYTES, parse_target
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES
+from ._wire import Http11Options, Origin, failure, request_bytes, response
 from .exceptions import (
     ConnectError,
-    ConnectionBrokenError,
     DeliveryTimeout,
-    InvalidInputError,
-    InvalidResponseError,
     TLSError,
     TransportError,
 )
@@ -39,7 +35,6 @@ from .exceptions import (
 __all__ = ["SocketTransport"]
 
 _CHUNK = 64 * 1024  # bytes written or read per call: the deadline is checked between
-_Origin = tuple[str, str, int]  # scheme, host (IDNA, IPv6 unbracketed), port
 
 
 class _Expired(Exception):
@@ -121,7 +116,7 @@ class _Connection:
             self._sock.close()
 
 
-class SocketTransport:
+class SocketTransport(Http11Options):
     """The default transport: HTTP/1.1 on blocking sockets, kept alive and reused.
 
     Redirects are never followed (a 3xx is a failed attempt). Each request has a
@@ -151,27 +146,22 @@ class SocketTransport:
         targets: TargetPolicy | None = None,
         keepalive_expiry: float = 30.0,
     ) -> None:
-        if max_connections < 1:
-            raise InvalidInputError(f"max_connections must be at least 1, not {max_connections}")
-        self._max_connections = max_connections
-        self._max_response_bytes = max_response_bytes
-        self._verify = verify
-        self._ssl: ssl.SSLContext | None = None  # made on the first https request
-        self._targets = targets
-        self._keepalive_expiry = keepalive_expiry
+        super().__init__(
+            max_connections=max_connections,
+            max_response_bytes=max_response_bytes,
+            verify=verify,
+            targets=targets,
+            keepalive_expiry=keepalive_expiry,
+        )
         self._pool: KeepAlivePool[_Connection] = KeepAlivePool(max_connections=max_connections)
-
-    def __repr__(self) -> str:
-        return f"SocketTransport(max_connections={self._max_connections})"
 
     def send(self, request: Request) -> Outcome:
         deadline = time.monotonic() + request.timeout
-        try:
-            target, host, origin = parse_target(request.url)
-        except (httpx.InvalidURL, ValueError) as exc:
-            return ConnectError(f"cannot send to {request.url!r}: {exc}")
-        payload = encode_post(target, host, request.headers, request.body)
-        parser = ResponseParser(max_body=self._max_response_bytes)
+        wire = request_bytes(request)
+        if isinstance(wire, ConnectError):
+            return wire
+        origin, payload = wire
+        parser = self._parser()
         reusable = False
         try:
             connection = self._pool.take(origin, wait=max(0.0, deadline - time.monotonic()))
@@ -190,15 +180,11 @@ class SocketTransport:
         try:
             connection.exchange(payload, parser, deadline)
             reusable = parser.reusable
-            return Response(status_code=parser.status, headers=parser.headers, body=parser.body)
+            return response(parser)
         except (_Expired, TimeoutError):
             return self._timeout(request)
-        except ResponseError as exc:
-            return InvalidResponseError(str(exc))
-        except IncompleteResponse as exc:
-            return ConnectionBrokenError(str(exc))
-        except OSError as exc:  # reset, broken pipe, TLS failing mid-stream
-            return ConnectionBrokenError(str(exc) or type(exc).__name__)
+        except (ResponseError, IncompleteResponse, OSError) as exc:
+            return failure(exc)
         finally:
             connection.idle_since = time.monotonic()
             self._pool.give_back(origin, connection, reusable=reusable)
@@ -207,7 +193,7 @@ class SocketTransport:
     def _timeout(request: Request) -> DeliveryTimeout:
         return DeliveryTimeout(f"no complete response within {request.timeout:g} s")
 
-    def _connect(self, origin: _Origin, deadline: float) -> _Connection:
+    def _connect(self, origin: Origin, deadline: float) -> _Connection:
         """A new connection to ``origin``, TLS set up for https. Raises TransportError
         (ConnectError, TLSError, BlockedTargetError) or _Expired."""
         scheme, host, port = origin
@@ -248,16 +234,6 @@ class SocketTransport:
                 raise
             return _Connection(sock, self._keepalive_expiry)
         raise ConnectError(f"cannot connect to {host} port {port} ({'; '.join(failures)})")
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            verify = self._verify
-            self._ssl = (
-                verify
-                if isinstance(verify, ssl.SSLContext)
-                else httpx.create_ssl_context(verify=verify)
-            )
-        return self._ssl
 
     def close(self) -> None:
         """Close the idle connections; those in use close when their exchange ends.
