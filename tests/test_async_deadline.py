@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hookdispatch._async_deadline import DeadlineWatch
+from hookdispatch.transports._deadline import DeadlineWatch
 
 
 async def wait_under_watch(watch: DeadlineWatch, seconds: float, work: float) -> str:

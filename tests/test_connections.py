@@ -1,4 +1,4 @@
-"""The sync transports' keep-alive connections (``_connections.KeepAlivePool``):
+"""The sync transports' keep-alive connections (``transports._pool.KeepAlivePool``):
 SocketTransport (the default) and HttpxTransport, each test for both.
 
 Against raw socket receivers on 127.0.0.1 that count the connections they accept.
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 import hookdispatch as hd
-from hookdispatch._connections import KeepAlivePool
+from hookdispatch.transports._pool import KeepAlivePool
 
 from receivers import (
     CountingServer,

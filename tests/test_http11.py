@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hookdispatch import _http11 as http11
-from hookdispatch._http11 import (
+from hookdispatch.transports import _http11 as http11
+from hookdispatch.transports._http11 import (
     IncompleteResponse,
     ResponseError,
     ResponseParser,

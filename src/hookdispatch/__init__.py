@@ -7,6 +7,7 @@ See the README and ``docs/`` for the guide; every public name is listed in ``__a
 """
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ._core import Request, Response
@@ -14,9 +15,7 @@ from ._dispatcher import Dispatcher
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, generate_secret
 from ._policy import RetryPolicy
 from ._signing import sign_hex, sign_standard, verify_signature, verify_standard_webhook
-from ._socket_transport import SocketTransport
 from ._targets import TargetPolicy
-from ._transport import AsyncTransport, HttpxTransport, Transport
 from .exceptions import (
     BlockedTargetError,
     ConnectError,
@@ -30,6 +29,7 @@ from .exceptions import (
     InvalidInputError,
     InvalidResponseError,
     InvalidStateError,
+    MissingDependencyError,
     NotFoundError,
     StorageError,
     TLSError,
@@ -39,14 +39,23 @@ from .exceptions import (
     UnknownEventError,
 )
 from .storage import MemoryStorage, SQLiteStorage, Storage
+from .transports import (
+    AsyncHttpxTransport,
+    AsyncTransport,
+    HttpxTransport,
+    SocketTransport,
+    Transport,
+)
 
 if TYPE_CHECKING:
     from ._async_dispatcher import AsyncDispatcher
-    from ._async_transport import AiohttpTransport, AsyncHttpxTransport
-    from ._asyncio_transport import AsyncioTransport
     from .storage import PostgresStorage
+    from .transports import AiohttpTransport, AsyncioTransport
 
 __version__ = "0.1.0"
+
+# The library logs to "hookdispatch"; what is shown is the application's choice.
+logging.getLogger("hookdispatch").addHandler(logging.NullHandler())
 
 __all__ = [
     "AiohttpTransport",
@@ -74,6 +83,7 @@ __all__ = [
     "InvalidResponseError",
     "InvalidStateError",
     "MemoryStorage",
+    "MissingDependencyError",
     "NotFoundError",
     "PostgresStorage",
     "Request",
@@ -100,18 +110,17 @@ __all__ = [
 
 
 _ASYNC_NAMES = {
-    "AsyncDispatcher": "_async_dispatcher",
-    "AiohttpTransport": "_async_transport",
-    "AsyncHttpxTransport": "_async_transport",
-    "AsyncioTransport": "_asyncio_transport",
+    "AsyncDispatcher": "._async_dispatcher",
+    "AiohttpTransport": ".transports._aiohttp",
+    "AsyncioTransport": ".transports._asyncio",
 }
 
 
 def __getattr__(name: str) -> Any:
-    # The asyncio side loads on first use: aiohttp alone takes ~0.3 s to import, which
-    # sync applications and the command line need not pay.
+    # The asyncio side loads on first use, which sync applications and the command
+    # line need not pay for; aiohttp (~0.3 s to import) is an optional extra.
     if name in _ASYNC_NAMES:
-        module = importlib.import_module(f".{_ASYNC_NAMES[name]}", __name__)
+        module = importlib.import_module(_ASYNC_NAMES[name], __name__)
         value = getattr(module, name)
         globals()[name] = value
         return value

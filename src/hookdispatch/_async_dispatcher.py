@@ -20,7 +20,6 @@ from datetime import timedelta
 from types import TracebackType
 from typing import ParamSpec, Self, TypeVar
 
-from ._asyncio_transport import AsyncioTransport
 from ._core import Claim, Outcome, conclude, prepare
 from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._operations import (
@@ -44,10 +43,11 @@ from ._operations import (
 from ._policy import RetryPolicy
 from ._slots import WorkerSlots
 from ._targets import TargetPolicy, default_targets
-from ._transport import AsyncTransport
 from ._types import JSON, Clock, utc_now
 from .exceptions import DispatcherClosedError, InvalidInputError
 from .storage import Storage
+from .transports import AsyncTransport
+from .transports._asyncio import AsyncioTransport
 
 __all__ = ["AsyncDispatcher", "AsyncSleep"]
 
@@ -319,7 +319,7 @@ class AsyncDispatcher:
     async def _send(self, claim: Claim) -> tuple[Attempt, Delivery]:
         """Send one claimed delivery: the attempt's record and the delivery's next state."""
         started_at = self._clock()
-        request = prepare(claim, now=started_at, timeout=self._timeout)
+        request = prepare(claim, now=started_at, timeout=self._timeout, targets=self._targets)
         began = time.perf_counter()
         try:
             outcome: Outcome = refused_target(claim, self._targets) or (

@@ -16,6 +16,7 @@ from attrs import field, frozen
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, new_id
 from ._policy import RetryPolicy, parse_retry_after
 from ._signing import sign_hex, sign_standard
+from ._targets import TargetPolicy
 from .exceptions import FailureKind, TransportError
 
 __all__ = [
@@ -72,12 +73,20 @@ class Claim:
 
 @frozen
 class Request:
-    """One HTTP POST to make, with its total deadline in seconds."""
+    """One HTTP POST to make, with its total deadline in seconds.
 
-    url: str
+    ``targets`` is the :class:`TargetPolicy` every connection made for this request
+    must pass, checked on the address actually connected to. The dispatchers always
+    set it (their own policy); a request without one is held to the transport's own
+    ``targets``, else to the default policy. ``url`` is never shown in a repr: it
+    may carry a token.
+    """
+
+    url: str = field(repr=False)
     headers: Mapping[str, str] = field(repr=False)
     body: bytes = field(repr=False)
     timeout: float
+    targets: TargetPolicy | None = field(default=None, repr=False)
 
 
 @frozen
@@ -97,8 +106,11 @@ Outcome = Response | TransportError
 """What a transport returns for one request: a response, or why there was none."""
 
 
-def prepare(claim: Claim, *, now: datetime, timeout: float) -> Request:
-    """The signed POST for ``claim``: the event body as stored, both signature schemes.
+def prepare(
+    claim: Claim, *, now: datetime, timeout: float, targets: TargetPolicy | None = None
+) -> Request:
+    """The signed POST for ``claim``: the event body as stored, both signature schemes,
+    to be sent under the target policy ``targets``.
 
     The Standard Webhooks timestamp is ``now``, fresh on every attempt; ``webhook-id``
     is the event id, the same on every attempt and endpoint (receivers dedupe on it).
@@ -116,7 +128,9 @@ def prepare(claim: Claim, *, now: datetime, timeout: float) -> Request:
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign_standard(body, secret, msg_id=event_id, timestamp=timestamp),
     }
-    return Request(url=claim.endpoint.url, headers=headers, body=body, timeout=timeout)
+    return Request(
+        url=claim.endpoint.url, headers=headers, body=body, timeout=timeout, targets=targets
+    )
 
 
 def _describe(outcome: Outcome) -> tuple[int | None, FailureKind | None, str | None, bytes]:

@@ -41,12 +41,11 @@ from ._operations import (
 )
 from ._policy import RetryPolicy
 from ._slots import WorkerSlots
-from ._socket_transport import SocketTransport
 from ._targets import TargetPolicy, default_targets
-from ._transport import Transport
 from ._types import JSON, Clock, Sleep, utc_now
 from .exceptions import DispatcherClosedError, InvalidInputError
 from .storage import Storage
+from .transports import SocketTransport, Transport
 
 __all__ = ["Dispatcher"]
 
@@ -316,7 +315,7 @@ class Dispatcher:
     def _send(self, claim: Claim) -> tuple[Attempt, Delivery]:
         """Send one claimed delivery: the attempt's record and the delivery's next state."""
         started_at = self._clock()
-        request = prepare(claim, now=started_at, timeout=self._timeout)
+        request = prepare(claim, now=started_at, timeout=self._timeout, targets=self._targets)
         began = time.perf_counter()
         try:
             outcome: Outcome = refused_target(claim, self._targets) or self._transport.send(request)

@@ -13,6 +13,7 @@ catches all of them. The tree::
     │   └── UnknownDeliveryError
     ├── InvalidStateError                   the operation does not fit the current state
     │   └── DispatcherClosedError
+    ├── MissingDependencyError (ImportError) an optional extra is not installed
     ├── StorageError                        the storage backend failed or holds data we cannot read
     └── TransportError                      one attempt got no usable HTTP response
         ├── DeliveryTimeout                 the per-attempt total deadline passed
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidResponseError",
     "InvalidStateError",
+    "MissingDependencyError",
     "NotFoundError",
     "StorageError",
     "TLSError",
@@ -110,6 +112,10 @@ class InvalidStateError(HookDispatchError):
 
 class DispatcherClosedError(InvalidStateError):
     """The dispatcher was closed; create a new one to dispatch more events."""
+
+
+class MissingDependencyError(HookDispatchError, ImportError):
+    """A feature needs an optional extra that is not installed; the message names it."""
 
 
 class StorageError(HookDispatchError):

@@ -11,6 +11,7 @@ import click
 
 import hookdispatch as hd
 
+from ..exceptions import InvalidInputError
 from ._batch import BatchOptions, batch_options, deliver_batch, print_summary
 from ._context import CliError, open_storage
 from ._options import parse_json
@@ -37,14 +38,16 @@ def parse_line(line: str, *, now: datetime) -> Item:
     try:
         document = json.loads(line)
     except ValueError as exc:
-        raise ValueError(f"not JSON ({exc})") from None
+        raise InvalidInputError(f"not JSON ({exc})") from None
     if not isinstance(document, dict):
-        raise ValueError('expected an object such as {"event": "user.created", "data": {}}')
+        raise InvalidInputError('expected an object such as {"event": "user.created", "data": {}}')
     missing = [key for key in _REQUIRED if key not in document]
     unknown = sorted(document.keys() - _KEYS)
     if missing or unknown:
         problems = [f"no {key!r}" for key in missing] + [f"unknown key {k!r}" for k in unknown]
-        raise ValueError(", ".join(problems) + ' (keys: "event", "data" and optionally "id")')
+        raise InvalidInputError(
+            ", ".join(problems) + ' (keys: "event", "data" and optionally "id")'
+        )
     return check_event(document["event"], document["data"], document.get("id"), now=now)
 
 

@@ -8,6 +8,7 @@ first use, so psycopg is needed only by those who use it.
 from typing import TYPE_CHECKING, Any
 
 from .._core import Claim
+from ..exceptions import MissingDependencyError
 from ._base import Storage
 from ._memory import MemoryStorage
 from ._sqlite import SQLiteStorage
@@ -28,7 +29,7 @@ def __getattr__(name: str) -> Any:
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] not in _POSTGRES_PACKAGES:
             raise
-        raise ImportError(
+        raise MissingDependencyError(
             f"PostgresStorage needs psycopg 3 and psycopg-pool ({exc.name} is not installed):"
             " pip install 'hookdispatch[postgres]'"
         ) from exc

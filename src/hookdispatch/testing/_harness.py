@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from attrs import define, field
 
+from ..exceptions import InvalidInputError
 from ..storage import Storage
 from ._spec import FactorySpec
 
@@ -73,7 +74,7 @@ class StorageHarness:
         """Another new, empty storage, closed after the test."""
         storage = self.make_storage()
         if not isinstance(storage, Storage):
-            raise TypeError(
+            raise InvalidInputError(
                 f"make_storage() returned {type(storage).__name__}; it must return an"
                 " instance of a hookdispatch.storage.Storage subclass"
             )

@@ -9,6 +9,7 @@ from typing import Any
 
 from attrs import field, frozen
 
+from ..exceptions import InvalidInputError
 from ..storage import Storage
 
 __all__ = ["FactorySpec"]
@@ -31,11 +32,15 @@ class FactorySpec:
         """Import the target and call it; it must return a :class:`Storage`."""
         module_name, _, name = self.target.partition(":")
         if not module_name or not name:
-            raise ValueError(f"target must look like 'package.module:name', got {self.target!r}")
+            raise InvalidInputError(
+                f"target must look like 'package.module:name', got {self.target!r}"
+            )
         factory = getattr(importlib.import_module(module_name), name)
         storage = factory(*self.args, **self.kwargs)
         if not isinstance(storage, Storage):
-            raise TypeError(f"{self.target} returned {type(storage).__name__}, not a Storage")
+            raise InvalidInputError(
+                f"{self.target} returned {type(storage).__name__}, not a Storage"
+            )
         return storage
 
     def to_json(self) -> str:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ..exceptions import InvalidInputError
+
 __all__ = [
     "MAX_HEAD_BYTES",
     "IncompleteResponse",
@@ -50,7 +52,7 @@ class IncompleteResponse(ValueError):
 def _check_name(name: str) -> None:
     if name not in _checked_names:
         if not _TOKEN.fullmatch(name):
-            raise ValueError(f"{name!r} is not a valid HTTP header name")
+            raise InvalidInputError(f"{name[:100]!r} is not a valid HTTP header name")
         if len(_checked_names) < 1024:  # header names are few; bound it all the same
             _checked_names.add(name)
 
@@ -58,15 +60,15 @@ def _check_name(name: str) -> None:
 def encode_post(target: bytes, host: bytes, headers: Mapping[str, str], body: bytes) -> bytes:
     """The bytes of ``POST target`` with ``Host``, ``Content-Length``, ``headers`` and ``body``.
 
-    Raises ValueError for a header name that is not an HTTP token, or a value with a
-    line break or NUL in it (which would smuggle in a header of its own).
+    Raises InvalidInputError (a ValueError) for a header name that is not an HTTP
+    token, or a value with a line break or NUL in it (which would smuggle in a header of its own).
     """
     for name in headers:
         _check_name(name)
     fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
     count = len(headers)
     if fields.count("\n") != count or fields.count("\r") != count or "\0" in fields:
-        raise ValueError("an HTTP header value contains a line break or NUL")
+        raise InvalidInputError("an HTTP header value contains a line break or NUL")
     return b"".join(
         (
             b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n" % (target, host, len(body)),

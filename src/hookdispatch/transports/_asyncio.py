@@ -13,38 +13,33 @@ stack per origin, as the sync ``KeepAlivePool`` does.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import socket
 import ssl
 import time
 
-from ._async_deadline import DeadlineWatch
-from ._core import Outcome, Request
+from .._core import Outcome, Request
+from .._targets import TargetPolicy
+from ..exceptions import TransportError
+from ._base import DEFAULT_MAX_RESPONSE_BYTES
+from ._connect import Origin, aconnect, policy_for
+from ._deadline import DeadlineWatch
+from ._errors import exchange_failure
 from ._http11 import IncompleteResponse, ResponseError, ResponseParser
-from ._targets import TargetPolicy, literal_address
-from ._transport import DEFAULT_MAX_RESPONSE_BYTES
-from ._wire import Http11Options, Origin, failure, request_bytes, response
-from .exceptions import (
-    ConnectError,
-    DeliveryTimeout,
-    TLSError,
-    TransportError,
-)
+from ._options import Http11Options, request_bytes, response
+from ._pool import AsyncKeepAlivePool
 
 __all__ = ["AsyncioTransport"]
-
-_SWEEP_INTERVAL = 1.0  # seconds between checks of every idle connection
 
 
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: carries one exchange at a time."""
 
-    __slots__ = ("_loop", "_parser", "_transport", "_waiter", "closed", "idle_since", "origin")
+    __slots__ = ("_expiry", "_loop", "_parser", "_transport", "_waiter", "closed", "idle_since")
 
-    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
-        self.origin = origin
+    def __init__(self, loop: asyncio.AbstractEventLoop, expiry: float) -> None:
         self._loop = loop
+        self._expiry = expiry
         self.closed = False
         self.idle_since = 0.0
         self._transport: asyncio.Transport | None = None
@@ -108,6 +103,14 @@ class _Connection(asyncio.Protocol):
             else:
                 waiter.set_exception(error)
 
+    def has_expired(self) -> bool:
+        """Closed by the receiver, or idle for longer than the keep-alive expiry."""
+        return self.closed or time.monotonic() - self.idle_since > self._expiry
+
+    def close(self) -> None:
+        """What the pool calls: :meth:`abort` (an idle connection has nothing unsent)."""
+        self.abort()
+
     def abort(self) -> None:
         """Close at once, dropping anything unsent (the connection is not reused).
 
@@ -144,13 +147,15 @@ class AsyncioTransport(Http11Options):
     arrived with more still to come, the read ends there and the connection is
     closed (a longer body that arrived whole is dropped, its connection kept). With ``targets`` (a
     :class:`TargetPolicy`) each connection goes to an address the policy checked at
-    that moment; a refused one comes back as a BlockedTargetError outcome.
+    that moment; a refused one comes back as a BlockedTargetError outcome (the
+    request's own policy, which the dispatchers always set; ``targets`` is for
+    requests without one, and without either the default policy applies).
     Certificates are verified as httpx does (``verify``: True, False or your own
     ``ssl.SSLContext``). At most ``max_connections`` are open at once; an idle one is
     closed after ``keepalive_expiry`` seconds. Belongs to one event loop at a time.
 
     A request header that would smuggle in another (a line break or NUL in it) raises
-    ValueError: that is a bug in whatever built the request, not the receiver's doing.
+    InvalidInputError: that is a bug in whatever built the request, not the receiver's doing.
     """
 
     def __init__(
@@ -170,33 +175,39 @@ class AsyncioTransport(Http11Options):
             keepalive_expiry=keepalive_expiry,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: dict[Origin, list[_Connection]] = {}
-        self._open = 0  # connections in use or idle
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._pool: AsyncKeepAlivePool[_Connection] = AsyncKeepAlivePool(
+            max_connections=max_connections
+        )
         self._deadlines = DeadlineWatch()
-        self._sweeper: asyncio.TimerHandle | None = None  # runs _sweep while any are idle
         self._closed = False
+
+    @property
+    def _idle(self) -> dict[object, list[_Connection]]:
+        return self._pool.idle
 
     async def send(self, request: Request) -> Outcome:
         wire = request_bytes(request)
-        if isinstance(wire, ConnectError):
+        if isinstance(wire, TransportError):
             return wire
         origin, payload = wire
         if asyncio.get_running_loop() is not self._loop:
             self._adopt_loop()
-        with self._deadlines.watch(request.timeout) as expiry:
-            try:
-                return await self._exchange(origin, payload)
-            except asyncio.CancelledError:
-                if expiry.timed_out():
-                    return DeliveryTimeout(f"no complete response within {request.timeout:g} s")
-                raise
+        policy = policy_for(request, self._targets)
+        return await self._deadlines.run(request.timeout, self._exchange(origin, policy, payload))
 
-    async def _exchange(self, origin: Origin, payload: bytes) -> Outcome:
-        try:
-            connection = await self._acquire(origin)
-        except TransportError as exc:  # connect, TLS, or the policy's BlockedTargetError
-            return exc
+    async def _exchange(self, origin: Origin, policy: TargetPolicy, payload: bytes) -> Outcome:
+        key = (origin, policy)  # a connection serves only requests under its policy
+        pool = self._pool
+        connection = await pool.take(key)
+        if connection is None:
+            try:
+                connection = await self._connect(origin, policy)
+            except TransportError as exc:  # connect, TLS, or the policy's BlockedTargetError
+                pool.forfeit()
+                return exc
+            except BaseException:
+                pool.forfeit()
+                raise
         parser = self._parser()
         reusable = False
         try:
@@ -204,129 +215,37 @@ class AsyncioTransport(Http11Options):
             reusable = parser.reusable
             return response(parser)
         except (ResponseError, IncompleteResponse, OSError) as exc:
-            return failure(exc)
+            return exchange_failure(exc)
         finally:
-            self._release(connection, reusable=reusable)
-
-    # The pool --------------------------------------------------------------------------
+            connection.idle_since = time.monotonic()
+            pool.give_back(key, connection, reusable=reusable)
 
     def _adopt_loop(self) -> None:
         """First use, or use from another loop: connections and timers belong to the
         loop that made them, so those of an earlier loop are closed and forgotten."""
-        self._close_idle()
+        self._pool.close()
         self._loop = asyncio.get_running_loop()
-        self._open = 0
-        self._waiting.clear()
-        self._deadlines = DeadlineWatch()
-        self._sweeper = None
+        self._pool = AsyncKeepAlivePool(max_connections=self._max_connections)
+        if self._closed:
+            self._pool.close()
 
-    async def _acquire(self, origin: Origin) -> _Connection:
-        while True:
-            idle = self._idle.get(origin)
-            while idle:
-                connection = idle.pop()
-                if not connection.closed:
-                    if connection.idle_since >= time.monotonic() - self._keepalive_expiry:
-                        return connection
-                    connection.abort()  # expired since the last sweep
-                self._open -= 1
-            if self._open < self._max_connections or self._drop_an_idle_one():
-                self._open += 1
-                try:
-                    return await self._connect(origin)
-                except BaseException:
-                    self._open -= 1
-                    self._wake()
-                    raise
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiting.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake()  # woken and cancelled at once: pass the turn on
-                elif waiter in self._waiting:
-                    self._waiting.remove(waiter)
-                raise
-
-    def _release(self, connection: _Connection, *, reusable: bool) -> None:
-        if reusable and not connection.closed and not self._closed:
-            connection.idle_since = time.monotonic()
-            self._idle.setdefault(connection.origin, []).append(connection)
-            if self._sweeper is None:
-                self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_INTERVAL, self._sweep)
-        else:
-            connection.abort()
-            self._open -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        """Let the longest-waiting request try again for a connection."""
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def _drop_an_idle_one(self) -> bool:
-        """Make room by closing an idle connection to another origin (the oldest one of
-        the first origin that has any)."""
-        for stack in self._idle.values():
-            if stack:
-                stack.pop(0).abort()
-                self._open -= 1
-                return True
-        return False
-
-    def _sweep(self) -> None:
-        """Every second while any connection is idle: close those idle for longer than
-        ``keepalive_expiry`` or closed by their receiver, whichever origin they are for."""
-        self._sweeper = None
-        oldest = time.monotonic() - self._keepalive_expiry
-        for origin, stack in list(self._idle.items()):
-            kept = []
-            for connection in stack:
-                if connection.closed or connection.idle_since < oldest:
-                    connection.abort()
-                    self._open -= 1
-                else:
-                    kept.append(connection)
-            if kept:
-                self._idle[origin] = kept
-            else:
-                del self._idle[origin]
-        if self._idle:
-            self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_INTERVAL, self._sweep)
-
-    async def _connect(self, origin: Origin) -> _Connection:
+    async def _connect(self, origin: Origin, policy: TargetPolicy) -> _Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
-        addresses = [host]
-        if self._targets is not None:
-            try:
-                if literal_address(host) is not None:
-                    addresses = self._targets.resolve(host, port)  # no lookup: no blocking
-                else:
-                    addresses = await loop.run_in_executor(None, self._targets.resolve, host, port)
-            except OSError as exc:  # the name did not resolve
-                raise ConnectError(str(exc)) from None
         context = self._ssl_context() if scheme == "https" else None
-        failures: list[str] = []
-        for address in addresses:
-            try:
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(origin, loop),
-                    address,
-                    port,
-                    ssl=context,
-                    server_hostname=host if context is not None else None,
-                )
-                return connection
-            except (ssl.SSLError, ssl.CertificateError) as exc:
-                raise TLSError(str(exc) or type(exc).__name__) from None
-            except (OSError, UnicodeError) as exc:
-                failures.append(f"{address}: {getattr(exc, 'strerror', None) or exc}")
-        raise ConnectError(f"cannot connect to {host} port {port} ({'; '.join(failures)})")
+        expiry = self._keepalive_expiry
+
+        async def connect_to(address: str) -> _Connection:
+            _, connection = await loop.create_connection(
+                lambda: _Connection(loop, expiry),
+                address,
+                port,
+                ssl=context,
+                server_hostname=host if context is not None else None,
+            )
+            return connection
+
+        return await aconnect(origin, policy=policy, connect_to=connect_to)
 
     async def aclose(self) -> None:
         """Close the idle connections; those in use close when their exchange ends.
@@ -342,15 +261,4 @@ class AsyncioTransport(Http11Options):
         # The deadline timer stays: exchanges in flight are still cut at their deadline
         # (it stops by itself once none is watched).
         self._closed = True
-        self._close_idle()
-
-    def _close_idle(self) -> None:
-        if self._sweeper is not None:
-            with contextlib.suppress(RuntimeError):  # its loop may be closed
-                self._sweeper.cancel()
-            self._sweeper = None
-        for stack in self._idle.values():
-            for connection in stack:
-                connection.abort()
-                self._open -= 1
-        self._idle.clear()
+        self._pool.close()

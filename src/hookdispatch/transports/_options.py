@@ -1,31 +1,32 @@
 """What SocketTransport and AsyncioTransport share around the HTTP/1.1 codec.
 
-Their options, the bytes a :class:`Request` goes out as, and what a parsed answer
-or a failed exchange means as an outcome. No I/O: the transports do that.
+Their options, checked and kept, and the bytes a :class:`Request` goes out as.
+No I/O: the transports do that.
 """
 
 from __future__ import annotations
 
+import functools
 import ssl
 
 import httpx
 
-from ._core import Request, Response
-from ._http11 import IncompleteResponse, ResponseError, ResponseParser, encode_post
-from ._targets import TargetPolicy
-from ._transport import DEFAULT_MAX_RESPONSE_BYTES, parse_target
-from .exceptions import (
-    ConnectError,
-    ConnectionBrokenError,
-    InvalidInputError,
-    InvalidResponseError,
-    TransportError,
-)
+from .._core import Request, Response
+from .._targets import TargetPolicy
+from ..exceptions import ConnectError, InvalidInputError
+from ._base import DEFAULT_MAX_RESPONSE_BYTES
+from ._connect import Origin
+from ._http11 import ResponseParser, encode_post
 
-__all__ = ["Http11Options", "Origin", "failure", "request_bytes", "response"]
+__all__ = ["Http11Options", "parse_target", "request_bytes", "response"]
 
-Origin = tuple[str, str, int]
-"""Where to connect: scheme, host (IDNA, IPv6 unbracketed), port."""
+
+def check_limits(*, max_connections: int, max_response_bytes: int) -> None:
+    """Raise InvalidInputError for limits no transport can work with."""
+    if max_connections < 1:
+        raise InvalidInputError(f"max_connections must be at least 1, not {max_connections}")
+    if max_response_bytes < 0:
+        raise InvalidInputError(f"max_response_bytes must be 0 or more, not {max_response_bytes}")
 
 
 class Http11Options:
@@ -41,8 +42,7 @@ class Http11Options:
         targets: TargetPolicy | None = None,
         keepalive_expiry: float,
     ) -> None:
-        if max_connections < 1:
-            raise InvalidInputError(f"max_connections must be at least 1, not {max_connections}")
+        check_limits(max_connections=max_connections, max_response_bytes=max_response_bytes)
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
         self._verify = verify
@@ -68,25 +68,31 @@ class Http11Options:
         return ResponseParser(max_body=self._max_response_bytes)
 
 
+@functools.lru_cache(maxsize=4096)
+def parse_target(url: str) -> tuple[bytes, bytes, Origin]:
+    """``url`` parsed as httpx parses it (IDNA, percent-encoding): the request target
+    (path and query), the ``Host`` header, and the origin (scheme, host, port).
+
+    Raises httpx.InvalidURL or ValueError for a URL that is not http(s).
+    """
+    parsed = httpx.URL(url)
+    scheme = parsed.scheme
+    if scheme not in ("http", "https"):
+        raise ValueError(f"the scheme must be http or https, not {scheme!r}")
+    port = parsed.port or (443 if scheme == "https" else 80)
+    return parsed.raw_path, parsed.netloc, (scheme, parsed.raw_host.decode("ascii"), port)
+
+
 def request_bytes(request: Request) -> tuple[Origin, bytes] | ConnectError:
     """Where ``request`` goes and its bytes; a ConnectError outcome for a URL that
-    cannot be sent to. A header with a line break or NUL raises ValueError."""
+    cannot be sent to. A header with a line break or NUL raises InvalidInputError."""
     try:
         target, host, origin = parse_target(request.url)
-    except (httpx.InvalidURL, ValueError) as exc:
-        return ConnectError(f"cannot send to {request.url!r}: {exc}")
+    except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+        return ConnectError(f"cannot send to this endpoint URL: {exc}")
     return origin, encode_post(target, host, request.headers, request.body)
 
 
 def response(parser: ResponseParser) -> Response:
     """The outcome of a complete answer."""
     return Response(status_code=parser.status, headers=parser.headers, body=parser.body)
-
-
-def failure(exc: ResponseError | IncompleteResponse | OSError) -> TransportError:
-    """The outcome of an exchange that broke off after the connection was made."""
-    if isinstance(exc, ResponseError):
-        return InvalidResponseError(str(exc))
-    if isinstance(exc, IncompleteResponse):
-        return ConnectionBrokenError(str(exc))
-    return ConnectionBrokenError(str(exc) or type(exc).__name__)  # reset, broken pipe, TLS

@@ -1,0 +1,196 @@
+"""AiohttpTransport: an async transport on aiohttp, for applications built on it.
+
+Install with ``pip install 'hookdispatch[aiohttp]'``; nothing else imports
+aiohttp. The default async transport, :class:`~hookdispatch.AsyncioTransport`,
+costs less CPU per request (``benchmarks/``).
+
+aiohttp connects by itself, so the target policy reaches it through its resolver:
+one ``ClientSession`` per policy, whose resolver is :func:`~._connect.aresolve`
+(only addresses the policy allows reach the connector); IP literals, which
+aiohttp never resolves, are checked before the request. The total deadline cuts
+the whole exchange (connect, TLS, send, wait, read) at once, on a
+:class:`~._deadline.DeadlineWatch`. aiohttp's errors are translated here, once.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import ssl
+from urllib.parse import urlsplit
+
+from .._core import Outcome, Request, Response
+from .._targets import TargetPolicy, literal_address
+from ..exceptions import (
+    BlockedTargetError,
+    ConnectError,
+    ConnectionBrokenError,
+    DeliveryTimeout,
+    InvalidResponseError,
+    MissingDependencyError,
+    TLSError,
+    TransportError,
+)
+from ._base import DEFAULT_MAX_RESPONSE_BYTES, CappedBody
+from ._connect import aresolve, policy_for, resolve
+from ._deadline import DeadlineWatch, timed_out
+from ._options import check_limits
+
+try:
+    import aiohttp
+    import aiohttp.abc
+    import yarl
+except ImportError as exc:  # pragma: no cover - the extra is installed in our tests
+    raise MissingDependencyError(
+        "AiohttpTransport needs aiohttp: pip install 'hookdispatch[aiohttp]'"
+    ) from exc
+
+__all__ = ["AiohttpTransport"]
+
+
+def _translate(exc: aiohttp.ClientError) -> TransportError:
+    """aiohttp's error for one attempt, as our closed set of failures."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, _Refused):
+        return exc.os_error.error
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
+        return TLSError(message)
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.InvalidURL):
+        return ConnectError(message)
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return ConnectionBrokenError(message)
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return DeliveryTimeout(message)
+    return InvalidResponseError(message)
+
+
+class _Refused(OSError):
+    """Carries the connect path's error through aiohttp, which expects OSErrors."""
+
+    def __init__(self, error: TransportError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _PolicyResolver(aiohttp.abc.AbstractResolver):
+    """Resolves through :func:`~._connect.aresolve`: only allowed addresses come back."""
+
+    def __init__(self, policy: TargetPolicy) -> None:
+        self._policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        try:
+            addresses = await aresolve(self._policy, host, port)
+        except TransportError as exc:
+            raise _Refused(exc) from exc
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(url: str) -> tuple[yarl.URL, str]:
+    """The URL as aiohttp parses it, and its host: once per endpoint URL."""
+    return yarl.URL(url), urlsplit(url).hostname or ""
+
+
+class AiohttpTransport:
+    """An async transport on pooled ``aiohttp.ClientSession``\\ s.
+
+    Redirects are never followed; at most ``max_response_bytes`` of a body are read;
+    each request is cut at ``request.timeout`` seconds in total. Host names resolve
+    through the request's :class:`TargetPolicy` (``targets`` for requests without
+    one, else the default policy), so only checked addresses are connected to.
+    Sessions are created on first use, inside the running loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 100,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        verify: ssl.SSLContext | bool = True,
+        targets: TargetPolicy | None = None,
+    ) -> None:
+        check_limits(max_connections=max_connections, max_response_bytes=max_response_bytes)
+        self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
+        self._ssl = verify
+        self._targets = targets
+        self._sessions: dict[TargetPolicy, aiohttp.ClientSession] = {}
+        self._deadlines = DeadlineWatch()
+
+    def _session(self, policy: TargetPolicy) -> aiohttp.ClientSession:
+        session = self._sessions.get(policy)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                ssl=self._ssl,
+                resolver=_PolicyResolver(policy),
+            )
+            session = self._sessions[policy] = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),  # the DeadlineWatch bounds each send
+                auto_decompress=False,
+                trust_env=False,
+                # A receiver's Set-Cookie is never sent back (to it or any other).
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return session
+
+    async def send(self, request: Request) -> Outcome:
+        return await self._deadlines.run(request.timeout, self._post(request))
+
+    async def _post(self, request: Request) -> Outcome:
+        policy = policy_for(request, self._targets)
+        try:
+            url, host = _parsed(request.url)
+            if literal_address(host) is not None:  # aiohttp never resolves these
+                resolve(policy, host, url.port or 0)
+            async with self._session(policy).post(
+                url, data=request.body, headers=request.headers, allow_redirects=False
+            ) as response:
+                capped = CappedBody(self._max_response_bytes)
+                try:
+                    while capped.wanted:
+                        chunk = await response.content.read(capped.wanted)
+                        if not chunk:
+                            break
+                        capped.add(chunk)
+                except aiohttp.ClientError as exc:
+                    return ConnectionBrokenError(f"connection broke while reading the body: {exc}")
+                # aiohttp's headers are a case-insensitive mapping already: no copy.
+                return Response(
+                    status_code=response.status, headers=response.headers, body=capped.value()
+                )
+        except BlockedTargetError as exc:
+            return exc
+        except TimeoutError:  # aiohttp's own timeouts are off; kept as a safety net
+            return timed_out(request.timeout)
+        except aiohttp.ClientError as exc:
+            return _translate(exc)
+        except (OSError, ValueError) as exc:
+            return InvalidResponseError(f"{type(exc).__name__}: {exc}")
+
+    async def aclose(self) -> None:
+        self._deadlines.close()
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    def __repr__(self) -> str:
+        return f"AiohttpTransport(max_connections={self._max_connections})"
