@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import socket
-import ssl
 from urllib.parse import urlsplit
 
 from .._core import Outcome, Request, Response
@@ -31,10 +30,10 @@ from ..exceptions import (
     TLSError,
     TransportError,
 )
-from ._base import DEFAULT_MAX_RESPONSE_BYTES, CappedBody
-from ._connect import aresolve, policy_for, resolve
+from ._base import CappedBody
+from ._connect import aresolve, resolve
 from ._deadline import DeadlineWatch, timed_out
-from ._options import check_limits
+from ._options import TransportOptions
 
 try:
     import aiohttp
@@ -107,7 +106,7 @@ def _parsed(url: str) -> tuple[yarl.URL, str]:
     return yarl.URL(url), urlsplit(url).hostname or ""
 
 
-class AiohttpTransport:
+class AiohttpTransport(TransportOptions):
     """An async transport on pooled ``aiohttp.ClientSession``\\ s.
 
     Redirects are never followed; at most ``max_response_bytes`` of a body are read;
@@ -117,19 +116,7 @@ class AiohttpTransport:
     Sessions are created on first use, inside the running loop.
     """
 
-    def __init__(
-        self,
-        *,
-        max_connections: int = 100,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        verify: ssl.SSLContext | bool = True,
-        targets: TargetPolicy | None = None,
-    ) -> None:
-        check_limits(max_connections=max_connections, max_response_bytes=max_response_bytes)
-        self._max_connections = max_connections
-        self._max_response_bytes = max_response_bytes
-        self._ssl = verify
-        self._targets = targets
+    def _setup(self) -> None:
         self._sessions: dict[TargetPolicy, aiohttp.ClientSession] = {}
         self._deadlines = DeadlineWatch()
 
@@ -139,7 +126,8 @@ class AiohttpTransport:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
                 limit_per_host=0,
-                ssl=self._ssl,
+                ssl=self._ssl_context(),
+                keepalive_timeout=self._keepalive_expiry,
                 resolver=_PolicyResolver(policy),
             )
             session = self._sessions[policy] = aiohttp.ClientSession(
@@ -156,7 +144,7 @@ class AiohttpTransport:
         return await self._deadlines.run(request.timeout, self._post(request))
 
     async def _post(self, request: Request) -> Outcome:
-        policy = policy_for(request, self._targets)
+        policy = self._policy(request)
         try:
             url, host = _parsed(request.url)
             if literal_address(host) is not None:  # aiohttp never resolves these
@@ -191,6 +179,3 @@ class AiohttpTransport:
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
-
-    def __repr__(self) -> str:
-        return f"AiohttpTransport(max_connections={self._max_connections})"

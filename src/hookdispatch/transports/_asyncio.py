@@ -15,18 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import ssl
 import time
 
 from .._core import Outcome, Request
 from .._targets import TargetPolicy
 from ..exceptions import TransportError
-from ._base import DEFAULT_MAX_RESPONSE_BYTES
-from ._connect import Origin, aconnect, policy_for
+from ._connect import Origin, aconnect
 from ._deadline import DeadlineWatch
 from ._errors import exchange_failure
 from ._http11 import IncompleteResponse, ResponseError, ResponseParser
-from ._options import Http11Options, request_bytes, response
+from ._options import TransportOptions, request_bytes, response
 from ._pool import AsyncKeepAlivePool
 
 __all__ = ["AsyncioTransport"]
@@ -137,7 +135,7 @@ class _Connection(asyncio.Protocol):
             transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
 
 
-class AsyncioTransport(Http11Options):
+class AsyncioTransport(TransportOptions):
     """The default async transport: HTTP/1.1 on asyncio's sockets, kept alive and reused.
 
     The same guarantees as the other transports: redirects are never followed (a
@@ -158,25 +156,12 @@ class AsyncioTransport(Http11Options):
     InvalidInputError: that is a bug in whatever built the request, not the receiver's doing.
     """
 
-    def __init__(
-        self,
-        *,
-        max_connections: int = 100,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        verify: ssl.SSLContext | bool = True,
-        targets: TargetPolicy | None = None,
-        keepalive_expiry: float = 15.0,
-    ) -> None:
-        super().__init__(
-            max_connections=max_connections,
-            max_response_bytes=max_response_bytes,
-            verify=verify,
-            targets=targets,
-            keepalive_expiry=keepalive_expiry,
-        )
+    _KEEPALIVE_EXPIRY = 15.0
+
+    def _setup(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: AsyncKeepAlivePool[_Connection] = AsyncKeepAlivePool(
-            max_connections=max_connections
+            max_connections=self._max_connections
         )
         self._deadlines = DeadlineWatch()
         self._closed = False
@@ -192,7 +177,7 @@ class AsyncioTransport(Http11Options):
         origin, payload = wire
         if asyncio.get_running_loop() is not self._loop:
             self._adopt_loop()
-        policy = policy_for(request, self._targets)
+        policy = self._policy(request)
         return await self._deadlines.run(request.timeout, self._exchange(origin, policy, payload))
 
     async def _exchange(self, origin: Origin, policy: TargetPolicy, payload: bytes) -> Outcome:

@@ -7,12 +7,18 @@ bytes directly.
 
 The parser is strict where leniency would be unsafe and bounded everywhere a
 receiver could make it hold memory: a head over 64 KiB, more than 100 header
-fields, a chunk-size or trailer line over 1 KiB or a malformed length is a
-:class:`ResponseError`; at most ``max_body`` bytes of a body are kept, and once
-they are, with more still to come, the response ends there (the connection is
-then not reused).
+fields, a chunk-size or trailer line over 1 KiB, or a malformed or over-long
+number (a ``Content-Length`` of more than 18 digits, a chunk size of more than
+16 hex digits) is a :class:`ResponseError`; at most ``max_body`` bytes of a body
+are kept, and once they are, with more still to come, the response ends there
+(the connection is then not reused). Whatever bytes arrive, in whatever pieces,
+:meth:`ResponseParser.feed` and :meth:`ResponseParser.close` raise nothing but
+ResponseError and IncompleteResponse.
 Interim 1xx responses are skipped. A body is delimited by ``Content-Length``,
 by chunked coding, or by the receiver closing the connection (RFC 9112, 6.3).
+Lines of the head, chunk-size lines and trailer lines may end in CRLF or a bare
+LF; the CRLF after a chunk's data is required. Where this parser and h11 differ,
+and why, is in docs/transports.md.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ __all__ = [
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADER_FIELDS = 100
 _MAX_CHUNK_LINE = 1024
+_MAX_LENGTH_DIGITS = 18  # under 10**18: any real body, and always a small int
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TOKEN_BYTES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -181,7 +188,9 @@ class ResponseParser:
                     return False
                 if end - position > _MAX_CHUNK_LINE:
                     raise ResponseError("a chunk-size or trailer line is over 1 KiB")
-                line = buffer[position:end].rstrip(b"\r")
+                line = buffer[position:end]
+                if line[-1:] == b"\r":
+                    line = line[:-1]
                 position = end + 1
                 if state == _TRAILER:
                     if not line:
@@ -223,7 +232,7 @@ class ResponseParser:
 
     def _chunk_size(self, line: bytes) -> bool:
         """Take a chunk-size line; True if the response ends here (the kept part is full)."""
-        size = line.split(b";", 1)[0].strip(b" \t")
+        size = line.split(b";", 1)[0].rstrip(b" \t")  # BWS before ";" (RFC 9112, 7.1.1)
         if not _HEX.fullmatch(size):
             raise ResponseError(f"invalid chunk size {size[:20]!r}")
         self._remaining = int(size, 16)
@@ -231,7 +240,17 @@ class ResponseParser:
         return bool(self._remaining) and self._full()
 
     def _trailer(self, line: bytes) -> None:
-        """Trailer fields are not kept, only counted."""
+        """Trailer fields are not kept, only checked and counted."""
+        if line[:1] in (b" ", b"\t"):  # obs-fold
+            if not self._trailers:
+                raise ResponseError("the first trailer line is a continuation line")
+            value = line
+        else:
+            name, colon, value = line.partition(b":")
+            if not colon or not _TOKEN_BYTES.fullmatch(name):
+                raise ResponseError(f"malformed trailer line {line[:40]!r}")
+        if b"\r" in value or b"\0" in value:
+            raise ResponseError(f"a trailer value holds a CR or NUL: {value[:40]!r}")
         self._trailers += 1
         if self._trailers > MAX_HEADER_FIELDS:
             raise ResponseError(f"more than {MAX_HEADER_FIELDS} trailer fields")
@@ -263,7 +282,7 @@ class ResponseParser:
         if end - position > MAX_HEAD_BYTES:
             raise ResponseError("the response head is over 64 KiB")
         lines = buffer[position:end].split(b"\n")
-        status_line = lines[0].rstrip(b"\r")
+        status_line = lines[0][:-1] if lines[0].endswith(b"\r") else lines[0]
         matched = _STATUS_LINE.fullmatch(status_line)
         if matched is None:
             raise ResponseError(f"not an HTTP/1.x status line: {status_line[:40]!r}")
@@ -282,30 +301,30 @@ class ResponseParser:
     def _frame(self, http11: bool, status: int, headers: dict[str, str]) -> None:
         """How the body ends (RFC 9112, 6.3), and whether the connection may be reused."""
         connection = headers.get("connection", "").lower()
+        # Any mention of "close" counts: not reusing a connection is always safe.
         self._keep_alive = http11 and "close" not in connection
+        length = headers.get("content-length")
+        if length is not None:  # checked even where it does not count
+            length = _content_length(length)
         if status in {204, 304}:
             self._remaining = 0
             self._state = _LENGTH
             return
         coding = headers.get("transfer-encoding")
         if coding is not None:
-            if "content-length" in headers:  # ambiguous framing: never reuse (RFC 9112, 6.3)
+            if length is not None:  # ambiguous framing: never reuse (RFC 9112, 6.3)
                 self._keep_alive = False
-            if coding.lower().rsplit(",", 1)[-1].strip() != "chunked":
+            if coding.lower().rsplit(",", 1)[-1].strip(" \t") != "chunked":
                 self._keep_alive = False
                 self._state = _UNTIL_CLOSE
                 return
             self._state = _CHUNK_SIZE
             return
-        length = headers.get("content-length")
         if length is None:
             self._keep_alive = False
             self._state = _UNTIL_CLOSE
             return
-        values = {value.strip(" \t") for value in length.split(",")}
-        if len(values) != 1 or not (value := values.pop()).isdigit() or not value.isascii():
-            raise ResponseError(f"invalid Content-Length {length[:40]!r}")
-        self._remaining = int(value)
+        self._remaining = int(length)
         self._state = _LENGTH
 
     def _keep(self, data: bytes) -> None:
@@ -332,24 +351,40 @@ class ResponseParser:
         return True
 
 
+def _content_length(field: str) -> str:
+    """The one length a Content-Length field gives (repeated identical values are one)."""
+    values = {value.strip(" \t") for value in field.split(",")}
+    if len(values) != 1 or not (value := values.pop()).isdigit() or not value.isascii():
+        raise ResponseError(f"invalid Content-Length {field[:40]!r}")
+    if len(value) > _MAX_LENGTH_DIGITS:  # int() of thousands of digits is slow, then refused
+        raise ResponseError(f"the Content-Length is too large ({len(value)} digits)")
+    return value
+
+
 def _fields(lines: list[bytes]) -> dict[str, str]:
     """The header fields of a head's lines (the first is the status line): lower-case
     names; repeated fields joined with ", "; obsolete line folding unfolded."""
     headers: dict[str, str] = {}
     last = ""
+    own = ""  # the value of the last field line, as unfolded so far
     for raw in lines[1:]:
         line = raw[:-1] if raw.endswith(b"\r") else raw
         if line[:1] in (b" ", b"\t"):  # obs-fold: a user agent unfolds it (RFC 9112, 5.2)
             if not last:
                 raise ResponseError("the first header line is a continuation line")
-            headers[last] = f"{headers[last]} {_value(line)}"
+            folded = _value(line)
+            if folded:  # replaced by one space: none at either end of the value
+                joined = headers[last]
+                before = joined[: len(joined) - len(own)]
+                own = f"{own} {folded}" if own else folded
+                headers[last] = before + own
             continue
         name, colon, value = line.partition(b":")
         if not colon or not _TOKEN_BYTES.fullmatch(name):
             raise ResponseError(f"malformed header line {raw[:40]!r}")
         last = name.decode("latin-1").lower()
-        text = _value(value)
-        headers[last] = f"{headers[last]}, {text}" if last in headers else text
+        own = _value(value)
+        headers[last] = f"{headers[last]}, {own}" if last in headers else own
     return headers
 
 

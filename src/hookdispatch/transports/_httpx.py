@@ -23,8 +23,8 @@ import http.cookiejar
 import socket
 import ssl
 import threading
-import typing
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
 
 import httpcore
 import httpx
@@ -32,11 +32,11 @@ import httpx
 from .._core import Outcome, Request, Response
 from .._targets import TargetPolicy
 from ..exceptions import TransportError
-from ._base import DEFAULT_MAX_RESPONSE_BYTES, CappedBody
-from ._connect import aconnect, connect, policy_for, readable
+from ._base import CappedBody
+from ._connect import aconnect, connect, readable
 from ._deadline import Deadline, DeadlineWatch, Expired, current_deadline, timed_out
 from ._errors import HTTPX_ERRORS, httpx_body_error, translate_httpx
-from ._options import check_limits
+from ._options import TransportOptions
 from ._pool import ConnectionsBusy, KeepAlivePool
 
 __all__ = ["AsyncHttpxTransport", "HttpxTransport"]
@@ -104,7 +104,7 @@ class _SocketStream(httpcore.NetworkStream):
             self.close()
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
 
-    def get_extra_info(self, info: str) -> typing.Any:
+    def get_extra_info(self, info: str) -> Any:
         if info == "ssl_object":
             return self._sock._sslobj if isinstance(self._sock, ssl.SSLSocket) else None  # type: ignore[attr-defined]
         if info == "client_addr":
@@ -127,14 +127,8 @@ class _PolicyBackend(httpcore.NetworkBackend):
     def __init__(self, policy: TargetPolicy) -> None:
         self._policy = policy
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
+    def connect_tcp(self, host: str, port: int, *_: Any, **options: Any) -> httpcore.NetworkStream:
+        timeout = options.get("timeout")
         deadline = current_deadline() or Deadline(timeout if timeout is not None else 5.0)
         try:
             sock = connect(
@@ -144,12 +138,7 @@ class _PolicyBackend(httpcore.NetworkBackend):
             raise httpcore.ConnectTimeout("total deadline exceeded") from None
         return _SocketStream(sock)
 
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:  # pragma: no cover - endpoints are URLs, never sockets
+    def connect_unix_socket(self, path: str, *_: Any, **__: Any) -> httpcore.NetworkStream:
         raise httpcore.ConnectError("unix sockets are not webhook targets")
 
     def sleep(self, seconds: float) -> None:  # pragma: no cover - pool retries are off
@@ -167,7 +156,7 @@ def _target(url: str) -> tuple[httpcore.URL, bytes]:
     return target, parsed.netloc
 
 
-class HttpxTransport:
+class HttpxTransport(TransportOptions):
     """A transport on httpcore's HTTP/1.1 connections (httpx's own), kept alive and reused.
 
     Redirects are never followed (a 3xx is a failed attempt). Each request has a
@@ -180,24 +169,11 @@ class HttpxTransport:
     Safe to share between threads.
     """
 
-    def __init__(
-        self,
-        *,
-        max_connections: int = 100,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        verify: ssl.SSLContext | bool = True,
-        targets: TargetPolicy | None = None,
-        keepalive_expiry: float = 30.0,
-    ) -> None:
-        check_limits(max_connections=max_connections, max_response_bytes=max_response_bytes)
-        self._max_response_bytes = max_response_bytes
-        self._targets = targets
-        self._ssl_context = httpx.create_ssl_context(verify=verify)
-        self._keepalive_expiry = keepalive_expiry
+    def _setup(self) -> None:
         self._backends: dict[TargetPolicy, _PolicyBackend] = {}
         self._backends_lock = threading.Lock()
         self._pool: KeepAlivePool[httpcore.HTTPConnection] = KeepAlivePool(
-            max_connections=max_connections
+            max_connections=self._max_connections
         )
 
     def _backend(self, policy: TargetPolicy) -> _PolicyBackend:
@@ -209,7 +185,7 @@ class HttpxTransport:
 
     def send(self, request: Request) -> Outcome:
         seconds = request.timeout
-        policy = policy_for(request, self._targets)
+        policy = self._policy(request)
         try:
             url, host = _target(request.url)
             headers = [(b"Host", host), (b"Content-Length", b"%d" % len(request.body))]
@@ -240,7 +216,7 @@ class HttpxTransport:
         if connection is None:
             connection = httpcore.HTTPConnection(
                 origin,
-                ssl_context=self._ssl_context,
+                ssl_context=self._ssl_context(),
                 keepalive_expiry=self._keepalive_expiry,
                 network_backend=self._backend(policy),
             )
@@ -275,9 +251,6 @@ class HttpxTransport:
         """Close the idle connections; those in use close when their exchange ends."""
         self._pool.close()
 
-    def __repr__(self) -> str:
-        return f"HttpxTransport(max_response_bytes={self._max_response_bytes})"
-
 
 class _AsyncPolicyBackend(httpcore.AsyncNetworkBackend):
     """httpcore's async sockets, opened through :func:`~._connect.aconnect` under one policy."""
@@ -287,17 +260,12 @@ class _AsyncPolicyBackend(httpcore.AsyncNetworkBackend):
         self._policy = policy
 
     async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+        self, host: str, port: int, *_: Any, **options: Any
     ) -> httpcore.AsyncNetworkStream:
         backend = self._backend
 
         async def connect_to(address: str) -> httpcore.AsyncNetworkStream:
-            return await backend.connect_tcp(address, port, timeout, local_address, socket_options)
+            return await backend.connect_tcp(address, port, **options)
 
         return await aconnect(
             ("http", host, port),
@@ -307,10 +275,7 @@ class _AsyncPolicyBackend(httpcore.AsyncNetworkBackend):
         )
 
     async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+        self, path: str, *_: Any, **__: Any
     ) -> httpcore.AsyncNetworkStream:  # pragma: no cover - endpoints are URLs
         raise httpcore.ConnectError("unix sockets are not webhook targets")
 
@@ -339,9 +304,12 @@ class _PolicyPools(httpx.AsyncBaseTransport):
     """httpcore's async pools, one per target policy (a connection serves only
     requests under the policy it was opened under)."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext, max_connections: int) -> None:
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext, max_connections: int, keepalive_expiry: float
+    ) -> None:
         self._ssl_context = ssl_context
         self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
         self._pools: dict[TargetPolicy, httpcore.AsyncConnectionPool] = {}
 
     def _pool(self, policy: TargetPolicy) -> httpcore.AsyncConnectionPool:
@@ -351,6 +319,7 @@ class _PolicyPools(httpx.AsyncBaseTransport):
                 ssl_context=self._ssl_context,
                 max_connections=self._max_connections,
                 max_keepalive_connections=self._max_connections,
+                keepalive_expiry=self._keepalive_expiry,
                 network_backend=_AsyncPolicyBackend(policy),
             )
         return pool
@@ -385,7 +354,7 @@ class _PolicyPools(httpx.AsyncBaseTransport):
             await pool.aclose()
 
 
-class AsyncHttpxTransport:
+class AsyncHttpxTransport(TransportOptions):
     """An async transport on ``httpx.AsyncClient``, for applications that prefer httpx.
 
     The guarantees of the other transports (total deadline, bounded body, no
@@ -393,24 +362,15 @@ class AsyncHttpxTransport:
     async speed (about a tenth of ``AsyncioTransport``'s on our benchmark).
     """
 
-    def __init__(
-        self,
-        *,
-        max_connections: int = 100,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        verify: ssl.SSLContext | bool = True,
-        targets: TargetPolicy | None = None,
-    ) -> None:
-        check_limits(max_connections=max_connections, max_response_bytes=max_response_bytes)
-        self._max_response_bytes = max_response_bytes
-        self._targets = targets
+    def _setup(self) -> None:
         self._deadlines = DeadlineWatch()
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
             transport=_PolicyPools(
-                ssl_context=httpx.create_ssl_context(verify=verify),
-                max_connections=max_connections,
+                ssl_context=self._ssl_context(),
+                max_connections=self._max_connections,
+                keepalive_expiry=self._keepalive_expiry,
             ),
         )
         # A receiver's Set-Cookie is never sent back (to it or any other).
@@ -420,7 +380,7 @@ class AsyncHttpxTransport:
         return await self._deadlines.run(request.timeout, self._post(request))
 
     async def _post(self, request: Request) -> Outcome:
-        policy = policy_for(request, self._targets)
+        policy = self._policy(request)
         try:
             http_request = self._client.build_request(
                 "POST",
@@ -450,6 +410,3 @@ class AsyncHttpxTransport:
     async def aclose(self) -> None:
         self._deadlines.close()
         await self._client.aclose()
-
-    def __repr__(self) -> str:
-        return "AsyncHttpxTransport()"

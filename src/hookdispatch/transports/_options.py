@@ -1,7 +1,5 @@
-"""What SocketTransport and AsyncioTransport share around the HTTP/1.1 codec.
-
-Their options, checked and kept, and the bytes a :class:`Request` goes out as.
-No I/O: the transports do that.
+"""What the transports share that is not I/O: their options, checked and kept, and
+(for the two on the HTTP/1.1 codec) the bytes a :class:`Request` goes out as.
 """
 
 from __future__ import annotations
@@ -15,40 +13,61 @@ from .._core import Request, Response
 from .._targets import TargetPolicy
 from ..exceptions import ConnectError, InvalidInputError
 from ._base import DEFAULT_MAX_RESPONSE_BYTES
-from ._connect import Origin
+from ._connect import Origin, policy_for
 from ._http11 import ResponseParser, encode_post
 
-__all__ = ["Http11Options", "parse_target", "request_bytes", "response"]
+__all__ = ["TransportOptions", "parse_target", "request_bytes", "response"]
 
 
-def check_limits(*, max_connections: int, max_response_bytes: int) -> None:
-    """Raise InvalidInputError for limits no transport can work with."""
-    if max_connections < 1:
-        raise InvalidInputError(f"max_connections must be at least 1, not {max_connections}")
-    if max_response_bytes < 0:
-        raise InvalidInputError(f"max_response_bytes must be 0 or more, not {max_response_bytes}")
+class TransportOptions:
+    """The options every shipped transport takes, checked once and kept.
 
+    * ``max_connections``: open at once (100); a request waits for a free one
+      within its deadline.
+    * ``max_response_bytes``: how much of a response body is kept (64 KiB).
+    * ``verify``: certificate verification as httpx does it: True (certifi's
+      authorities), False, or your own ``ssl.SSLContext`` (a private CA).
+    * ``targets``: the :class:`TargetPolicy` for requests that carry none (the
+      dispatchers always set theirs); without either, the default policy applies.
+    * ``keepalive_expiry``: seconds an idle connection is kept (30; 15 for
+      ``AsyncioTransport``).
 
-class Http11Options:
-    """The options both transports take, checked and kept; the TLS context made on
-    the first https request."""
+    A transport sets up its own state in ``_setup``, called last.
+    """
+
+    _KEEPALIVE_EXPIRY = 30.0
 
     def __init__(
         self,
         *,
-        max_connections: int,
+        max_connections: int = 100,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         verify: ssl.SSLContext | bool = True,
         targets: TargetPolicy | None = None,
-        keepalive_expiry: float,
+        keepalive_expiry: float | None = None,
     ) -> None:
-        check_limits(max_connections=max_connections, max_response_bytes=max_response_bytes)
+        if max_connections < 1:
+            raise InvalidInputError(f"max_connections must be at least 1, not {max_connections}")
+        if max_response_bytes < 0:
+            raise InvalidInputError(
+                f"max_response_bytes must be 0 or more, not {max_response_bytes}"
+            )
+        if keepalive_expiry is None:
+            keepalive_expiry = self._KEEPALIVE_EXPIRY
+        if not keepalive_expiry >= 0:  # NaN too
+            raise InvalidInputError(
+                f"keepalive_expiry must be a number of seconds, not {keepalive_expiry}"
+            )
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
         self._verify = verify
         self._ssl: ssl.SSLContext | None = None
         self._targets = targets
         self._keepalive_expiry = keepalive_expiry
+        self._setup()
+
+    def _setup(self) -> None:
+        """The transport's own state (pools, clients), from the options."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(max_connections={self._max_connections})"
@@ -63,6 +82,10 @@ class Http11Options:
                 else httpx.create_ssl_context(verify=verify)
             )
         return self._ssl
+
+    def _policy(self, request: Request) -> TargetPolicy:
+        """The policy ``request`` is held to (see :func:`~._connect.policy_for`)."""
+        return policy_for(request, self._targets)
 
     def _parser(self) -> ResponseParser:
         return ResponseParser(max_body=self._max_response_bytes)

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 import time
 
 from .._core import Outcome, Request
 from .._targets import TargetPolicy
 from ..exceptions import TransportError
-from ._base import DEFAULT_MAX_RESPONSE_BYTES
-from ._connect import Origin, connect, policy_for, readable
+from ._connect import Origin, connect, readable
 from ._deadline import Deadline, Expired, timed_out
 from ._errors import exchange_failure
 from ._http11 import IncompleteResponse, ResponseError, ResponseParser
-from ._options import Http11Options, request_bytes, response
+from ._options import TransportOptions, request_bytes, response
 from ._pool import ConnectionsBusy, KeepAlivePool
 
 __all__ = ["SocketTransport"]
@@ -91,7 +89,7 @@ class _Connection:
             self._sock.close()
 
 
-class SocketTransport(Http11Options):
+class SocketTransport(TransportOptions):
     """The default transport: HTTP/1.1 on blocking sockets, kept alive and reused.
 
     Redirects are never followed (a 3xx is a failed attempt). Each request has a
@@ -114,23 +112,10 @@ class SocketTransport(Http11Options):
     raises InvalidInputError: that is a bug in whatever built the request.
     """
 
-    def __init__(
-        self,
-        *,
-        max_connections: int = 100,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        verify: ssl.SSLContext | bool = True,
-        targets: TargetPolicy | None = None,
-        keepalive_expiry: float = 30.0,
-    ) -> None:
-        super().__init__(
-            max_connections=max_connections,
-            max_response_bytes=max_response_bytes,
-            verify=verify,
-            targets=targets,
-            keepalive_expiry=keepalive_expiry,
+    def _setup(self) -> None:
+        self._pool: KeepAlivePool[_Connection] = KeepAlivePool(
+            max_connections=self._max_connections
         )
-        self._pool: KeepAlivePool[_Connection] = KeepAlivePool(max_connections=max_connections)
 
     def send(self, request: Request) -> Outcome:
         deadline = Deadline(request.timeout)
@@ -138,7 +123,7 @@ class SocketTransport(Http11Options):
         if isinstance(wire, TransportError):
             return wire
         origin, payload = wire
-        policy = policy_for(request, self._targets)
+        policy = self._policy(request)
         key = (origin, policy)  # a connection serves only requests under its policy
         parser = self._parser()
         reusable = False
