@@ -1,0 +1,105 @@
+"""Two versions of hookdispatch side by side, in one run: did a change cost throughput?
+
+    python -m benchmarks.ab OLD_SRC [NEW_SRC] [--events N] [--rounds R]
+
+``OLD_SRC`` and ``NEW_SRC`` are ``src`` folders of two checkouts (a ``git worktree``
+of the commit before a change, say; ``NEW_SRC`` defaults to this checkout's). Each
+measurement runs in a fresh process that imports hookdispatch from one of them
+(the harness, this checkout's ``benchmarks``, is the same for both), against one
+receiver in its own process on its own core, the rounds interleaved so that drift
+on a shared machine hits both alike: ``Dispatcher(workers=8)`` on
+``SocketTransport`` and ``AsyncDispatcher(concurrency=64)`` on ``AsyncioTransport``,
+memory storage, as in ``python -m benchmarks``. Prints medians, ranges, and the
+new/old ratio of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from .harness import SENDER_CORE, pin
+from .receiver import Receiver
+
+ROOT = Path(__file__).resolve().parent.parent
+LIMIT = 120.0
+
+_MEASURE = """
+import json, sys
+from benchmarks import hookdispatch_runs, storages
+kind, url, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if kind == "threads":
+    run = hookdispatch_runs.thread_pool(url, storages.memory(), count, 8, {limit})
+else:
+    run = hookdispatch_runs.async_pool(url, storages.memory(), count, 64, {limit})
+print(json.dumps({{"rate": run.value, "cut": run.cut, "cpu_us": run.cpu_us}}))
+"""
+
+KINDS = {
+    "threads": "Dispatcher workers=8 (memory, SocketTransport)",
+    "async": "AsyncDispatcher concurrency=64 (memory, AsyncioTransport)",
+}
+
+
+def measure(src: Path, kind: str, url: str, count: int) -> dict[str, float]:
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(ROOT)])}
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE.format(limit=LIMIT), kind, url, str(count)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=LIMIT + 60,
+    )
+    values: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    if values["cut"]:
+        raise RuntimeError(f"{kind} from {src}: not every POST succeeded within {LIMIT:.0f} s")
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("old", type=Path, help="the src folder of the version before")
+    parser.add_argument("new", type=Path, nargs="?", default=ROOT / "src")
+    parser.add_argument("--events", type=int, default=3000, help="POSTs per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="measurements per version")
+    options = parser.parse_args()
+    versions = {"old": options.old.resolve(), "new": options.new.resolve()}
+    pin(os.getpid(), SENDER_CORE)
+    rates: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    with Receiver() as receiver:
+        for round_number in range(options.rounds):
+            for kind in KINDS:
+                for label, src in versions.items():
+                    values = measure(src, kind, receiver.url, options.events)
+                    rates.setdefault((kind, label), []).append(values["rate"])
+                    cpu.setdefault((kind, label), []).append(values["cpu_us"])
+            print(f"round {round_number + 1}/{options.rounds} done", file=sys.stderr)
+    print(
+        f"{options.events} POSTs per measurement, {options.rounds} rounds interleaved;"
+        f" old = {versions['old']}, new = {versions['new']}\n"
+    )
+    print(
+        "| sender | old/s (median, min-max) | new/s (median, min-max) | new/old |"
+        " CPU µs/delivery old → new |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for kind, name in KINDS.items():
+        old, new = rates[(kind, "old")], rates[(kind, "new")]
+        ratio = statistics.median(new) / statistics.median(old)
+        print(
+            f"| {name} | {statistics.median(old):,.0f} ({min(old):,.0f}-{max(old):,.0f})"
+            f" | {statistics.median(new):,.0f} ({min(new):,.0f}-{max(new):,.0f})"
+            f" | {ratio:.2f} | {statistics.median(cpu[(kind, 'old')]):.0f} →"
+            f" {statistics.median(cpu[(kind, 'new')]):.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
