@@ -18,15 +18,22 @@ import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
 from ._types import JSON
-from .exceptions import FailureKind, InvalidEndpointError, InvalidEventError, InvalidInputError
+from ._urls import parse_url
+from .exceptions import (
+    FailureKind,
+    InvalidEndpointError,
+    InvalidEventError,
+    InvalidInputError,
+    StorageError,
+)
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "MAX_DATA_DEPTH",
     "Attempt",
     "Delivery",
     "DeliveryStatus",
@@ -40,6 +47,12 @@ MAX_EVENT_TYPE_LENGTH = 200
 MAX_ID_LENGTH = 200
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 """The largest encoded event body accepted by default (256 KiB)."""
+MAX_DATA_DEPTH = 100
+"""How deeply event data may nest: ``[[…]]`` 100 lists or dicts deep, no deeper.
+
+Real payloads stay far below it; it is far below Python's recursion limit, so
+encoding and decoding never hit that, wherever they run; and the whole body (one
+level more) stays within the 128 levels strict JSON parsers such as serde_json accept."""
 MIN_SECRET_LENGTH = 16
 MAX_SECRET_LENGTH = 1024
 ALL_EVENTS = "*"
@@ -104,6 +117,41 @@ def _to_the_second(now: datetime) -> tuple[datetime, str]:
 # One encoder for every event: json.dumps() with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
+_TOO_DEEP = (
+    f"event data is nested too deeply to encode as JSON (the limit is {MAX_DATA_DEPTH}"
+    " levels of lists and dicts); flatten it, or send a reference the receiver can fetch"
+)
+
+
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+_NOT_MARKS = bytes(byte for byte in range(256) if byte not in b'[]{}"')
+
+
+def _nests_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether the JSON document ``body`` nests more than ``limit`` lists and dicts deep.
+
+    Every list and dict opens with a ``[`` or ``{`` byte (strings add more, never
+    fewer), so a body with few of them needs no more: the common case costs two
+    C-speed counts. Otherwise, with bytes operations only: drop the escaped
+    backslashes and quotes, keep only brackets (of one kind: valid JSON nests
+    properly) and quotes, drop ``""`` (strings without brackets in them, or two
+    strings with nothing structural between them), then what lies between quotes,
+    and strip the innermost empty pairs ``limit`` times.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    marks = body
+    if b"\\" in marks:
+        marks = marks.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = marks.translate(_ONE_KIND, _NOT_MARKS).replace(b'""', b"")
+    if b'"' in marks:  # strings with brackets in them: keep only what is outside
+        marks = b"".join(marks.split(b'"')[::2])
+    for _ in range(limit):
+        if not marks:
+            return False
+        marks = marks.replace(b"[]", b"")
+    return bool(marks)
+
 
 def _check_event_type(event_type: object) -> str:
     if not isinstance(event_type, str) or not event_type:
@@ -157,8 +205,10 @@ class Event:
         """Validate and encode a new event. ``created_at`` is ``now`` to the second.
 
         Raises InvalidEventError for an empty or malformed type or id, for data that
-        JSON cannot represent (sets, bytes, objects, NaN and infinities), and for a
-        body over ``max_bytes`` once encoded.
+        JSON cannot represent (sets, bytes, objects, NaN and infinities, non-string
+        keys other than numbers, booleans and None, circular references), for data
+        nested more than :data:`MAX_DATA_DEPTH` lists and dicts deep, and for a body
+        over ``max_bytes`` once encoded.
         """
         event_type = _check_event_type(event_type)
         event_id = new_id("evt") if id is None else _check_id(id, what="event id")
@@ -171,11 +221,15 @@ class Event:
         }
         try:
             body = _ENCODER.encode(document).encode()
+        except RecursionError:
+            raise InvalidEventError(_TOO_DEEP) from None
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
             raise InvalidEventError(
                 f"event data is not JSON: {exc}. Pass dicts, lists, str, int, finite float,"
                 " bool or None (convert datetimes, decimals and sets first)"
             ) from None
+        if _nests_deeper_than(body, MAX_DATA_DEPTH + 1):  # +1: the envelope
+            raise InvalidEventError(_TOO_DEEP)
         if len(body) > max_bytes:
             raise InvalidEventError(
                 f"event body is {len(body):,} bytes, over the {max_bytes:,}-byte limit; send"
@@ -186,46 +240,35 @@ class Event:
 
     @classmethod
     def from_body(cls, body: bytes) -> Event:
-        """Rebuild an event from the body that :meth:`create` encoded (storage uses this)."""
-        document = json.loads(body)
-        created_at = datetime.fromisoformat(document["created_at"])
-        return cls(
-            id=document["id"],
-            type=document["event"],
-            created_at=created_at,
-            data=document["data"],
-            body=body,
-        )
+        """Rebuild an event from the body that :meth:`create` encoded (storage uses this).
+
+        Raises StorageError for bytes that are not such a body: not JSON, nested too
+        deeply for the decoder, or missing a field.
+        """
+        try:
+            document = json.loads(body)
+            created_at = datetime.fromisoformat(document["created_at"])
+            return cls(
+                id=document["id"],
+                type=document["event"],
+                created_at=created_at,
+                data=document["data"],
+                body=body,
+            )
+        except (RecursionError, ValueError, TypeError, KeyError) as exc:
+            raise StorageError(
+                f"a stored event body is not an event this version can read"
+                f" ({type(exc).__name__}); was it written by hookdispatch?"
+            ) from exc
 
 
 def _check_url(url: object) -> str:
+    """The URL unchanged, if the sender can send to it (see ``_urls.parse_url``)."""
     if not isinstance(url, str) or not url:
         raise InvalidEndpointError(
             "endpoint URL must be a non-empty string like https://example.com/hooks"
         )
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
-        raise InvalidEndpointError("endpoint URL must not contain spaces or control characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise InvalidEndpointError(
-            "endpoint URL is malformed (check the host and port); expected https://host[:port]/path"
-        ) from None
-    if parts.scheme not in ("https", "http"):
-        raise InvalidEndpointError(
-            f"endpoint URL must start with https:// or http:// (got scheme {parts.scheme!r:.20})"
-        )
-    if not parts.hostname:
-        raise InvalidEndpointError("endpoint URL has no host; expected https://host[:port]/path")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidEndpointError(
-            "endpoint URL must not carry user:password; receivers check the signature instead"
-        )
-    if parts.fragment:
-        raise InvalidEndpointError("endpoint URL must not have a #fragment")
-    if port == 0:
-        raise InvalidEndpointError("endpoint URL port must be between 1 and 65535")
+    parse_url(url)
     return url
 
 

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import email.utils
 import math
+import numbers
+import operator
+import re
 from datetime import UTC, datetime, timedelta
 
 import tenacity
 from attrs import field, frozen
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
+
+from .exceptions import InvalidInputError
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
@@ -39,6 +44,10 @@ class RetryPolicy:
     A ``429`` or ``503`` response with a ``Retry-After`` header (seconds or an HTTP
     date) pushes the next attempt back to at least that time, capped at
     ``max_retry_after`` seconds (one hour); it never adds attempts.
+
+    A bad option (``max_attempts`` not a whole number of at least 1; a wait that is
+    negative, NaN, infinite or not a number; a ``stop`` or ``wait`` that is not a
+    strategy) raises :class:`~hookdispatch.exceptions.InvalidInputError`, a ValueError.
     """
 
     max_attempts: int = field(default=4)
@@ -50,15 +59,20 @@ class RetryPolicy:
     wait: wait_base | None = field(default=None)
 
     def __attrs_post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1 (1 means no retries)")
-        if not all(
-            math.isfinite(value) and value >= 0
-            for value in (self.initial_wait, self.max_wait, self.jitter, self.max_retry_after)
+        """Raise InvalidInputError (a ValueError) naming the option and what it takes."""
+        _check_attempts(self.max_attempts)
+        for name in ("initial_wait", "max_wait", "jitter", "max_retry_after"):
+            _check_seconds(name, getattr(self, name))
+        for name, example in (
+            ("stop", "tenacity.stop_after_attempt(10)"),
+            ("wait", "tenacity.wait_fixed(30)"),
         ):
-            raise ValueError(
-                "initial_wait, max_wait, jitter and max_retry_after must be finite and not negative"
-            )
+            strategy = getattr(self, name)
+            if strategy is not None and not callable(strategy):
+                raise InvalidInputError(
+                    f"{name} must be a tenacity {name} strategy such as {example}, or None"
+                    f" for the default (got {type(strategy).__name__})"
+                )
 
     def _stop(self) -> stop_base:
         return self.stop or tenacity.stop_after_attempt(self.max_attempts)
@@ -94,20 +108,58 @@ class RetryPolicy:
         return now + timedelta(seconds=wait)
 
 
+def _check_attempts(value: object) -> None:
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise InvalidInputError(
+            f"max_attempts must be a whole number, at least 1 (1 means no retries; got"
+            f" {value!r:.40})"
+        )
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidInputError(
+            f"{name} must be a finite number of seconds, 0 or more, such as 1.5 (got {value!r:.40})"
+        )
+
+
+_DELAY_SECONDS = re.compile(r"[0-9]+")
+"""RFC 9110 delay-seconds: ``1*DIGIT``, ASCII digits only (``str.isdigit`` also takes
+``²`` and full-width digits)."""
+_MAX_DELAY_DIGITS = 9
+_HUGE_DELAY = 999_999_999.0
+"""What longer delay-seconds read as: about 31 years, which ``max_retry_after`` caps."""
+
+
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date).
 
-    ``None`` when absent or unreadable; a date in the past means 0.
+    Total: returns ``None`` or a finite float of at least 0 for any text, and never
+    raises. ``None`` when absent or unreadable; a date in the past means 0.
+    Delay-seconds are ASCII digits only; more than nine significant digits read as
+    999,999,999 seconds (the policy's ``max_retry_after`` then caps the wait), so an
+    absurdly long number is never converted.
     """
-    if not value:
+    if not value or not isinstance(value, str):
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _DELAY_SECONDS.fullmatch(value):
+        digits = value.lstrip("0")
+        return _HUGE_DELAY if len(digits) > _MAX_DELAY_DIGITS else float(digits or 0)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    return max(0.0, seconds)
