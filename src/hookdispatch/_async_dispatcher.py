@@ -1,7 +1,7 @@
 """AsyncDispatcher: the asyncio driver, the twin of :class:`Dispatcher`.
 
 The same loop over the same pure core (claim, ``prepare``, send, ``conclude``,
-``complete``) and the same storage units (``_operations``); only the I/O differs:
+``complete``), the same storage units and decisions (``_dispatching``); only the I/O differs:
 requests go through an :class:`AsyncTransport`, and calls to a blocking storage
 (SQLite, PostgreSQL) run on a small thread pool of their own, never on the event
 loop thread.
@@ -12,46 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from types import TracebackType
 from typing import ParamSpec, Self, TypeVar
 
-from ._core import Claim, Outcome, conclude, prepare
+from ._core import Claim, Outcome
+from ._dispatching import ASYNC, DEFAULT_DISABLE_AFTER, DEFAULT_LEASE, DEFAULT_TIMEOUT, Driver
 from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
-from ._operations import (
-    DEFAULT_DISABLE_AFTER,
-    check_options,
-    check_transaction_mode,
-    log_attempt,
-    log_unrecorded,
-    parse_status,
-    record_attempt,
-    record_success_and_claim,
-    refused_target,
-    set_endpoint_enabled,
-    store_endpoint,
-    store_event,
-    store_events,
-    store_redelivery,
-    unexpected_failure,
-    warn_if_dropping,
-)
+from ._operations import log_unrecorded, parse_status, refused_target, warn_if_dropping
 from ._policy import RetryPolicy
-from ._slots import WorkerSlots
-from ._targets import TargetPolicy, default_targets
+from ._targets import TargetPolicy
 from ._types import JSON, Clock, utc_now
-from .exceptions import DispatcherClosedError, InvalidInputError
 from .storage import Storage
 from .transports import AsyncTransport
 from .transports._asyncio import AsyncioTransport
 
 __all__ = ["AsyncDispatcher", "AsyncSleep"]
-
-logger = logging.getLogger("hookdispatch")
 
 AsyncSleep = Callable[[float], Awaitable[None]]
 """Waits for the given number of seconds without blocking the loop. Injected in tests."""
@@ -63,7 +40,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class AsyncDispatcher:
+class AsyncDispatcher(Driver):
     """Sends events to endpoints from asyncio: inline (``concurrency=0``) or in tasks.
 
     The options and guarantees are those of :class:`Dispatcher`, with
@@ -74,6 +51,8 @@ class AsyncDispatcher:
     :meth:`aclose`. It belongs to the event loop it is first used in.
     """
 
+    _FLAVOUR = ASYNC
+
     def __init__(
         self,
         *,
@@ -81,8 +60,8 @@ class AsyncDispatcher:
         transport: AsyncTransport | None = None,
         concurrency: int = 64,
         retry: RetryPolicy | None = None,
-        timeout: float = 5.0,
-        lease: float = 60.0,
+        timeout: float = DEFAULT_TIMEOUT,
+        lease: float = DEFAULT_LEASE,
         poll_interval: float = 1.0,
         clock: Clock = utc_now,
         sleep: AsyncSleep = asyncio.sleep,
@@ -92,48 +71,21 @@ class AsyncDispatcher:
         targets: TargetPolicy | None = None,
         disable_after: int | None = DEFAULT_DISABLE_AFTER,
     ) -> None:
-        check_options(storage=storage, timeout=timeout, lease=lease, poll_interval=poll_interval)
-        if concurrency < 0:
-            raise InvalidInputError("concurrency must be 0 (inline) or a positive number")
-        if transport is not None and not isinstance(transport, AsyncTransport):
-            raise InvalidInputError(
-                "AsyncDispatcher needs an AsyncTransport (async send() and aclose()), such as"
-                " AsyncioTransport(); Dispatcher takes the sync ones"
-            )
-        self._storage = storage
-        self._owns_transport = transport is None
-        self._targets = targets or default_targets()
+        super().__init__(locals())
         self._transport: AsyncTransport = transport or AsyncioTransport(
             max_connections=max(concurrency, 1), targets=self._targets
         )
-        self._concurrency = concurrency
-        self._retry = retry or RetryPolicy()
-        self._timeout = timeout
-        self._lease = timedelta(seconds=lease)
-        self._poll_interval = poll_interval
-        self._clock = clock
         self._sleep = sleep
-        self._on_endpoint_disabled = on_endpoint_disabled
-        self._disable_after = disable_after
-        self._max_payload_bytes = max_payload_bytes
         self._executor = (
             ThreadPoolExecutor(storage_threads, thread_name_prefix="hookdispatch-storage")
             if storage.blocking
             else None
         )
-        self._slots = WorkerSlots(concurrency)
         self._changed: asyncio.Event | None = None  # wakes the pump
         # Set when a task runs out of work or the pump finds nothing due: wakes drain().
         self._settled: asyncio.Event | None = None
         self._pump: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._stopping = False
-        self._closed = False
-
-    def __repr__(self) -> str:
-        mode = "inline" if self._concurrency == 0 else f"concurrency={self._concurrency}"
-        state = " closed" if self._closed else ""
-        return f"<AsyncDispatcher {mode} storage={self._storage!r}{state}>"
 
     @property
     def storage(self) -> Storage:
@@ -162,16 +114,11 @@ class AsyncDispatcher:
         id: str | None = None,
     ) -> Endpoint:
         """Register a receiver; see :meth:`Dispatcher.add_endpoint`."""
-        return await self._call(
-            store_endpoint,
-            self._storage,
-            url,
-            events=events,
-            secret=secret,
-            id=id,
-            now=self._clock(),
-            targets=self._targets,
-        )
+        store = functools.partial(self._store_endpoint, url, events, secret, id, self._clock())
+        if self._storage.blocking:
+            return await self._call(store)
+        # Off the loop all the same: the target check resolves the host name.
+        return await asyncio.to_thread(store)
 
     async def endpoints(self) -> list[Endpoint]:
         """Every registered endpoint, enabled or not."""
@@ -184,11 +131,14 @@ class AsyncDispatcher:
     async def disable_endpoint(self, endpoint_id: str) -> Endpoint:
         """Stop delivering to an endpoint. Its pending deliveries wait until it is enabled;
         events dispatched meanwhile are not sent to it."""
-        return await self._call(set_endpoint_enabled, self._storage, endpoint_id, enabled=False)
+        return await self._set_enabled(endpoint_id, enabled=False)
 
     async def enable_endpoint(self, endpoint_id: str) -> Endpoint:
         """Resume an endpoint; its waiting deliveries are attempted as scheduled."""
-        endpoint = await self._call(set_endpoint_enabled, self._storage, endpoint_id, enabled=True)
+        return await self._set_enabled(endpoint_id, enabled=True)
+
+    async def _set_enabled(self, endpoint_id: str, *, enabled: bool) -> Endpoint:
+        endpoint = await self._call(self._store_enabled, endpoint_id, enabled)
         self._notify()
         return endpoint
 
@@ -209,31 +159,15 @@ class AsyncDispatcher:
         With ``transaction`` the write runs on the calling thread, through your
         connection (which belongs to that thread), and is sent after you commit.
         """
-        self._check_open()
+        self._check_dispatch(transaction)
         now = self._clock()
         if transaction is not None:
-            check_transaction_mode(inline=self._concurrency == 0)
             endpoints = await self._call(self._storage.list_endpoints)
-            event, stored = store_event(
-                self._storage,
-                event_type,
-                data,
-                id=id,
-                now=now,
-                transaction=transaction,
-                endpoints=endpoints,
-                max_bytes=self._max_payload_bytes,
+            event, stored = self._store_event(
+                event_type, data, id, now, transaction=transaction, endpoints=endpoints
             )
         else:
-            event, stored = await self._call(
-                store_event,
-                self._storage,
-                event_type,
-                data,
-                id=id,
-                now=now,
-                max_bytes=self._max_payload_bytes,
-            )
+            event, stored = await self._call(self._store_event, event_type, data, id, now)
         if stored:
             await self._after_store(event.id)
         return event
@@ -246,14 +180,8 @@ class AsyncDispatcher:
         Inline, the events' deliveries are attempted concurrently.
         """
         self._check_open()
-        results = await self._call(
-            store_events,
-            self._storage,
-            list(items),
-            now=self._clock(),
-            max_bytes=self._max_payload_bytes,
-        )
-        if self._concurrency == 0:
+        results = await self._call(self._store_events, list(items), self._clock())
+        if self._capacity == 0:
             await asyncio.gather(
                 *(self._deliver_inline(event.id) for event, stored in results if stored)
             )
@@ -297,12 +225,12 @@ class AsyncDispatcher:
     async def redeliver(self, delivery_id: str) -> Delivery:
         """Send a finished delivery again as a new one; see :meth:`Dispatcher.redeliver`."""
         self._check_open()
-        fresh = await self._call(store_redelivery, self._storage, delivery_id, now=self._clock())
+        fresh = await self._call(self._store_redelivery, delivery_id, self._clock())
         await self._after_store(fresh.event_id)
         return await self._call(self._storage.get_delivery, fresh.id)
 
     async def _after_store(self, event_id: str) -> None:
-        if self._concurrency == 0:
+        if self._capacity == 0:
             await self._deliver_inline(event_id)
         else:
             self._start()
@@ -310,65 +238,35 @@ class AsyncDispatcher:
 
     # The delivery loop --------------------------------------------------------------
 
-    async def _attempt(self, claim: Claim) -> bool:
-        """Send one claimed delivery and record what happened. True if it succeeded."""
-        attempt, delivery = await self._send(claim)
-        await self._record(claim, attempt, delivery)
-        return attempt.succeeded
+    async def _attempt(self, claim: Claim) -> None:
+        """Send one claimed delivery and record what happened."""
+        await self._record(claim, *await self._send(claim))
 
     async def _send(self, claim: Claim) -> tuple[Attempt, Delivery]:
         """Send one claimed delivery: the attempt's record and the delivery's next state."""
-        started_at = self._clock()
-        request = prepare(claim, now=started_at, timeout=self._timeout, targets=self._targets)
-        began = time.perf_counter()
+        request, started_at, began = self._begin(claim)
         try:
             outcome: Outcome = refused_target(claim, self._targets) or (
                 await self._transport.send(request)
             )
         except Exception as exc:
-            logger.exception("transport %r raised instead of returning an outcome", self._transport)
-            outcome = unexpected_failure(exc)
-        duration = time.perf_counter() - began
-        attempt, delivery = conclude(
-            claim,
-            outcome,
-            started_at=started_at,
-            duration=duration,
-            now=self._clock(),
-            policy=self._retry,
-        )
-        log_attempt(claim, attempt, delivery)
-        return attempt, delivery
+            outcome = self._transport_raised(exc)
+        return self._finish(claim, outcome, started_at, began)
 
     async def _record(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> None:
-        _, disabled, reason = await self._call(
-            record_attempt,
-            self._storage,
-            claim,
-            attempt,
-            delivery,
-            disable_after=self._disable_after,
-        )
-        if disabled is not None and self._on_endpoint_disabled is not None:
-            self._on_endpoint_disabled(disabled, reason)
+        self._report(await self._call(self._store_attempt, claim, attempt, delivery))
 
     async def _deliver_inline(self, event_id: str) -> None:
         while True:
-            now = self._clock()
-            claims = await self._call(
-                self._storage.claim,
-                now=now,
-                lease_until=now + self._lease,
-                limit=100,
-                event_id=event_id,
-            )
+            claims = await self._call(self._claim_inline, self._clock(), event_id)
             if claims:
                 await asyncio.gather(*(self._attempt(claim) for claim in claims))
                 continue
             due = await self._call(self._storage.next_due_at, event_id=event_id)
-            if due is None:
+            pause = self._pause(due)
+            if pause is None:
                 return
-            await self._sleep(max(0.0, (due - self._clock()).total_seconds()))
+            await self._sleep(pause)
 
     def _start(self) -> None:
         if self._pump is None:
@@ -404,10 +302,9 @@ class AsyncDispatcher:
             self._changed.clear()
             self._slots.claiming += 1
             try:
-                claims = await self._claim(self._slots.free)
-            except Exception:
-                logger.exception("claiming due deliveries failed; trying again shortly")
-                claims = []
+                claims = await self._call(
+                    self._claim_for_pump, self._clock(), self._slots.free, self._slots.held_back()
+                )
             finally:
                 self._slots.claiming -= 1
             self._slots.started(claims)
@@ -418,29 +315,7 @@ class AsyncDispatcher:
             if not claims:
                 assert self._settled is not None
                 self._settled.set()  # nothing due: drain() may be waiting for this
-                await self._idle()
-
-    async def _claim(self, limit: int) -> list[Claim]:
-        """Lease up to ``limit`` due deliveries, skipping the held-back endpoints."""
-        now = self._clock()
-        return await self._call(
-            self._storage.claim,
-            now=now,
-            lease_until=now + self._lease,
-            limit=limit,
-            exclude_endpoints=self._slots.held_back(),
-        )
-
-    async def _idle(self) -> None:
-        try:
-            due = await self._call(self._storage.next_due_at)
-        except Exception:
-            logger.exception("reading the next due time failed")
-            due = None
-        wait = self._poll_interval
-        if due is not None and due > self._clock():
-            wait = min(wait, (due - self._clock()).total_seconds())
-        await self._wait_for_change(wait)
+                await self._wait_for_change(self._idle_wait(await self._call(self._next_due)))
 
     async def _work(self, claim: Claim | None) -> None:
         """Attempt a claim; then, while work is due, claim the next one in this task.
@@ -453,22 +328,22 @@ class AsyncDispatcher:
         try:
             while claim is not None:
                 endpoint_id = claim.endpoint.id
-                success: tuple[Claim, Attempt, Delivery] | None = None
+                success: tuple[Attempt, Delivery] | None = None
                 succeeded: bool | None = None  # stays None if the task is cancelled
                 try:
-                    attempt, delivery = await self._send(claim)
-                    if attempt.succeeded:
-                        success = claim, attempt, delivery  # recorded with the next claim
+                    sent = await self._send(claim)
+                    if sent[0].succeeded:
+                        success = sent  # recorded with the next claim
                     else:
-                        await self._record(claim, attempt, delivery)
-                    succeeded = attempt.succeeded
+                        await self._record(claim, *sent)
+                    succeeded = sent[0].succeeded
                 except Exception:
                     succeeded = False
                     log_unrecorded(claim)
                 finally:
                     if self._slots.finished(endpoint_id, succeeded=succeeded):
                         self._notify()  # more slots may go to this endpoint now: the pump's job
-                claim = await self._claim_next(recording=success)
+                claim = await self._claim_next(claim, success)
                 # An attempt need not suspend (a refused target, a storage that never
                 # blocks), so yield now and then: a long run of those cannot hold the
                 # loop. Not after every attempt: that would run every task's ends
@@ -485,47 +360,26 @@ class AsyncDispatcher:
             self._settled.set()
 
     async def _claim_next(
-        self, *, recording: tuple[Claim, Attempt, Delivery] | None
+        self, claim: Claim, success: tuple[Attempt, Delivery] | None
     ) -> Claim | None:
-        """This task's next delivery, if one is due; ``recording`` (a success) is
+        """This task's next delivery, if one is due; ``success`` (of ``claim``) is
         stored in the same storage call. None when stopping (after recording)."""
-        stopping = self._stopping
-        if stopping and recording is None:
+        if success is None and self._stopping:
             return None
-        # Hold this task's slot while it records or claims: the pump cannot hand it
-        # out again meanwhile, and drain() cannot find the dispatcher idle before a
-        # success is stored.
-        self._slots.reserve()
+        held_back = self._hold_slot()
         claims: list[Claim] = []
         try:
-            if recording is None:
-                claims = await self._claim(1)
-            elif stopping:
-                await self._record(*recording)
-            else:
-                now = self._clock()
-                claims = await self._call(
-                    record_success_and_claim,
-                    self._storage,
-                    *recording,
-                    now=now,
-                    lease_until=now + self._lease,
-                    exclude_endpoints=self._slots.held_back(),
-                )
-        except Exception:
-            if recording is not None:
-                log_unrecorded(recording[0])
-            else:
-                logger.exception("claiming the next delivery failed; the pump takes over")
+            claims = await self._call(
+                self._record_and_claim, self._clock(), claim, success, held_back
+            )
         finally:
-            self._slots.release()
-        self._slots.started(claims)
-        return claims[0] if claims else None
+            next_claim = self._release_slot(claims)
+        return next_claim
 
     # Lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._concurrency:
+        if self._capacity:
             self._start()
         return self
 
@@ -539,18 +393,18 @@ class AsyncDispatcher:
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until no delivery is due now and none is in flight; see :meth:`Dispatcher.drain`."""
-        if self._concurrency == 0 or self._pump is None:
+        if self._capacity == 0 or self._pump is None:
             return True
         assert self._settled is not None
-        give_up = None if timeout is None else time.monotonic() + timeout
+        give_up = self._give_up_at(timeout)
         while True:
             self._settled.clear()  # before looking: a task ending from now on sets it
             due = await self._call(self._storage.next_due_at)
-            if self._slots.idle and (due is None or due > self._clock()):
+            if self._drained(due):
                 return True
             if self._pump.done():
                 return False
-            wait = 0.05 if give_up is None else min(0.05, give_up - time.monotonic())
+            wait = self._drain_wait(give_up)
             if wait <= 0:
                 return False
             # Woken when a task runs out of work, so drain returns as soon as the
@@ -568,11 +422,7 @@ class AsyncDispatcher:
         """
         if self._closed:
             return
-        if not await self.drain(timeout):
-            logger.warning(
-                "closing with deliveries still due; they stay pending in %r", self._storage
-            )
-        self._closed = True
+        self._mark_closed(drained=await self.drain(timeout))
         self._stopping = True
         self._notify()
         if self._pump is not None:
@@ -587,7 +437,3 @@ class AsyncDispatcher:
             executor, self._executor = self._executor, None
             await asyncio.to_thread(executor.shutdown, wait=True)
         warn_if_dropping(self._storage)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise DispatcherClosedError("this AsyncDispatcher is closed; create a new one")

@@ -10,52 +10,27 @@ no worker ever sleeps on a failing endpoint.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
-from ._core import Claim, Outcome, conclude, prepare
+from ._core import Claim, Outcome
+from ._dispatching import DEFAULT_DISABLE_AFTER, DEFAULT_LEASE, DEFAULT_TIMEOUT, SYNC, Driver
 from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
-from ._operations import (
-    DEFAULT_DISABLE_AFTER,
-    check_options,
-    check_transaction_mode,
-    log_attempt,
-    log_unrecorded,
-    parse_status,
-    record_attempt,
-    record_success_and_claim,
-    refused_target,
-    set_endpoint_enabled,
-    store_endpoint,
-    store_event,
-    store_events,
-    store_redelivery,
-    unexpected_failure,
-    warn_if_dropping,
-)
+from ._operations import log_unrecorded, parse_status, refused_target, warn_if_dropping
 from ._policy import RetryPolicy
-from ._slots import WorkerSlots
-from ._targets import TargetPolicy, default_targets
+from ._targets import TargetPolicy
 from ._types import JSON, Clock, Sleep, utc_now
-from .exceptions import DispatcherClosedError, InvalidInputError
 from .storage import Storage
 from .transports import SocketTransport, Transport
 
 __all__ = ["Dispatcher"]
 
-logger = logging.getLogger("hookdispatch")
 
-DEFAULT_TIMEOUT = 5.0
-DEFAULT_LEASE = 60.0
-
-
-class Dispatcher:
+class Dispatcher(Driver):
     """Sends events to endpoints: inline (``workers=0``) or on a background thread pool.
 
     * ``storage``: where endpoints, events, deliveries and attempts live.
@@ -84,6 +59,8 @@ class Dispatcher:
       ``TargetPolicy.local()`` allows both, for local development and tests.
     """
 
+    _FLAVOUR = SYNC
+
     def __init__(
         self,
         *,
@@ -101,35 +78,13 @@ class Dispatcher:
         targets: TargetPolicy | None = None,
         disable_after: int | None = DEFAULT_DISABLE_AFTER,
     ) -> None:
-        check_options(storage=storage, timeout=timeout, lease=lease, poll_interval=poll_interval)
-        if workers < 0:
-            raise InvalidInputError("workers must be 0 (inline) or a positive number of threads")
-        if transport is not None and not isinstance(transport, Transport):
-            raise InvalidInputError(
-                "Dispatcher needs a Transport (send() and close()), such as SocketTransport();"
-                " AsyncDispatcher takes the async ones"
-            )
-        self._storage = storage
-        self._owns_transport = transport is None
-        self._targets = targets or default_targets()
+        super().__init__(locals())
+        self._sleep = sleep
         self._transport: Transport = transport or SocketTransport(
             max_connections=max(workers, 1), targets=self._targets
         )
-        self._workers = workers
-        self._retry = retry or RetryPolicy()
-        self._timeout = timeout
-        self._lease = timedelta(seconds=lease)
-        self._poll_interval = poll_interval
-        self._clock = clock
-        self._sleep = sleep
-        self._on_endpoint_disabled = on_endpoint_disabled
-        self._disable_after = disable_after
-        self._max_payload_bytes = max_payload_bytes
-        self._closed = False
         self._cond = threading.Condition()
-        self._slots = WorkerSlots(workers)
         self._wake = False
-        self._stopping = False
         self._pool: ThreadPoolExecutor | None = None
         self._pump: threading.Thread | None = None
         if workers:
@@ -138,11 +93,6 @@ class Dispatcher:
                 target=self._run_pump, name="hookdispatch-pump", daemon=True
             )
             self._pump.start()
-
-    def __repr__(self) -> str:
-        mode = "inline" if self._workers == 0 else f"workers={self._workers}"
-        state = " closed" if self._closed else ""
-        return f"<Dispatcher {mode} storage={self._storage!r}{state}>"
 
     @property
     def storage(self) -> Storage:
@@ -165,15 +115,7 @@ class Dispatcher:
         is given; hand ``endpoint.secret`` to the receiver's owner. Raises
         InvalidEndpointError for a URL that is not http(s) or is malformed.
         """
-        return store_endpoint(
-            self._storage,
-            url,
-            events=events,
-            secret=secret,
-            id=id,
-            now=self._clock(),
-            targets=self._targets,
-        )
+        return self._store_endpoint(url, events, secret, id, self._clock())
 
     def endpoints(self) -> list[Endpoint]:
         """Every registered endpoint, enabled or not."""
@@ -193,7 +135,7 @@ class Dispatcher:
         return self._set_enabled(endpoint_id, enabled=True)
 
     def _set_enabled(self, endpoint_id: str, *, enabled: bool) -> Endpoint:
-        endpoint = set_endpoint_enabled(self._storage, endpoint_id, enabled=enabled)
+        endpoint = self._store_enabled(endpoint_id, enabled)
         self._notify()
         return endpoint
 
@@ -221,24 +163,12 @@ class Dispatcher:
         rollback means it is never sent. Background mode only; the workers see the
         event within ``poll_interval`` of your commit.
         """
-        self._check_open()
-        if transaction is not None:
-            check_transaction_mode(inline=self._workers == 0)
-        event, stored = store_event(
-            self._storage,
-            event_type,
-            data,
-            id=id,
-            now=self._clock(),
-            transaction=transaction,
-            max_bytes=self._max_payload_bytes,
+        self._check_dispatch(transaction)
+        event, stored = self._store_event(
+            event_type, data, id, self._clock(), transaction=transaction
         )
-        if not stored:
-            return event
-        if self._workers == 0:
-            self._deliver_inline(event.id)
-        else:
-            self._notify()
+        if stored:
+            self._after_store(event.id)
         return event
 
     def dispatch_many(
@@ -253,10 +183,8 @@ class Dispatcher:
         mode then delivers them all before returning.
         """
         self._check_open()
-        results = store_events(
-            self._storage, items, now=self._clock(), max_bytes=self._max_payload_bytes
-        )
-        if self._workers == 0:
+        results = self._store_events(items, self._clock())
+        if self._capacity == 0:
             for event, stored in results:
                 if stored:
                     self._deliver_inline(event.id)
@@ -297,64 +225,45 @@ class Dispatcher:
         InvalidStateError for a delivery that is still pending.
         """
         self._check_open()
-        fresh = store_redelivery(self._storage, delivery_id, now=self._clock())
-        if self._workers == 0:
-            self._deliver_inline(fresh.event_id)
+        fresh = self._store_redelivery(delivery_id, self._clock())
+        self._after_store(fresh.event_id)
+        return self._storage.get_delivery(fresh.id)
+
+    def _after_store(self, event_id: str) -> None:
+        if self._capacity == 0:
+            self._deliver_inline(event_id)
         else:
             self._notify()
-        return self._storage.get_delivery(fresh.id)
 
     # The delivery loop --------------------------------------------------------------
 
-    def _attempt(self, claim: Claim) -> bool:
-        """Send one claimed delivery and record what happened. True if it succeeded."""
-        attempt, delivery = self._send(claim)
-        self._record(claim, attempt, delivery)
-        return attempt.succeeded
+    def _attempt(self, claim: Claim) -> None:
+        """Send one claimed delivery and record what happened."""
+        self._record(claim, *self._send(claim))
 
     def _send(self, claim: Claim) -> tuple[Attempt, Delivery]:
         """Send one claimed delivery: the attempt's record and the delivery's next state."""
-        started_at = self._clock()
-        request = prepare(claim, now=started_at, timeout=self._timeout, targets=self._targets)
-        began = time.perf_counter()
+        request, started_at, began = self._begin(claim)
         try:
             outcome: Outcome = refused_target(claim, self._targets) or self._transport.send(request)
         except Exception as exc:
-            logger.exception("transport %r raised instead of returning an outcome", self._transport)
-            outcome = unexpected_failure(exc)
-        duration = time.perf_counter() - began
-        attempt, delivery = conclude(
-            claim,
-            outcome,
-            started_at=started_at,
-            duration=duration,
-            now=self._clock(),
-            policy=self._retry,
-        )
-        log_attempt(claim, attempt, delivery)
-        return attempt, delivery
+            outcome = self._transport_raised(exc)
+        return self._finish(claim, outcome, started_at, began)
 
     def _record(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> None:
-        _, disabled, reason = record_attempt(
-            self._storage, claim, attempt, delivery, disable_after=self._disable_after
-        )
-        if disabled is not None and self._on_endpoint_disabled is not None:
-            self._on_endpoint_disabled(disabled, reason)
+        self._report(self._store_attempt(claim, attempt, delivery))
 
     def _deliver_inline(self, event_id: str) -> None:
-        # One claim at a time, so no lease outlives the attempt it covers.
         while True:
-            now = self._clock()
-            claims = self._storage.claim(
-                now=now, lease_until=now + self._lease, limit=1, event_id=event_id
-            )
+            claims = self._claim_inline(self._clock(), event_id)
             if claims:
-                self._attempt(claims[0])
+                for claim in claims:  # one at a time: see inline_claim_limit
+                    self._attempt(claim)
                 continue
-            due = self._storage.next_due_at(event_id=event_id)
-            if due is None:
+            pause = self._pause(self._storage.next_due_at(event_id=event_id))
+            if pause is None:
                 return
-            self._sleep(max(0.0, (due - self._clock()).total_seconds()))
+            self._sleep(pause)
 
     def _run_pump(self) -> None:
         """Background mode: claim due work while worker slots are free; else wait."""
@@ -369,40 +278,19 @@ class Dispatcher:
                 held_back = self._slots.held_back()
                 self._wake = False
                 self._slots.claiming += 1
-            try:
-                claims = self._claim(limit, held_back)
-            except Exception:
-                logger.exception("claiming due deliveries failed; trying again shortly")
-                claims = []
+            # The claim runs outside the lock, with what was read under it.
+            claims = self._claim_for_pump(self._clock(), limit, held_back)
             with self._cond:
                 self._slots.claiming -= 1
                 self._slots.started(claims)
                 self._cond.notify_all()
             for claim in claims:
                 self._pool.submit(self._work, claim)
-            if claims:
-                continue
-            self._idle()
-
-    def _claim(self, limit: int, held_back: set[str]) -> list[Claim]:
-        """Lease up to ``limit`` due deliveries, skipping the held-back endpoints
-        (read under the lock by the caller; the claim itself runs outside it)."""
-        now = self._clock()
-        return self._storage.claim(
-            now=now, lease_until=now + self._lease, limit=limit, exclude_endpoints=held_back
-        )
+            if not claims:
+                self._idle()
 
     def _idle(self) -> None:
-        try:
-            due = self._storage.next_due_at()
-        except Exception:
-            logger.exception("reading the next due time failed")
-            due = None
-        wait = self._poll_interval
-        if due is not None and due > self._clock():
-            wait = min(wait, (due - self._clock()).total_seconds())
-        # Work due now that the claim skipped belongs to held-back endpoints: a
-        # finishing worker wakes us.
+        wait = self._idle_wait(self._next_due())
         with self._cond:
             if not self._wake and not self._stopping and wait > 0:
                 self._cond.wait(wait)
@@ -419,65 +307,28 @@ class Dispatcher:
             endpoint_id = claim.endpoint.id
             success: tuple[Attempt, Delivery] | None = None
             try:
-                attempt, delivery = self._send(claim)
-                if attempt.succeeded:
-                    success = attempt, delivery  # recorded below, with the next claim
+                sent = self._send(claim)
+                if sent[0].succeeded:
+                    success = sent  # recorded below, with the next claim
                 else:
-                    self._record(claim, attempt, delivery)
+                    self._record(claim, *sent)
             except Exception:
                 log_unrecorded(claim)
-            held_back: set[str] | None = None
             with self._cond:
                 if self._slots.finished(endpoint_id, succeeded=success is not None):
                     # The endpoint may now fill more slots than were claimed for it:
                     # the pump hands them out (this worker only claims its own next).
                     self._wake = True
                     self._cond.notify_all()
-                # Keep this worker's slot while it records a success or claims: the
-                # pump cannot hand it out again meanwhile, and drain() cannot find
-                # the dispatcher idle before the success is stored.
-                reserved = success is not None or not self._stopping
-                if reserved:
-                    self._slots.reserve()
-                if not self._stopping:
-                    held_back = self._slots.held_back()
-            claims: list[Claim] = []
-            try:
-                if success is not None:
-                    claims = self._record_success(claim, *success, held_back=held_back)
-                elif held_back is not None:
-                    claims = self._claim(1, held_back)
-            except Exception:
-                logger.exception("claiming the next delivery failed; the pump takes over")
+                if success is None and self._stopping:
+                    self._cond.notify_all()  # a slot is free: drain() may be waiting
+                    return
+                held_back = self._hold_slot()
+            claims = self._record_and_claim(self._clock(), claim, success, held_back)
             with self._cond:
-                if reserved:
-                    self._slots.release()
-                self._slots.started(claims)
-                if not claims:
+                claim = self._release_slot(claims)
+                if claim is None:
                     self._cond.notify_all()  # a slot is free: the pump may need it
-            claim = claims[0] if claims else None
-
-    def _record_success(
-        self, claim: Claim, attempt: Attempt, delivery: Delivery, *, held_back: set[str] | None
-    ) -> list[Claim]:
-        """Record a success and, unless stopping (``held_back`` None), claim the next."""
-        try:
-            if held_back is None:
-                self._record(claim, attempt, delivery)
-                return []
-            now = self._clock()
-            return record_success_and_claim(
-                self._storage,
-                claim,
-                attempt,
-                delivery,
-                now=now,
-                lease_until=now + self._lease,
-                exclude_endpoints=held_back,
-            )
-        except Exception:
-            log_unrecorded(claim)
-            return []
 
     def _notify(self) -> None:
         with self._cond:
@@ -495,22 +346,22 @@ class Dispatcher:
         Retries scheduled for later do not count. Returns ``False`` if ``timeout``
         seconds passed first. Inline mode has nothing to wait for.
         """
-        if self._workers == 0:
+        if self._capacity == 0:
             return True
-        give_up = None if timeout is None else time.monotonic() + timeout
+        give_up = self._give_up_at(timeout)
         while True:
             # Storage first, then the in-memory counters: a claim in progress is
             # seen by one or the other, never by neither.
             due = self._storage.next_due_at()
             with self._cond:
-                if self._slots.idle and (due is None or due > self._clock()):
+                if self._drained(due):
                     return True
                 if self._pump is None or not self._pump.is_alive():
                     return False
-                remaining = None if give_up is None else give_up - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                wait = self._drain_wait(give_up)
+                if wait <= 0:
                     return False
-                self._cond.wait(min(0.05, remaining) if remaining is not None else 0.05)
+                self._cond.wait(wait)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking events, deliver what is due (up to ``timeout`` s), and stop.
@@ -522,11 +373,7 @@ class Dispatcher:
         """
         if self._closed:
             return
-        if self._workers and not self.drain(timeout):
-            logger.warning(
-                "closing with deliveries still due; they stay pending in %r", self._storage
-            )
-        self._closed = True
+        self._mark_closed(drained=self.drain(timeout))
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -537,10 +384,6 @@ class Dispatcher:
         if self._owns_transport:
             self._transport.close()
         warn_if_dropping(self._storage)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise DispatcherClosedError("this Dispatcher is closed; create a new one")
 
     def __enter__(self) -> Self:
         return self

@@ -30,7 +30,6 @@ from .exceptions import (
 from .storage import MemoryStorage, Storage
 
 __all__ = [
-    "DEFAULT_DISABLE_AFTER",
     "check_options",
     "check_transaction_mode",
     "log_attempt",
@@ -47,9 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("hookdispatch")
-
-DEFAULT_DISABLE_AFTER = 50
-"""Failed deliveries in a row after which an endpoint is disabled (``None``: never)."""
 
 
 def check_options(*, storage: object, timeout: float, lease: float, poll_interval: float) -> None:

@@ -1,0 +1,394 @@
+"""What :class:`Dispatcher` and :class:`AsyncDispatcher` share that is not I/O, written once.
+
+Both drivers subclass :class:`Driver`. It holds the options (checked once, defaults
+filled in), the worker slots, and every decision of the delivery loop: what to
+claim and with which lease, how long to wait, when a worker keeps its slot, what
+an attempt does before and after its request is sent, and what a recorded
+attempt reports. Its methods that touch storage are units of synchronous storage
+work, like the ``store_*`` functions of :mod:`._operations`: the sync driver calls
+them, the async driver runs them through its storage threads. What a driver adds
+is only how it waits (threads and a condition variable; tasks on an event loop)
+and how it calls (directly; awaiting).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from attrs import frozen
+
+from ._core import Claim, Outcome, Request, conclude, prepare
+from ._models import Attempt, Delivery, Endpoint, Event
+from ._operations import (
+    check_options,
+    check_transaction_mode,
+    log_attempt,
+    log_unrecorded,
+    record_attempt,
+    record_success_and_claim,
+    set_endpoint_enabled,
+    store_endpoint,
+    store_event,
+    store_events,
+    store_redelivery,
+    unexpected_failure,
+)
+from ._policy import RetryPolicy
+from ._slots import WorkerSlots
+from ._targets import TargetPolicy, default_targets
+from ._types import JSON, Clock
+from .exceptions import DispatcherClosedError, InvalidInputError
+from .storage import Storage
+from .transports import AsyncTransport, Transport
+
+__all__ = [
+    "ASYNC",
+    "DEFAULT_DISABLE_AFTER",
+    "DEFAULT_LEASE",
+    "DEFAULT_TIMEOUT",
+    "SYNC",
+    "Driver",
+    "Flavour",
+    "inline_claim_limit",
+]
+
+logger = logging.getLogger("hookdispatch")
+
+DEFAULT_TIMEOUT = 5.0
+"""Seconds an attempt may take: connect, send, wait and read."""
+DEFAULT_LEASE = 60.0
+"""Seconds a claimed delivery belongs to the worker that claimed it."""
+DEFAULT_DISABLE_AFTER = 50
+"""Failed deliveries in a row after which an endpoint is disabled (``None``: never)."""
+
+_INLINE_BATCH = 100
+_DRAIN_POLL = 0.05  # seconds: drain() looks again at least this often
+
+
+def inline_claim_limit(*, concurrent: bool) -> int:
+    """How many deliveries of an event inline delivery claims at once.
+
+    A lease must cover its attempt: it starts at the claim, and the attempt has to
+    be over before it ends, or another worker may claim the delivery and send it
+    again (``lease > timeout`` is checked at construction). The sync driver attempts
+    one delivery after another, so it claims one at a time: a second delivery
+    claimed with the first would see its lease run while the first attempt does.
+    The async driver attempts what it claimed concurrently, all started together
+    and each cut at ``timeout``, so every lease of the batch covers its attempt: it
+    claims up to 100 at once, and an event's deliveries go out side by side.
+    """
+    return _INLINE_BATCH if concurrent else 1
+
+
+@frozen
+class Flavour:
+    """What tells the two drivers apart in their options and messages."""
+
+    name: str
+    capacity: str  # the option that sets how many attempts run at once
+    capacity_error: str
+    transport: type
+    transport_error: str
+    inline_claims: int  # see inline_claim_limit
+
+
+SYNC = Flavour(
+    "Dispatcher",
+    "workers",
+    "workers must be 0 (inline) or a positive number of threads",
+    Transport,
+    "Dispatcher needs a Transport (send() and close()), such as SocketTransport();"
+    " AsyncDispatcher takes the async ones",
+    inline_claim_limit(concurrent=False),
+)
+ASYNC = Flavour(
+    "AsyncDispatcher",
+    "concurrency",
+    "concurrency must be 0 (inline) or a positive number",
+    AsyncTransport,
+    "AsyncDispatcher needs an AsyncTransport (async send() and aclose()), such as"
+    " AsyncioTransport(); Dispatcher takes the sync ones",
+    inline_claim_limit(concurrent=True),
+)
+
+
+class Driver:
+    """The base of both drivers: their state and decisions, without the I/O."""
+
+    _FLAVOUR: ClassVar[Flavour]
+    _transport: object  # the subclass's; named in a log line
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        """Check and keep the options a driver's constructor was called with.
+
+        ``options`` is the constructor's ``locals()``: every option both drivers
+        take is read from it by name, so each is checked and defaulted here only.
+        """
+        flavour = self._FLAVOUR
+        check_options(
+            storage=options["storage"],
+            timeout=options["timeout"],
+            lease=options["lease"],
+            poll_interval=options["poll_interval"],
+        )
+        capacity: int = options[flavour.capacity]
+        if capacity < 0:
+            raise InvalidInputError(flavour.capacity_error)
+        transport = options["transport"]
+        if transport is not None and not isinstance(transport, flavour.transport):
+            raise InvalidInputError(flavour.transport_error)
+        self._owns_transport = transport is None
+        self._storage: Storage = options["storage"]
+        self._targets: TargetPolicy = options["targets"] or default_targets()
+        self._retry: RetryPolicy = options["retry"] or RetryPolicy()
+        self._timeout: float = options["timeout"]
+        self._lease = timedelta(seconds=options["lease"])
+        self._poll_interval: float = options["poll_interval"]
+        self._clock: Clock = options["clock"]
+        self._on_endpoint_disabled: Callable[[Endpoint, str], None] | None = options[
+            "on_endpoint_disabled"
+        ]
+        self._disable_after: int | None = options["disable_after"]
+        self._max_payload_bytes: int = options["max_payload_bytes"]
+        self._capacity = capacity  # 0: inline
+        self._slots = WorkerSlots(capacity)
+        self._stopping = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        flavour = self._FLAVOUR
+        mode = "inline" if self._capacity == 0 else f"{flavour.capacity}={self._capacity}"
+        state = " closed" if self._closed else ""
+        return f"<{flavour.name} {mode} storage={self._storage!r}{state}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DispatcherClosedError(f"this {self._FLAVOUR.name} is closed; create a new one")
+
+    def _check_dispatch(self, transaction: object | None) -> None:
+        """Before storing an event: open, and ``transaction`` only in background mode."""
+        self._check_open()
+        if transaction is not None:
+            check_transaction_mode(inline=self._capacity == 0)
+
+    # Storing ------------------------------------------------------------------------
+
+    def _store_endpoint(
+        self, url: str, events: Iterable[str], secret: str | None, id: str | None, now: datetime
+    ) -> Endpoint:
+        """Storage work (and a DNS lookup: the target check resolves the host name)."""
+        return store_endpoint(
+            self._storage, url, events=events, secret=secret, id=id, now=now, targets=self._targets
+        )
+
+    def _store_enabled(self, endpoint_id: str, enabled: bool) -> Endpoint:
+        """Storage work: enable or disable an endpoint (see :func:`set_endpoint_enabled`)."""
+        return set_endpoint_enabled(self._storage, endpoint_id, enabled=enabled)
+
+    def _store_event(
+        self,
+        event_type: str,
+        data: JSON,
+        id: str | None,
+        now: datetime,
+        *,
+        transaction: object | None = None,
+        endpoints: list[Endpoint] | None = None,
+    ) -> tuple[Event, bool]:
+        """Storage work: :func:`store_event` under this driver's payload limit."""
+        return store_event(
+            self._storage,
+            event_type,
+            data,
+            id=id,
+            now=now,
+            transaction=transaction,
+            endpoints=endpoints,
+            max_bytes=self._max_payload_bytes,
+        )
+
+    def _store_events(
+        self, items: Iterable[tuple[str, JSON] | tuple[str, JSON, str | None]], now: datetime
+    ) -> list[tuple[Event, bool]]:
+        """Storage work: :func:`store_events` under this driver's payload limit."""
+        return store_events(self._storage, items, now=now, max_bytes=self._max_payload_bytes)
+
+    def _store_redelivery(self, delivery_id: str, now: datetime) -> Delivery:
+        """Storage work: a finished delivery again, as a new one."""
+        return store_redelivery(self._storage, delivery_id, now=now)
+
+    # An attempt ---------------------------------------------------------------------
+
+    def _begin(self, claim: Claim) -> tuple[Request, datetime, float]:
+        """An attempt's first step: its signed request, and when it started (by the
+        clock, for its record; by the performance counter, for its duration)."""
+        started_at = self._clock()
+        request = prepare(claim, now=started_at, timeout=self._timeout, targets=self._targets)
+        return request, started_at, time.perf_counter()
+
+    def _transport_raised(self, exc: Exception) -> Outcome:
+        """The outcome of a send whose transport raised; call it in the ``except``."""
+        logger.exception("transport %r raised instead of returning an outcome", self._transport)
+        return unexpected_failure(exc)
+
+    def _finish(
+        self, claim: Claim, outcome: Outcome, started_at: datetime, began: float
+    ) -> tuple[Attempt, Delivery]:
+        """An attempt's last step: its record and the delivery's next state, logged."""
+        duration = time.perf_counter() - began
+        result = conclude(
+            claim,
+            outcome,
+            started_at=started_at,
+            duration=duration,
+            now=self._clock(),
+            policy=self._retry,
+        )
+        log_attempt(claim, *result)
+        return result
+
+    def _store_attempt(
+        self, claim: Claim, attempt: Attempt, delivery: Delivery
+    ) -> tuple[bool, Endpoint | None, str]:
+        """Storage work: record an attempt (see :func:`record_attempt`)."""
+        return record_attempt(
+            self._storage, claim, attempt, delivery, disable_after=self._disable_after
+        )
+
+    def _report(self, recorded: tuple[bool, Endpoint | None, str]) -> None:
+        """Tell ``on_endpoint_disabled`` about an endpoint that recording disabled."""
+        _, disabled, reason = recorded
+        if disabled is not None and self._on_endpoint_disabled is not None:
+            self._on_endpoint_disabled(disabled, reason)
+
+    # Claiming -----------------------------------------------------------------------
+
+    def _claim_inline(self, now: datetime, event_id: str) -> list[Claim]:
+        """Storage work: lease due deliveries of one event, as many as this driver
+        attempts at once (:func:`inline_claim_limit`)."""
+        return self._storage.claim(
+            now=now,
+            lease_until=now + self._lease,
+            limit=self._FLAVOUR.inline_claims,
+            event_id=event_id,
+        )
+
+    def _pause(self, due: datetime | None) -> float | None:
+        """Inline: seconds to sleep until the event's next retry; None: none is left."""
+        if due is None:
+            return None
+        return max(0.0, (due - self._clock()).total_seconds())
+
+    def _claim_for_pump(self, now: datetime, limit: int, held_back: set[str]) -> list[Claim]:
+        """Storage work: lease up to ``limit`` due deliveries, skipping the held-back
+        endpoints. A failure is logged, and claims nothing."""
+        try:
+            return self._storage.claim(
+                now=now, lease_until=now + self._lease, limit=limit, exclude_endpoints=held_back
+            )
+        except Exception:
+            logger.exception("claiming due deliveries failed; trying again shortly")
+            return []
+
+    def _next_due(self) -> datetime | None:
+        """Storage work: when the next delivery is due. A failure is logged: None."""
+        try:
+            return self._storage.next_due_at()
+        except Exception:
+            logger.exception("reading the next due time failed")
+            return None
+
+    def _idle_wait(self, due: datetime | None) -> float:
+        """How long the idle pump waits: until ``due``, at most ``poll_interval``.
+
+        Work due now that the claim skipped belongs to held-back endpoints: a
+        finishing worker wakes the pump.
+        """
+        wait = self._poll_interval
+        if due is not None and due > self._clock():
+            wait = min(wait, (due - self._clock()).total_seconds())
+        return wait
+
+    def _hold_slot(self) -> set[str] | None:
+        """After an attempt that a worker follows up (a success to record, a next
+        delivery to claim): keep its slot meanwhile. Then the pump cannot hand the
+        slot out again, and drain() cannot find the dispatcher idle before a
+        success is stored. Returns the endpoints its claim must skip; None when
+        stopping: it then only records. Give the slot back with ``_release_slot``.
+        """
+        self._slots.reserve()
+        return None if self._stopping else self._slots.held_back()
+
+    def _record_and_claim(
+        self,
+        now: datetime,
+        claim: Claim,
+        success: tuple[Attempt, Delivery] | None,
+        held_back: set[str] | None,
+    ) -> list[Claim]:
+        """Storage work after an attempt: store its success (if it was one) and
+        lease the worker's next delivery (unless ``held_back`` is None), in one
+        storage call when there are both. A failure is logged: the delivery is
+        retried when its lease ends, and the pump takes over from this worker.
+        """
+        try:
+            if success is None:
+                if held_back is None:
+                    return []
+                return self._storage.claim(
+                    now=now, lease_until=now + self._lease, limit=1, exclude_endpoints=held_back
+                )
+            if held_back is None:
+                # A success never disables its endpoint: nothing to report.
+                record_attempt(self._storage, claim, *success, disable_after=self._disable_after)
+                return []
+            return record_success_and_claim(
+                self._storage,
+                claim,
+                *success,
+                now=now,
+                lease_until=now + self._lease,
+                exclude_endpoints=held_back,
+            )
+        except Exception:
+            if success is not None:
+                log_unrecorded(claim)
+            else:
+                logger.exception("claiming the next delivery failed; the pump takes over")
+            return []
+
+    def _release_slot(self, claims: list[Claim]) -> Claim | None:
+        """Give back the slot ``_hold_slot`` kept; what was claimed is in flight now.
+        The worker's next delivery, if it claimed one."""
+        self._slots.release()
+        self._slots.started(claims)
+        return claims[0] if claims else None
+
+    # Lifecycle ----------------------------------------------------------------------
+
+    @staticmethod
+    def _give_up_at(timeout: float | None) -> float | None:
+        """The ``time.monotonic()`` at which drain(timeout) gives up."""
+        return None if timeout is None else time.monotonic() + timeout
+
+    @staticmethod
+    def _drain_wait(give_up: float | None) -> float:
+        """How long drain() waits before looking again; 0 or less: it gives up."""
+        return _DRAIN_POLL if give_up is None else min(_DRAIN_POLL, give_up - time.monotonic())
+
+    def _drained(self, due: datetime | None) -> bool:
+        """Nothing in flight, no claim under way, nothing due now (``due``: the next
+        due time, read from storage before this is called)."""
+        return self._slots.idle and (due is None or due > self._clock())
+
+    def _mark_closed(self, *, drained: bool) -> None:
+        """Closing: no more events taken. ``drained``: whether drain() succeeded."""
+        if not drained:
+            logger.warning(
+                "closing with deliveries still due; they stay pending in %r", self._storage
+            )
+        self._closed = True
