@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import functools
 import socket
-from urllib.parse import urlsplit
 
 from .._core import Outcome, Request, Response
 from .._targets import TargetPolicy, literal_address
+from .._urls import parse_url
 from ..exceptions import (
     BlockedTargetError,
     ConnectError,
     ConnectionBrokenError,
     DeliveryTimeout,
+    InvalidEndpointError,
     InvalidResponseError,
     MissingDependencyError,
     TLSError,
@@ -101,9 +102,21 @@ class _PolicyResolver(aiohttp.abc.AbstractResolver):
 
 
 @functools.lru_cache(maxsize=4096)
-def _parsed(url: str) -> tuple[yarl.URL, str]:
-    """The URL as aiohttp parses it, and its host: once per endpoint URL."""
-    return yarl.URL(url), urlsplit(url).hostname or ""
+def _parsed(url: str) -> tuple[yarl.URL, str, int]:
+    """The URL as :func:`~hookdispatch._urls.parse_url` reads it (the parser every
+    transport and the registration check share), in aiohttp's form; its host and port."""
+    target = parse_url(url)
+    path, _, query = target.target.decode("ascii").partition("?")
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    built = yarl.URL.build(
+        scheme=target.scheme,
+        host=host,
+        port=target.port,
+        path=path,
+        query_string=query,
+        encoded=True,
+    )
+    return built, target.host, target.port
 
 
 class AiohttpTransport(TransportOptions):
@@ -146,9 +159,12 @@ class AiohttpTransport(TransportOptions):
     async def _post(self, request: Request) -> Outcome:
         policy = self._policy(request)
         try:
-            url, host = _parsed(request.url)
+            try:
+                url, host, port = _parsed(request.url)
+            except InvalidEndpointError as exc:
+                return ConnectError(f"cannot send to this endpoint URL: {exc}")
             if literal_address(host) is not None:  # aiohttp never resolves these
-                resolve(policy, host, url.port or 0)
+                resolve(policy, host, port)
             async with self._session(policy).post(
                 url, data=request.body, headers=request.headers, allow_redirects=False
             ) as response:

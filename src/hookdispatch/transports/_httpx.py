@@ -31,7 +31,8 @@ import httpx
 
 from .._core import Outcome, Request, Response
 from .._targets import TargetPolicy
-from ..exceptions import TransportError
+from .._urls import parse_url
+from ..exceptions import ConnectError, InvalidEndpointError, TransportError
 from ._base import CappedBody
 from ._connect import aconnect, connect, readable
 from ._deadline import Deadline, DeadlineWatch, Expired, current_deadline, timed_out
@@ -147,13 +148,16 @@ class _PolicyBackend(httpcore.NetworkBackend):
 
 @functools.lru_cache(maxsize=4096)
 def _target(url: str) -> tuple[httpcore.URL, bytes]:
-    """The URL as httpx parses it (IDNA, percent-encoding), in httpcore's form, and the
-    ``Host`` header httpx would send (httpcore's own leaves IPv6 literals unbracketed)."""
-    parsed = httpx.URL(url)
-    target = httpcore.URL(
-        scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
+    """The URL as :func:`~hookdispatch._urls.parse_url` reads it (httpx's parser), in
+    httpcore's form, and the ``Host`` header httpx would send."""
+    target = parse_url(url)
+    core_url = httpcore.URL(
+        scheme=target.scheme.encode(),
+        host=target.host.encode(),
+        port=target.port,
+        target=target.target,
     )
-    return target, parsed.netloc
+    return core_url, target.host_header
 
 
 class HttpxTransport(TransportOptions):
@@ -187,7 +191,10 @@ class HttpxTransport(TransportOptions):
         seconds = request.timeout
         policy = self._policy(request)
         try:
-            url, host = _target(request.url)
+            try:
+                url, host = _target(request.url)
+            except InvalidEndpointError as exc:
+                return ConnectError(f"cannot send to this endpoint URL: {exc}")
             headers = [(b"Host", host), (b"Content-Length", b"%d" % len(request.body))]
             headers.extend(
                 (name.encode(), value.encode()) for name, value in request.headers.items()
@@ -382,9 +389,18 @@ class AsyncHttpxTransport(TransportOptions):
     async def _post(self, request: Request) -> Outcome:
         policy = self._policy(request)
         try:
+            try:
+                url, _ = _target(request.url)
+            except InvalidEndpointError as exc:
+                return ConnectError(f"cannot send to this endpoint URL: {exc}")
             http_request = self._client.build_request(
                 "POST",
-                request.url,
+                httpx.URL(
+                    scheme=url.scheme.decode(),
+                    host=url.host.decode(),
+                    port=url.port,
+                    raw_path=url.target,
+                ),
                 headers=request.headers,
                 content=request.body,
                 extensions={_POLICY: policy},

@@ -11,12 +11,13 @@ import httpx
 
 from .._core import Request, Response
 from .._targets import TargetPolicy
-from ..exceptions import ConnectError, InvalidInputError
+from .._urls import parse_url
+from ..exceptions import ConnectError, InvalidEndpointError, InvalidInputError
 from ._base import DEFAULT_MAX_RESPONSE_BYTES
 from ._connect import Origin, policy_for
 from ._http11 import ResponseParser, encode_post
 
-__all__ = ["TransportOptions", "parse_target", "request_bytes", "response"]
+__all__ = ["TransportOptions", "request_bytes", "response"]
 
 
 class TransportOptions:
@@ -92,26 +93,19 @@ class TransportOptions:
 
 
 @functools.lru_cache(maxsize=4096)
-def parse_target(url: str) -> tuple[bytes, bytes, Origin]:
-    """``url`` parsed as httpx parses it (IDNA, percent-encoding): the request target
-    (path and query), the ``Host`` header, and the origin (scheme, host, port).
-
-    Raises httpx.InvalidURL or ValueError for a URL that is not http(s).
-    """
-    parsed = httpx.URL(url)
-    scheme = parsed.scheme
-    if scheme not in ("http", "https"):
-        raise ValueError(f"the scheme must be http or https, not {scheme!r}")
-    port = parsed.port or (443 if scheme == "https" else 80)
-    return parsed.raw_path, parsed.netloc, (scheme, parsed.raw_host.decode("ascii"), port)
+def _wire_target(url: str) -> tuple[bytes, bytes, Origin]:
+    """The request target, ``Host`` header and origin of ``url`` (see :func:`parse_url`)."""
+    target = parse_url(url)
+    return target.target, target.host_header, (target.scheme, target.host, target.port)
 
 
 def request_bytes(request: Request) -> tuple[Origin, bytes] | ConnectError:
     """Where ``request`` goes and its bytes; a ConnectError outcome for a URL that
-    cannot be sent to. A header with a line break or NUL raises InvalidInputError."""
+    cannot be sent to (the registration check refuses those too, with the same
+    parser). A header with a line break or NUL raises InvalidInputError."""
     try:
-        target, host, origin = parse_target(request.url)
-    except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+        target, host, origin = _wire_target(request.url)
+    except InvalidEndpointError as exc:
         return ConnectError(f"cannot send to this endpoint URL: {exc}")
     return origin, encode_post(target, host, request.headers, request.body)
 
