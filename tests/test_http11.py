@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import h11
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hookdispatch.transports import _http11 as http11
@@ -72,6 +73,8 @@ CHUNKED = (
     b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\nRetry-After: 7\r\n\r\n"
     b"5;ext=1\r\nhello\r\n1\r\n \r\n6\r\nworld!\r\n0\r\nX-Trailer: yes\r\n\r\n"
 )
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
 def test_a_chunked_response_at_every_split() -> None:
@@ -231,11 +234,123 @@ def test_the_cap_holds_for_chunked_and_until_close_bodies() -> None:
             id="chunk-longer-than-its-size",
         ),
         pytest.param(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", id="switching-protocols"),
+        # Found by the h11 oracle (tests/test_http11_oracle.py):
+        pytest.param(b"HTTP/1.1 200 OK\r\r\nContent-Length: 0\r\n\r\n", id="cr-ending-status-line"),
+        pytest.param(CHUNKED_HEAD + b"5\r\r\nhello\r\n0\r\n\r\n", id="cr-ending-chunk-size"),
+        pytest.param(CHUNKED_HEAD + b" 5\r\nhello\r\n0\r\n\r\n", id="space-before-chunk-size"),
+        pytest.param(CHUNKED_HEAD + b"0\r\nno colon\r\n\r\n", id="malformed-trailer"),
+        pytest.param(CHUNKED_HEAD + b"0\r\nX: a\x00\r\n\r\n", id="nul-in-trailer"),
+        pytest.param(CHUNKED_HEAD + b"0\r\n folded: 1\r\n\r\n", id="trailer-fold-first"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            id="invalid-length-beside-chunked",
+        ),
+        pytest.param(b"HTTP/1.1 204 OK\r\nContent-Length: 1, 2\r\n\r\n", id="invalid-length-204"),
     ],
 )
 def test_what_is_not_a_valid_response_is_an_error(data: bytes) -> None:
     with pytest.raises(ResponseError):
         ResponseParser(max_body=CAP).feed(data)
+
+
+@pytest.mark.parametrize("digits", [19, 25, 5000])
+def test_an_over_long_content_length_is_a_response_error(digits: int) -> None:
+    # 5,000 digits made int() raise its own ValueError ("Exceeds the limit (4300 digits)
+    # for integer string conversion"), which is not a ResponseError.
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: " + b"1" * digits + b"\r\n\r\n"
+    with pytest.raises(ResponseError, match="too large"):
+        ResponseParser(max_body=CAP).feed(data)
+
+
+def test_the_longest_content_length_read_is_18_digits() -> None:
+    parser = ResponseParser(max_body=CAP)
+    assert not parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 18 + b"\r\n\r\nab")
+    assert parser.feed(b"cd" * CAP)  # done at the cap
+    assert parser.body == (b"ab" + b"cd" * CAP)[:CAP]
+
+
+@pytest.mark.parametrize("digits", [17, 1000, 5000])
+def test_an_over_long_chunk_size_is_a_response_error(digits: int) -> None:
+    with pytest.raises(ResponseError):
+        ResponseParser(max_body=CAP).feed(CHUNKED_HEAD + b"f" * digits + b"\r\n")
+
+
+@pytest.mark.parametrize(
+    ("lines", "value"),
+    [
+        (b"X-A: one\r\n \r\n", "one"),
+        (b"X-A: one\r\n \t \r\n\ttwo \r\n", "one two"),
+        (b"X-A:\r\n two\r\n", "two"),
+        (b"X-A: 1\r\nX-A:\r\n two\r\n", "1, two"),
+        (b"X-A: 1\r\nX-A: 2\r\n three\r\n", "1, 2 three"),
+    ],
+)
+def test_folded_lines_add_no_whitespace_at_either_end(lines: bytes, value: str) -> None:
+    # An empty continuation line left a trailing space, one after an empty value a
+    # leading space, where a fold is one space between two parts (as h11 reads it).
+    parser = parse(b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 0\r\n\r\n")
+    assert parser.headers["x-a"] == value
+
+
+def test_valid_trailers_are_accepted_and_discarded() -> None:
+    parser = parse(CHUNKED_HEAD + b"0\r\nX-T: 1\r\n folded\r\nY:\r\n\r\n")
+    assert (parser.body, parser.reusable, "x-t" in parser.headers) == (b"", True, False)
+
+
+_PREFIXES = [
+    b"",
+    b"HTTP/1.1 200 OK\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nContent-Length: ",
+    CHUNKED_HEAD,
+    CHUNKED_HEAD + b"5;x\r\nhello\r\n",
+    CHUNKED_HEAD + b"0\r\n",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    prefix=st.sampled_from(_PREFIXES),
+    data=st.binary(max_size=300),
+    cut_at=st.lists(st.integers(0, 400), max_size=6),
+    close=st.booleans(),
+)
+def test_any_bytes_in_any_pieces_raise_only_response_errors(
+    prefix: bytes, data: bytes, cut_at: list[int], close: bool
+) -> None:
+    data = prefix + data
+    bounds = [0, *sorted(cut for cut in cut_at if cut < len(data)), len(data)]
+    parser = ResponseParser(max_body=100)
+    with contextlib.suppress(ResponseError, IncompleteResponse):  # and nothing else
+        for start, end in itertools.pairwise(bounds):
+            parser.feed(data[start:end])
+        if close:
+            parser.close()
+
+
+_NUMBER_PREFIXES = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: ",
+    b"HTTP/1.1 204 OK\r\nContent-Length: 1, ",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: ",
+    b"HTTP/1.1 100 Continue\r\nContent-Length: ",
+    CHUNKED_HEAD,
+    CHUNKED_HEAD + b"1\r\nx\r\n",
+    b"HTTP/1.1 ",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=st.sampled_from(_NUMBER_PREFIXES),
+    digits=st.sampled_from([b"0", b"9", b"f", b"12", b"-1", b"+1", b"1,", b" 1"]),
+    repeat=st.sampled_from([1, 17, 19, 100, 5000]),
+    suffix=st.sampled_from([b"\r\n\r\n", b"\r\n", b";x\r\n", b""]),
+)
+@example(prefix=_NUMBER_PREFIXES[0], digits=b"9", repeat=5000, suffix=b"\r\n\r\n")
+def test_numbers_of_any_length_raise_only_response_errors(
+    prefix: bytes, digits: bytes, repeat: int, suffix: bytes
+) -> None:
+    with contextlib.suppress(ResponseError, IncompleteResponse):
+        ResponseParser(max_body=100).feed(prefix + digits * repeat + suffix)
 
 
 def test_identical_repeated_content_lengths_are_accepted() -> None:
