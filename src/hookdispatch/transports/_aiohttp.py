@@ -19,13 +19,10 @@ import socket
 
 from .._core import Outcome, Request, Response
 from .._targets import TargetPolicy, literal_address
-from .._urls import parse_url
 from ..exceptions import (
-    BlockedTargetError,
     ConnectError,
     ConnectionBrokenError,
     DeliveryTimeout,
-    InvalidEndpointError,
     InvalidResponseError,
     MissingDependencyError,
     TLSError,
@@ -34,7 +31,7 @@ from ..exceptions import (
 from ._base import CappedBody
 from ._connect import aresolve, resolve
 from ._deadline import DeadlineWatch, timed_out
-from ._options import TransportOptions
+from ._options import TransportOptions, target_of
 
 try:
     import aiohttp
@@ -103,9 +100,9 @@ class _PolicyResolver(aiohttp.abc.AbstractResolver):
 
 @functools.lru_cache(maxsize=4096)
 def _parsed(url: str) -> tuple[yarl.URL, str, int]:
-    """The URL as :func:`~hookdispatch._urls.parse_url` reads it (the parser every
-    transport and the registration check share), in aiohttp's form; its host and port."""
-    target = parse_url(url)
+    """The URL as :func:`~._options.target_of` reads it (the parser every transport and
+    the registration check share), in aiohttp's form; its host and port."""
+    target = target_of(url)
     path, _, query = target.target.decode("ascii").partition("?")
     host = f"[{target.host}]" if ":" in target.host else target.host
     built = yarl.URL.build(
@@ -159,10 +156,7 @@ class AiohttpTransport(TransportOptions):
     async def _post(self, request: Request) -> Outcome:
         policy = self._policy(request)
         try:
-            try:
-                url, host, port = _parsed(request.url)
-            except InvalidEndpointError as exc:
-                return ConnectError(f"cannot send to this endpoint URL: {exc}")
+            url, host, port = _parsed(request.url)
             if literal_address(host) is not None:  # aiohttp never resolves these
                 resolve(policy, host, port)
             async with self._session(policy).post(
@@ -181,7 +175,7 @@ class AiohttpTransport(TransportOptions):
                 return Response(
                     status_code=response.status, headers=response.headers, body=capped.value()
                 )
-        except BlockedTargetError as exc:
+        except TransportError as exc:  # the URL, or the policy's refusal of a literal
             return exc
         except TimeoutError:  # aiohttp's own timeouts are off; kept as a safety net
             return timed_out(request.timeout)

@@ -31,13 +31,12 @@ import httpx
 
 from .._core import Outcome, Request, Response
 from .._targets import TargetPolicy
-from .._urls import parse_url
-from ..exceptions import ConnectError, InvalidEndpointError, TransportError
+from ..exceptions import TransportError
 from ._base import CappedBody
 from ._connect import aconnect, connect, readable
 from ._deadline import Deadline, DeadlineWatch, Expired, current_deadline, timed_out
 from ._errors import HTTPX_ERRORS, httpx_body_error, translate_httpx
-from ._options import TransportOptions
+from ._options import TransportOptions, target_of
 from ._pool import ConnectionsBusy, KeepAlivePool
 
 __all__ = ["AsyncHttpxTransport", "HttpxTransport"]
@@ -148,9 +147,9 @@ class _PolicyBackend(httpcore.NetworkBackend):
 
 @functools.lru_cache(maxsize=4096)
 def _target(url: str) -> tuple[httpcore.URL, bytes]:
-    """The URL as :func:`~hookdispatch._urls.parse_url` reads it (httpx's parser), in
-    httpcore's form, and the ``Host`` header httpx would send."""
-    target = parse_url(url)
+    """The URL as :func:`~._options.target_of` reads it (httpx's parser), in httpcore's
+    form, and the ``Host`` header httpx would send. Raises ConnectError."""
+    target = target_of(url)
     core_url = httpcore.URL(
         scheme=target.scheme.encode(),
         host=target.host.encode(),
@@ -191,10 +190,7 @@ class HttpxTransport(TransportOptions):
         seconds = request.timeout
         policy = self._policy(request)
         try:
-            try:
-                url, host = _target(request.url)
-            except InvalidEndpointError as exc:
-                return ConnectError(f"cannot send to this endpoint URL: {exc}")
+            url, host = _target(request.url)
             headers = [(b"Host", host), (b"Content-Length", b"%d" % len(request.body))]
             headers.extend(
                 (name.encode(), value.encode()) for name, value in request.headers.items()
@@ -389,10 +385,7 @@ class AsyncHttpxTransport(TransportOptions):
     async def _post(self, request: Request) -> Outcome:
         policy = self._policy(request)
         try:
-            try:
-                url, _ = _target(request.url)
-            except InvalidEndpointError as exc:
-                return ConnectError(f"cannot send to this endpoint URL: {exc}")
+            url, _ = _target(request.url)
             http_request = self._client.build_request(
                 "POST",
                 httpx.URL(

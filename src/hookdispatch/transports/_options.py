@@ -11,13 +11,13 @@ import httpx
 
 from .._core import Request, Response
 from .._targets import TargetPolicy
-from .._urls import parse_url
+from .._urls import Target, parse_url
 from ..exceptions import ConnectError, InvalidEndpointError, InvalidInputError
 from ._base import DEFAULT_MAX_RESPONSE_BYTES
 from ._connect import Origin, policy_for
 from ._http11 import ResponseParser, encode_post
 
-__all__ = ["TransportOptions", "request_bytes", "response"]
+__all__ = ["TransportOptions", "request_bytes", "response", "target_of"]
 
 
 class TransportOptions:
@@ -92,21 +92,31 @@ class TransportOptions:
         return ResponseParser(max_body=self._max_response_bytes)
 
 
+def target_of(url: str) -> Target:
+    """Where ``url`` sends to, read by :func:`~hookdispatch._urls.parse_url` (the
+    parser registration uses too). Raises ConnectError for a URL that cannot be sent
+    to; the message does not repeat the URL."""
+    try:
+        return parse_url(url)
+    except InvalidEndpointError as exc:
+        raise ConnectError(f"cannot send to this endpoint URL: {exc}") from None
+
+
 @functools.lru_cache(maxsize=4096)
 def _wire_target(url: str) -> tuple[bytes, bytes, Origin]:
-    """The request target, ``Host`` header and origin of ``url`` (see :func:`parse_url`)."""
-    target = parse_url(url)
+    """The request target, ``Host`` header and origin of ``url``."""
+    target = target_of(url)
     return target.target, target.host_header, (target.scheme, target.host, target.port)
 
 
 def request_bytes(request: Request) -> tuple[Origin, bytes] | ConnectError:
     """Where ``request`` goes and its bytes; a ConnectError outcome for a URL that
-    cannot be sent to (the registration check refuses those too, with the same
-    parser). A header with a line break or NUL raises InvalidInputError."""
+    cannot be sent to (see :func:`target_of`). A header with a line break or NUL
+    raises InvalidInputError."""
     try:
         target, host, origin = _wire_target(request.url)
-    except InvalidEndpointError as exc:
-        return ConnectError(f"cannot send to this endpoint URL: {exc}")
+    except ConnectError as exc:
+        return exc
     return origin, encode_post(target, host, request.headers, request.body)
 
 
