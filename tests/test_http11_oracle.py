@@ -6,7 +6,7 @@ has sent a POST. Both must accept the bytes and agree on the status, the header
 fields, the body and whether the connection may be reused, or both must refuse
 them. Where they differ on purpose, the generator marks the case with a *quirk*
 and a named predicate below says which way the difference goes, and why; the list
-is in docs/http11-differences.md.
+is in docs/transports.md ("Where the parser differs from h11").
 """
 
 from __future__ import annotations
