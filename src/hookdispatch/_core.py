@@ -133,7 +133,9 @@ def prepare(
     )
 
 
-def _describe(outcome: Outcome) -> tuple[int | None, FailureKind | None, str | None, bytes]:
+def _describe(
+    outcome: Outcome, url: str
+) -> tuple[int | None, FailureKind | None, str | None, bytes]:
     if isinstance(outcome, Response):
         if 200 <= outcome.status_code < 300:
             return outcome.status_code, None, None, outcome.body
@@ -143,7 +145,10 @@ def _describe(outcome: Outcome) -> tuple[int | None, FailureKind | None, str | N
             f"HTTP {outcome.status_code}",
             outcome.body,
         )
-    return None, outcome.kind, f"{outcome.kind.value}: {outcome}", b""
+    message = str(outcome)
+    if url in message:  # a transport quoted the endpoint URL: it may carry a token
+        message = message.replace(url, "<endpoint URL>")
+    return None, outcome.kind, f"{outcome.kind.value}: {message}", b""
 
 
 def conclude(
@@ -164,7 +169,7 @@ def conclude(
     """
     delivery = claim.delivery
     number = delivery.attempt_count + 1
-    status_code, failure, error, body = _describe(outcome)
+    status_code, failure, error, body = _describe(outcome, claim.endpoint.url)
     attempt = Attempt(
         id=new_id("att"),
         delivery_id=delivery.id,

@@ -14,6 +14,7 @@ the whole exchange (connect, TLS, send, wait, read) at once, on a
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
 
@@ -31,6 +32,7 @@ from ..exceptions import (
 from ._base import CappedBody
 from ._connect import aresolve, resolve
 from ._deadline import DeadlineWatch, timed_out
+from ._errors import without_url
 from ._options import TransportOptions, target_of
 
 try:
@@ -116,6 +118,14 @@ def _parsed(url: str) -> tuple[yarl.URL, str, int]:
     return built, target.host, target.port
 
 
+def _spelled(url: str) -> str:
+    """``url`` as aiohttp writes it in its messages ("" if it cannot be parsed)."""
+    try:
+        return str(_parsed(url)[0])
+    except TransportError:
+        return ""
+
+
 class AiohttpTransport(TransportOptions):
     """An async transport on pooled ``aiohttp.ClientSession``\\ s.
 
@@ -128,9 +138,15 @@ class AiohttpTransport(TransportOptions):
 
     def _setup(self) -> None:
         self._sessions: dict[TargetPolicy, aiohttp.ClientSession] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines = DeadlineWatch()
 
     def _session(self, policy: TargetPolicy) -> aiohttp.ClientSession:
+        """The running loop's session for ``policy``, made on first use there (also
+        after :meth:`aclose`); those of an earlier loop, which is gone, are dropped."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._sessions, self._loop = {}, loop
         session = self._sessions.get(policy)
         if session is None:
             connector = aiohttp.TCPConnector(
@@ -151,11 +167,14 @@ class AiohttpTransport(TransportOptions):
         return session
 
     async def send(self, request: Request) -> Outcome:
-        return await self._deadlines.run(request.timeout, self._post(request))
+        outcome = await self._deadlines.run(request.timeout, self._post(request))
+        if isinstance(outcome, TransportError):  # aiohttp's messages quote the URL
+            return without_url(outcome, request.url, _spelled(request.url))
+        return outcome
 
     async def _post(self, request: Request) -> Outcome:
-        policy = self._policy(request)
         try:
+            policy = self._policy(request)
             url, host, port = _parsed(request.url)
             if literal_address(host) is not None:  # aiohttp never resolves these
                 resolve(policy, host, port)
@@ -187,5 +206,6 @@ class AiohttpTransport(TransportOptions):
     async def aclose(self) -> None:
         self._deadlines.close()
         sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            await session.close()
+        if self._loop is asyncio.get_running_loop():
+            for session in sessions:
+                await session.close()

@@ -177,7 +177,10 @@ class AsyncioTransport(TransportOptions):
         origin, payload = wire
         if asyncio.get_running_loop() is not self._loop:
             self._adopt_loop()
-        policy = self._policy(request)
+        try:
+            policy = self._policy(request)
+        except TransportError as refused:  # the policy refuses the scheme
+            return refused
         return await self._deadlines.run(request.timeout, self._exchange(origin, policy, payload))
 
     async def _exchange(self, origin: Origin, policy: TargetPolicy, payload: bytes) -> Outcome:

@@ -38,8 +38,15 @@ T = TypeVar("T")
 
 
 def policy_for(request: Request, own: TargetPolicy | None) -> TargetPolicy:
-    """The policy ``request`` is sent under: its own, else the transport's, else the default."""
-    return request.targets or own or default_targets()
+    """The policy ``request`` is sent under: its own, else the transport's, else the default.
+
+    Raises BlockedTargetError when that policy refuses the URL's scheme (plain
+    ``http://`` without ``allow_http``): the addresses are checked when connecting.
+    """
+    policy = request.targets or own or default_targets()
+    if not policy.allow_http and request.url[:5].lower() == "http:":
+        raise BlockedTargetError("plain http:// is refused by the target policy (allow_http=False)")
+    return policy
 
 
 def resolve(policy: TargetPolicy, host: str, port: int) -> list[str]:

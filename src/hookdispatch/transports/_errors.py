@@ -24,7 +24,13 @@ from ..exceptions import (
 )
 from ._http11 import IncompleteResponse, ResponseError
 
-__all__ = ["HTTPX_ERRORS", "exchange_failure", "httpx_body_error", "translate_httpx"]
+__all__ = [
+    "HTTPX_ERRORS",
+    "exchange_failure",
+    "httpx_body_error",
+    "translate_httpx",
+    "without_url",
+]
 
 
 def exchange_failure(exc: ResponseError | IncompleteResponse | OSError) -> TransportError:
@@ -90,3 +96,13 @@ def translate_httpx(exc: Exception) -> TransportError:
     if isinstance(exc, _PROTOCOL):
         return InvalidResponseError(message)
     return InvalidResponseError(f"{type(exc).__name__}: {message}")
+
+
+def without_url(error: TransportError, *urls: str) -> TransportError:
+    """``error``, its message cleared of every spelling in ``urls`` of the endpoint URL
+    (a client library's message may quote it, token and all)."""
+    message = str(error)
+    for url in urls:
+        if url and url in message:
+            message = message.replace(url, "<endpoint URL>")
+    return error if message == str(error) else type(error)(message)

@@ -86,16 +86,20 @@ def encode_post(target: bytes, host: bytes, headers: Mapping[str, str], body: by
     )
 
 
+_EMPTY_LINE = re.compile(rb"\n\r?\n")
+
+
 def _head_end(buffer: bytes | bytearray, start: int) -> tuple[int, int]:
     """Where the head from ``start`` ends: the LF ending its last line, and the position
-    after the empty line. (-1, -1) if not yet. Lines may end in CRLF or a bare LF."""
-    crlf = buffer.find(b"\n\r\n", start)
-    lf = buffer.find(b"\n\n", start)
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf, crlf + 3
-    if lf >= 0:
-        return lf, lf + 2
-    return -1, -1
+    after the empty line. (-1, -1) if not yet. Lines may end in CRLF or a bare LF.
+
+    One forward scan that stops at the first empty line: a buffer of many heads
+    (a flood of 1xx answers) costs time linear in its size, not quadratic.
+    """
+    found = _EMPTY_LINE.search(buffer, start)
+    if found is None:
+        return -1, -1
+    return found.start(), found.end()
 
 
 # Parser states.

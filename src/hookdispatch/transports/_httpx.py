@@ -17,6 +17,7 @@ httpcore's public API only:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import http.cookiejar
@@ -188,8 +189,8 @@ class HttpxTransport(TransportOptions):
 
     def send(self, request: Request) -> Outcome:
         seconds = request.timeout
-        policy = self._policy(request)
         try:
+            policy = self._policy(request)
             url, host = _target(request.url)
             headers = [(b"Host", host), (b"Content-Length", b"%d" % len(request.body))]
             headers.extend(
@@ -367,26 +368,39 @@ class AsyncHttpxTransport(TransportOptions):
 
     def _setup(self) -> None:
         self._deadlines = DeadlineWatch()
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            trust_env=False,
-            transport=_PolicyPools(
-                ssl_context=self._ssl_context(),
-                max_connections=self._max_connections,
-                keepalive_expiry=self._keepalive_expiry,
-            ),
-        )
-        # A receiver's Set-Cookie is never sent back (to it or any other).
-        self._client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _open(self) -> httpx.AsyncClient:
+        """The client of the running loop, made on first use there (also after
+        :meth:`aclose`); one made in an earlier loop, which is gone, is dropped."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,
+                transport=_PolicyPools(
+                    ssl_context=self._ssl_context(),
+                    max_connections=self._max_connections,
+                    keepalive_expiry=self._keepalive_expiry,
+                ),
+            )
+            # A receiver's Set-Cookie is never sent back (to it or any other).
+            self._client.cookies.jar.set_policy(
+                http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+            )
+            self._loop = loop
+        return self._client
 
     async def send(self, request: Request) -> Outcome:
         return await self._deadlines.run(request.timeout, self._post(request))
 
     async def _post(self, request: Request) -> Outcome:
-        policy = self._policy(request)
         try:
+            policy = self._policy(request)
             url, _ = _target(request.url)
-            http_request = self._client.build_request(
+            client = self._open()
+            http_request = client.build_request(
                 "POST",
                 httpx.URL(
                     scheme=url.scheme.decode(),
@@ -398,7 +412,7 @@ class AsyncHttpxTransport(TransportOptions):
                 content=request.body,
                 extensions={_POLICY: policy},
             )
-            response = await self._client.send(http_request, stream=True)
+            response = await client.send(http_request, stream=True)
             capped = CappedBody(self._max_response_bytes)
             try:
                 async for chunk in response.aiter_raw():
@@ -418,4 +432,6 @@ class AsyncHttpxTransport(TransportOptions):
 
     async def aclose(self) -> None:
         self._deadlines.close()
-        await self._client.aclose()
+        client, self._client = self._client, None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.aclose()

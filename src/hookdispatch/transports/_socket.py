@@ -123,7 +123,10 @@ class SocketTransport(TransportOptions):
         if isinstance(wire, TransportError):
             return wire
         origin, payload = wire
-        policy = self._policy(request)
+        try:
+            policy = self._policy(request)
+        except TransportError as refused:  # the policy refuses the scheme
+            return refused
         key = (origin, policy)  # a connection serves only requests under its policy
         parser = self._parser()
         reusable = False
