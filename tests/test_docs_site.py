@@ -30,7 +30,9 @@ def test_every_page_is_in_the_navigation() -> None:
 
 def test_the_api_reference_names_every_public_name() -> None:
     api = (DOCS / "api.md").read_text(encoding="utf-8")
-    documented = set(re.findall(r"^\.\. auto(?:class|function):: hookdispatch\.(\w+)", api, re.M))
+    documented = set(
+        re.findall(r"^\.\. auto(?:class|function|data):: hookdispatch\.(\w+)", api, re.M)
+    )
     assert set(hd.__all__) - {"__version__"} <= documented
 
 

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import Request, Response
 from ._dispatcher import Dispatcher
-from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, generate_secret
+from ._models import (
+    DEFAULT_TENANT,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+    Event,
+    generate_secret,
+)
 from ._policy import RetryPolicy
 from ._signing import sign_hex, sign_standard, verify_signature, verify_standard_webhook
 from ._targets import TargetPolicy
@@ -58,6 +66,7 @@ __version__ = "0.1.0"
 logging.getLogger("hookdispatch").addHandler(logging.NullHandler())
 
 __all__ = [
+    "DEFAULT_TENANT",
     "AiohttpTransport",
     "AsyncDispatcher",
     "AsyncHttpxTransport",

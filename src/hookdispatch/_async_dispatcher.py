@@ -19,7 +19,15 @@ from typing import ParamSpec, Self, TypeVar
 
 from ._core import Claim, Outcome
 from ._dispatching import ASYNC, DEFAULT_DISABLE_AFTER, DEFAULT_LEASE, DEFAULT_TIMEOUT, Driver
-from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ._models import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_TENANT,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+    Event,
+)
 from ._operations import log_unrecorded, parse_status, refused_target, warn_if_dropping
 from ._policy import RetryPolicy
 from ._targets import TargetPolicy
@@ -112,17 +120,20 @@ class AsyncDispatcher(Driver):
         events: Iterable[str] = ("*",),
         secret: str | None = None,
         id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> Endpoint:
         """Register a receiver; see :meth:`Dispatcher.add_endpoint`."""
-        store = functools.partial(self._store_endpoint, url, events, secret, id, self._clock())
+        store = functools.partial(
+            self._store_endpoint, url, events, secret, id, self._clock(), tenant=tenant
+        )
         if self._storage.blocking:
             return await self._call(store)
         # Off the loop all the same: the target check resolves the host name.
         return await asyncio.to_thread(store)
 
-    async def endpoints(self) -> list[Endpoint]:
-        """Every registered endpoint, enabled or not."""
-        return await self._call(self._storage.list_endpoints)
+    async def endpoints(self, *, tenant: str | None = None) -> list[Endpoint]:
+        """Every registered endpoint, enabled or not, or only ``tenant``'s."""
+        return await self._call(self._list_endpoints, tenant)
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint:
         """The endpoint with this id. Raises UnknownEndpointError."""
@@ -150,6 +161,7 @@ class AsyncDispatcher(Driver):
         data: JSON,
         *,
         id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
         transaction: object | None = None,
     ) -> Event:
         """Send an event to every subscribed endpoint; see :meth:`Dispatcher.dispatch`.
@@ -162,25 +174,36 @@ class AsyncDispatcher(Driver):
         self._check_dispatch(transaction)
         now = self._clock()
         if transaction is not None:
-            endpoints = await self._call(self._storage.list_endpoints)
+            endpoints = await self._call(self._storage.endpoints_for, tenant, event_type)
             event, stored = self._store_event(
-                event_type, data, id, now, transaction=transaction, endpoints=endpoints
+                event_type,
+                data,
+                id,
+                now,
+                tenant=tenant,
+                transaction=transaction,
+                endpoints=endpoints,
             )
         else:
-            event, stored = await self._call(self._store_event, event_type, data, id, now)
+            event, stored = await self._call(
+                self._store_event, event_type, data, id, now, tenant=tenant
+            )
         if stored:
             await self._after_store(event.id)
         return event
 
     async def dispatch_many(
-        self, items: Iterable[tuple[str, JSON] | tuple[str, JSON, str | None]]
+        self,
+        items: Iterable[tuple[str, JSON] | tuple[str, JSON, str | None]],
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> list[Event]:
         """Dispatch a batch in one storage call; see :meth:`Dispatcher.dispatch_many`.
 
         Inline, the events' deliveries are attempted concurrently.
         """
         self._check_open()
-        results = await self._call(self._store_events, list(items), self._clock())
+        results = await self._call(self._store_events, list(items), self._clock(), tenant=tenant)
         if self._capacity == 0:
             await asyncio.gather(
                 *(self._deliver_inline(event.id) for event, stored in results if stored)
@@ -188,10 +211,7 @@ class AsyncDispatcher(Driver):
         else:
             self._start()
             self._notify()
-        return [
-            event if stored else await self._call(self._storage.get_event, event.id)
-            for event, stored in results
-        ]
+        return await self._call(self._stored_events, results)
 
     async def get_event(self, event_id: str) -> Event:
         """The event with this id. Raises UnknownEventError."""

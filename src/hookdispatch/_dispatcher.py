@@ -19,7 +19,15 @@ from typing import Self
 
 from ._core import Claim, Outcome
 from ._dispatching import DEFAULT_DISABLE_AFTER, DEFAULT_LEASE, DEFAULT_TIMEOUT, SYNC, Driver
-from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ._models import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_TENANT,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+    Event,
+)
 from ._operations import log_unrecorded, parse_status, refused_target, warn_if_dropping
 from ._policy import RetryPolicy
 from ._targets import TargetPolicy
@@ -108,18 +116,21 @@ class Dispatcher(Driver):
         events: Iterable[str] = ("*",),
         secret: str | None = None,
         id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> Endpoint:
-        """Register a receiver. ``events``: exact event types, or ``"*"`` for all.
+        """Register a receiver of ``tenant`` (your customer account's id; omitted, the
+        default tenant). ``events``: exact event types, prefixes such as ``"user.*"``
+        (``user.created``, ``user.subscription.updated``), or ``"*"`` for all.
 
         A strong secret (``whsec_`` + 32 random bytes, base64) is generated when none
         is given; hand ``endpoint.secret`` to the receiver's owner. Raises
         InvalidEndpointError for a URL that is not http(s) or is malformed.
         """
-        return self._store_endpoint(url, events, secret, id, self._clock())
+        return self._store_endpoint(url, events, secret, id, self._clock(), tenant=tenant)
 
-    def endpoints(self) -> list[Endpoint]:
-        """Every registered endpoint, enabled or not."""
-        return self._storage.list_endpoints()
+    def endpoints(self, *, tenant: str | None = None) -> list[Endpoint]:
+        """Every registered endpoint, enabled or not, or only ``tenant``'s."""
+        return self._list_endpoints(tenant)
 
     def get_endpoint(self, endpoint_id: str) -> Endpoint:
         """The endpoint with this id. Raises UnknownEndpointError."""
@@ -147,9 +158,13 @@ class Dispatcher(Driver):
         data: JSON,
         *,
         id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
         transaction: object | None = None,
     ) -> Event:
-        """Send an event to every enabled endpoint subscribed to ``event_type``.
+        """Send an event to every enabled endpoint of ``tenant`` subscribed to ``event_type``.
+
+        Only that tenant's endpoints get it (omitted: the default tenant's), looked up
+        through the storage's index, whatever the number of endpoints.
 
         ``data`` becomes the ``data`` field of the JSON body and must be JSON (no NaN).
         ``id`` makes the call idempotent: dispatching an id that is already stored
@@ -165,16 +180,20 @@ class Dispatcher(Driver):
         """
         self._check_dispatch(transaction)
         event, stored = self._store_event(
-            event_type, data, id, self._clock(), transaction=transaction
+            event_type, data, id, self._clock(), tenant=tenant, transaction=transaction
         )
         if stored:
             self._after_store(event.id)
         return event
 
     def dispatch_many(
-        self, items: Iterable[tuple[str, JSON] | tuple[str, JSON, str | None]]
+        self,
+        items: Iterable[tuple[str, JSON] | tuple[str, JSON, str | None]],
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> list[Event]:
-        """Dispatch a batch: ``(event_type, data)`` or ``(event_type, data, id)`` items.
+        """Dispatch a batch of ``tenant``'s events: ``(event_type, data)`` or
+        ``(event_type, data, id)`` items.
 
         Every item is validated before any is stored (one bad item raises
         InvalidEventError naming its position, and nothing is stored); the batch is
@@ -183,14 +202,14 @@ class Dispatcher(Driver):
         mode then delivers them all before returning.
         """
         self._check_open()
-        results = self._store_events(items, self._clock())
+        results = self._store_events(items, self._clock(), tenant=tenant)
         if self._capacity == 0:
             for event, stored in results:
                 if stored:
                     self._deliver_inline(event.id)
         else:
             self._notify()
-        return [event if stored else self._storage.get_event(event.id) for event, stored in results]
+        return self._stored_events(results)
 
     def get_event(self, event_id: str) -> Event:
         """The event with this id. Raises UnknownEventError."""

@@ -35,6 +35,7 @@ from ._operations import (
     store_event,
     store_events,
     store_redelivery,
+    stored_event,
     unexpected_failure,
 )
 from ._policy import RetryPolicy
@@ -178,12 +179,39 @@ class Driver:
     # Storing ------------------------------------------------------------------------
 
     def _store_endpoint(
-        self, url: str, events: Iterable[str], secret: str | None, id: str | None, now: datetime
+        self,
+        url: str,
+        events: Iterable[str],
+        secret: str | None,
+        id: str | None,
+        now: datetime,
+        *,
+        tenant: str,
     ) -> Endpoint:
         """Storage work (and a DNS lookup: the target check resolves the host name)."""
         return store_endpoint(
-            self._storage, url, events=events, secret=secret, id=id, now=now, targets=self._targets
+            self._storage,
+            url,
+            events=events,
+            secret=secret,
+            id=id,
+            now=now,
+            targets=self._targets,
+            tenant=tenant,
         )
+
+    def _list_endpoints(self, tenant: str | None) -> list[Endpoint]:
+        """Storage work: every endpoint, or ``tenant``'s, in creation order."""
+        endpoints = self._storage.list_endpoints()
+        if tenant is None:
+            return endpoints
+        return [endpoint for endpoint in endpoints if endpoint.tenant == tenant]
+
+    def _stored_events(self, results: list[tuple[Event, bool]]) -> list[Event]:
+        """Storage work: a batch's events as stored (for a known id, the stored one)."""
+        return [
+            event if stored else stored_event(self._storage, event) for event, stored in results
+        ]
 
     def _store_enabled(self, endpoint_id: str, enabled: bool) -> Endpoint:
         """Storage work: enable or disable an endpoint (see :func:`set_endpoint_enabled`)."""
@@ -196,6 +224,7 @@ class Driver:
         id: str | None,
         now: datetime,
         *,
+        tenant: str,
         transaction: object | None = None,
         endpoints: list[Endpoint] | None = None,
     ) -> tuple[Event, bool]:
@@ -209,13 +238,20 @@ class Driver:
             transaction=transaction,
             endpoints=endpoints,
             max_bytes=self._max_payload_bytes,
+            tenant=tenant,
         )
 
     def _store_events(
-        self, items: Iterable[tuple[str, JSON] | tuple[str, JSON, str | None]], now: datetime
+        self,
+        items: Iterable[tuple[str, JSON] | tuple[str, JSON, str | None]],
+        now: datetime,
+        *,
+        tenant: str,
     ) -> list[tuple[Event, bool]]:
         """Storage work: :func:`store_events` under this driver's payload limit."""
-        return store_events(self._storage, items, now=now, max_bytes=self._max_payload_bytes)
+        return store_events(
+            self._storage, items, now=now, max_bytes=self._max_payload_bytes, tenant=tenant
+        )
 
     def _store_redelivery(self, delivery_id: str, now: datetime) -> Delivery:
         """Storage work: a finished delivery again, as a new one."""

@@ -33,14 +33,17 @@ from .exceptions import (
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_TENANT",
     "MAX_DATA_DEPTH",
     "Attempt",
     "Delivery",
     "DeliveryStatus",
     "Endpoint",
     "Event",
+    "check_tenant",
     "generate_secret",
     "new_id",
+    "subscription_keys",
 ]
 
 MAX_EVENT_TYPE_LENGTH = 200
@@ -56,6 +59,8 @@ level more) stays within the 128 levels strict JSON parsers such as serde_json a
 MIN_SECRET_LENGTH = 16
 MAX_SECRET_LENGTH = 1024
 ALL_EVENTS = "*"
+DEFAULT_TENANT = "default"
+"""The tenant of endpoints and events given none: single-tenant code never names one."""
 
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-/]+")
 _ID = re.compile(r"[A-Za-z0-9_.:\-]+")
@@ -178,6 +183,28 @@ def _check_id(
     return value
 
 
+def check_tenant(tenant: object) -> str:
+    """``tenant`` if it is a valid tenant id (the host's own account id): 1 to 200
+    letters, digits and . _ - :. Raises InvalidInputError."""
+    if not isinstance(tenant, str) or not _ID.fullmatch(tenant) or len(tenant) > MAX_ID_LENGTH:
+        raise InvalidInputError(
+            f"tenant must be 1 to {MAX_ID_LENGTH} letters, digits and . _ - : such as your"
+            f" account id 'acct_42' (got {tenant!r:.60}); leave it out for the default tenant"
+        )
+    return tenant
+
+
+def subscription_keys(event_type: str) -> tuple[str, ...]:
+    """Every subscription pattern that matches ``event_type``, most specific first.
+
+    ``user.subscription.updated`` is matched by itself, ``user.subscription.*``,
+    ``user.*`` and ``*``: fan-out looks these up instead of testing each endpoint.
+    """
+    parts = event_type.split(".")
+    prefixes = tuple(".".join(parts[:n]) + ".*" for n in range(len(parts) - 1, 0, -1))
+    return (event_type, *prefixes, ALL_EVENTS)
+
+
 @frozen
 class Event:
     """Something that happened in the application, to be sent to every subscribed endpoint.
@@ -191,6 +218,8 @@ class Event:
     created_at: datetime
     data: JSON = field(repr=False)
     body: bytes = field(repr=False, eq=False)
+    tenant: str = DEFAULT_TENANT
+    """The tenant whose endpoints the event goes to (not part of the body)."""
 
     @classmethod
     def create(
@@ -201,8 +230,9 @@ class Event:
         now: datetime,
         id: str | None = None,
         max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        tenant: str = DEFAULT_TENANT,
     ) -> Event:
-        """Validate and encode a new event. ``created_at`` is ``now`` to the second.
+        """Validate and encode a new event of ``tenant``. ``created_at`` is ``now`` to the second.
 
         Raises InvalidEventError for an empty or malformed type or id, for data that
         JSON cannot represent (sets, bytes, objects, NaN and infinities, non-string
@@ -211,6 +241,7 @@ class Event:
         over ``max_bytes`` once encoded.
         """
         event_type = _check_event_type(event_type)
+        tenant = DEFAULT_TENANT if tenant is DEFAULT_TENANT else check_tenant(tenant)
         event_id = new_id("evt") if id is None else _check_id(id, what="event id")
         created_at, created_text = _to_the_second(now)
         document = {
@@ -236,11 +267,19 @@ class Event:
                 " a reference the receiver can fetch (an id or a URL) instead of the data,"
                 " or raise max_payload_bytes"
             )
-        return cls(id=event_id, type=event_type, created_at=created_at, data=data, body=body)
+        return cls(
+            id=event_id,
+            type=event_type,
+            created_at=created_at,
+            data=data,
+            body=body,
+            tenant=tenant,
+        )
 
     @classmethod
-    def from_body(cls, body: bytes) -> Event:
-        """Rebuild an event from the body that :meth:`create` encoded (storage uses this).
+    def from_body(cls, body: bytes, *, tenant: str = DEFAULT_TENANT) -> Event:
+        """Rebuild an event of ``tenant`` from the body that :meth:`create` encoded
+        (storage uses this; the tenant is stored beside the body, not in it).
 
         Raises StorageError for bytes that are not such a body: not JSON, nested too
         deeply for the decoder, or missing a field.
@@ -254,6 +293,7 @@ class Event:
                 created_at=created_at,
                 data=document["data"],
                 body=body,
+                tenant=tenant,
             )
         except (RecursionError, ValueError, TypeError, KeyError) as exc:
             raise StorageError(
@@ -302,10 +342,15 @@ def _check_events(events: object) -> tuple[str, ...]:
         if name == ALL_EVENTS:
             checked.append(name)
             continue
+        prefix = name[:-2] if isinstance(name, str) and name.endswith(".*") else name
         try:
-            checked.append(_check_event_type(name))
+            _check_event_type(prefix)
         except InvalidEventError as exc:
-            raise InvalidEndpointError(str(exc)) from None
+            raise InvalidEndpointError(
+                f"{exc}; to subscribe to a family of types, end a prefix with '.*'"
+                " (as in 'user.*'), or use '*' for all"
+            ) from None
+        checked.append(name)
     if not checked:
         raise InvalidEndpointError("events must name at least one event type, or '*' for all")
     return tuple(dict.fromkeys(checked))
@@ -315,8 +360,9 @@ def _check_events(events: object) -> tuple[str, ...]:
 class Endpoint:
     """A receiver: where to POST, the secret to sign with, and which events it wants.
 
-    ``events`` holds exact event types, or ``"*"`` for every event. The secret never
-    appears in ``repr()``.
+    ``events`` holds subscription patterns: exact event types, prefixes ending in
+    ``.*`` (``user.*``), or ``"*"`` for every event. The secret never appears in
+    ``repr()``.
     """
 
     id: str
@@ -327,6 +373,9 @@ class Endpoint:
     created_at: datetime
     consecutive_failures: int = 0
     """Deliveries that failed (used up their attempts) in a row; a success resets it."""
+    tenant: str = DEFAULT_TENANT
+    """The tenant (customer account) the endpoint belongs to: it receives that tenant's
+    events only."""
 
     @classmethod
     def create(
@@ -337,8 +386,9 @@ class Endpoint:
         events: Any = (ALL_EVENTS,),
         secret: str | None = None,
         id: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> Endpoint:
-        """Validate a new endpoint, generating the id and secret when not given."""
+        """Validate a new endpoint of ``tenant``, generating the id and secret when not given."""
         return cls(
             id=new_id("ep")
             if id is None
@@ -348,11 +398,15 @@ class Endpoint:
             events=_check_events(events),
             enabled=True,
             created_at=now,
+            tenant=DEFAULT_TENANT if tenant is DEFAULT_TENANT else check_tenant(tenant),
         )
 
     def wants(self, event_type: str) -> bool:
-        """Whether this endpoint subscribes to ``event_type``."""
-        return event_type in self.events or ALL_EVENTS in self.events
+        """Whether this endpoint subscribes to ``event_type``: by its exact name, a
+        prefix pattern (``user.*`` matches ``user.created`` and
+        ``user.subscription.updated``, not ``users.x``), or ``*``."""
+        events = self.events
+        return any(key in events for key in subscription_keys(event_type))
 
 
 class DeliveryStatus(StrEnum):

@@ -15,7 +15,15 @@ from datetime import datetime
 from attrs import evolve
 
 from ._core import Claim, endpoint_down, endpoint_gone
-from ._models import DEFAULT_MAX_PAYLOAD_BYTES, Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from ._models import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_TENANT,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+    Event,
+)
 from ._targets import TargetPolicy
 from ._types import JSON
 from .exceptions import (
@@ -41,6 +49,7 @@ __all__ = [
     "store_event",
     "store_events",
     "store_redelivery",
+    "stored_event",
     "unexpected_failure",
     "warn_if_dropping",
 ]
@@ -75,9 +84,10 @@ def store_endpoint(
     id: str | None,
     now: datetime,
     targets: TargetPolicy,
+    tenant: str = DEFAULT_TENANT,
 ) -> Endpoint:
     """Validate (the URL against the target policy too) and store a new endpoint."""
-    endpoint = Endpoint.create(url, now=now, events=events, secret=secret, id=id)
+    endpoint = Endpoint.create(url, now=now, events=events, secret=secret, id=id, tenant=tenant)
     targets.check_endpoint(endpoint.url)
     storage.add_endpoint(endpoint)
     return endpoint
@@ -105,26 +115,41 @@ def store_event(
     transaction: object | None = None,
     endpoints: Sequence[Endpoint] | None = None,
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    tenant: str = DEFAULT_TENANT,
 ) -> tuple[Event, bool]:
-    """Validate an event, fan it out and store it with its deliveries.
+    """Validate an event of ``tenant``, fan it out and store it with its deliveries.
 
-    One delivery per enabled endpoint subscribed to the type. Returns the event and
-    whether it was new; for an id already stored, the stored event and ``False``.
-    With ``transaction`` (the caller's connection) the rows are written through it,
-    uncommitted: the transactional outbox. ``endpoints``, when given, saves reading
-    them from storage.
+    One delivery per enabled endpoint of the tenant subscribed to the type, found
+    through the storage's index (``endpoints_for``). Returns the event and whether
+    it was new; for an id already stored, the stored event and ``False`` (an id
+    another tenant's event holds is refused). With ``transaction`` (the caller's
+    connection) the rows are written through it, uncommitted: the transactional
+    outbox. ``endpoints``, when given, are the fan-out already looked up.
     """
-    event = Event.create(event_type, data, now=now, id=id, max_bytes=max_bytes)
-    deliveries = [
-        Delivery.create(event, endpoint, now=now)
-        for endpoint in (storage.list_endpoints() if endpoints is None else endpoints)
-        if endpoint.enabled and endpoint.wants(event.type)
-    ]
+    event = Event.create(event_type, data, now=now, id=id, max_bytes=max_bytes, tenant=tenant)
+    if endpoints is None:
+        endpoints = storage.endpoints_for(event.tenant, event.type)
+    deliveries = [Delivery.create(event, endpoint, now=now) for endpoint in endpoints]
     if transaction is not None:
         return event, storage.add_event_in_transaction(transaction, event, deliveries)
     if storage.add_event(event, deliveries):
         return event, True
-    return storage.get_event(event.id), False
+    return stored_event(storage, event), False
+
+
+def stored_event(storage: Storage, event: Event) -> Event:
+    """The stored event with ``event``'s id, which must be the same tenant's.
+
+    Raises InvalidEventError when another tenant's event holds the id: ids are
+    global, and one tenant must learn nothing of another's events.
+    """
+    stored = storage.get_event(event.id)
+    if stored.tenant != event.tenant:
+        raise InvalidEventError(
+            f"event id {event.id!r} is already taken; event ids are unique across tenants,"
+            " so make them unique per tenant (prefix them with the tenant id)"
+        )
+    return stored
 
 
 def store_events(
@@ -133,13 +158,16 @@ def store_events(
     *,
     now: datetime,
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    tenant: str = DEFAULT_TENANT,
 ) -> list[tuple[Event, bool]]:
-    """Validate a batch (all of it, before storing any), fan out, store in one go.
+    """Validate a batch of ``tenant``'s events (all of it, before storing any), fan
+    out, store in one go.
 
     ``items`` are ``(event_type, data)`` or ``(event_type, data, id)``. Returns, in
-    order, each event and whether it was new (an id already stored is not).
+    order, each event and whether it was new (an id already stored is not). The
+    fan-out is looked up once per event type of the batch.
     """
-    endpoints = [endpoint for endpoint in storage.list_endpoints() if endpoint.enabled]
+    fan_out: dict[str, list[Endpoint]] = {}
     batch: list[tuple[Event, list[Delivery]]] = []
     for position, item in enumerate(items):
         if not isinstance(item, tuple) or len(item) not in (2, 3):
@@ -153,12 +181,14 @@ def store_events(
                 now=now,
                 id=item[2] if len(item) == 3 else None,
                 max_bytes=max_bytes,
+                tenant=tenant,
             )
         except InvalidEventError as exc:
             raise InvalidEventError(f"item {position} of the batch: {exc}") from None
-        deliveries = [
-            Delivery.create(event, ep, now=now) for ep in endpoints if ep.wants(event.type)
-        ]
+        endpoints = fan_out.get(event.type)
+        if endpoints is None:
+            endpoints = fan_out[event.type] = storage.endpoints_for(event.tenant, event.type)
+        deliveries = [Delivery.create(event, endpoint, now=now) for endpoint in endpoints]
         batch.append((event, deliveries))
     results = storage.add_events(batch)
     return [(event, stored) for (event, _), stored in zip(batch, results, strict=True)]

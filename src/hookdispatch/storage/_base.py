@@ -25,6 +25,11 @@ deliveries to workers under a *lease*. The contract, for every implementation:
 * **Errors.** Unknown ids raise the matching ``NotFoundError`` subclass; driver
   failures are raised as :class:`~hookdispatch.exceptions.StorageError`, never as the
   driver's own exception type.
+* **Tenants.** An endpoint and an event each belong to one tenant (``tenant``);
+  ``endpoints_for`` returns only the asked tenant's endpoints, and the tenant of an
+  endpoint or event is stored and returned as given. ``add_event`` does not check
+  that the deliveries' endpoints are the event's tenant's: fan-out (through
+  ``endpoints_for``) guarantees it.
 * **Threads.** Every method may be called from any thread at any time.
 """
 
@@ -76,6 +81,23 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def list_endpoints(self) -> list[Endpoint]:
         """Every endpoint, enabled or not, in creation order."""
+
+    def endpoints_for(self, tenant: str, event_type: str) -> list[Endpoint]:
+        """The enabled endpoints of ``tenant`` subscribed to ``event_type`` (exactly, by
+        a ``prefix.*`` pattern, or by ``*``), in creation order: fan-out, on every
+        ``dispatch()``.
+
+        Backends answer it from an index keyed by (tenant, pattern), looking up the
+        patterns that match the type (:func:`~hookdispatch._models.subscription_keys`),
+        so its cost does not grow with the number of endpoints. The default filters
+        :meth:`list_endpoints`, which is correct but reads every endpoint: fine for a
+        few hundred, a backend with more should override it.
+        """
+        return [
+            endpoint
+            for endpoint in self.list_endpoints()
+            if endpoint.tenant == tenant and endpoint.enabled and endpoint.wants(event_type)
+        ]
 
     # Events and deliveries ----------------------------------------------------------
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from attrs import evolve
 
 from .._core import Claim
-from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, subscription_keys
 from ..exceptions import (
     InvalidInputError,
     UnknownDeliveryError,
@@ -53,6 +53,10 @@ class MemoryStorage(Storage):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._endpoints: dict[str, Endpoint] = {}
+        # Fan-out's index: (tenant, subscription pattern) -> endpoint ids, in the
+        # order they were stored (dicts keep it).
+        self._subscribers: dict[tuple[str, str], dict[str, None]] = defaultdict(dict)
+        self._rank: dict[str, int] = {}  # endpoint id -> the order it was stored in
         self._events: dict[str, Event] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._by_event: dict[str, list[str]] = defaultdict(list)
@@ -77,12 +81,29 @@ class MemoryStorage(Storage):
             if endpoint.id in self._endpoints:
                 raise InvalidInputError(f"an endpoint with id {endpoint.id!r} already exists")
             self._endpoints[endpoint.id] = endpoint
+            self._rank[endpoint.id] = len(self._rank)
+            self._index(endpoint)
+
+    def _index(self, endpoint: Endpoint) -> None:
+        for pattern in endpoint.events:
+            self._subscribers[endpoint.tenant, pattern][endpoint.id] = None
+
+    def _unindex(self, endpoint: Endpoint) -> None:
+        for pattern in endpoint.events:
+            key = (endpoint.tenant, pattern)
+            self._subscribers[key].pop(endpoint.id, None)
+            if not self._subscribers[key]:
+                del self._subscribers[key]
 
     def update_endpoint(self, endpoint: Endpoint) -> None:
         with self._lock:
-            if endpoint.id not in self._endpoints:
+            old = self._endpoints.get(endpoint.id)
+            if old is None:
                 raise UnknownEndpointError(f"no endpoint with id {endpoint.id!r}")
             self._endpoints[endpoint.id] = endpoint
+            if (old.tenant, old.events) != (endpoint.tenant, endpoint.events):
+                self._unindex(old)
+                self._index(endpoint)
             if endpoint.enabled:
                 # Deliveries skipped while it was disabled become findable again.
                 for delivery in self._deliveries.values():
@@ -104,6 +125,17 @@ class MemoryStorage(Storage):
             endpoints = list(self._endpoints.values())
         # Creation order is created_at order (ties: the order they were stored).
         return sorted(endpoints, key=lambda endpoint: endpoint.created_at)
+
+    def endpoints_for(self, tenant: str, event_type: str) -> list[Endpoint]:
+        with self._lock:
+            found: dict[str, Endpoint] = {}
+            for pattern in subscription_keys(event_type):
+                for endpoint_id in self._subscribers.get((tenant, pattern), ()):
+                    endpoint = self._endpoints[endpoint_id]
+                    if endpoint.enabled:
+                        found[endpoint_id] = endpoint
+        rank = self._rank
+        return sorted(found.values(), key=lambda endpoint: (endpoint.created_at, rank[endpoint.id]))
 
     # Events and deliveries ----------------------------------------------------------
 

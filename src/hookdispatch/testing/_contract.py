@@ -109,6 +109,78 @@ class ContractTests(StorageHarness):
         equal(storage.get_endpoint(endpoint.id), changed, "get_endpoint() after update_endpoint()")
         equal(storage.list_endpoints(), [changed], "list_endpoints() after update_endpoint()")
 
+    # Tenants and fan-out -------------------------------------------------------------
+
+    def test_endpoints_and_events_keep_their_tenant(self) -> None:
+        storage = self.storage
+        endpoint = make_endpoint(tenant="acct_42")
+        storage.add_endpoint(endpoint)
+        equal(storage.get_endpoint(endpoint.id).tenant, "acct_42", "Endpoint.tenant as stored")
+        equal(storage.list_endpoints()[0].tenant, "acct_42", "list_endpoints() tenant")
+        event = make_event(tenant="acct_42")
+        check(storage.add_event(event, [make_delivery(event, endpoint)]), "add_event() stored")
+        equal(storage.get_event(event.id).tenant, "acct_42", "Event.tenant as stored")
+        claim = _claim_one(storage)
+        equal(claim.endpoint.tenant, "acct_42", "the claimed endpoint's tenant")
+        moved = evolve(endpoint, tenant="acct_43")
+        storage.update_endpoint(moved)
+        equal(storage.get_endpoint(endpoint.id).tenant, "acct_43", "tenant after update")
+
+    def test_fan_out_finds_only_the_tenants_subscribed_enabled_endpoints(self) -> None:
+        storage = self.storage
+        mine = [
+            make_endpoint(tenant="acct_a", events=("user.created",), created_at=at(1)),
+            make_endpoint(tenant="acct_a", events=("user.*",), created_at=at(2)),
+            make_endpoint(tenant="acct_a", events=("*",), created_at=at(3)),
+            make_endpoint(tenant="acct_a", events=("invoice.paid", "user.*"), created_at=at(4)),
+        ]
+        others = [
+            make_endpoint(tenant="acct_b", events=("*",)),  # another tenant
+            make_endpoint(tenant="acct_b", events=("user.created",)),
+            make_endpoint(events=("*",)),  # the default tenant
+            make_endpoint(tenant="acct_a", events=("invoice.paid",)),  # not subscribed
+            make_endpoint(tenant="acct_a", events=("users.*",)),  # users.* is not user.*
+            make_endpoint(tenant="acct_a", events=("user.created.v2",)),
+            make_endpoint(tenant="acct_a", events=("user.*",), enabled=False),
+        ]
+        for endpoint in [*reversed(mine), *others]:
+            storage.add_endpoint(endpoint)
+        equal(
+            [e.id for e in storage.endpoints_for("acct_a", "user.created")],
+            [e.id for e in mine],
+            "endpoints_for('acct_a', 'user.created') (enabled, subscribed, in creation order)",
+        )
+        equal(
+            [e.id for e in storage.endpoints_for("acct_a", "user.subscription.updated")],
+            [mine[1].id, mine[2].id, mine[3].id],
+            "endpoints_for() of a deeper type: 'user.*' and '*' match it",
+        )
+        equal(storage.endpoints_for("acct_c", "user.created"), [], "a tenant with no endpoints")
+        equal(
+            [e.id for e in storage.endpoints_for("default", "user.created")],
+            [others[2].id],
+            "endpoints_for() of the default tenant",
+        )
+
+    def test_fan_out_follows_updates_to_subscriptions_tenant_and_state(self) -> None:
+        storage = self.storage
+        endpoint = make_endpoint(tenant="acct_a", events=("user.created",))
+        storage.add_endpoint(endpoint)
+        storage.update_endpoint(evolve(endpoint, events=("invoice.*",)))
+        equal(storage.endpoints_for("acct_a", "user.created"), [], "after unsubscribing")
+        equal(
+            [e.id for e in storage.endpoints_for("acct_a", "invoice.paid")],
+            [endpoint.id],
+            "after subscribing to invoice.*",
+        )
+        storage.update_endpoint(evolve(endpoint, events=("invoice.*",), tenant="acct_b"))
+        equal(storage.endpoints_for("acct_a", "invoice.paid"), [], "the old tenant, after a move")
+        equal(len(storage.endpoints_for("acct_b", "invoice.paid")), 1, "the new tenant")
+        storage.update_endpoint(
+            evolve(endpoint, events=("invoice.*",), tenant="acct_b", enabled=False)
+        )
+        equal(storage.endpoints_for("acct_b", "invoice.paid"), [], "a disabled endpoint")
+
     def test_unknown_ids_raise_not_found(self) -> None:
         storage = self.storage
         store_events(storage, 1)

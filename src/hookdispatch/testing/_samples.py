@@ -15,7 +15,7 @@ from typing import Literal
 from attrs import evolve
 
 from .._core import Claim
-from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
+from .._models import DEFAULT_TENANT, Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ..exceptions import FailureKind
 from ..storage import Storage
 
@@ -61,6 +61,7 @@ def make_endpoint(
     events: Sequence[str] = ("*",),
     enabled: bool = True,
     url: str = "https://example.com/hooks",
+    tenant: str = DEFAULT_TENANT,
 ) -> Endpoint:
     return Endpoint(
         id=_next_id("ep") if id is None else id,
@@ -69,11 +70,20 @@ def make_endpoint(
         events=tuple(events),
         enabled=enabled,
         created_at=created_at,
+        tenant=tenant,
     )
 
 
-def make_event(*, id: str | None = None, type: str = "user.created", n: int = 0) -> Event:
-    return Event.create(type, {"n": n, "name": "Zoë"}, now=BASE, id=id or _next_id("evt"))
+def make_event(
+    *,
+    id: str | None = None,
+    type: str = "user.created",
+    n: int = 0,
+    tenant: str = DEFAULT_TENANT,
+) -> Event:
+    return Event.create(
+        type, {"n": n, "name": "Zoë"}, now=BASE, id=id or _next_id("evt"), tenant=tenant
+    )
 
 
 def make_delivery(
