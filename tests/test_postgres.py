@@ -67,7 +67,14 @@ def test_schema_version_tables_and_indexes(
                 "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
             )
         }
-        assert tables == {"schema_version", "endpoints", "events", "deliveries", "attempts"}
+        assert tables == {
+            "schema_version",
+            "endpoints",
+            "events",
+            "deliveries",
+            "attempts",
+            "subscriptions",
+        }
         indexes = dict(
             conn.execute(
                 "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s", (schema,)
@@ -126,6 +133,12 @@ def test_a_version_2_schema_is_migrated_and_claims_carry_the_failure_count(
     storage.close()
     # Back to schema version 2, whose only claim_due left consecutive_failures out.
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        # Undo migration 4 (tenants) first, then migration 3.
+        conn.execute(f'DROP FUNCTION "{schema}".claim_due_v4')
+        conn.execute(f'DROP TABLE "{schema}".subscriptions')
+        conn.execute(f'DROP FUNCTION "{schema}".sync_subscriptions CASCADE')  # its triggers
+        conn.execute(f'ALTER TABLE "{schema}".endpoints DROP COLUMN tenant')
+        conn.execute(f'ALTER TABLE "{schema}".events DROP COLUMN tenant')
         conn.execute(f'DROP FUNCTION "{schema}".claim_due_v3')
         conn.execute(f'UPDATE "{schema}".endpoints SET consecutive_failures = 3')
         conn.execute(f'UPDATE "{schema}".schema_version SET version = 2')
@@ -146,7 +159,7 @@ def test_a_version_2_schema_is_migrated_and_claims_carry_the_failure_count(
             " AND p.parameter_mode = 'OUT'",
             (schema,),
         ).fetchall()
-    assert version == len(MIGRATIONS) == 3
+    assert version == len(MIGRATIONS) == 4
     assert columns == 17
 
 

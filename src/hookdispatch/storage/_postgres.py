@@ -22,7 +22,15 @@ from psycopg.errors import ForeignKeyViolation, UniqueViolation
 from psycopg_pool import ConnectionPool
 
 from .._core import Claim
-from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, new_id
+from .._models import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+    Event,
+    new_id,
+    subscription_keys,
+)
 from ..exceptions import (
     InvalidInputError,
     InvalidStateError,
@@ -37,20 +45,26 @@ from ._rows import DELIVERY_WIDTH, attempt_from_row, delivery_filter, delivery_f
 __all__ = ["MIGRATIONS", "PostgresStorage"]
 
 
-def _claim_due_function(name: str = "claim_due", *, with_failures: bool = False) -> str:
+_FAILURES = (("endpoint_failures integer", "e.consecutive_failures"),)
+_TENANT = (("endpoint_tenant text", "e.tenant"),)
+
+
+def _claim_due_function(name: str = "claim_due", *, extra: Sequence[tuple[str, str]] = ()) -> str:
     """claim_due: lease up to $4 due deliveries, earliest first, skipping rows that
     another claim holds locked and endpoints in $5. Rows it waited for are
     re-checked, and a claimed row is no longer due (next_attempt_at = $2).
 
+    ``extra``: the endpoint's further columns, as (result column, expression).
     Schema version 1's ``claim_due`` returns the endpoint without
     ``consecutive_failures`` (added in version 2); version 3 adds ``claim_due_v3``,
-    which returns it, so a claim carries the endpoint as stored. A new function
-    rather than a replaced one: processes still running an older hookdispatch
-    during a rolling upgrade keep calling ``claim_due``, whose result type (which
-    their prepared statements depend on) does not change under them.
+    which returns it, and version 4 ``claim_due_v4``, which returns its ``tenant``
+    too, so a claim carries the endpoint as stored. New functions rather than
+    replaced ones: processes still running an older hookdispatch during a rolling
+    upgrade keep calling the one they know, whose result type (which their
+    prepared statements depend on) does not change under them.
     """
-    column = ",\n            endpoint_failures integer" if with_failures else ""
-    value = ", e.consecutive_failures" if with_failures else ""
+    column = "".join(f",\n            {declaration}" for declaration, _ in extra)
+    value = "".join(f", {expression}" for _, expression in extra)
     return f"""
         CREATE FUNCTION {{schema}}.{name}(
             timestamptz, timestamptz, text, integer, text[]
@@ -160,7 +174,61 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """,
     ),
     ("ALTER TABLE {schema}.endpoints ADD COLUMN consecutive_failures integer NOT NULL DEFAULT 0",),
-    (_claim_due_function("claim_due_v3", with_failures=True),),
+    (_claim_due_function("claim_due_v3", extra=_FAILURES),),
+    # Tenants. Every row stored so far is the default tenant's (the columns' default,
+    # which also fills them in for processes of an older hookdispatch still writing).
+    (
+        "ALTER TABLE {schema}.endpoints ADD COLUMN tenant text NOT NULL DEFAULT 'default'",
+        "ALTER TABLE {schema}.events ADD COLUMN tenant text NOT NULL DEFAULT 'default'",
+        # Fan-out's index: one row per (tenant, subscription pattern, endpoint), so
+        # dispatch looks up the few patterns matching a type (subscription_keys) in
+        # the primary key instead of reading every endpoint.
+        """
+        CREATE TABLE {schema}.subscriptions (
+            tenant text NOT NULL,
+            pattern text NOT NULL,
+            endpoint_id text NOT NULL
+                CONSTRAINT subscriptions_endpoint_fk REFERENCES {schema}.endpoints (id)
+                ON DELETE CASCADE,
+            PRIMARY KEY (tenant, pattern, endpoint_id)
+        )
+        """,
+        "CREATE INDEX subscriptions_endpoint ON {schema}.subscriptions (endpoint_id)",
+        # The endpoints row is the truth and a trigger derives the index from it, in
+        # the writer's transaction: every writer keeps it right, processes of an older
+        # hookdispatch (which know nothing of subscriptions) and manual SQL included.
+        """
+        CREATE FUNCTION {schema}.sync_subscriptions() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'UPDATE' THEN
+                DELETE FROM {schema}.subscriptions WHERE endpoint_id = OLD.id;
+            END IF;
+            INSERT INTO {schema}.subscriptions (tenant, pattern, endpoint_id)
+                SELECT DISTINCT NEW.tenant, pattern, NEW.id FROM unnest(NEW.events) AS pattern
+                ON CONFLICT DO NOTHING;
+            RETURN NULL;
+        END
+        $$
+        """,
+        """
+        CREATE TRIGGER subscriptions_of_new_endpoint AFTER INSERT ON {schema}.endpoints
+        FOR EACH ROW EXECUTE FUNCTION {schema}.sync_subscriptions()
+        """,
+        # Only when the subscriptions change: not on complete()'s failure counts.
+        """
+        CREATE TRIGGER subscriptions_of_changed_endpoint
+        AFTER UPDATE OF events, tenant ON {schema}.endpoints FOR EACH ROW
+        WHEN (OLD.events IS DISTINCT FROM NEW.events OR OLD.tenant IS DISTINCT FROM NEW.tenant)
+        EXECUTE FUNCTION {schema}.sync_subscriptions()
+        """,
+        """
+        INSERT INTO {schema}.subscriptions (tenant, pattern, endpoint_id)
+        SELECT DISTINCT e.tenant, pattern, e.id FROM {schema}.endpoints e,
+            unnest(e.events) AS pattern
+        """,
+        _claim_due_function("claim_due_v4", extra=(*_FAILURES, *_TENANT)),
+    ),
 ]
 """Schema migrations: the n-th list of statements takes the schema from version n to n + 1.
 
@@ -171,7 +239,7 @@ logger = logging.getLogger("hookdispatch")
 
 _LOCK_NAMESPACE = 0x686B64  # "hkd": first key of the migrations' advisory lock
 
-_ENDPOINT_COLUMNS = "id, url, secret, events, enabled, created_at, consecutive_failures"
+_ENDPOINT_COLUMNS = "id, url, secret, events, enabled, created_at, consecutive_failures, tenant"
 _DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
     " created_at, updated_at"
@@ -192,10 +260,24 @@ _ON_CONFLICT = " ON CONFLICT (id) DO NOTHING"
 # One statement: the deliveries go in only if the event did (a new id).
 _INSERT_EVENT = (
     "WITH event AS ("
-    " INSERT INTO {schema}.events (id, type, created_at, body) VALUES (%s, %s, %s, %s)"
+    " INSERT INTO {schema}.events (id, type, created_at, body, tenant)"
+    " VALUES (%s, %s, %s, %s, %s)"
     " ON CONFLICT (id) DO NOTHING RETURNING id),"
     f" delivery AS ({_INSERT_DELIVERIES} WHERE EXISTS (SELECT 1 FROM event){_ON_CONFLICT})"
     " SELECT count(*) FROM event"
+)
+
+
+# Fan-out, on every dispatch(): one statement. The subscriptions primary key finds
+# the endpoints of the patterns matching the type (%s: subscription_keys), the
+# endpoints' primary key their rows. A semi-join, so an endpoint that two patterns
+# match comes once. (While the endpoints table is small, the planner hashes a
+# sequential scan of it instead, which is cheaper at that size.)
+_ENDPOINTS_FOR = (
+    f"SELECT {_ENDPOINT_COLUMNS} FROM {{schema}}.endpoints"
+    " WHERE id IN (SELECT endpoint_id FROM {schema}.subscriptions"
+    " WHERE tenant = %s AND pattern = ANY(%s))"
+    " AND enabled ORDER BY created_at, seq"
 )
 
 
@@ -217,6 +299,7 @@ def _endpoint(row: Sequence[Any]) -> Endpoint:
         enabled=row[4],
         created_at=_utc(row[5]),
         consecutive_failures=row[6],
+        tenant=row[7],
     )
 
 
@@ -270,7 +353,9 @@ class PostgresStorage(Storage):
 
     Claims are one ``UPDATE`` over rows picked ``FOR NO KEY UPDATE SKIP LOCKED``:
     concurrent workers skip each other's rows instead of queueing on them, and a claimed
-    delivery's ``next_attempt_at`` moves to its lease's end. Every call is one
+    delivery's ``next_attempt_at`` moves to its lease's end. Fan-out
+    (``endpoints_for``) looks up a ``subscriptions`` table keyed by (tenant, pattern),
+    which a trigger derives from each endpoints row as it is written. Every call is one
     transaction, and all but ``list_attempts`` one statement (one round trip on the
     pool's autocommit connections). A call that finds its connection broken (the
     server restarted) replaces the pool's dead connections and is tried once more;
@@ -415,7 +500,7 @@ class PostgresStorage(Storage):
     def add_endpoint(self, endpoint: Endpoint) -> None:
         insert = self._q(
             f"INSERT INTO {{schema}}.endpoints ({_ENDPOINT_COLUMNS})"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         )
         try:
             # Not retried: a repeat after a commit would report the id as taken.
@@ -430,7 +515,8 @@ class PostgresStorage(Storage):
     def update_endpoint(self, endpoint: Endpoint) -> None:
         update = self._q(
             "UPDATE {schema}.endpoints SET url = %s, secret = %s, events = %s,"
-            " enabled = %s, created_at = %s, consecutive_failures = %s WHERE id = %s"
+            " enabled = %s, created_at = %s, consecutive_failures = %s, tenant = %s"
+            " WHERE id = %s"
         )
         [result] = self._run((update, (*_endpoint_params(endpoint)[1:], endpoint.id)))
         if result.rowcount == 0:
@@ -450,11 +536,16 @@ class PostgresStorage(Storage):
         [result] = self._run((select, ()))
         return [_endpoint(row) for row in result.rows]
 
+    def endpoints_for(self, tenant: str, event_type: str) -> list[Endpoint]:
+        params = (tenant, list(subscription_keys(event_type)))
+        [result] = self._run((self._q(_ENDPOINTS_FOR), params))
+        return [_endpoint(row) for row in result.rows]
+
     # Events and deliveries ----------------------------------------------------------
 
     def add_event(self, event: Event, deliveries: Sequence[Delivery]) -> bool:
         insert = self._q(_INSERT_EVENT)
-        params = (event.id, event.type, event.created_at, event.body, *_columns(deliveries))
+        params = _event_params(event, deliveries)
         try:
             [result] = self._run((insert, params))
         except StorageError as exc:
@@ -483,7 +574,7 @@ class PostgresStorage(Storage):
                 " inside `with conn.transaction():` so your rows and the event commit together"
             )
         insert = self._q(_INSERT_EVENT)
-        params = (event.id, event.type, event.created_at, event.body, *_columns(deliveries))
+        params = _event_params(event, deliveries)
         try:
             row = connection.execute(insert, params).fetchone()
         except psycopg.errors.UndefinedTable as exc:
@@ -503,11 +594,12 @@ class PostgresStorage(Storage):
             raise
 
     def get_event(self, event_id: str) -> Event:
-        select = self._q("SELECT body FROM {schema}.events WHERE id = %s")
+        select = self._q("SELECT body, tenant FROM {schema}.events WHERE id = %s")
         [result] = self._run((select, (event_id,)))
         if not result.rows:
             raise UnknownEventError(f"no event with id {event_id!r}")
-        return Event.from_body(bytes(result.rows[0][0]))
+        body, tenant = result.rows[0]
+        return Event.from_body(bytes(body), tenant=tenant)
 
     def get_delivery(self, delivery_id: str) -> Delivery:
         select = self._q(f"SELECT {_DELIVERY_COLUMNS} FROM {{schema}}.deliveries WHERE id = %s")
@@ -552,7 +644,7 @@ class PostgresStorage(Storage):
         # workers, not attackers, so it needs no system call for randomness
         excluded = list(exclude_endpoints)
         if event_id is None:
-            query = self._q("SELECT * FROM {schema}.claim_due_v3(%s, %s, %s, %s, %s)")
+            query = self._q("SELECT * FROM {schema}.claim_due_v4(%s, %s, %s, %s, %s)")
             params: tuple[Any, ...] = (now, lease_until, lease, limit, excluded)
         else:
             # One event's deliveries are few: found through deliveries_event, as in
@@ -670,7 +762,13 @@ def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:
         endpoint.enabled,
         endpoint.created_at,
         endpoint.consecutive_failures,
+        endpoint.tenant,
     )
+
+
+def _event_params(event: Event, deliveries: Sequence[Delivery]) -> tuple[Any, ...]:
+    """The parameters of ``_INSERT_EVENT``."""
+    return (event.id, event.type, event.created_at, event.body, event.tenant, *_columns(deliveries))
 
 
 def _raise_missing_reference(exc: StorageError, deliveries: Sequence[Delivery]) -> None:
