@@ -10,7 +10,7 @@ from attrs import evolve
 import hookdispatch as hd
 
 from ._context import open_storage
-from ._options import target_options
+from ._options import target_options, tenant_option
 from ._output import echo_json, iso, shorten, table, when
 
 __all__ = ["endpoints"]
@@ -22,6 +22,7 @@ def endpoint_json(endpoint: hd.Endpoint) -> dict[str, Any]:
     """An endpoint for ``--json``; the secret is never part of it."""
     return {
         "id": endpoint.id,
+        "tenant": endpoint.tenant,
         "url": endpoint.url,
         "events": list(endpoint.events),
         "enabled": endpoint.enabled,
@@ -53,6 +54,7 @@ def endpoints() -> None:
 )
 @click.option("--secret", help="The signing secret (default: a strong one, generated).")
 @click.option("--id", "endpoint_id", metavar="ID", help="The endpoint id (default: generated).")
+@tenant_option("The tenant (customer account) it belongs to; it gets that tenant's events only.")
 @target_options
 @_json_option
 def add(
@@ -61,6 +63,7 @@ def add(
     events: str,
     secret: str | None,
     endpoint_id: str | None,
+    tenant: str,
     targets: hd.TargetPolicy | None,
     as_json: bool,
 ) -> None:
@@ -72,7 +75,9 @@ def add(
     names = [name.strip() for name in events.split(",") if name.strip()]
     storage = open_storage(create=True)
     with hd.Dispatcher(storage=storage, workers=0, targets=targets) as hooks:
-        endpoint = hooks.add_endpoint(url, events=names, secret=secret, id=endpoint_id)
+        endpoint = hooks.add_endpoint(
+            url, events=names, secret=secret, id=endpoint_id, tenant=tenant
+        )
     if secret is None:
         _print_secret(endpoint, as_json=as_json, what="Added")
     elif as_json:
@@ -82,18 +87,24 @@ def add(
 
 
 @endpoints.command("list")
+@click.option("--tenant", metavar="TENANT", help="Only this tenant's endpoints.")
 @_json_option
-def list_endpoints(as_json: bool) -> None:
+def list_endpoints(tenant: str | None, as_json: bool) -> None:
     """Every endpoint, enabled or not (secrets are not shown)."""
     found = open_storage().list_endpoints()
+    if tenant is not None:
+        found = [endpoint for endpoint in found if endpoint.tenant == tenant]
     if as_json:
         echo_json([endpoint_json(endpoint) for endpoint in found])
     elif not found:
         click.echo("No endpoints yet: hookdispatch endpoints add URL --events TYPE,...")
     else:
+        # The tenant column only once there is more than the default tenant.
+        tenants = any(e.tenant != hd.DEFAULT_TENANT for e in found)
         rows = [
             [
                 e.id,
+                *([e.tenant] if tenants else []),
                 "yes" if e.enabled else "no",
                 shorten(", ".join(e.events), 40),
                 when(e.created_at),
@@ -101,7 +112,8 @@ def list_endpoints(as_json: bool) -> None:
             ]
             for e in found
         ]
-        click.echo(table(["ID", "ENABLED", "EVENTS", "CREATED", "URL"], rows))
+        headers = ["ID", *(["TENANT"] if tenants else []), "ENABLED", "EVENTS", "CREATED", "URL"]
+        click.echo(table(headers, rows))
 
 
 @endpoints.command()

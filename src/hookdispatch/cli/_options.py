@@ -21,6 +21,7 @@ __all__ = [
     "parse_json",
     "parse_since",
     "target_options",
+    "tenant_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -209,3 +210,14 @@ def delivery_options(command: F) -> F:
     for option in reversed(_DELIVERY_OPTIONS):
         decorated = option(decorated)
     return cast(F, decorated)
+
+
+def tenant_option(help: str) -> Callable[[F], F]:
+    """``--tenant TENANT`` (default: the default tenant), for commands that act for one."""
+    return click.option(
+        "--tenant",
+        metavar="TENANT",
+        default=hd.DEFAULT_TENANT,
+        show_default=True,
+        help=help,
+    )

@@ -14,7 +14,7 @@ import hookdispatch as hd
 from ..exceptions import InvalidInputError
 from ._batch import BatchOptions, batch_options, deliver_batch, print_summary
 from ._context import CliError, open_storage
-from ._options import parse_json
+from ._options import parse_json, tenant_option
 from ._output import plural
 
 __all__ = ["send"]
@@ -88,6 +88,7 @@ def read_batch(stream: IO[str]) -> tuple[list[Item], list[tuple[int, str]]]:
     show_default=True,
     help="A malformed line in --file: abort before sending anything, or skip it.",
 )
+@tenant_option("The tenant whose endpoints get the events.")
 @batch_options("Sending")
 def send(
     *,
@@ -96,11 +97,13 @@ def send(
     event_id: str | None,
     batch_file: IO[str] | None,
     on_error: str,
+    tenant: str,
     options: BatchOptions,
 ) -> None:
     """Send an event, or a batch of them, and wait until they are delivered.
 
-    Every enabled endpoint subscribed to an event's type gets it, signed and retried as
+    Every enabled endpoint of the tenant (--tenant; the default tenant if not given)
+    subscribed to an event's type gets it, signed and retried as
     a Dispatcher would (the options below). A batch file is read and checked completely
     before anything is sent: a malformed line is reported with its number and aborts
     the batch, or with --on-error skip is left out. Then a summary per endpoint; the
@@ -136,7 +139,7 @@ def send(
 
     def start(hooks: hd.Dispatcher) -> Iterator[str]:
         for first in range(0, len(items), _CHUNK):
-            for event in hooks.dispatch_many(items[first : first + _CHUNK]):
+            for event in hooks.dispatch_many(items[first : first + _CHUNK], tenant=tenant):
                 yield event.id
 
     outcome = deliver_batch(open_storage(), start, by_event=True, total=len(items), options=options)
