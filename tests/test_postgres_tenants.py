@@ -19,6 +19,8 @@ import hookdispatch as hd
 from hookdispatch.storage._postgres import _ENDPOINTS_FOR, MIGRATIONS
 from pg_fixtures import new_schema, postgres_admin_dsn, postgres_dsn  # noqa: F401 - fixtures
 
+from stubs import Recording
+
 NOW = datetime(2024, 6, 30, 15, 41, 23, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 
@@ -399,20 +401,6 @@ def test_a_process_of_the_landed_release_keeps_working_after_the_migration(
 
 
 # Tenants through a Dispatcher ---------------------------------------------------------
-
-
-class Recording:
-    """A transport that answers 200 and remembers the URLs it was asked to POST to."""
-
-    def __init__(self) -> None:
-        self.urls: list[str] = []
-
-    def send(self, request: hd.Request) -> hd.Response:
-        self.urls.append(request.url)
-        return hd.Response(status_code=200, headers={}, body=b"")
-
-    def close(self) -> None:
-        pass
 
 
 def test_a_dispatcher_sends_each_tenant_its_own_events_only(

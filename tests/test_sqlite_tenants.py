@@ -13,22 +13,10 @@ import hookdispatch as hd
 from hookdispatch._models import subscription_keys
 from hookdispatch.storage._sqlite import MIGRATIONS, _endpoints_for_sql
 
+from stubs import Recording
+
 NOW = datetime(2024, 6, 30, 15, 41, 23, tzinfo=UTC)
 SECRET = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
-
-
-class Answering200:
-    """A transport that answers 200 to every request and remembers the URLs."""
-
-    def __init__(self) -> None:
-        self.urls: list[str] = []
-
-    def send(self, request: hd.Request) -> hd.Response:
-        self.urls.append(request.url)
-        return hd.Response(status_code=200, headers={}, body=b"")
-
-    def close(self) -> None:
-        pass
 
 
 # The landed release's schema -----------------------------------------------------------
@@ -178,7 +166,7 @@ def test_a_file_of_the_landed_release_migrates_and_keeps_every_row(tmp_path: Pat
     assert storage.endpoints_for("acct_42", "user.created") == []
 
     # The pending work of the old release is still delivered.
-    transport = Answering200()
+    transport = Recording()
     hooks = hd.Dispatcher(
         storage=storage, workers=1, transport=transport, targets=hd.TargetPolicy.local()
     )
@@ -239,7 +227,7 @@ def test_a_version_1_file_migrates_through_2_to_3(tmp_path: Path) -> None:
 def test_an_event_of_one_tenant_never_reaches_another_tenants_endpoint(tmp_path: Path) -> None:
     path = tmp_path / "hooks.db"
     storage = hd.SQLiteStorage(path)
-    transport = Answering200()
+    transport = Recording()
     hooks = hd.Dispatcher(
         storage=storage, workers=0, transport=transport, targets=hd.TargetPolicy.local()
     )

@@ -19,33 +19,7 @@ from pytest_httpserver import HTTPServer
 import hookdispatch as hd
 from hookdispatch.cli._app import cli
 
-
-class Recording:
-    """A transport that answers 200 and remembers the URLs it was asked to POST to."""
-
-    def __init__(self) -> None:
-        self.urls: list[str] = []
-
-    def send(self, request: hd.Request) -> hd.Response:
-        self.urls.append(request.url)
-        return hd.Response(status_code=200, headers={}, body=b"")
-
-    def close(self) -> None:
-        pass
-
-
-class AsyncRecording(Recording):
-    """The same, for the async driver."""
-
-    async def send(self, request: hd.Request) -> hd.Response:  # type: ignore[override]
-        return Recording.send(self, request)
-
-    async def aclose(self) -> None:
-        pass
-
-
-def recording(driver: str) -> Recording:
-    return AsyncRecording() if driver == "async" else Recording()
+from stubs import recording
 
 
 def test_an_event_reaches_its_tenants_endpoints_only(
