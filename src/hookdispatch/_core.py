@@ -29,6 +29,7 @@ __all__ = [
     "endpoint_down",
     "endpoint_gone",
     "prepare",
+    "without_url",
 ]
 
 USER_AGENT = "hookdispatch/0.1"
@@ -145,10 +146,17 @@ def _describe(
             f"HTTP {outcome.status_code}",
             outcome.body,
         )
-    message = str(outcome)
-    if url in message:  # a transport quoted the endpoint URL: it may carry a token
-        message = message.replace(url, "<endpoint URL>")
-    return None, outcome.kind, f"{outcome.kind.value}: {message}", b""
+    # A transport may quote the endpoint URL, which may carry a token.
+    return None, outcome.kind, f"{outcome.kind.value}: {without_url(str(outcome), url)}", b""
+
+
+def without_url(message: str, *urls: str) -> str:
+    """``message`` with every spelling in ``urls`` of an endpoint URL replaced: no URL
+    (which may carry a token) goes into an attempt's record, a log line or an error."""
+    for url in urls:
+        if url and url in message:
+            message = message.replace(url, "<endpoint URL>")
+    return message
 
 
 def conclude(

@@ -32,7 +32,7 @@ from ..exceptions import (
 from ._base import CappedBody
 from ._connect import aresolve, resolve
 from ._deadline import DeadlineWatch, timed_out
-from ._errors import without_url
+from ._errors import error_without_url
 from ._options import TransportOptions, target_of
 
 try:
@@ -169,7 +169,7 @@ class AiohttpTransport(TransportOptions):
     async def send(self, request: Request) -> Outcome:
         outcome = await self._deadlines.run(request.timeout, self._post(request))
         if isinstance(outcome, TransportError):  # aiohttp's messages quote the URL
-            return without_url(outcome, request.url, _spelled(request.url))
+            return error_without_url(outcome, request.url, _spelled(request.url))
         return outcome
 
     async def _post(self, request: Request) -> Outcome:

@@ -14,6 +14,7 @@ import ssl
 import httpcore
 import httpx
 
+from .._core import without_url
 from ..exceptions import (
     ConnectError,
     ConnectionBrokenError,
@@ -26,10 +27,10 @@ from ._http11 import IncompleteResponse, ResponseError
 
 __all__ = [
     "HTTPX_ERRORS",
+    "error_without_url",
     "exchange_failure",
     "httpx_body_error",
     "translate_httpx",
-    "without_url",
 ]
 
 
@@ -98,11 +99,8 @@ def translate_httpx(exc: Exception) -> TransportError:
     return InvalidResponseError(f"{type(exc).__name__}: {message}")
 
 
-def without_url(error: TransportError, *urls: str) -> TransportError:
+def error_without_url(error: TransportError, *urls: str) -> TransportError:
     """``error``, its message cleared of every spelling in ``urls`` of the endpoint URL
     (a client library's message may quote it, token and all)."""
-    message = str(error)
-    for url in urls:
-        if url and url in message:
-            message = message.replace(url, "<endpoint URL>")
+    message = without_url(str(error), *urls)
     return error if message == str(error) else type(error)(message)
