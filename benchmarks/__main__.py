@@ -6,7 +6,8 @@
 Sections, in order: the receiver's own ceiling; the main comparison against the
 instant receiver (raw ceilings, hookdispatch, Celery); call latency and the batch
 path; the receiver that answers after 100 ms at 8, 64 and 256 in flight; throughput
-against workers/concurrency; SQLite as its backlog grows. Then docs/benchmarks.md
+against workers/concurrency; SQLite as its backlog grows; dispatch() as endpoints
+and tenants grow (fan-out). Then docs/benchmarks.md
 and docs/img/benchmarks.png are written.
 """
 
@@ -25,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
-from . import celery_runs, chart, harness, receiver_check, report, scale, storages, suite
+from . import celery_runs, chart, fanout, harness, receiver_check, report, scale, storages, suite
 from .harness import SENDER_CORE, pin
 from .harness import log as _log
 from .plan import FULL, QUICK, Plan
@@ -124,6 +125,14 @@ def run(plan: Plan, *, quick: bool, sections: set[str], redis_port: int) -> Resu
             )
             results.backlog_claim, results.backlog_rate = claim, rate
             results.backlog_plan, results.backlog_fill = query, fill
+        if "fanout" in sections:
+            for name, make in found.items():
+                log(f"fan-out, {name}: dispatch() at {', '.join(map(str, plan.fanout_sizes))}")
+                rows = fanout.measure(make, list(plan.fanout_sizes), plan.fanout_calls)
+                results.fanout[name] = [list(row) for row in rows]
+                results.fanout_wide[name] = list(
+                    fanout.wide(make, max(plan.fanout_calls // 10, 20))
+                )
         results.receiver["busiest"] = instant.busiest
     results.skipped += [f"{name} failed ({error})" for name, error in harness.failed.items()]
     return results
@@ -141,7 +150,7 @@ def celery_worker(
         yield worker
 
 
-SECTIONS = ("throughput", "latency", "slow", "curve", "backlog")
+SECTIONS = ("throughput", "latency", "slow", "curve", "backlog", "fanout")
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ class Plan:
     curve_concurrency: tuple[int, ...] = (1, 4, 16, 64, 256)
     curve_count: int = 1500
     receiver_seconds: float = 3.0
+    fanout_sizes: tuple[int, ...] = (10, 1_000, 10_000, 100_000)  # registered endpoints
+    fanout_calls: int = 500  # dispatch() calls timed at each size
 
 
 FULL = Plan()
@@ -42,4 +44,6 @@ QUICK = Plan(
     curve_concurrency=(1, 64),
     curve_count=200,
     receiver_seconds=1.0,
+    fanout_sizes=(10, 1_000, 5_000),
+    fanout_calls=100,
 )

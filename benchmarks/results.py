@@ -36,6 +36,10 @@ class Results:
     backlog_rate: dict[int, Series] = field(default_factory=dict)
     backlog_plan: str = ""
     backlog_fill: dict[int, float] = field(default_factory=dict)
+    # backend -> [[endpoints registered, dispatch() p50 µs, p99 µs], ...]
+    fanout: dict[str, list[list[float]]] = field(default_factory=dict)
+    # backend -> [dispatch() p50 µs, µs per delivery] for one tenant with 1,000 endpoints
+    fanout_wide: dict[str, list[float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
     def row(self, table: list[Row], name: str) -> Row | None:
@@ -79,5 +83,7 @@ class Results:
             backlog_rate=by_int(data["backlog_rate"]),
             backlog_plan=data["backlog_plan"],
             backlog_fill={int(key): value for key, value in data["backlog_fill"].items()},
+            fanout=data.get("fanout", {}),
+            fanout_wide=data.get("fanout_wide", {}),
             skipped=data["skipped"],
         )
