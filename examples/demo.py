@@ -5,7 +5,10 @@ What it shows, in about two seconds and without leaving this machine:
 * a receiver on 127.0.0.1 that checks BOTH signatures on every request, the way your
   customers would: ``X-Webhook-Signature`` with ``hookdispatch.verify_signature`` and
   the Standard Webhooks headers with ``hookdispatch.verify_standard_webhook``;
-* a background Dispatcher (4 worker threads) storing everything in an SQLite file;
+* a background Dispatcher (4 worker threads) storing everything in an SQLite file,
+  with an event catalog: the four event types it sends, each with a description, a
+  JSON Schema its data must match and an example (schemas need the ``catalog`` extra,
+  jsonschema; without it the catalog has names and descriptions only);
 * two endpoints: ``healthy`` answers 200, ``flaky`` answers 500 twice per event before
   it accepts, so its deliveries succeed on the third attempt, after persisted retries;
 * the delivery history read back from storage: every attempt, its status and duration.
@@ -27,12 +30,45 @@ from pathlib import Path
 
 import hookdispatch as hd
 
-EVENTS = [
-    ("user.created", {"user_id": "user_78451", "email": "ada@example.com"}),
-    ("user.subscription.updated", {"user_id": "user_78451", "plan": "Pro", "status": "active"}),
-    ("user.deleted", {"user_id": "user_78451"}),
-    ("invoice.paid", {"invoice_id": "in_1", "amount": 4900, "currency": "usd"}),
+
+def record(**fields: dict) -> dict:
+    """The JSON Schema of an object with these fields, every one required."""
+    return {"type": "object", "properties": fields, "required": list(fields)}
+
+
+TEXT = {"type": "string", "minLength": 1}
+# The event catalog: every type the host sends, declared once.
+EVENT_TYPES = [
+    hd.EventType(
+        "user.created",
+        "Triggered when a new user signs up",
+        schema=record(user_id=TEXT, email=TEXT),
+        example={"user_id": "user_78451", "email": "ada@example.com"},
+    ),
+    hd.EventType(
+        "user.subscription.updated",
+        "Triggered when a user's subscription changes",
+        schema=record(user_id=TEXT, plan=TEXT, status={"enum": ["trialing", "active", "canceled"]}),
+        example={"user_id": "user_78451", "plan": "Pro", "status": "active"},
+    ),
+    hd.EventType(
+        "user.deleted",
+        "Triggered when a user account is deleted",
+        schema=record(user_id=TEXT),
+        example={"user_id": "user_78451"},
+    ),
+    hd.EventType(
+        "invoice.paid",
+        "Triggered when an invoice is paid",
+        schema=record(
+            invoice_id=TEXT,
+            amount={"type": "integer", "minimum": 0},  # in cents
+            currency={"type": "string", "pattern": "^[a-z]{3}$"},
+        ),
+        example={"invoice_id": "in_1", "amount": 4900, "currency": "usd"},
+    ),
 ]
+EVENTS = [(event_type.name, event_type.example) for event_type in EVENT_TYPES]  # one of each
 FLAKY_FAILURES = 2  # the flaky endpoint answers 500 this many times per event
 TIME_LIMIT = 20.0  # seconds; the demo normally needs about two
 # The table's headings and column widths.
@@ -84,6 +120,14 @@ class ReceiverServer(ThreadingHTTPServer):
         self.secrets: dict[str, str] = {}  # path -> the endpoint's secret
         self.requests: dict[tuple[str, str], list[dict]] = defaultdict(list)
         self.lock = threading.Lock()
+
+
+def event_catalog() -> hd.Catalog:
+    """The catalog, its schemas checked when jsonschema is installed (the extra)."""
+    try:
+        return hd.Catalog(EVENT_TYPES)
+    except hd.MissingDependencyError:  # `make demo` installs no extras: names only
+        return hd.Catalog(hd.EventType(t.name, t.description) for t in EVENT_TYPES)
 
 
 def deliver_all(hooks: hd.Dispatcher) -> None:
@@ -166,8 +210,11 @@ def main() -> int:
     # The receiver is local and plain http, which the default target policy refuses
     # (SSRF protection); TargetPolicy.local() is the switch for development.
     local = hd.TargetPolicy.local()
+    catalog = event_catalog()  # dispatch() refuses a type or data it does not describe
     try:
-        with hd.Dispatcher(storage=storage, workers=4, retry=retry, targets=local) as hooks:
+        with hd.Dispatcher(
+            storage=storage, workers=4, retry=retry, targets=local, catalog=catalog
+        ) as hooks:
             names: dict[str, str] = {}  # endpoint id -> name
             for name in ("healthy", "flaky"):
                 endpoint = hooks.add_endpoint(f"{base}/{name}")  # all events; secret generated

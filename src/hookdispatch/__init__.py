@@ -24,6 +24,7 @@ from ._models import (
 from ._policy import RetryPolicy
 from ._signing import sign_hex, sign_standard, verify_signature, verify_standard_webhook
 from ._targets import TargetPolicy
+from .catalog import Catalog, EventType
 from .exceptions import (
     BlockedTargetError,
     ConnectError,
@@ -74,6 +75,7 @@ __all__ = [
     "AsyncioTransport",
     "Attempt",
     "BlockedTargetError",
+    "Catalog",
     "ConnectError",
     "ConnectionBrokenError",
     "Delivery",
@@ -83,6 +85,7 @@ __all__ = [
     "DispatcherClosedError",
     "Endpoint",
     "Event",
+    "EventType",
     "FailureKind",
     "HookDispatchError",
     "HttpxTransport",

@@ -32,6 +32,7 @@ from ._operations import log_unrecorded, parse_status, refused_target, warn_if_d
 from ._policy import RetryPolicy
 from ._targets import TargetPolicy
 from ._types import JSON, Clock, utc_now
+from .catalog import Catalog
 from .storage import Storage
 from .transports import AsyncTransport
 from .transports._asyncio import AsyncioTransport
@@ -78,6 +79,7 @@ class AsyncDispatcher(Driver):
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         targets: TargetPolicy | None = None,
         disable_after: int | None = DEFAULT_DISABLE_AFTER,
+        catalog: Catalog | None = None,
     ) -> None:
         super().__init__(locals())
         self._transport: AsyncTransport = transport or AsyncioTransport(

@@ -32,6 +32,7 @@ from ._operations import log_unrecorded, parse_status, refused_target, warn_if_d
 from ._policy import RetryPolicy
 from ._targets import TargetPolicy
 from ._types import JSON, Clock, Sleep, utc_now
+from .catalog import Catalog
 from .storage import Storage
 from .transports import SocketTransport, Transport
 
@@ -65,6 +66,11 @@ class Dispatcher(Driver):
     * ``targets``: the :class:`TargetPolicy` (SSRF protection). The default refuses
       ``http://`` and non-public addresses, at registration and at every connect;
       ``TargetPolicy.local()`` allows both, for local development and tests.
+    * ``catalog``: the :class:`Catalog` of the event types you send. With one,
+      :meth:`dispatch` and :meth:`dispatch_many` refuse (InvalidEventError, nothing
+      stored) a type it does not name and data that fails the type's schema, and
+      :meth:`add_endpoint` refuses (InvalidEndpointError) a subscription to a type or
+      ``prefix.*`` that names nothing in it. ``None`` (the default): any valid type.
     """
 
     _FLAVOUR = SYNC
@@ -85,6 +91,7 @@ class Dispatcher(Driver):
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         targets: TargetPolicy | None = None,
         disable_after: int | None = DEFAULT_DISABLE_AFTER,
+        catalog: Catalog | None = None,
     ) -> None:
         super().__init__(locals())
         self._sleep = sleep
@@ -124,7 +131,8 @@ class Dispatcher(Driver):
 
         A strong secret (``whsec_`` + 32 random bytes, base64) is generated when none
         is given; hand ``endpoint.secret`` to the receiver's owner. Raises
-        InvalidEndpointError for a URL that is not http(s) or is malformed.
+        InvalidEndpointError for a URL that is not http(s) or is malformed, and, with
+        a ``catalog``, for a pattern that names none of its types.
         """
         return self._store_endpoint(url, events, secret, id, self._clock(), tenant=tenant)
 
@@ -170,7 +178,8 @@ class Dispatcher(Driver):
         ``id`` makes the call idempotent: dispatching an id that is already stored
         returns the stored event and sends nothing new. The event and its deliveries
         are stored before this returns (inline mode: after delivering them too).
-        Raises InvalidEventError for bad input, storing nothing, and
+        Raises InvalidEventError for bad input (with a ``catalog``: a type it does not
+        name, or data that fails the type's schema), storing nothing, and
         DispatcherClosedError after :meth:`close`.
 
         ``transaction`` is your own open database connection (the transactional

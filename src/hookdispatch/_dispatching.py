@@ -42,6 +42,7 @@ from ._policy import RetryPolicy
 from ._slots import WorkerSlots
 from ._targets import TargetPolicy, default_targets
 from ._types import JSON, Clock
+from .catalog import Catalog
 from .exceptions import DispatcherClosedError, InvalidInputError
 from .storage import Storage
 from .transports import AsyncTransport, Transport
@@ -142,6 +143,12 @@ class Driver:
         transport = options["transport"]
         if transport is not None and not isinstance(transport, flavour.transport):
             raise InvalidInputError(flavour.transport_error)
+        catalog = options["catalog"]
+        if catalog is not None and not isinstance(catalog, Catalog):
+            raise InvalidInputError(
+                "catalog must be a hookdispatch Catalog, e.g."
+                " Catalog([EventType('user.created', 'Triggered when a new user signs up')])"
+            )
         self._owns_transport = transport is None
         self._storage: Storage = options["storage"]
         self._targets: TargetPolicy = options["targets"] or default_targets()
@@ -155,6 +162,7 @@ class Driver:
         ]
         self._disable_after: int | None = options["disable_after"]
         self._max_payload_bytes: int = options["max_payload_bytes"]
+        self._catalog: Catalog | None = catalog
         self._capacity = capacity  # 0: inline
         self._slots = WorkerSlots(capacity)
         self._stopping = False
@@ -198,6 +206,7 @@ class Driver:
             now=now,
             targets=self._targets,
             tenant=tenant,
+            catalog=self._catalog,
         )
 
     def _list_endpoints(self, tenant: str | None) -> list[Endpoint]:
@@ -228,7 +237,7 @@ class Driver:
         transaction: object | None = None,
         endpoints: list[Endpoint] | None = None,
     ) -> tuple[Event, bool]:
-        """Storage work: :func:`store_event` under this driver's payload limit."""
+        """Storage work: :func:`store_event` under this driver's payload limit and catalog."""
         return store_event(
             self._storage,
             event_type,
@@ -239,6 +248,7 @@ class Driver:
             endpoints=endpoints,
             max_bytes=self._max_payload_bytes,
             tenant=tenant,
+            catalog=self._catalog,
         )
 
     def _store_events(
@@ -248,9 +258,14 @@ class Driver:
         *,
         tenant: str,
     ) -> list[tuple[Event, bool]]:
-        """Storage work: :func:`store_events` under this driver's payload limit."""
+        """Storage work: :func:`store_events` under this driver's payload limit and catalog."""
         return store_events(
-            self._storage, items, now=now, max_bytes=self._max_payload_bytes, tenant=tenant
+            self._storage,
+            items,
+            now=now,
+            max_bytes=self._max_payload_bytes,
+            tenant=tenant,
+            catalog=self._catalog,
         )
 
     def _store_redelivery(self, delivery_id: str, now: datetime) -> Delivery:

@@ -11,6 +11,7 @@ import logging
 import warnings
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from attrs import evolve
 
@@ -36,6 +37,9 @@ from .exceptions import (
     TransportError,
 )
 from .storage import MemoryStorage, Storage
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
 
 __all__ = [
     "check_options",
@@ -85,9 +89,13 @@ def store_endpoint(
     now: datetime,
     targets: TargetPolicy,
     tenant: str = DEFAULT_TENANT,
+    catalog: Catalog | None = None,
 ) -> Endpoint:
-    """Validate (the URL against the target policy too) and store a new endpoint."""
+    """Validate (the subscriptions against ``catalog``, if any, and the URL against the
+    target policy too) and store a new endpoint."""
     endpoint = Endpoint.create(url, now=now, events=events, secret=secret, id=id, tenant=tenant)
+    if catalog is not None:
+        catalog.check_subscription(endpoint.events)
     targets.check_endpoint(endpoint.url)
     storage.add_endpoint(endpoint)
     return endpoint
@@ -116,8 +124,10 @@ def store_event(
     endpoints: Sequence[Endpoint] | None = None,
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     tenant: str = DEFAULT_TENANT,
+    catalog: Catalog | None = None,
 ) -> tuple[Event, bool]:
-    """Validate an event of ``tenant``, fan it out and store it with its deliveries.
+    """Validate an event of ``tenant`` (against ``catalog`` too, if any), fan it out
+    and store it with its deliveries.
 
     One delivery per enabled endpoint of the tenant subscribed to the type, found
     through the storage's index (``endpoints_for``). Returns the event and whether
@@ -127,6 +137,8 @@ def store_event(
     outbox. ``endpoints``, when given, are the fan-out already looked up.
     """
     event = Event.create(event_type, data, now=now, id=id, max_bytes=max_bytes, tenant=tenant)
+    if catalog is not None:
+        catalog.check_event(event.type, event.data)
     if endpoints is None:
         endpoints = storage.endpoints_for(event.tenant, event.type)
     deliveries = [Delivery.create(event, endpoint, now=now) for endpoint in endpoints]
@@ -159,9 +171,10 @@ def store_events(
     now: datetime,
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     tenant: str = DEFAULT_TENANT,
+    catalog: Catalog | None = None,
 ) -> list[tuple[Event, bool]]:
-    """Validate a batch of ``tenant``'s events (all of it, before storing any), fan
-    out, store in one go.
+    """Validate a batch of ``tenant``'s events (all of it, against ``catalog`` too if
+    any, before storing any), fan out, store in one go.
 
     ``items`` are ``(event_type, data)`` or ``(event_type, data, id)``. Returns, in
     order, each event and whether it was new (an id already stored is not). The
@@ -183,6 +196,8 @@ def store_events(
                 max_bytes=max_bytes,
                 tenant=tenant,
             )
+            if catalog is not None:
+                catalog.check_event(event.type, event.data)
         except InvalidEventError as exc:
             raise InvalidEventError(f"item {position} of the batch: {exc}") from None
         endpoints = fan_out.get(event.type)
