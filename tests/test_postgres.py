@@ -82,6 +82,8 @@ def test_schema_version_tables_and_indexes(
         )
         assert "WHERE (status = 'pending'::text)" in indexes["deliveries_due"]
         assert {"deliveries_event", "deliveries_endpoint", "attempts_delivery"} <= set(indexes)
+        assert "WHERE (status <> 'pending'::text)" in indexes["deliveries_finished"]
+        assert "(created_at)" in indexes["events_created"]
         types = {
             row[0]
             for row in conn.execute(
@@ -159,7 +161,7 @@ def test_a_version_2_schema_is_migrated_and_claims_carry_the_failure_count(
             " AND p.parameter_mode = 'OUT'",
             (schema,),
         ).fetchall()
-    assert version == len(MIGRATIONS) == 4
+    assert version == len(MIGRATIONS) == 5
     assert columns == 17
 
 

@@ -14,6 +14,7 @@ import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import ParamSpec, Self, TypeVar
 
@@ -250,6 +251,14 @@ class AsyncDispatcher(Driver):
         fresh = await self._call(self._store_redelivery, delivery_id, self._clock())
         await self._after_store(fresh.event_id)
         return await self._call(self._storage.get_delivery, fresh.id)
+
+    async def prune(self, *, older_than: timedelta | datetime, batch_size: int = 1000) -> int:
+        """Delete finished work past an age, in batches; see :meth:`Dispatcher.prune`."""
+        cutoff = self._prune_cutoff(older_than)
+        total = 0
+        while deleted := await self._call(self._prune_batch, cutoff, batch_size):
+            total += deleted
+        return total
 
     async def _after_store(self, event_id: str) -> None:
         if self._capacity == 0:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -256,6 +257,21 @@ class Dispatcher(Driver):
         fresh = self._store_redelivery(delivery_id, self._clock())
         self._after_store(fresh.event_id)
         return self._storage.get_delivery(fresh.id)
+
+    def prune(self, *, older_than: timedelta | datetime, batch_size: int = 1000) -> int:
+        """Delete finished deliveries (succeeded or failed) last updated before
+        ``older_than`` (an age, or a time), with their attempts, and the events left
+        without deliveries. Pending work is never deleted, however old.
+
+        Works in batches of ``batch_size``, one short storage transaction each, so
+        dispatching goes on meanwhile. Returns how many deliveries and events were
+        deleted. Raises InvalidStateError for a storage that cannot prune.
+        """
+        cutoff = self._prune_cutoff(older_than)
+        total = 0
+        while deleted := self._prune_batch(cutoff, batch_size):
+            total += deleted
+        return total
 
     def _after_store(self, event_id: str) -> None:
         if self._capacity == 0:

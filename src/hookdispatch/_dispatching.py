@@ -268,6 +268,24 @@ class Driver:
             catalog=self._catalog,
         )
 
+    def _prune_cutoff(self, older_than: timedelta | datetime) -> datetime:
+        """The time before which finished work goes: ``older_than`` ago, or that time."""
+        if isinstance(older_than, timedelta):
+            if older_than <= timedelta(0):
+                raise InvalidInputError(
+                    "older_than must be a positive age, such as timedelta(days=30)"
+                )
+            return self._clock() - older_than
+        if not isinstance(older_than, datetime) or older_than.tzinfo is None:
+            raise InvalidInputError(
+                "older_than must be a timedelta (an age) or a timezone-aware datetime"
+            )
+        return older_than
+
+    def _prune_batch(self, cutoff: datetime, batch_size: int) -> int:
+        """Storage work: one batch of :meth:`Storage.prune`; 0 once nothing is left."""
+        return self._storage.prune(older_than=cutoff, limit=batch_size)
+
     def _store_redelivery(self, delivery_id: str, now: datetime) -> Delivery:
         """Storage work: a finished delivery again, as a new one."""
         return store_redelivery(self._storage, delivery_id, now=now)

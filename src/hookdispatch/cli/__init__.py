@@ -9,7 +9,8 @@ The commands live in small modules, one job each:
 * ``_output``: tables, JSON, times and durations, the progress bar.
 * ``_batch``: send or replay a batch on a thread pool, wait for it, summarise it.
 * one module per command group: ``_endpoints``, ``_send``, ``_history``
-  (``deliveries``, ``attempts``), ``_replay``, ``_worker``, ``_listen``, ``_verify``.
+  (``deliveries``, ``attempts``), ``_replay``, ``_worker``, ``_listen``, ``_verify``,
+  ``_prune``.
 """
 
 from __future__ import annotations

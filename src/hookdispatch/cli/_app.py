@@ -12,6 +12,7 @@ from ._context import DEFAULT_DB, CliError, Settings
 from ._endpoints import endpoints
 from ._history import attempts, deliveries
 from ._listen import listen
+from ._prune import prune
 from ._replay import replay
 from ._send import send
 from ._verify import verify
@@ -55,5 +56,5 @@ def cli(ctx: click.Context, db: str) -> None:
     ctx.obj = Settings(db)
 
 
-for _command in (endpoints, send, deliveries, attempts, replay, worker, listen, verify):
+for _command in (endpoints, send, deliveries, attempts, replay, worker, listen, verify, prune):
     cli.add_command(_command)

@@ -30,6 +30,11 @@ deliveries to workers under a *lease*. The contract, for every implementation:
   endpoint or event is stored and returned as given. ``add_event`` does not check
   that the deliveries' endpoints are the event's tenant's: fan-out (through
   ``endpoints_for``) guarantees it.
+* **Retention.** ``prune`` deletes finished (succeeded or failed) deliveries last
+  changed before a cutoff, with their attempts, and then the events created before it
+  that have no delivery left, a bounded batch per call in one short transaction. It
+  never deletes a pending delivery, nor an event that still has one, however old.
+  Optional: the default raises :class:`~hookdispatch.exceptions.InvalidStateError`.
 * **Threads.** Every method may be called from any thread at any time.
 """
 
@@ -43,11 +48,17 @@ from typing import ClassVar
 
 from .._core import Claim
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
-from ..exceptions import InvalidInputError
+from ..exceptions import InvalidInputError, InvalidStateError
 
-__all__ = ["Storage"]
+__all__ = ["Storage", "check_prune_limit"]
 
 logger = logging.getLogger("hookdispatch")
+
+
+def check_prune_limit(limit: int) -> None:
+    """Raise InvalidInputError unless ``limit`` is a positive int (``prune``'s batch)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidInputError(f"limit must be a positive number of rows, not {limit!r}")
 
 
 class Storage(abc.ABC):
@@ -246,6 +257,37 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def list_attempts(self, delivery_id: str) -> list[Attempt]:
         """Every attempt of the delivery, by number. Raises UnknownDeliveryError."""
+
+    # Retention ----------------------------------------------------------------------
+
+    def prune(self, *, older_than: datetime, limit: int) -> int:
+        """Delete one batch of old finished work; return how many rows it deleted.
+
+        First up to ``limit`` finished deliveries (status succeeded or failed) whose
+        ``updated_at`` is before ``older_than``, together with their attempts; then up
+        to ``limit`` events created before ``older_than`` that have no delivery left
+        (those of the deliveries just deleted, and events that never had one). A
+        pending delivery is never deleted, nor an event with any delivery left,
+        whatever their age. Returns the number of deliveries and events deleted
+        (attempts go with their deliveries, uncounted): ``0`` means nothing is left
+        to prune, so a caller repeats the call until it returns ``0``. With nothing
+        else going on, a call deletes ``limit`` deliveries while that many are left.
+
+        Each call is one short transaction, so that dispatch, claims and other
+        pruners are never held up for long: prune in batches of about a thousand,
+        not all at once. Choose ``older_than`` far beyond the dispatcher's lease
+        (days, not seconds): a worker whose lease ran out may still record an
+        attempt of a delivery that another worker has finished since, and cannot
+        once that delivery is deleted. ``limit`` must be at least 1
+        (InvalidInputError otherwise).
+
+        Optional: the default raises InvalidStateError, saying that the backend does
+        not support pruning; everything else keeps working without it.
+        """
+        raise InvalidStateError(
+            f"{type(self).__name__} does not support pruning: it does not implement"
+            " Storage.prune(older_than=..., limit=...)"
+        )
 
     # Lifecycle ----------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import itertools
 import secrets
 import threading
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 
 from attrs import evolve
@@ -20,7 +20,7 @@ from ..exceptions import (
     UnknownEndpointError,
     UnknownEventError,
 )
-from ._base import Storage
+from ._base import Storage, check_prune_limit
 
 __all__ = ["MemoryStorage"]
 
@@ -68,6 +68,9 @@ class MemoryStorage(Storage):
         self._due: list[tuple[datetime, int, str]] = []
         self._counter = 0
         self._pending = 0  # deliveries not final: at most one live heap entry each
+        # The final deliveries, in the order they became final (roughly updated_at
+        # order): prune() looks for old ones here, not among every delivery.
+        self._finished: dict[str, None] = {}
         self._instance = secrets.token_hex(4)
         self._tokens = itertools.count()
 
@@ -162,7 +165,10 @@ class MemoryStorage(Storage):
             self._deliveries[delivery.id] = delivery
             self._by_event[delivery.event_id].append(delivery.id)
             self._by_endpoint[delivery.endpoint_id].append(delivery.id)
-            self._pending += delivery.status is DeliveryStatus.PENDING
+            if delivery.status is DeliveryStatus.PENDING:
+                self._pending += 1
+            else:
+                self._finished[delivery.id] = None
             self._push(delivery)
 
     def _push(self, delivery: Delivery) -> None:
@@ -285,7 +291,8 @@ class MemoryStorage(Storage):
 
     def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
         with self._lock:
-            self._attempts[attempt.delivery_id].append(attempt)
+            if attempt.delivery_id in self._deliveries:  # not pruned since the claim
+                self._attempts[attempt.delivery_id].append(attempt)
             if self._leases.get(delivery.id) != claim.lease:
                 return False
             del self._leases[delivery.id]
@@ -293,6 +300,7 @@ class MemoryStorage(Storage):
             self._push(delivery)
             if delivery.status.is_final:
                 self._pending -= 1
+                self._finished[delivery.id] = None
                 endpoint = self._endpoints[delivery.endpoint_id]
                 failures = (
                     endpoint.consecutive_failures + 1
@@ -344,3 +352,67 @@ class MemoryStorage(Storage):
         with self._lock:
             self._delivery(delivery_id)
             return sorted(self._attempts.get(delivery_id, []), key=lambda a: a.number)
+
+    # Retention ----------------------------------------------------------------------
+
+    def prune(self, *, older_than: datetime, limit: int) -> int:
+        """One batch under the lock. Old finished deliveries are found among the
+        finished ones only; the events that never had a delivery, by going through
+        every event, but only once no old finished delivery is left (the last call
+        of a run)."""
+        check_prune_limit(limit)
+        with self._lock:
+            doomed: list[Delivery] = []
+            for delivery_id in self._finished:
+                delivery = self._deliveries[delivery_id]
+                if delivery.updated_at < older_than:
+                    doomed.append(delivery)
+                    if len(doomed) == limit:
+                        break
+            for delivery in doomed:
+                self._forget(delivery)
+            if doomed:
+                self._reindex_after_prune({d.endpoint_id for d in doomed})
+            candidates: Iterable[str] = dict.fromkeys(d.event_id for d in doomed)
+            if len(doomed) < limit:  # the last batch: events that never had a delivery too
+                candidates = itertools.chain(candidates, self._events)
+            orphans: dict[str, None] = {}  # (an event may come up twice)
+            for event_id in candidates:
+                event = self._events.get(event_id)
+                if (
+                    event is not None
+                    and event.created_at < older_than
+                    and not self._by_event.get(event_id)
+                ):
+                    orphans[event_id] = None
+                    if len(orphans) == limit:
+                        break
+            for event_id in orphans:
+                del self._events[event_id]
+                self._by_event.pop(event_id, None)
+            return len(doomed) + len(orphans)
+
+    def _forget(self, delivery: Delivery) -> None:
+        """Drop a final delivery, its attempts and its place in the event's list."""
+        del self._deliveries[delivery.id]
+        del self._finished[delivery.id]
+        self._attempts.pop(delivery.id, None)
+        self._leases.pop(delivery.id, None)
+        siblings = self._by_event.get(delivery.event_id)
+        if siblings is not None:
+            siblings.remove(delivery.id)
+            if not siblings:
+                del self._by_event[delivery.event_id]
+
+    def _reindex_after_prune(self, endpoint_ids: set[str]) -> None:
+        """Drop deleted deliveries from the endpoints' open lists and from the heap."""
+        for endpoint_id in endpoint_ids:
+            # As defer_endpoint does: only the open deliveries stay listed.
+            self._by_endpoint[endpoint_id] = [
+                i
+                for i in self._by_endpoint.get(endpoint_id, [])
+                if (d := self._deliveries.get(i)) is not None and d.status is DeliveryStatus.PENDING
+            ]
+        # Stale entries of deleted deliveries (a final delivery has no live one).
+        self._due = [entry for entry in self._due if entry[2] in self._deliveries]
+        heapq.heapify(self._due)

@@ -39,7 +39,7 @@ from ..exceptions import (
     UnknownEndpointError,
     UnknownEventError,
 )
-from ._base import Storage
+from ._base import Storage, check_prune_limit
 from ._rows import DELIVERY_WIDTH, attempt_from_row, delivery_filter, delivery_from_row
 
 __all__ = ["MIGRATIONS", "PostgresStorage"]
@@ -228,6 +228,19 @@ MIGRATIONS: list[tuple[str, ...]] = [
             unnest(e.events) AS pattern
         """,
         _claim_due_function("claim_due_v4", extra=(*_FAILURES, *_TENANT)),
+    ),
+    # Retention: the indexes prune() finds old rows by. Finished deliveries by
+    # updated_at (partial: pending ones, which prune never deletes, stay out of it),
+    # and events by created_at (for the events that never had a delivery). Building
+    # them blocks writes to the two tables while it runs: on large tables, build them
+    # beforehand with CREATE INDEX CONCURRENTLY and these same definitions (see
+    # docs/storage.md); IF NOT EXISTS then finds them built.
+    (
+        """
+        CREATE INDEX IF NOT EXISTS deliveries_finished ON {schema}.deliveries (updated_at)
+            WHERE status <> 'pending'
+        """,
+        "CREATE INDEX IF NOT EXISTS events_created ON {schema}.events (created_at)",
     ),
 ]
 """Schema migrations: the n-th list of statements takes the schema from version n to n + 1.
@@ -751,6 +764,74 @@ class PostgresStorage(Storage):
         if not known.rows:
             raise UnknownDeliveryError(f"no delivery with id {delivery_id!r}")
         return [attempt_from_row(row, _utc) for row in attempts.rows]
+
+    # Retention ----------------------------------------------------------------------
+
+    def prune(self, *, older_than: datetime, limit: int) -> int:
+        """One statement (see ``_PRUNE``): concurrent pruners and workers skip the
+        rows the others hold locked instead of waiting for them. Retried once when
+        an event it took for an orphan gained a delivery meanwhile (a redelivery
+        that committed between the statement's start and its lock on the event)."""
+        check_prune_limit(limit)
+        params = {"before": older_than, "limit": limit}
+        for try_number in (1, 2):
+            try:
+                [result] = self._run((self._q(_PRUNE), params))
+            except StorageError as exc:
+                if try_number == 1 and isinstance(exc.__cause__, ForeignKeyViolation):
+                    continue
+                raise
+            return int(result.rows[0][0])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+# prune(): one batch, one statement. All its parts see one snapshot, in which the
+# deliveries it deletes (doomed) are still there: an event has no delivery left when
+# it has as many as are doomed (candidates counts them). Foreign keys are checked at
+# the statement's end, when the attempts, deliveries and events are all gone. The
+# events that never had a delivery are looked for only once no old finished
+# delivery is left (a short doomed), so a long run does not walk the old events on
+# every call. The counts are correlated subqueries, which PostgreSQL runs as a
+# lookup in deliveries_event per event (an anti-join would read every delivery).
+# FOR UPDATE SKIP LOCKED: a row another pruner holds is left to it, and so is an
+# event that a redelivery is adding a delivery to (its foreign key check locks it).
+_PRUNE = """
+WITH doomed AS MATERIALIZED (
+    SELECT id, event_id FROM {schema}.deliveries
+    WHERE status <> 'pending' AND updated_at < %(before)s
+    ORDER BY updated_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+gone_attempts AS (
+    DELETE FROM {schema}.attempts WHERE delivery_id IN (SELECT id FROM doomed)
+),
+gone_deliveries AS (
+    DELETE FROM {schema}.deliveries WHERE id IN (SELECT id FROM doomed)
+),
+candidates AS MATERIALIZED (
+    SELECT event_id AS id, count(*) AS doomed FROM doomed GROUP BY event_id
+    UNION ALL
+    (
+        SELECT e.id, 0 FROM {schema}.events e
+        WHERE e.created_at < %(before)s AND (SELECT count(*) FROM doomed) < %(limit)s
+            AND NOT (SELECT EXISTS (
+                SELECT 1 FROM {schema}.deliveries d WHERE d.event_id = e.id
+            ))
+        ORDER BY e.created_at LIMIT %(limit)s
+    )
+),
+orphans AS MATERIALIZED (
+    SELECT e.id FROM candidates c JOIN {schema}.events e ON e.id = c.id
+    WHERE e.created_at < %(before)s
+        AND (SELECT count(*) FROM {schema}.deliveries d WHERE d.event_id = c.id) = c.doomed
+    LIMIT %(limit)s
+    FOR UPDATE OF e SKIP LOCKED
+),
+gone_events AS (
+    DELETE FROM {schema}.events WHERE id IN (SELECT id FROM orphans)
+)
+SELECT (SELECT count(*) FROM doomed) + (SELECT count(*) FROM orphans)
+"""
 
 
 def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:

@@ -33,7 +33,7 @@ from ..exceptions import (
     UnknownEndpointError,
     UnknownEventError,
 )
-from ._base import Storage
+from ._base import Storage, check_prune_limit
 from ._rows import DELIVERY_WIDTH, attempt_from_row, delivery_filter, delivery_from_row
 
 __all__ = ["SQLiteStorage"]
@@ -130,7 +130,24 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
         _insert_subscriptions(db.conn, endpoint_id, tenant, patterns)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2, _migrate_3]
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """Retention: the indexes prune() finds old rows by, so that it never scans a table.
+
+    Finished deliveries by ``updated_at`` (partial: pending ones, which prune never
+    deletes, are not in it), and events by ``created_at`` (for the events that never
+    had a delivery: dispatched when no endpoint was subscribed)."""
+    db.execute(
+        "CREATE INDEX deliveries_finished ON deliveries (updated_at) WHERE status != 'pending'"
+    )
+    db.execute("CREATE INDEX events_created ON events (created_at)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migrate_1,
+    _migrate_2,
+    _migrate_3,
+    _migrate_4,
+]
 """Schema migrations; the n-th brings ``PRAGMA user_version`` from n to n + 1."""
 
 PAGE_SIZE = 2048
@@ -745,6 +762,45 @@ class SQLiteStorage(Storage):
             (delivery_id,),
         )
         return [attempt_from_row(row, _dt) for row in rows]
+
+    # Retention ----------------------------------------------------------------------
+
+    def prune(self, *, older_than: datetime, limit: int) -> int:
+        """One batch in one write transaction, every row found through an index:
+        ``deliveries_finished`` for the deliveries, the primary keys for their
+        attempts and events, and ``events_created`` for the events that never had a
+        delivery (looked for only in the last batch, once no old finished delivery
+        is left, so a long run does not walk the old events again on every call)."""
+        check_prune_limit(limit)
+        before = _ts(older_than)
+        with self._write() as conn:
+            doomed = conn.execute(_PRUNABLE_DELIVERIES, (before, limit)).fetchall()
+            ids = [(delivery_id,) for delivery_id, _ in doomed]
+            conn.executemany("DELETE FROM attempts WHERE delivery_id = ?", ids)
+            conn.executemany("DELETE FROM deliveries WHERE id = ?", ids)
+            events = list(dict.fromkeys(event_id for _, event_id in doomed))
+            if len(doomed) < limit:
+                events += [
+                    event_id
+                    for (event_id,) in conn.execute(_OLD_EVENTS, (before, limit)).fetchall()
+                ]
+            gone = conn.executemany(
+                "DELETE FROM events WHERE id = ? AND created_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?)",
+                [(event_id, before, event_id) for event_id in dict.fromkeys(events)][:limit],
+            )
+            return len(doomed) + max(gone.rowcount, 0)
+
+
+_PRUNABLE_DELIVERIES = (
+    "SELECT id, event_id FROM deliveries INDEXED BY deliveries_finished"
+    " WHERE status != 'pending' AND updated_at < ? ORDER BY updated_at LIMIT ?"
+)
+_OLD_EVENTS = (
+    "SELECT e.id FROM events e INDEXED BY events_created WHERE e.created_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)"
+    " ORDER BY e.created_at LIMIT ?"
+)
 
 
 def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 from attrs import evolve
 
@@ -10,6 +11,7 @@ from .._core import Claim
 from .._models import Delivery, DeliveryStatus, Endpoint
 from ..exceptions import (
     InvalidInputError,
+    InvalidStateError,
     UnknownDeliveryError,
     UnknownEndpointError,
     UnknownEventError,
@@ -36,6 +38,38 @@ def _claim_one(storage: Storage, *, now: float = 0, lease: timedelta = LEASE) ->
     claims = storage.claim(now=at(now), lease_until=at(now) + lease, limit=10)
     equal(len(claims), 1, f"number of deliveries claimed at BASE+{now}s")
     return claims[0]
+
+
+def _prune(storage: Storage, *, older_than: datetime, limit: int) -> int:
+    """``storage.prune(...)``; skips the test when the backend does not support it."""
+    try:
+        return storage.prune(older_than=older_than, limit=limit)
+    except InvalidStateError as exc:
+        skip(str(exc))
+
+
+def _prune_all(storage: Storage, *, older_than: datetime, limit: int = 1000) -> list[int]:
+    """Call ``prune`` until it returns 0, as a caller does; the counts it returned."""
+    counts: list[int] = []
+    for _ in range(100):
+        counts.append(_prune(storage, older_than=older_than, limit=limit))
+        check(counts[-1] >= 0, f"prune() returned {counts[-1]}, a negative count")
+        if counts[-1] == 0:
+            return counts
+    raise AssertionError(f"prune(limit={limit}) never returned 0: {counts}")
+
+
+def _finish(storage: Storage, event_id: str, results: Mapping[str, Result], *, now: float) -> None:
+    """Claim the event's due deliveries at BASE+``now`` and complete each with the
+    result for its endpoint; a retry is scheduled far away (BASE + 10**6 s)."""
+    claims = storage.claim(now=at(now), lease_until=at(now) + LEASE, limit=10, event_id=event_id)
+    equal(
+        sorted(c.endpoint.id for c in claims), sorted(results), f"endpoints claimed at BASE+{now}s"
+    )
+    for claim in claims:
+        result = results[claim.endpoint.id]
+        attempt, state = outcome(claim, result, now=at(now), retry_at=at(10**6))
+        check(storage.complete(claim, attempt, state), f"complete() ({result})")
 
 
 def _ids(deliveries: list[Delivery]) -> list[str]:
@@ -596,6 +630,154 @@ class ContractTests(StorageHarness):
         equal(storage.next_due_at(event_id=event.id), at(60), "next_due_at(event_id) leased")
         for delivery in early:
             equal(storage.get_delivery(delivery.id), delivery, "other events are untouched")
+
+    # Retention ----------------------------------------------------------------------
+
+    def test_prune_deletes_old_finished_work_and_keeps_the_rest(self) -> None:
+        storage = self.storage
+        one, two = make_endpoint(), make_endpoint()
+        storage.add_endpoint(one)
+        storage.add_endpoint(two)
+        events = {
+            name: make_event(created_at=at(200) if name == "new_lonely" else BASE)
+            for name in ("done", "failed", "mixed", "recent", "waiting", "lonely", "new_lonely")
+        }
+        storage.add_event(events["done"], [make_delivery(events["done"], one)])
+        storage.add_event(events["failed"], [make_delivery(events["failed"], one)])
+        mixed = [make_delivery(events["mixed"], one), make_delivery(events["mixed"], two)]
+        storage.add_event(events["mixed"], mixed)
+        storage.add_event(events["recent"], [make_delivery(events["recent"], one)])
+        [waiting] = [make_delivery(events["waiting"], two)]
+        storage.add_event(events["waiting"], [waiting])
+        storage.add_event(events["lonely"], [])
+        storage.add_event(events["new_lonely"], [])
+        _finish(storage, events["done"].id, {one.id: "succeeded"}, now=10)
+        _finish(storage, events["failed"].id, {one.id: "failed"}, now=20)
+        _finish(storage, events["mixed"].id, {one.id: "succeeded", two.id: "retry"}, now=30)
+        _finish(storage, events["recent"].id, {one.id: "succeeded"}, now=200)
+        by_event = {d.event_id: d for d in storage.list_deliveries()}
+        old = [
+            by_event[events["done"].id],
+            by_event[events["failed"].id],
+            storage.list_deliveries(event_id=events["mixed"].id, endpoint_id=one.id)[0],
+        ]
+        kept = [d for d in storage.list_deliveries() if d not in old]
+        kept_attempts = {d.id: storage.list_attempts(d.id) for d in kept}
+        equal(len(kept), 3, "deliveries expected to stay (the retry, the recent, the waiting)")
+
+        counts = _prune_all(storage, older_than=at(100))
+
+        equal(sum(counts), 6, f"deliveries and events prune() deleted, in all ({counts})")
+        for delivery in old:
+            with raises(UnknownDeliveryError, f"get_delivery() of a pruned {delivery.status}"):
+                storage.get_delivery(delivery.id)
+            with raises(UnknownDeliveryError, "list_attempts() of a pruned delivery"):
+                storage.list_attempts(delivery.id)
+        for name in ("done", "failed", "lonely"):
+            with raises(UnknownEventError, f"get_event() of the pruned event {name!r}"):
+                storage.get_event(events[name].id)
+        for name in ("mixed", "recent", "waiting", "new_lonely"):
+            equal(storage.get_event(events[name].id), events[name], f"the kept event {name!r}")
+        equal(
+            sorted(_ids(storage.list_deliveries())),
+            sorted(_ids(kept)),
+            "list_deliveries() after prune()",
+        )
+        for delivery in kept:
+            equal(storage.get_delivery(delivery.id), delivery, "a kept delivery, unchanged")
+            equal(
+                storage.list_attempts(delivery.id),
+                kept_attempts[delivery.id],
+                "the attempts of a kept delivery",
+            )
+        equal(
+            storage.list_deliveries(event_id=events["mixed"].id),
+            [d for d in kept if d.event_id == events["mixed"].id],
+            "list_deliveries(event_id=...) of an event with a pruned delivery",
+        )
+        # The pending work still flows: both pending deliveries are claimed when due.
+        equal(storage.next_due_at(), BASE, "next_due_at() after prune()")
+        far = at(10**6)
+        claims = storage.claim(now=far, lease_until=far + LEASE, limit=10)
+        equal(
+            sorted(c.delivery.id for c in claims),
+            sorted(d.id for d in kept if d.status is DeliveryStatus.PENDING),
+            "claim() after prune() takes the pending deliveries",
+        )
+        for claim in claims:
+            check(storage.complete(claim, *outcome(claim, "succeeded", now=far)), "complete()")
+        equal(_prune_all(storage, older_than=at(100)), [0], "prune() again, with nothing old")
+
+    def test_prune_deletes_at_most_limit_deliveries_a_call(self) -> None:
+        storage = self.storage
+        deliveries = store_events(storage, 5)
+        for n, _ in enumerate(deliveries):
+            [claim] = storage.claim(now=at(n), lease_until=at(n) + LEASE, limit=1)
+            storage.complete(claim, *outcome(claim, "succeeded", now=at(n)))
+        first = _prune(storage, older_than=at(100), limit=2)
+        left = storage.list_deliveries()
+        equal(len(left), 3, "deliveries left after prune(limit=2) of 5 old finished ones")
+        equal(
+            _ids(left),
+            [d.id for d in deliveries[2:]],
+            "prune() takes the deliveries that changed longest ago first",
+        )
+        check(2 <= first <= 4, f"prune(limit=2) returned {first}; 2 deliveries, 0-2 events")
+        counts = [first, *_prune_all(storage, older_than=at(100), limit=2)]
+        equal(sum(counts), 10, f"5 deliveries and 5 events deleted in all ({counts})")
+        check(all(0 < count <= 4 for count in counts[:-1]), f"counts per call: {counts}")
+        equal(storage.list_deliveries(), [], "deliveries left in the end")
+        for delivery in deliveries:
+            with raises(UnknownEventError, "get_event() of a pruned event"):
+                storage.get_event(delivery.event_id)
+        for limit in (0, -1):
+            with raises(InvalidInputError, f"prune(limit={limit})"):
+                storage.prune(older_than=at(100), limit=limit)
+
+    def test_prune_never_deletes_pending_work_however_old(self) -> None:
+        storage = self.storage
+        endpoint, parked = make_endpoint(), make_endpoint()
+        storage.add_endpoint(endpoint)
+        storage.add_endpoint(parked)
+        new, retrying, leased, done = store_events(storage, 4, endpoint=endpoint)
+        [waiting] = store_events(storage, 1, endpoint=parked)
+        storage.update_endpoint(evolve(parked, enabled=False))
+        # One event with a finished delivery and a pending one: the event stays.
+        event = make_event()
+        sibling = make_delivery(event, endpoint, due=at(1))
+        storage.add_event(event, [make_delivery(event, endpoint), sibling])
+        _finish(storage, event.id, {endpoint.id: "succeeded"}, now=0.5)
+        finished: tuple[tuple[Delivery, Result], ...] = ((retrying, "retry"), (done, "failed"))
+        for delivery, result in finished:
+            _finish(storage, delivery.event_id, {endpoint.id: result}, now=0)
+        [lease] = storage.claim(now=at(2), lease_until=at(10**7), limit=1, event_id=leased.event_id)
+        pending = [new, retrying, leased, waiting, sibling]
+        before = {d.id: (storage.get_delivery(d.id), storage.list_attempts(d.id)) for d in pending}
+
+        counts = _prune_all(storage, older_than=at(10**8), limit=1)
+
+        equal(sum(counts), 3, f"the two finished deliveries and one event deleted ({counts})")
+        for delivery in pending:
+            stored, attempts = before[delivery.id]
+            equal(storage.get_delivery(delivery.id), stored, "a pending delivery after prune()")
+            equal(storage.list_attempts(delivery.id), attempts, "its attempts after prune()")
+            storage.get_event(delivery.event_id)  # still there
+        with raises(UnknownEventError, "the event whose only delivery was pruned"):
+            storage.get_event(done.event_id)
+        # The work goes on where it stood: the lease holds, the parked delivery waits
+        # for its endpoint, the others are claimed when due.
+        attempt, state = outcome(lease, "succeeded", now=at(3))
+        equal(storage.complete(lease, attempt, state), True, "complete() of a lease held")
+        moved = storage.defer_endpoint(endpoint.id, until=at(5))
+        check(moved in (0, 2), f"defer_endpoint() after prune() moved {moved}, not 2 (or 0)")
+        storage.update_endpoint(evolve(parked, enabled=True))
+        far = at(10**6)
+        claims = storage.claim(now=far, lease_until=far + LEASE, limit=10)
+        equal(
+            sorted(c.delivery.id for c in claims),
+            sorted(d.id for d in (new, retrying, waiting, sibling)),
+            "claim() after prune()",
+        )
 
     # A second instance on the same store --------------------------------------------
 

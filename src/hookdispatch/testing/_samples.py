@@ -80,9 +80,10 @@ def make_event(
     type: str = "user.created",
     n: int = 0,
     tenant: str = DEFAULT_TENANT,
+    created_at: datetime = BASE,
 ) -> Event:
     return Event.create(
-        type, {"n": n, "name": "Zoë"}, now=BASE, id=id or _next_id("evt"), tenant=tenant
+        type, {"n": n, "name": "Zoë"}, now=created_at, id=id or _next_id("evt"), tenant=tenant
     )
 
 
