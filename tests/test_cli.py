@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -193,15 +193,78 @@ def test_rotate_secret_prints_the_new_one_once(
     old = add_endpoint(run, hooks_url)
     result = run("endpoints", "rotate-secret", old["id"], "--json")
     assert result.exit_code == 0
-    new_secret = json.loads(result.stdout)["secret"]
+    rotated = json.loads(result.stdout)
+    new_secret = rotated["secret"]
     assert new_secret != old["secret"]
     assert new_secret.startswith("whsec_")
-    assert hd.SQLiteStorage(db).get_endpoint(old["id"]).secret == new_secret
-    assert new_secret not in run("endpoints", "list").output
-    # What is sent from now on is signed with the new secret.
+    stored = hd.SQLiteStorage(db).get_endpoint(old["id"])
+    assert stored.secret == new_secret
+    assert stored.previous_secret == old["secret"]
+    # The default grace: the old secret signs for 24 hours more.
+    assert stored.previous_secret_expires_at is not None
+    left = stored.previous_secret_expires_at - datetime.now(UTC)
+    assert timedelta(hours=23, minutes=59) < left <= timedelta(hours=24)
+    assert rotated["rotation_ends_at"] == stored.previous_secret_expires_at.isoformat().replace(
+        "+00:00", "Z"
+    )
+    listing = run("endpoints", "list").output + run("endpoints", "list", "--json").output
+    assert new_secret not in listing
+    assert old["secret"] not in listing
+    # What is sent during the overlap carries a Standard Webhooks signature for each
+    # secret, and X-Webhook-Signature stays the old secret's.
     assert run("send", "user.created").exit_code == 0
     [(request, _)] = httpserver.log
-    assert hd.verify_signature(request.data, request.headers["X-Webhook-Signature"], new_secret)
+    for secret in (new_secret, old["secret"]):
+        assert hd.verify_standard_webhook(request.data, request.headers, secret, now=time.time())
+    assert hd.verify_signature(request.data, request.headers["X-Webhook-Signature"], old["secret"])
+
+
+def test_rotate_secret_says_until_when_the_old_one_signs_and_end_rotation_stops_it(
+    run: Run, db: Path, hooks_url: str, httpserver: HTTPServer
+) -> None:
+    old = add_endpoint(run, hooks_url)
+    result = run("endpoints", "rotate-secret", old["id"], "--grace", "1h30m")
+    assert result.exit_code == 0, result.output
+    stored = hd.SQLiteStorage(db).get_endpoint(old["id"])
+    assert stored.secret in result.stdout  # shown once
+    assert old["secret"] not in result.output  # the old one is never printed
+    assert stored.previous_secret_expires_at is not None
+    assert f"until {stored.previous_secret_expires_at:%Y-%m-%d %H:%M:%S}Z" in result.stdout
+    assert f"end-rotation {old['id']}" in result.stdout
+
+    # A second rotation with a grace period while this one overlaps is refused.
+    clean_error(run("endpoints", "rotate-secret", old["id"]), "end-rotation")
+
+    ended = run("endpoints", "end-rotation", old["id"])
+    assert ended.exit_code == 0, ended.output
+    assert stored.secret not in ended.output
+    after = hd.SQLiteStorage(db).get_endpoint(old["id"])
+    assert (after.secret, after.previous_secret, after.previous_secret_expires_at) == (
+        stored.secret,
+        None,
+        None,
+    )
+    assert run("send", "user.created").exit_code == 0
+    [(request, _)] = httpserver.log
+    assert not hd.verify_standard_webhook(
+        request.data, request.headers, old["secret"], now=time.time()
+    )
+    assert hd.verify_signature(request.data, request.headers["X-Webhook-Signature"], after.secret)
+    clean_error(run("endpoints", "end-rotation", "ep_nope"), "ep_nope")
+
+
+def test_rotate_secret_with_no_grace_and_bad_graces(run: Run, db: Path, hooks_url: str) -> None:
+    old = add_endpoint(run, hooks_url)
+    result = run("endpoints", "rotate-secret", old["id"], "--grace", "0")
+    assert result.exit_code == 0, result.output
+    assert "no longer signs" in result.stdout
+    stored = hd.SQLiteStorage(db).get_endpoint(old["id"])
+    assert stored.previous_secret is None
+    assert stored.secret != old["secret"]
+    for bad in ("soon", "-1h", "24", "1y"):
+        clean_error(run("endpoints", "rotate-secret", old["id"], "--grace", bad), "--grace")
+    clean_error(run("endpoints", "rotate-secret", old["id"], "--grace", "100d"), "grace")
+    assert hd.SQLiteStorage(db).get_endpoint(old["id"]).secret == stored.secret
 
 
 # send ------------------------------------------------------------------------------

@@ -135,7 +135,10 @@ def test_a_version_2_schema_is_migrated_and_claims_carry_the_failure_count(
     storage.close()
     # Back to schema version 2, whose only claim_due left consecutive_failures out.
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        # Undo migration 4 (tenants) first, then migration 3.
+        # Undo migration 6 (rotation) and migration 4 (tenants) first, then migration 3.
+        conn.execute(f'DROP FUNCTION "{schema}".claim_due_v5')
+        conn.execute(f'ALTER TABLE "{schema}".endpoints DROP COLUMN previous_secret')
+        conn.execute(f'ALTER TABLE "{schema}".endpoints DROP COLUMN previous_secret_expires_at')
         conn.execute(f'DROP FUNCTION "{schema}".claim_due_v4')
         conn.execute(f'DROP TABLE "{schema}".subscriptions')
         conn.execute(f'DROP FUNCTION "{schema}".sync_subscriptions CASCADE')  # its triggers
@@ -161,7 +164,7 @@ def test_a_version_2_schema_is_migrated_and_claims_carry_the_failure_count(
             " AND p.parameter_mode = 'OUT'",
             (schema,),
         ).fetchall()
-    assert version == len(MIGRATIONS) == 5
+    assert version == len(MIGRATIONS) == 6
     assert columns == 17
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._core import Request, Response
 from ._dispatcher import Dispatcher
 from ._models import (
+    DEFAULT_ROTATION_GRACE,
     DEFAULT_TENANT,
     Attempt,
     Delivery,
@@ -67,6 +68,7 @@ __version__ = "0.1.0"
 logging.getLogger("hookdispatch").addHandler(logging.NullHandler())
 
 __all__ = [
+    "DEFAULT_ROTATION_GRACE",
     "DEFAULT_TENANT",
     "AiohttpTransport",
     "AsyncDispatcher",

@@ -115,19 +115,35 @@ def prepare(
 
     The Standard Webhooks timestamp is ``now``, fresh on every attempt; ``webhook-id``
     is the event id, the same on every attempt and endpoint (receivers dedupe on it).
+
+    During a rotation's overlap (the endpoint's previous secret still live at
+    ``now``), ``webhook-signature`` carries two signatures, the new secret's first,
+    then the previous one's (space-separated, as Standard Webhooks allows), and the
+    single-valued ``X-Webhook-Signature`` keeps the previous secret's until the
+    overlap ends: a receiver that checks only that header goes on working unchanged,
+    and has the whole grace period to accept the new secret too.
     """
-    secret, body, event_id = claim.endpoint.secret, claim.body, claim.delivery.event_id
+    endpoint, body, event_id = claim.endpoint, claim.body, claim.delivery.event_id
+    secret = endpoint.secret
     timestamp = int(now.timestamp())
+    standard = sign_standard(body, secret, msg_id=event_id, timestamp=timestamp)
+    previous = endpoint.previous_secret_live(now)
+    if previous is not None:
+        legacy = sign_hex(body, previous)
+        standard += " " + sign_standard(body, previous, msg_id=event_id, timestamp=timestamp)
+    else:
+        legacy = sign_hex(body, secret)
     headers = {
         "content-type": "application/json",
         "user-agent": USER_AGENT,
         "accept-encoding": "identity",
-        "x-webhook-signature": sign_hex(body, secret),
+        "x-webhook-signature": legacy,
         # Standard Webhooks: the event id (the same on every attempt), this
-        # attempt's timestamp, and the signature over both and the body.
+        # attempt's timestamp, and the signature over both and the body (one per
+        # live secret).
         "webhook-id": event_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign_standard(body, secret, msg_id=event_id, timestamp=timestamp),
+        "webhook-signature": standard,
     }
     return Request(
         url=claim.endpoint.url, headers=headers, body=body, timeout=timeout, targets=targets

@@ -26,10 +26,12 @@ from ._models import Attempt, Delivery, Endpoint, Event
 from ._operations import (
     check_options,
     check_transaction_mode,
+    end_endpoint_rotation,
     log_attempt,
     log_unrecorded,
     record_attempt,
     record_success_and_claim,
+    rotate_endpoint_secret,
     set_endpoint_enabled,
     store_endpoint,
     store_event,
@@ -225,6 +227,16 @@ class Driver:
     def _store_enabled(self, endpoint_id: str, enabled: bool) -> Endpoint:
         """Storage work: enable or disable an endpoint (see :func:`set_endpoint_enabled`)."""
         return set_endpoint_enabled(self._storage, endpoint_id, enabled=enabled)
+
+    def _rotate_secret(self, endpoint_id: str, grace: float, secret: str | None) -> Endpoint:
+        """Storage work: rotate an endpoint's secret (see :func:`rotate_endpoint_secret`)."""
+        return rotate_endpoint_secret(
+            self._storage, endpoint_id, grace=grace, secret=secret, now=self._clock()
+        )
+
+    def _end_rotation(self, endpoint_id: str) -> Endpoint:
+        """Storage work: drop an endpoint's previous secret (see :func:`end_endpoint_rotation`)."""
+        return end_endpoint_rotation(self._storage, endpoint_id)
 
     def _store_event(
         self,

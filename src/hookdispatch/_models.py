@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from ._types import JSON
 from ._urls import parse_url
@@ -28,11 +28,13 @@ from .exceptions import (
     InvalidEndpointError,
     InvalidEventError,
     InvalidInputError,
+    InvalidStateError,
     StorageError,
 )
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_ROTATION_GRACE",
     "DEFAULT_TENANT",
     "MAX_DATA_DEPTH",
     "Attempt",
@@ -40,6 +42,7 @@ __all__ = [
     "DeliveryStatus",
     "Endpoint",
     "Event",
+    "check_grace",
     "check_tenant",
     "generate_secret",
     "new_id",
@@ -59,6 +62,10 @@ level more) stays within the 128 levels strict JSON parsers such as serde_json a
 MIN_SECRET_LENGTH = 16
 MAX_SECRET_LENGTH = 1024
 ALL_EVENTS = "*"
+DEFAULT_ROTATION_GRACE = 86400.0
+"""How long, in seconds, a rotated-out secret keeps signing by default: 24 hours."""
+MAX_ROTATION_GRACE = 90 * 86400.0
+"""The longest grace period a rotation takes: 90 days."""
 DEFAULT_TENANT = "default"
 """The tenant of endpoints and events given none: single-tenant code never names one."""
 
@@ -181,6 +188,22 @@ def _check_id(
             f" (got {value!r:.60}); leave it out to have one generated"
         )
     return value
+
+
+def check_grace(grace: object) -> float:
+    """``grace`` as float seconds, if it is a rotation grace period: a finite number
+    from 0 to :data:`MAX_ROTATION_GRACE`. Raises InvalidInputError."""
+    if (
+        isinstance(grace, bool)
+        or not isinstance(grace, int | float)
+        or not 0 <= grace <= MAX_ROTATION_GRACE  # False for NaN too
+    ):
+        raise InvalidInputError(
+            f"grace must be a number of seconds from 0 (no overlap) to {MAX_ROTATION_GRACE:.0f}"
+            f" ({MAX_ROTATION_GRACE / 86400:.0f} days), such as 86400.0 for 24 hours"
+            f" (got {grace!r:.40})"
+        )
+    return float(grace)
 
 
 def check_tenant(tenant: object) -> str:
@@ -376,6 +399,11 @@ class Endpoint:
     tenant: str = DEFAULT_TENANT
     """The tenant (customer account) the endpoint belongs to: it receives that tenant's
     events only."""
+    previous_secret: str | None = field(default=None, repr=False)
+    """The secret before the last rotation, still signing (beside ``secret``) until
+    ``previous_secret_expires_at``; ``None`` when no rotation overlaps. Never in ``repr()``."""
+    previous_secret_expires_at: datetime | None = None
+    """When ``previous_secret`` stops signing (the end of the rotation's grace period)."""
 
     @classmethod
     def create(
@@ -400,6 +428,58 @@ class Endpoint:
             created_at=now,
             tenant=DEFAULT_TENANT if tenant is DEFAULT_TENANT else check_tenant(tenant),
         )
+
+    def previous_secret_live(self, now: datetime) -> str | None:
+        """The previous secret if it still signs at ``now`` (a rotation's overlap), else None.
+
+        It signs while ``now`` is before ``previous_secret_expires_at``; a previous
+        secret without an expiry never does.
+        """
+        expires_at = self.previous_secret_expires_at
+        if self.previous_secret is None or expires_at is None or now >= expires_at:
+            return None
+        return self.previous_secret
+
+    def rotated(self, *, now: datetime, grace: float, secret: str | None = None) -> Endpoint:
+        """This endpoint with a new secret (``secret``, checked, or a generated one),
+        the current one kept as ``previous_secret`` for ``grace`` seconds from ``now``.
+
+        ``grace`` 0: no overlap, the old secret stops signing at once. Raises
+        InvalidInputError for a grace that is not a finite number of seconds from 0 to
+        :data:`MAX_ROTATION_GRACE`, InvalidEndpointError for an invalid ``secret`` or
+        one that is the current secret, and InvalidStateError for a rotation with a
+        grace period while an earlier rotation's overlap is still live (its oldest
+        secret would stop signing at once): end that one first, or rotate with grace 0.
+        """
+        grace = check_grace(grace)
+        new_secret = generate_secret() if secret is None else _check_secret(secret)
+        if new_secret == self.secret:
+            raise InvalidEndpointError(
+                "the new secret is the endpoint's current secret; give a different one,"
+                " or leave it out to have one generated"
+            )
+        live = self.previous_secret_live(now)
+        if grace and live is not None:
+            raise InvalidStateError(
+                f"endpoint {self.id!r} is still in the overlap of its last rotation (its"
+                f" previous secret signs until {self.previous_secret_expires_at:%Y-%m-%d %H:%M:%S}"
+                " UTC); end that overlap first (end_rotation(), or `hookdispatch endpoints"
+                " end-rotation`), or rotate with grace 0 to drop both older secrets now"
+            )
+        if not grace:
+            return evolve(
+                self, secret=new_secret, previous_secret=None, previous_secret_expires_at=None
+            )
+        return evolve(
+            self,
+            secret=new_secret,
+            previous_secret=self.secret,
+            previous_secret_expires_at=now + timedelta(seconds=grace),
+        )
+
+    def rotation_ended(self) -> Endpoint:
+        """This endpoint without a previous secret: only ``secret`` signs from now on."""
+        return evolve(self, previous_secret=None, previous_secret_expires_at=None)
 
     def wants(self, event_type: str) -> bool:
         """Whether this endpoint subscribes to ``event_type``: by its exact name, a

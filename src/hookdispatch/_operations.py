@@ -24,6 +24,7 @@ from ._models import (
     DeliveryStatus,
     Endpoint,
     Event,
+    check_grace,
 )
 from ._targets import TargetPolicy
 from ._types import JSON
@@ -44,10 +45,12 @@ if TYPE_CHECKING:
 __all__ = [
     "check_options",
     "check_transaction_mode",
+    "end_endpoint_rotation",
     "log_attempt",
     "parse_status",
     "record_attempt",
     "refused_target",
+    "rotate_endpoint_secret",
     "set_endpoint_enabled",
     "store_endpoint",
     "store_event",
@@ -109,6 +112,27 @@ def set_endpoint_enabled(storage: Storage, endpoint_id: str, *, enabled: bool) -
         enabled=enabled,
         consecutive_failures=0 if enabled else endpoint.consecutive_failures,
     )
+    storage.update_endpoint(endpoint)
+    return endpoint
+
+
+def rotate_endpoint_secret(
+    storage: Storage, endpoint_id: str, *, grace: float, secret: str | None, now: datetime
+) -> Endpoint:
+    """Give a stored endpoint a new secret, the current one signing beside it for
+    ``grace`` seconds (see :meth:`Endpoint.rotated`)."""
+    check_grace(grace)  # before the read: a bad value is refused whatever is stored
+    endpoint = storage.get_endpoint(endpoint_id).rotated(now=now, grace=grace, secret=secret)
+    storage.update_endpoint(endpoint)
+    return endpoint
+
+
+def end_endpoint_rotation(storage: Storage, endpoint_id: str) -> Endpoint:
+    """Drop a stored endpoint's previous secret: only the current one signs from now on."""
+    endpoint = storage.get_endpoint(endpoint_id)
+    if endpoint.previous_secret is None and endpoint.previous_secret_expires_at is None:
+        return endpoint  # nothing to end: no write
+    endpoint = endpoint.rotation_ended()
     storage.update_endpoint(endpoint)
     return endpoint
 

@@ -1,16 +1,15 @@
-"""``hookdispatch endpoints``: add, list, disable, enable, rotate-secret."""
+"""``hookdispatch endpoints``: add, list, disable, enable, rotate-secret, end-rotation."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import click
-from attrs import evolve
 
 import hookdispatch as hd
 
 from ._context import open_storage
-from ._options import target_options, tenant_option
+from ._options import parse_duration, target_options, tenant_option
 from ._output import echo_json, iso, shorten, table, when
 
 __all__ = ["endpoints"]
@@ -27,6 +26,8 @@ def endpoint_json(endpoint: hd.Endpoint) -> dict[str, Any]:
         "events": list(endpoint.events),
         "enabled": endpoint.enabled,
         "created_at": iso(endpoint.created_at),
+        # When the previous secret stops signing (a rotation's overlap); null: none.
+        "rotation_ends_at": iso(endpoint.previous_secret_expires_at),
     }
 
 
@@ -136,14 +137,44 @@ def enable(endpoint_id: str) -> None:
 
 @endpoints.command("rotate-secret")
 @click.argument("endpoint_id", metavar="ID")
+@click.option(
+    "--grace",
+    default="24h",
+    show_default=True,
+    callback=parse_duration,
+    metavar="DURATION",
+    help="How long the old secret keeps signing beside the new one (30m, 24h, 7d);"
+    " 0 stops it at once (for a leaked secret).",
+)
 @_json_option
-def rotate_secret(endpoint_id: str, as_json: bool) -> None:
-    """Replace an endpoint's secret with a new one, printed once.
+def rotate_secret(endpoint_id: str, grace: float, as_json: bool) -> None:
+    """Give an endpoint a new secret, printed once; the old one keeps signing for --grace.
 
-    Every attempt from now on, retries included, is signed with the new secret, so
-    update the receiver at the same time.
+    During the overlap every request carries a Standard Webhooks signature for each
+    secret, and X-Webhook-Signature stays the old secret's until the overlap ends, so
+    the receiver can switch at its own pace: have it accept both secrets, then drop
+    the old one once the overlap is over. End the overlap early with end-rotation.
     """
-    storage = open_storage()
-    endpoint = evolve(storage.get_endpoint(endpoint_id), secret=hd.generate_secret())
-    storage.update_endpoint(endpoint)
+    with hd.Dispatcher(storage=open_storage(), workers=0) as hooks:
+        endpoint = hooks.rotate_secret(endpoint_id, grace=grace)
     _print_secret(endpoint, as_json=as_json, what="Rotated the secret of")
+    if as_json:
+        return
+    if endpoint.previous_secret_expires_at is None:
+        click.echo("The old secret no longer signs: update the receiver now.")
+    else:
+        click.echo(
+            f"The old secret still signs until {when(endpoint.previous_secret_expires_at)}"
+            " (X-Webhook-Signature stays the old one's until then): have the receiver accept"
+            " both, then drop the old one. End the overlap early with"
+            f" `hookdispatch endpoints end-rotation {endpoint.id}`."
+        )
+
+
+@endpoints.command("end-rotation")
+@click.argument("endpoint_id", metavar="ID")
+def end_rotation(endpoint_id: str) -> None:
+    """Stop signing with an endpoint's old secret now: only the new one signs from now on."""
+    with hd.Dispatcher(storage=open_storage(), workers=0) as hooks:
+        hooks.end_rotation(endpoint_id)
+    click.echo(f"Ended the rotation of {endpoint_id}: only its current secret signs now.")

@@ -18,6 +18,7 @@ import hookdispatch as hd
 __all__ = [
     "DeliveryOptions",
     "delivery_options",
+    "parse_duration",
     "parse_json",
     "parse_since",
     "target_options",
@@ -32,16 +33,33 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MIN_LEASE = 60.0
 
 
+def _seconds(text: str) -> float | None:
+    """The seconds of a duration such as ``90s``, ``15m``, ``1h30m``, ``2d``; else None."""
+    if not _DURATION.fullmatch(text):
+        return None
+    return sum(float(amount) * _UNIT_SECONDS[unit] for amount, unit in _DURATION_PART.findall(text))
+
+
+def parse_duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A duration (``90s``, ``15m``, ``24h``, ``1h30m``, ``7d``; ``0`` for none) as seconds."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    seconds = 0.0 if text == "0" else _seconds(text)
+    if seconds is None:
+        raise click.BadParameter(
+            f"{value!r} is not a duration; use 30s, 15m, 24h, 7d, 1h30m, or 0 for none"
+        )
+    return seconds
+
+
 def parse_since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     """``--since``: a duration back from now (``90s``, ``15m``, ``1h30m``, ``2d``) or an
     ISO 8601 time (``2024-06-30T15:00:00Z``; UTC when it has no offset)."""
     if value is None:
         return None
-    text = value.strip().lower()
-    if _DURATION.fullmatch(text):
-        seconds = sum(
-            float(amount) * _UNIT_SECONDS[unit] for amount, unit in _DURATION_PART.findall(text)
-        )
+    seconds = _seconds(value.strip().lower())
+    if seconds is not None:
         return datetime.now(UTC) - timedelta(seconds=seconds)
     try:
         moment = datetime.fromisoformat(value.strip())

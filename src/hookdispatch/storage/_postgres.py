@@ -47,6 +47,10 @@ __all__ = ["MIGRATIONS", "PostgresStorage"]
 
 _FAILURES = (("endpoint_failures integer", "e.consecutive_failures"),)
 _TENANT = (("endpoint_tenant text", "e.tenant"),)
+_PREVIOUS_SECRET = (
+    ("endpoint_previous_secret text", "e.previous_secret"),
+    ("endpoint_previous_secret_expires_at timestamptz", "e.previous_secret_expires_at"),
+)
 
 
 def _claim_due_function(name: str = "claim_due", *, extra: Sequence[tuple[str, str]] = ()) -> str:
@@ -57,8 +61,10 @@ def _claim_due_function(name: str = "claim_due", *, extra: Sequence[tuple[str, s
     ``extra``: the endpoint's further columns, as (result column, expression).
     Schema version 1's ``claim_due`` returns the endpoint without
     ``consecutive_failures`` (added in version 2); version 3 adds ``claim_due_v3``,
-    which returns it, and version 4 ``claim_due_v4``, which returns its ``tenant``
-    too, so a claim carries the endpoint as stored. New functions rather than
+    which returns it, version 4 ``claim_due_v4``, which returns its ``tenant``
+    too, and version 6 ``claim_due_v5``, which returns its previous secret and that
+    secret's expiry too (a rotation's overlap), so a claim carries the endpoint as
+    stored. New functions rather than
     replaced ones: processes still running an older hookdispatch during a rolling
     upgrade keep calling the one they know, whose result type (which their
     prepared statements depend on) does not change under them.
@@ -242,6 +248,16 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """,
         "CREATE INDEX IF NOT EXISTS events_created ON {schema}.events (created_at)",
     ),
+    # Secret rotation with overlap: the secret before the last rotation and when it
+    # stops signing, NULL for every existing endpoint (no rotation under way); no
+    # default to fill in, so adding them rewrites nothing. Processes of an older
+    # hookdispatch neither read nor write them (their UPDATE names its columns), and
+    # keep calling claim_due_v4: they sign with the current secret only.
+    (
+        "ALTER TABLE {schema}.endpoints ADD COLUMN previous_secret text,"
+        " ADD COLUMN previous_secret_expires_at timestamptz",
+        _claim_due_function("claim_due_v5", extra=(*_FAILURES, *_TENANT, *_PREVIOUS_SECRET)),
+    ),
 ]
 """Schema migrations: the n-th list of statements takes the schema from version n to n + 1.
 
@@ -252,7 +268,10 @@ logger = logging.getLogger("hookdispatch")
 
 _LOCK_NAMESPACE = 0x686B64  # "hkd": first key of the migrations' advisory lock
 
-_ENDPOINT_COLUMNS = "id, url, secret, events, enabled, created_at, consecutive_failures, tenant"
+_ENDPOINT_COLUMNS = (
+    "id, url, secret, events, enabled, created_at, consecutive_failures, tenant,"
+    " previous_secret, previous_secret_expires_at"
+)
 _DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
     " created_at, updated_at"
@@ -313,6 +332,8 @@ def _endpoint(row: Sequence[Any]) -> Endpoint:
         created_at=_utc(row[5]),
         consecutive_failures=row[6],
         tenant=row[7],
+        previous_secret=row[8],
+        previous_secret_expires_at=None if row[9] is None else _utc(row[9]),
     )
 
 
@@ -513,7 +534,7 @@ class PostgresStorage(Storage):
     def add_endpoint(self, endpoint: Endpoint) -> None:
         insert = self._q(
             f"INSERT INTO {{schema}}.endpoints ({_ENDPOINT_COLUMNS})"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         )
         try:
             # Not retried: a repeat after a commit would report the id as taken.
@@ -528,8 +549,8 @@ class PostgresStorage(Storage):
     def update_endpoint(self, endpoint: Endpoint) -> None:
         update = self._q(
             "UPDATE {schema}.endpoints SET url = %s, secret = %s, events = %s,"
-            " enabled = %s, created_at = %s, consecutive_failures = %s, tenant = %s"
-            " WHERE id = %s"
+            " enabled = %s, created_at = %s, consecutive_failures = %s, tenant = %s,"
+            " previous_secret = %s, previous_secret_expires_at = %s WHERE id = %s"
         )
         [result] = self._run((update, (*_endpoint_params(endpoint)[1:], endpoint.id)))
         if result.rowcount == 0:
@@ -657,7 +678,7 @@ class PostgresStorage(Storage):
         # workers, not attackers, so it needs no system call for randomness
         excluded = list(exclude_endpoints)
         if event_id is None:
-            query = self._q("SELECT * FROM {schema}.claim_due_v4(%s, %s, %s, %s, %s)")
+            query = self._q("SELECT * FROM {schema}.claim_due_v5(%s, %s, %s, %s, %s)")
             params: tuple[Any, ...] = (now, lease_until, lease, limit, excluded)
         else:
             # One event's deliveries are few: found through deliveries_event, as in
@@ -844,6 +865,8 @@ def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:
         endpoint.created_at,
         endpoint.consecutive_failures,
         endpoint.tenant,
+        endpoint.previous_secret,
+        endpoint.previous_secret_expires_at,
     )
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from attrs import evolve
 
 from .._core import Claim
-from .._models import Delivery, DeliveryStatus, Endpoint
+from .._models import DEFAULT_TENANT, Delivery, DeliveryStatus, Endpoint
 from ..exceptions import (
     InvalidInputError,
     InvalidStateError,
@@ -142,6 +142,40 @@ class ContractTests(StorageHarness):
         storage.update_endpoint(changed)
         equal(storage.get_endpoint(endpoint.id), changed, "get_endpoint() after update_endpoint()")
         equal(storage.list_endpoints(), [changed], "list_endpoints() after update_endpoint()")
+
+    def test_endpoints_keep_a_rotations_previous_secret_and_its_expiry(self) -> None:
+        storage = self.storage
+        endpoint = make_endpoint()
+        storage.add_endpoint(endpoint)
+        equal(
+            storage.get_endpoint(endpoint.id).previous_secret,
+            None,
+            "Endpoint.previous_secret of an endpoint never rotated",
+        )
+        rotated = evolve(
+            endpoint,
+            secret="whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldw==",  # noqa: S106 - a sample
+            previous_secret=endpoint.secret,
+            previous_secret_expires_at=at(86400.25),
+        )
+        storage.update_endpoint(rotated)
+        got = storage.get_endpoint(endpoint.id)
+        equal(got, rotated, "get_endpoint() after a rotation (previous secret and its expiry)")
+        utc(got.previous_secret_expires_at, "Endpoint.previous_secret_expires_at")
+        equal(storage.list_endpoints(), [rotated], "list_endpoints() after a rotation")
+        equal(storage.endpoints_for(DEFAULT_TENANT, "user.created"), [rotated], "endpoints_for()")
+        event = make_event()
+        check(storage.add_event(event, [make_delivery(event, endpoint)]), "add_event() stored")
+        claimed = _claim_one(storage).endpoint
+        equal(claimed, rotated, "Claim.endpoint during a rotation (previous secret and expiry)")
+        utc(claimed.previous_secret_expires_at, "the claimed endpoint's previous_secret_expires_at")
+        ended = evolve(rotated, previous_secret=None, previous_secret_expires_at=None)
+        storage.update_endpoint(ended)
+        equal(storage.get_endpoint(endpoint.id), ended, "get_endpoint() after ending the rotation")
+        second = make_endpoint(id="ep_rotated_at_birth")
+        second = evolve(second, previous_secret=rotated.secret, previous_secret_expires_at=at(5))
+        storage.add_endpoint(second)
+        equal(storage.get_endpoint(second.id), second, "add_endpoint() with a previous secret")
 
     # Tenants and fan-out -------------------------------------------------------------
 
