@@ -392,3 +392,46 @@ def test_jsonschema_is_imported_only_for_a_schema() -> None:
         "assert 'jsonschema' in sys.modules\n"
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_remote_ref_is_never_fetched(httpserver: Any) -> None:
+    """jsonschema's default registry retrieves a $ref over the network; ours never does."""
+    httpserver.expect_request("/schema.json").respond_with_json({"type": "string"})
+    url = httpserver.url_for("/schema.json")
+    catalog = hd.Catalog(
+        [hd.EventType("a.b", schema={"type": "object", "properties": {"n": {"$ref": url}}})]
+    )
+    hooks = hd.Dispatcher(storage=hd.MemoryStorage(), workers=0, catalog=catalog)
+    with pytest.raises(hd.InvalidEventError, match="cannot resolve"):
+        hooks.dispatch("a.b", {"n": "x"})
+    assert httpserver.log == []
+
+
+@pytest.mark.parametrize(
+    ("schema", "data"),
+    [
+        ({"type": "object", "properties": {"n": {"multipleOf": 0.1}}}, {"n": 10**400}),
+        ({"type": "object", "properties": {"1": {"type": "string"}}}, {1: 5}),
+        ({"type": "object", "properties": {"1": {"type": "string"}}}, {"1": "ok", 1: 5}),
+    ],
+)
+def test_data_is_checked_as_sent_and_only_invalid_event_error_escapes(
+    schema: dict[str, Any], data: Any
+) -> None:
+    catalog = hd.Catalog([hd.EventType("a.b", schema=schema)])
+    hooks = hd.Dispatcher(storage=hd.MemoryStorage(), workers=0, catalog=catalog)
+    with pytest.raises(hd.InvalidEventError):
+        hooks.dispatch("a.b", data)
+    with pytest.raises(hd.InvalidEventError):
+        hooks.dispatch_many([("a.b", data)])
+    with pytest.raises(hd.InvalidEventError):
+        catalog.check_event("a.b", data)
+
+
+def test_a_tuple_is_an_array_as_sent() -> None:
+    schema = {"type": "object", "properties": {"xs": {"type": "array"}}}
+    catalog = hd.Catalog([hd.EventType("a.b", schema=schema)])
+    catalog.check_event("a.b", {"xs": (1, 2)})
+    hd.Dispatcher(storage=hd.MemoryStorage(), workers=0, catalog=catalog).dispatch(
+        "a.b", {"xs": (1, 2)}
+    )

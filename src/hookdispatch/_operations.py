@@ -162,7 +162,7 @@ def store_event(
     """
     event = Event.create(event_type, data, now=now, id=id, max_bytes=max_bytes, tenant=tenant)
     if catalog is not None:
-        catalog.check_event(event.type, event.data)
+        catalog.check(event)
     if endpoints is None:
         endpoints = storage.endpoints_for(event.tenant, event.type)
     deliveries = [Delivery.create(event, endpoint, now=now) for endpoint in endpoints]
@@ -221,7 +221,7 @@ def store_events(
                 tenant=tenant,
             )
             if catalog is not None:
-                catalog.check_event(event.type, event.data)
+                catalog.check(event)
         except InvalidEventError as exc:
             raise InvalidEventError(f"item {position} of the batch: {exc}") from None
         endpoints = fan_out.get(event.type)

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from attrs import field, frozen
 
-from ._models import ALL_EVENTS, _check_event_type, subscription_keys
+from ._models import ALL_EVENTS, Event, _check_event_type, subscription_keys
 from ._types import JSON
 from .exceptions import (
     InvalidEndpointError,
@@ -142,16 +142,35 @@ class Catalog:
         """Raise InvalidEventError unless ``event_type`` is in the catalog and ``data``
         matches its schema (if it has one).
 
-        The error names the type; for data that fails the schema, it also gives where
-        (a JSON path such as ``$.items[0].amount``) and what (the validator's message
-        for the most relevant failure, cut short rather than quoting a large value).
+        ``data`` is checked as receivers get it, in its JSON form (``{1: 5}`` is
+        ``{"1": 5}``, a tuple is an array). The error names the type; for data that
+        fails the schema, it also gives where (a JSON path such as
+        ``$.items[0].amount``) and what (the validator's message for the most
+        relevant failure, cut short rather than quoting a large value).
         """
-        try:
-            validator = self._validators[event_type]
-        except (KeyError, TypeError):  # TypeError: an unhashable "type"
-            raise InvalidEventError(self._unknown(event_type)) from None
+        validator = self._validator(event_type)
         if validator is None:
             return
+        try:
+            sent = json.loads(json.dumps(data, allow_nan=False))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidEventError(f"event data of {event_type!r} is not JSON: {exc}") from None
+        self._validate(event_type, validator, sent)
+
+    def check(self, event: Event) -> None:
+        """:meth:`check_event` for an event already encoded: its body's ``data``, the
+        bytes every receiver gets, is what is checked."""
+        validator = self._validator(event.type)
+        if validator is not None:
+            self._validate(event.type, validator, json.loads(event.body)["data"])
+
+    def _validator(self, event_type: str) -> _Validator | None:
+        try:
+            return self._validators[event_type]
+        except (KeyError, TypeError):  # TypeError: an unhashable "type"
+            raise InvalidEventError(self._unknown(event_type)) from None
+
+    def _validate(self, event_type: str, validator: _Validator, data: JSON) -> None:
         assert self._best_match is not None  # a validator means jsonschema is loaded
         try:
             error = self._best_match(validator.iter_errors(data))
@@ -159,6 +178,11 @@ class Catalog:
             raise InvalidEventError(
                 f"the schema of {event_type!r} in the catalog refers to what it cannot"
                 f" resolve ({exc!s:.200}); a catalog schema's $ref must point inside it"
+            ) from None
+        except (ArithmeticError, ValueError, RecursionError) as exc:  # 10**400 vs multipleOf
+            raise InvalidEventError(
+                f"event data of {event_type!r} could not be checked against its schema in"
+                f" the catalog ({type(exc).__name__}: {exc!s:.200})"
             ) from None
         if error is not None:
             message = error.message
@@ -278,7 +302,10 @@ def _compile(jsonschema: Any, event_type: EventType) -> _Validator:
             f"the schema of {name!r} is not a valid JSON Schema (Draft 2020-12):"
             f" at {exc.json_path}: {exc.message:.200}"
         ) from None
-    validator: _Validator = cls(schema)
+    # An empty registry: a $ref to another document is never retrieved (jsonschema's
+    # default would fetch it over the network, at dispatch time).
+    registry = importlib.import_module("referencing").Registry()
+    validator: _Validator = cls(schema, registry=registry)
     if event_type.example is not None:
         error = jsonschema.exceptions.best_match(validator.iter_errors(event_type.example))
         if error is not None:
