@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from attrs import evolve
 from click.testing import CliRunner
 from pytest_httpserver import HTTPServer
 
 import hookdispatch as hd
 from hookdispatch.cli._app import cli
 
-from stubs import recording
+from stubs import Recording, recording
 
 
 def test_an_event_reaches_its_tenants_endpoints_only(
@@ -141,3 +143,51 @@ def test_the_command_line_speaks_of_tenants(tmp_path: Any, httpserver: HTTPServe
     assert "TENANT" in run("endpoints", "list").stdout
     run("send", "user.created", "--tenant", "acct_b")
     assert [request.path for request, _ in httpserver.log] == ["/b"]
+
+
+def test_a_batch_with_another_tenants_id_stores_nothing(
+    storage: hd.Storage, make_dispatcher: Callable[..., Any], driver: str
+) -> None:
+    transport = recording(driver)
+    hooks = make_dispatcher(storage=storage, workers=0, transport=transport)
+    hooks.add_endpoint("https://b.example/hooks", tenant="acct_b")
+    hooks.dispatch("user.created", {}, id="shared", tenant="acct_a")
+    with pytest.raises(hd.InvalidEventError, match=r"item 1 of the batch: .*already taken"):
+        hooks.dispatch_many(
+            [("user.created", {}, "fresh_1"), ("user.created", {}, "shared")], tenant="acct_b"
+        )
+    with pytest.raises(hd.UnknownEventError):
+        storage.get_event("fresh_1")
+    assert transport.urls == []
+
+
+def test_the_outbox_refuses_another_tenants_id_and_returns_the_stored_event(
+    tmp_path: Any,
+) -> None:
+    path = tmp_path / "hooks.db"
+    storage = hd.SQLiteStorage(path)
+    conn = sqlite3.connect(path, check_same_thread=False)
+    with hd.Dispatcher(storage=storage, workers=1, transport=Recording()) as hooks:
+        first = hooks.dispatch("user.created", {"v": 1}, id="shared", tenant="acct_a")
+        with conn:
+            with pytest.raises(hd.InvalidEventError, match="already taken"):
+                hooks.dispatch("user.created", {}, id="shared", tenant="acct_b", transaction=conn)
+            again = hooks.dispatch(
+                "user.created", {"v": 2}, id="shared", tenant="acct_a", transaction=conn
+            )
+        assert again == first
+        assert again.data == {"v": 1}
+    conn.close()
+    storage.close()
+
+
+def test_a_delivery_is_not_sent_again_to_an_endpoint_moved_to_another_tenant(
+    storage: hd.Storage, make_dispatcher: Callable[..., Any], driver: str
+) -> None:
+    hooks = make_dispatcher(storage=storage, workers=0, transport=recording(driver))
+    endpoint = hooks.add_endpoint("https://a.example/hooks", tenant="acct_a")
+    event = hooks.dispatch("user.created", {}, tenant="acct_a")
+    [delivery] = hooks.deliveries(event_id=event.id)
+    storage.update_endpoint(evolve(endpoint, tenant="acct_b"))
+    with pytest.raises(hd.InvalidStateError, match="another tenant"):
+        hooks.redeliver(delivery.id)

@@ -36,6 +36,7 @@ from .exceptions import (
     InvalidResponseError,
     InvalidStateError,
     TransportError,
+    UnknownEventError,
 )
 from .storage import MemoryStorage, Storage
 
@@ -167,10 +168,10 @@ def store_event(
         endpoints = storage.endpoints_for(event.tenant, event.type)
     deliveries = [Delivery.create(event, endpoint, now=now) for endpoint in endpoints]
     if transaction is not None:
-        return event, storage.add_event_in_transaction(transaction, event, deliveries)
-    if storage.add_event(event, deliveries):
-        return event, True
-    return stored_event(storage, event), False
+        stored = storage.add_event_in_transaction(transaction, event, deliveries)
+    else:
+        stored = storage.add_event(event, deliveries)
+    return (event, True) if stored else (stored_event(storage, event), False)
 
 
 def stored_event(storage: Storage, event: Event) -> Event:
@@ -202,10 +203,12 @@ def store_events(
 
     ``items`` are ``(event_type, data)`` or ``(event_type, data, id)``. Returns, in
     order, each event and whether it was new (an id already stored is not). The
-    fan-out is looked up once per event type of the batch.
+    fan-out is looked up once per event type of the batch. An id that another
+    tenant's event holds refuses the whole batch, nothing stored.
     """
     fan_out: dict[str, list[Endpoint]] = {}
     batch: list[tuple[Event, list[Delivery]]] = []
+    given_ids: set[str] = set()  # ids the caller chose: they may be stored already
     for position, item in enumerate(items):
         if not isinstance(item, tuple) or len(item) not in (2, 3):
             raise InvalidEventError(
@@ -229,6 +232,18 @@ def store_events(
             endpoints = fan_out[event.type] = storage.endpoints_for(event.tenant, event.type)
         deliveries = [Delivery.create(event, endpoint, now=now) for endpoint in endpoints]
         batch.append((event, deliveries))
+        if len(item) == 3 and item[2] is not None:
+            given_ids.add(event.id)
+    # An id another tenant's event holds refuses the batch before anything is stored
+    # (one read per id the caller chose; a generated one is new).
+    for position, (event, _) in enumerate(batch):  # before anything is stored
+        if event.id in given_ids:
+            try:
+                stored_event(storage, event)
+            except UnknownEventError:
+                continue
+            except InvalidEventError as exc:
+                raise InvalidEventError(f"item {position} of the batch: {exc}") from None
     results = storage.add_events(batch)
     return [(event, stored) for (event, _), stored in zip(batch, results, strict=True)]
 
@@ -251,6 +266,11 @@ def store_redelivery(storage: Storage, delivery_id: str, *, now: datetime) -> De
         )
     event = storage.get_event(old.event_id)
     endpoint = storage.get_endpoint(old.endpoint_id)
+    if endpoint.tenant != event.tenant:  # the endpoint was moved to another tenant since
+        raise InvalidStateError(
+            f"delivery {delivery_id!r} cannot be sent again: its endpoint belongs to another"
+            " tenant now than its event does"
+        )
     fresh = Delivery.create(event, endpoint, now=now)
     storage.add_deliveries([fresh])
     return fresh
