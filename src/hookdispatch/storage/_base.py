@@ -199,7 +199,9 @@ class Storage(abc.ABC):
         """Record ``attempt`` and, if ``claim.lease`` still holds, store ``delivery``.
 
         Atomic. Returns ``False`` when the lease was lost (expired and claimed by
-        someone else): the attempt is recorded, the delivery left to its new holder.
+        someone else): the attempt is recorded, the delivery left to its new holder;
+        if the delivery is gone meanwhile (finished by that holder and pruned),
+        nothing is recorded, and it still returns ``False`` rather than raising.
         When the delivery becomes final, its endpoint's ``consecutive_failures``
         goes up by one (FAILED) or back to zero (SUCCEEDED), in the same transaction.
         A delivery stored as pending gets a new lease only through ``claim``.

@@ -713,11 +713,14 @@ class PostgresStorage(Storage):
         return claims
 
     def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
-        # One statement: the attempt always; the delivery only under the caller's
-        # lease; and, when that made it final, the endpoint's run of failures.
+        # One statement: the attempt always (unless prune() removed the delivery, a
+        # stale worker's, meanwhile: then nothing); the delivery only under the
+        # caller's lease; and, when that made it final, the endpoint's run of failures.
         query = self._q(
             f"WITH attempt AS (INSERT INTO {{schema}}.attempts ({_ATTEMPT_COLUMNS})"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING),"
+            " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s"
+            " WHERE EXISTS (SELECT 1 FROM {schema}.deliveries WHERE id = %s)"
+            " ON CONFLICT (id) DO NOTHING),"
             " delivery AS (UPDATE {schema}.deliveries SET status = %s, attempt_count = %s,"
             " next_attempt_at = %s, last_error = %s, updated_at = %s, lease = NULL"
             " WHERE id = %s AND lease = %s RETURNING endpoint_id),"
@@ -742,6 +745,7 @@ class PostgresStorage(Storage):
                     None if attempt.failure is None else attempt.failure.value,
                     attempt.error,
                     attempt.response_body,
+                    attempt.delivery_id,
                     delivery.status.value,
                     delivery.attempt_count,
                     delivery.next_attempt_at,

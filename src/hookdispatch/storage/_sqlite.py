@@ -708,21 +708,28 @@ class SQLiteStorage(Storage):
     def _complete(
         self, conn: sqlite3.Connection, claim: Claim, attempt: Attempt, delivery: Delivery
     ) -> bool:
-        conn.execute(
-            "INSERT INTO attempts (id, delivery_id, number, started_at, duration,"
-            " status_code, failure, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                attempt.id,
-                attempt.delivery_id,
-                attempt.number,
-                _ts(attempt.started_at),
-                attempt.duration,
-                attempt.status_code,
-                None if attempt.failure is None else attempt.failure.value,
-                attempt.error,
-                attempt.response_body,
-            ),
-        )
+        try:
+            conn.execute(
+                "INSERT INTO attempts (id, delivery_id, number, started_at, duration,"
+                " status_code, failure, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    attempt.id,
+                    attempt.delivery_id,
+                    attempt.number,
+                    _ts(attempt.started_at),
+                    attempt.duration,
+                    attempt.status_code,
+                    None if attempt.failure is None else attempt.failure.value,
+                    attempt.error,
+                    attempt.response_body,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            # A stale worker's delivery, finished by another and pruned meanwhile:
+            # nothing is left to record against, and its lease is long gone.
+            if conn.execute("SELECT 1 FROM deliveries WHERE id = ?", (delivery.id,)).fetchone():
+                raise
+            return False
         cursor = conn.execute(
             "UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?,"
             " last_error = ?, updated_at = ?, lease = NULL WHERE id = ? AND lease = ?",

@@ -667,6 +667,18 @@ class ContractTests(StorageHarness):
 
     # Retention ----------------------------------------------------------------------
 
+    def test_a_stale_workers_complete_after_prune_records_nothing(self) -> None:
+        storage = self.storage
+        stale = store_events(storage, 1)[0]
+        taken_over = _claim_one(storage, now=0)
+        fresh = _claim_one(storage, now=LEASE.total_seconds() + 1)  # the first lease ran out
+        storage.complete(fresh, *outcome(fresh, "succeeded", now=at(70)))
+        _prune_all(storage, older_than=at(1000))
+        with raises(UnknownDeliveryError, "get_delivery() of a pruned delivery"):
+            storage.get_delivery(stale.id)
+        held = storage.complete(taken_over, *outcome(taken_over, "failed", now=at(71)))
+        equal(held, False, "complete() by a stale worker after its delivery was pruned")
+
     def test_prune_deletes_old_finished_work_and_keeps_the_rest(self) -> None:
         storage = self.storage
         one, two = make_endpoint(), make_endpoint()
