@@ -159,26 +159,12 @@ class AsyncDispatcher(Driver):
         grace: float = DEFAULT_ROTATION_GRACE,
         secret: str | None = None,
     ) -> Endpoint:
-        """Give an endpoint a new secret (generated, unless ``secret`` is given) and
-        keep the current one signing beside it for ``grace`` seconds (default 24 hours),
-        so the receiver can switch at its own pace; returns the endpoint, whose
-        ``secret`` is the new one to hand to the receiver's owner.
-
-        During the overlap every attempt (retries included) carries a Standard Webhooks
-        signature for each secret, and ``X-Webhook-Signature`` stays the previous
-        secret's until the overlap ends. ``grace=0``: no overlap, the old secret stops
-        at once (for a leaked secret). End an overlap early with :meth:`end_rotation`.
-        Raises UnknownEndpointError, InvalidInputError for a grace that is not 0 to 90
-        days in seconds, InvalidEndpointError for an invalid ``secret``, and
-        InvalidStateError while an earlier rotation's overlap is still live (unless
-        ``grace=0``).
-        """
+        """Give an endpoint a new secret, the current one signing on for ``grace``
+        seconds; see :meth:`Dispatcher.rotate_secret`."""
         return await self._call(self._rotate_secret, endpoint_id, grace, secret)
 
     async def end_rotation(self, endpoint_id: str) -> Endpoint:
-        """End an endpoint's rotation overlap now: its previous secret stops signing,
-        only the current one signs from the next attempt on. Nothing to end is fine.
-        Raises UnknownEndpointError."""
+        """End an endpoint's rotation overlap now; see :meth:`Dispatcher.end_rotation`."""
         return await self._call(self._end_rotation, endpoint_id)
 
     async def _set_enabled(self, endpoint_id: str, *, enabled: bool) -> Endpoint:
