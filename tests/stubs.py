@@ -6,13 +6,16 @@ import hookdispatch as hd
 
 
 class Recording:
-    """Answers 200 to every request and remembers the URLs it was asked to POST to."""
+    """Answers 200 to every request and remembers the URLs it was asked to POST to
+    (and the requests, in ``requests``)."""
 
     def __init__(self) -> None:
         self.urls: list[str] = []
+        self.requests: list[hd.Request] = []
 
     def send(self, request: hd.Request) -> hd.Response:
         self.urls.append(request.url)
+        self.requests.append(request)
         return hd.Response(status_code=200, headers={}, body=b"")
 
     def close(self) -> None:

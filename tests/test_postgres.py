@@ -135,7 +135,11 @@ def test_a_version_2_schema_is_migrated_and_claims_carry_the_failure_count(
     storage.close()
     # Back to schema version 2, whose only claim_due left consecutive_failures out.
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        # Undo migration 6 (rotation) and migration 4 (tenants) first, then migration 3.
+        # Undo migrations 7 (endpoint management), 6 (rotation) and 4 (tenants) first,
+        # then migration 3.
+        conn.execute(f'DROP FUNCTION "{schema}".claim_due_v6')
+        for column in ("description", "headers", "metadata"):
+            conn.execute(f'ALTER TABLE "{schema}".endpoints DROP COLUMN {column}')
         conn.execute(f'DROP FUNCTION "{schema}".claim_due_v5')
         conn.execute(f'ALTER TABLE "{schema}".endpoints DROP COLUMN previous_secret')
         conn.execute(f'ALTER TABLE "{schema}".endpoints DROP COLUMN previous_secret_expires_at')
@@ -164,7 +168,7 @@ def test_a_version_2_schema_is_migrated_and_claims_carry_the_failure_count(
             " AND p.parameter_mode = 'OUT'",
             (schema,),
         ).fetchall()
-    assert version == len(MIGRATIONS) == 6
+    assert version == len(MIGRATIONS) == 7
     assert columns == 17
 
 

@@ -362,6 +362,8 @@ def test_a_version_4_sqlite_file_migrates_and_keeps_its_endpoints(tmp_path: Path
     store.add_endpoint(endpoint)
     store.close()
     with sqlite3.connect(path) as conn:  # back to version 4, as the previous release wrote it
+        for column in ("description", "headers", "metadata"):  # migration 6 first
+            conn.execute(f"ALTER TABLE endpoints DROP COLUMN {column}")
         conn.execute("ALTER TABLE endpoints DROP COLUMN previous_secret")
         conn.execute("ALTER TABLE endpoints DROP COLUMN previous_secret_expires_at")
         conn.execute("PRAGMA user_version = 4")
@@ -376,7 +378,7 @@ def test_a_version_4_sqlite_file_migrates_and_keeps_its_endpoints(tmp_path: Path
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(SQLITE_MIGRATIONS) == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(SQLITE_MIGRATIONS) == 6
     conn.close()
 
 
@@ -397,6 +399,9 @@ def test_a_version_5_postgres_schema_migrates_and_claims_carry_the_previous_secr
     store.add_event(event, [hd.Delivery.create(event, endpoint, now=now)])
     store.close()
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # back to version 5
+        conn.execute(f'DROP FUNCTION "{pg_schema}".claim_due_v6')  # migration 7 first
+        for column in ("description", "headers", "metadata"):
+            conn.execute(f'ALTER TABLE "{pg_schema}".endpoints DROP COLUMN {column}')
         conn.execute(f'DROP FUNCTION "{pg_schema}".claim_due_v5')
         conn.execute(f'ALTER TABLE "{pg_schema}".endpoints DROP COLUMN previous_secret')
         conn.execute(f'ALTER TABLE "{pg_schema}".endpoints DROP COLUMN previous_secret_expires_at')
@@ -425,5 +430,5 @@ def test_a_version_5_postgres_schema_migrates_and_claims_carry_the_previous_secr
             ).fetchall()[0][0]
             for name in ("claim_due_v4", "claim_due_v5")
         }
-    assert version == len(PG_MIGRATIONS) == 6
+    assert version == len(PG_MIGRATIONS) == 7
     assert outs == {"claim_due_v4": 19, "claim_due_v5": 21}

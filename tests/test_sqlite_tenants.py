@@ -126,7 +126,7 @@ def test_a_file_of_the_landed_release_migrates_and_keeps_every_row(tmp_path: Pat
 
     storage = hd.SQLiteStorage(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 6
         subscriptions = set(conn.execute("SELECT tenant, pattern, endpoint_id FROM subscriptions"))
         event_tenants = set(conn.execute("SELECT tenant FROM events"))
     assert subscriptions == {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -125,15 +125,53 @@ class AsyncDispatcher(Driver):
         secret: str | None = None,
         id: str | None = None,
         tenant: str = DEFAULT_TENANT,
+        description: str = "",
+        headers: Mapping[str, str] | None = None,
+        metadata: Mapping[str, JSON] | None = None,
     ) -> Endpoint:
         """Register a receiver; see :meth:`Dispatcher.add_endpoint`."""
         store = functools.partial(
-            self._store_endpoint, url, events, secret, id, self._clock(), tenant=tenant
+            self._store_endpoint,
+            url,
+            events,
+            secret,
+            id,
+            self._clock(),
+            tenant=tenant,
+            description=description,
+            headers=headers,
+            metadata=metadata,
         )
+        return await self._off_the_loop(store)
+
+    async def update_endpoint(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        events: Iterable[str] | None = None,
+        description: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        metadata: Mapping[str, JSON] | None = None,
+    ) -> Endpoint:
+        """Change the given fields of an endpoint; see :meth:`Dispatcher.update_endpoint`."""
+        update = functools.partial(
+            self._update_endpoint,
+            endpoint_id,
+            url=url,
+            events=events,
+            description=description,
+            headers=headers,
+            metadata=metadata,
+        )
+        return await self._off_the_loop(update)
+
+    async def _off_the_loop(self, work: Callable[[], Endpoint]) -> Endpoint:
+        """Endpoint work that may resolve a host name: in the storage thread, or in a
+        thread of its own for a storage that does not block (never on the loop)."""
         if self._storage.blocking:
-            return await self._call(store)
-        # Off the loop all the same: the target check resolves the host name.
-        return await asyncio.to_thread(store)
+            return await self._call(work)
+        return await asyncio.to_thread(work)
 
     async def endpoints(self, *, tenant: str | None = None) -> list[Endpoint]:
         """Every registered endpoint, enabled or not, or only ``tenant``'s."""

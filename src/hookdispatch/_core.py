@@ -13,7 +13,7 @@ from datetime import datetime
 
 from attrs import field, frozen
 
-from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, new_id
+from ._models import RESERVED_HEADERS, Attempt, Delivery, DeliveryStatus, Endpoint, new_id
 from ._policy import RetryPolicy, parse_retry_after
 from ._signing import sign_hex, sign_standard
 from ._targets import TargetPolicy
@@ -122,6 +122,8 @@ def prepare(
     single-valued ``X-Webhook-Signature`` keeps the previous secret's until the
     overlap ends: a receiver that checks only that header goes on working unchanged,
     and has the whole grace period to accept the new secret too.
+
+    The endpoint's custom headers go along; none of ours is ever replaced by one.
     """
     endpoint, body, event_id = claim.endpoint, claim.body, claim.delivery.event_id
     secret = endpoint.secret
@@ -145,6 +147,14 @@ def prepare(
         "webhook-timestamp": str(timestamp),
         "webhook-signature": standard,
     }
+    if endpoint.headers:
+        # The endpoint's own headers (an auth token its receiver expects, say) after
+        # ours. Validation keeps their names off ours and the hop-by-hop ones; this
+        # keeps them off too for a row that skipped it (written by hand, say).
+        for name, value in endpoint.headers.items():
+            key = name.lower()
+            if key not in RESERVED_HEADERS and not key.startswith("proxy-"):
+                headers[name] = value
     return Request(
         url=claim.endpoint.url, headers=headers, body=body, timeout=timeout, targets=targets
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -126,17 +126,67 @@ class Dispatcher(Driver):
         secret: str | None = None,
         id: str | None = None,
         tenant: str = DEFAULT_TENANT,
+        description: str = "",
+        headers: Mapping[str, str] | None = None,
+        metadata: Mapping[str, JSON] | None = None,
     ) -> Endpoint:
         """Register a receiver of ``tenant`` (your customer account's id; omitted, the
         default tenant). ``events``: exact event types, prefixes such as ``"user.*"``
         (``user.created``, ``user.subscription.updated``), or ``"*"`` for all.
 
         A strong secret (``whsec_`` + 32 random bytes, base64) is generated when none
-        is given; hand ``endpoint.secret`` to the receiver's owner. Raises
-        InvalidEndpointError for a URL that is not http(s) or is malformed, and, with
-        a ``catalog``, for a pattern that names none of its types.
+        is given; hand ``endpoint.secret`` to the receiver's owner. ``description``:
+        what it is for (up to 1024 characters). ``headers``: custom headers sent with
+        every request (an auth token the receiver expects, say; at most 20, values
+        printable ASCII up to 4 KiB, never the signature, framing or hop-by-hop
+        headers, which stay hookdispatch's). ``metadata``: your own JSON object about
+        it, up to 4 KiB encoded, stored and returned as given. Raises
+        InvalidEndpointError for a URL that is not http(s) or is malformed, for
+        invalid headers (naming the header, never quoting its value), description or
+        metadata, and, with a ``catalog``, for a pattern that names none of its types.
         """
-        return self._store_endpoint(url, events, secret, id, self._clock(), tenant=tenant)
+        return self._store_endpoint(
+            url,
+            events,
+            secret,
+            id,
+            self._clock(),
+            tenant=tenant,
+            description=description,
+            headers=headers,
+            metadata=metadata,
+        )
+
+    def update_endpoint(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        events: Iterable[str] | None = None,
+        description: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        metadata: Mapping[str, JSON] | None = None,
+    ) -> Endpoint:
+        """Change an endpoint's URL, subscriptions, description, headers or metadata:
+        only the ones given (``None`` leaves one as it is; ``headers={}`` drops every
+        custom header). Returns the endpoint as stored.
+
+        Each is checked as :meth:`add_endpoint` checks it: a new URL against the
+        target policy too, new ``events`` against the ``catalog``, if any; nothing
+        changes unless all pass. ``headers`` and ``metadata`` replace the old ones
+        whole. The tenant and the secret are not changed here (see
+        :meth:`rotate_secret`). Deliveries already claimed go to the old URL; the
+        next attempts use the new one. Raises UnknownEndpointError and
+        InvalidEndpointError.
+        """
+        return self._update_endpoint(
+            endpoint_id,
+            url=url,
+            events=events,
+            description=description,
+            headers=headers,
+            metadata=metadata,
+        )
 
     def endpoints(self, *, tenant: str | None = None) -> list[Endpoint]:
         """Every registered endpoint, enabled or not, or only ``tenant``'s."""

@@ -39,6 +39,7 @@ from ._operations import (
     store_redelivery,
     stored_event,
     unexpected_failure,
+    update_endpoint_fields,
 )
 from ._policy import RetryPolicy
 from ._slots import WorkerSlots
@@ -197,6 +198,9 @@ class Driver:
         now: datetime,
         *,
         tenant: str,
+        description: str = "",
+        headers: Mapping[str, str] | None = None,
+        metadata: Mapping[str, JSON] | None = None,
     ) -> Endpoint:
         """Storage work (and a DNS lookup: the target check resolves the host name)."""
         return store_endpoint(
@@ -208,6 +212,33 @@ class Driver:
             now=now,
             targets=self._targets,
             tenant=tenant,
+            catalog=self._catalog,
+            description=description,
+            headers=headers,
+            metadata=metadata,
+        )
+
+    def _update_endpoint(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None,
+        events: Iterable[str] | None,
+        description: str | None,
+        headers: Mapping[str, str] | None,
+        metadata: Mapping[str, JSON] | None,
+    ) -> Endpoint:
+        """Storage work (and a DNS lookup for a new URL): change the given fields of an
+        endpoint (see :func:`update_endpoint_fields`)."""
+        return update_endpoint_fields(
+            self._storage,
+            endpoint_id,
+            url=url,
+            events=events,
+            description=description,
+            headers=headers,
+            metadata=metadata,
+            targets=self._targets,
             catalog=self._catalog,
         )
 

@@ -15,9 +15,10 @@ import random
 import re
 import secrets
 import time
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from attrs import evolve, field, frozen
 
@@ -37,12 +38,19 @@ __all__ = [
     "DEFAULT_ROTATION_GRACE",
     "DEFAULT_TENANT",
     "MAX_DATA_DEPTH",
+    "MAX_DESCRIPTION_LENGTH",
+    "MAX_HEADERS",
+    "MAX_HEADER_VALUE_LENGTH",
+    "MAX_METADATA_BYTES",
     "Attempt",
     "Delivery",
     "DeliveryStatus",
     "Endpoint",
     "Event",
+    "check_description",
     "check_grace",
+    "check_headers",
+    "check_metadata",
     "check_tenant",
     "generate_secret",
     "new_id",
@@ -69,8 +77,43 @@ MAX_ROTATION_GRACE = 90 * 86400.0
 DEFAULT_TENANT = "default"
 """The tenant of endpoints and events given none: single-tenant code never names one."""
 
+MAX_DESCRIPTION_LENGTH = 1024
+"""The longest endpoint description, in characters."""
+MAX_HEADERS = 20
+"""The most custom headers an endpoint may carry."""
+MAX_HEADER_NAME_LENGTH = 256
+MAX_HEADER_VALUE_LENGTH = 4096
+"""The longest custom header value, in characters (printable ASCII: one byte each)."""
+MAX_METADATA_BYTES = 4096
+"""The largest endpoint metadata, encoded as compact JSON (UTF-8)."""
+
+RESERVED_HEADERS = frozenset(
+    {
+        # HTTP framing and hop-by-hop headers: the transport's, never an endpoint's.
+        "content-type",
+        "content-length",
+        "host",
+        "user-agent",
+        "accept-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        # The signature headers: ours.
+        "x-webhook-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+"""Header names (lower case) an endpoint's custom headers may not set; nor ``Proxy-*``."""
+
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-/]+")
 _ID = re.compile(r"[A-Za-z0-9_.:\-]+")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 
 
 _id_bits = random.Random(os.urandom(32))
@@ -379,6 +422,179 @@ def _check_events(events: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(checked))
 
 
+_V = TypeVar("_V")
+
+
+class FrozenMapping(Mapping[str, _V]):
+    """A read-only mapping (an endpoint's headers and metadata): a copy of what it was
+    made from, so changing that afterwards changes nothing here."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, _V] | None = None) -> None:
+        self._items: dict[str, _V] = dict(items or {})
+
+    def __getitem__(self, key: str) -> _V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._items == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # values may be lists and dicts
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._items!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenMapping, (self._items,))
+
+
+class HeaderMapping(FrozenMapping[str]):
+    """An endpoint's custom headers: a read-only mapping whose ``repr()`` shows the
+    names only, never a value (a value may be a credential)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"HeaderMapping(names={tuple(self._items)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (HeaderMapping, (self._items,))
+
+
+def _frozen(items: Mapping[str, Any] | None) -> FrozenMapping[Any]:
+    return items if type(items) is FrozenMapping else FrozenMapping(items)
+
+
+def _frozen_headers(items: Mapping[str, str] | None) -> HeaderMapping:
+    return items if isinstance(items, HeaderMapping) else HeaderMapping(items)
+
+
+def _header_names(headers: Mapping[str, str]) -> str:
+    """An endpoint's headers in a repr: their names only (a value may be a credential)."""
+    return repr(tuple(headers))
+
+
+def check_description(description: object) -> str:
+    """``description`` if it is an endpoint description: a string of at most
+    :data:`MAX_DESCRIPTION_LENGTH` characters, no control characters but tab and line
+    breaks. Raises InvalidEndpointError."""
+    if not isinstance(description, str):
+        raise InvalidEndpointError(
+            f"endpoint description must be a string (got {type(description).__name__})"
+        )
+    if len(description) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidEndpointError(
+            f"endpoint description is {len(description):,} characters, over the"
+            f" {MAX_DESCRIPTION_LENGTH:,}-character limit"
+        )
+    if not description.replace("\n", "").replace("\t", "").isprintable():
+        raise InvalidEndpointError(
+            "endpoint description must not contain control characters (other than tabs"
+            " and line breaks)"
+        )
+    return description
+
+
+def check_headers(headers: object) -> HeaderMapping:
+    """``headers`` as a read-only mapping, if they are custom headers an endpoint may
+    carry: at most :data:`MAX_HEADERS`, each name an HTTP token that is not one of
+    :data:`RESERVED_HEADERS` nor ``Proxy-*`` (compared case-insensitively) and not
+    given twice, each value at most :data:`MAX_HEADER_VALUE_LENGTH` printable ASCII
+    characters. ``None``: no headers.
+
+    Raises InvalidEndpointError naming the header, never quoting its value (which may
+    be a credential).
+    """
+    if headers is None:
+        return HeaderMapping()
+    if not isinstance(headers, Mapping):
+        raise InvalidEndpointError(
+            "endpoint headers must be a mapping of header names to values, such as"
+            " {'Authorization': 'Bearer …'}"
+        )
+    if len(headers) > MAX_HEADERS:
+        raise InvalidEndpointError(
+            f"an endpoint may carry at most {MAX_HEADERS} custom headers (got {len(headers)})"
+        )
+    seen: set[str] = set()
+    for name, value in headers.items():
+        if (
+            not isinstance(name, str)
+            or len(name) > MAX_HEADER_NAME_LENGTH
+            or not _HEADER_NAME.fullmatch(name)
+        ):
+            raise InvalidEndpointError(
+                f"header name {name!r:.80} is not valid: use 1 to {MAX_HEADER_NAME_LENGTH}"
+                " letters, digits and !#$%&'*+-.^_`|~ (an HTTP token), such as 'Authorization'"
+            )
+        key = name.lower()
+        if key in RESERVED_HEADERS or key.startswith("proxy-"):
+            raise InvalidEndpointError(
+                f"header {name!r} cannot be set on an endpoint: hookdispatch or the HTTP"
+                " connection sets it (the signature headers, Content-Type, Host, User-Agent,"
+                " and hop-by-hop headers such as Connection and Proxy-*)"
+            )
+        if key in seen:
+            raise InvalidEndpointError(
+                f"header {name!r} is given twice (header names are case-insensitive)"
+            )
+        seen.add(key)
+        if not isinstance(value, str):
+            raise InvalidEndpointError(
+                f"the value of header {name!r} must be a string (got {type(value).__name__})"
+            )
+        if len(value) > MAX_HEADER_VALUE_LENGTH:
+            raise InvalidEndpointError(
+                f"the value of header {name!r} is {len(value):,} characters, over the"
+                f" {MAX_HEADER_VALUE_LENGTH:,}-character limit"
+            )
+        if not _HEADER_VALUE.fullmatch(value):
+            raise InvalidEndpointError(
+                f"the value of header {name!r} must be printable ASCII: no line breaks, NUL,"
+                " control or non-ASCII characters"
+            )
+    return HeaderMapping(headers)
+
+
+def check_metadata(metadata: object) -> FrozenMapping[JSON]:
+    """``metadata`` as a read-only mapping (of a copy), if it is endpoint metadata: a
+    JSON object of at most :data:`MAX_METADATA_BYTES` encoded. ``None``: empty.
+    Raises InvalidEndpointError."""
+    if metadata is None:
+        return FrozenMapping()
+    if not isinstance(metadata, Mapping):
+        raise InvalidEndpointError(
+            "endpoint metadata must be a mapping with string keys (a JSON object), such"
+            " as {'customer': 'acct_42'}"
+        )
+    if not all(isinstance(key, str) for key in metadata):
+        raise InvalidEndpointError("endpoint metadata keys must be strings (a JSON object)")
+    try:
+        encoded = _ENCODER.encode(dict(metadata)).encode()
+    except RecursionError:
+        raise InvalidEndpointError("endpoint metadata is nested too deeply") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidEndpointError(
+            f"endpoint metadata is not JSON: {exc}. Use dicts, lists, str, int, finite"
+            " float, bool or None"
+        ) from None
+    if len(encoded) > MAX_METADATA_BYTES:
+        raise InvalidEndpointError(
+            f"endpoint metadata is {len(encoded):,} bytes as JSON, over the"
+            f" {MAX_METADATA_BYTES:,}-byte limit; keep ids and small labels there"
+        )
+    return FrozenMapping(json.loads(encoded))  # a copy: later changes to the caller's stay out
+
+
 @frozen
 class Endpoint:
     """A receiver: where to POST, the secret to sign with, and which events it wants.
@@ -404,6 +620,19 @@ class Endpoint:
     ``previous_secret_expires_at``; ``None`` when no rotation overlaps. Never in ``repr()``."""
     previous_secret_expires_at: datetime | None = None
     """When ``previous_secret`` stops signing (the end of the rotation's grace period)."""
+    description: str = ""
+    """What the endpoint is for, in the host's or its customer's words."""
+    headers: Mapping[str, str] = field(
+        factory=HeaderMapping, converter=_frozen_headers, repr=_header_names, hash=False
+    )
+    """Custom headers sent with every request to it (an auth token its receiver
+    expects, say), beside hookdispatch's own, which they never replace. Read-only;
+    ``repr()`` shows their names only, never a value."""
+    metadata: Mapping[str, JSON] = field(
+        factory=FrozenMapping, converter=_frozen, repr=False, hash=False
+    )
+    """The host's own data about the endpoint (a JSON object, at most 4 KiB encoded);
+    hookdispatch only stores it. Read-only at the top level."""
 
     @classmethod
     def create(
@@ -415,8 +644,15 @@ class Endpoint:
         secret: str | None = None,
         id: str | None = None,
         tenant: str = DEFAULT_TENANT,
+        description: str = "",
+        headers: Mapping[str, str] | None = None,
+        metadata: Mapping[str, JSON] | None = None,
     ) -> Endpoint:
-        """Validate a new endpoint of ``tenant``, generating the id and secret when not given."""
+        """Validate a new endpoint of ``tenant``, generating the id and secret when not given.
+
+        ``headers`` are checked by :func:`check_headers`, ``metadata`` by
+        :func:`check_metadata`, ``description`` by :func:`check_description`.
+        """
         return cls(
             id=new_id("ep")
             if id is None
@@ -427,6 +663,9 @@ class Endpoint:
             enabled=True,
             created_at=now,
             tenant=DEFAULT_TENANT if tenant is DEFAULT_TENANT else check_tenant(tenant),
+            description=check_description(description),
+            headers=check_headers(headers),
+            metadata=check_metadata(metadata),
         )
 
     def previous_secret_live(self, now: datetime) -> str | None:

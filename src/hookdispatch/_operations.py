@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,12 @@ from ._models import (
     DeliveryStatus,
     Endpoint,
     Event,
+    _check_events,
+    _check_url,
+    check_description,
     check_grace,
+    check_headers,
+    check_metadata,
 )
 from ._targets import TargetPolicy
 from ._types import JSON
@@ -59,6 +64,7 @@ __all__ = [
     "store_redelivery",
     "stored_event",
     "unexpected_failure",
+    "update_endpoint_fields",
     "warn_if_dropping",
 ]
 
@@ -94,14 +100,66 @@ def store_endpoint(
     targets: TargetPolicy,
     tenant: str = DEFAULT_TENANT,
     catalog: Catalog | None = None,
+    description: str = "",
+    headers: Mapping[str, str] | None = None,
+    metadata: Mapping[str, JSON] | None = None,
 ) -> Endpoint:
     """Validate (the subscriptions against ``catalog``, if any, and the URL against the
     target policy too) and store a new endpoint."""
-    endpoint = Endpoint.create(url, now=now, events=events, secret=secret, id=id, tenant=tenant)
+    endpoint = Endpoint.create(
+        url,
+        now=now,
+        events=events,
+        secret=secret,
+        id=id,
+        tenant=tenant,
+        description=description,
+        headers=headers,
+        metadata=metadata,
+    )
     if catalog is not None:
         catalog.check_subscription(endpoint.events)
     targets.check_endpoint(endpoint.url)
     storage.add_endpoint(endpoint)
+    return endpoint
+
+
+def update_endpoint_fields(
+    storage: Storage,
+    endpoint_id: str,
+    *,
+    url: str | None = None,
+    events: Iterable[str] | None = None,
+    description: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    metadata: Mapping[str, JSON] | None = None,
+    targets: TargetPolicy,
+    catalog: Catalog | None = None,
+) -> Endpoint:
+    """Change the given fields of a stored endpoint (``None``: unchanged), checked as
+    :func:`store_endpoint` checks them: a new URL against the target policy too (a
+    DNS lookup), new subscriptions against ``catalog``, if any. Everything is checked
+    before the endpoint is read; its tenant, secret and state are left as they are.
+    """
+    changes: dict[str, object] = {}
+    if url is not None:
+        changes["url"] = _check_url(url)
+        targets.check_endpoint(url)
+    if events is not None:
+        changes["events"] = checked = _check_events(events)
+        if catalog is not None:
+            catalog.check_subscription(checked)
+    if description is not None:
+        changes["description"] = check_description(description)
+    if headers is not None:
+        changes["headers"] = check_headers(headers)
+    if metadata is not None:
+        changes["metadata"] = check_metadata(metadata)
+    endpoint = storage.get_endpoint(endpoint_id)
+    if not changes:
+        return endpoint
+    endpoint = evolve(endpoint, **changes)  # type: ignore[arg-type]
+    storage.update_endpoint(endpoint)
     return endpoint
 
 

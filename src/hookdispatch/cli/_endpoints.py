@@ -1,7 +1,8 @@
-"""``hookdispatch endpoints``: add, list, disable, enable, rotate-secret, end-rotation."""
+"""``hookdispatch endpoints``: add, update, list, disable, enable, rotate-secret, end-rotation."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -28,7 +29,66 @@ def endpoint_json(endpoint: hd.Endpoint) -> dict[str, Any]:
         "created_at": iso(endpoint.created_at),
         # When the previous secret stops signing (a rotation's overlap); null: none.
         "rotation_ends_at": iso(endpoint.previous_secret_expires_at),
+        "description": endpoint.description,
+        # The custom headers' names only: a value may be a credential.
+        "headers": list(endpoint.headers),
+        "metadata": dict(endpoint.metadata),
     }
+
+
+def _parse_headers(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str] | None:
+    """``--header 'Name: value'`` (repeatable) as a mapping; None when not given.
+
+    A malformed one is refused without quoting it: its value may be a credential.
+    """
+    if not values:
+        return None
+    headers: dict[str, str] = {}
+    for position, text in enumerate(values, start=1):
+        name, colon, value = text.partition(":")
+        if not colon or not name.strip():
+            raise click.BadParameter(
+                f"header {position} is not of the form 'Name: value'", ctx=ctx, param=param
+            )
+        headers[name.strip()] = value.strip(" \t")
+    return headers
+
+
+def _parse_metadata(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> dict[str, Any] | None:
+    """``--metadata '{...}'``: a JSON object; None when not given."""
+    if value is None:
+        return None
+    try:
+        metadata = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", ctx=ctx, param=param) from None
+    if not isinstance(metadata, dict):
+        raise click.BadParameter('must be a JSON object, such as \'{"customer": "acct_42"}\'')
+    return metadata
+
+
+_header_option = click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    callback=_parse_headers,
+    help="A custom header sent with every request, such as 'Authorization: Bearer …';"
+    " repeat for more. Values are never printed back.",
+)
+_description_option = click.option(
+    "--description", metavar="TEXT", help="What the endpoint is for (up to 1024 characters)."
+)
+_metadata_option = click.option(
+    "--metadata",
+    metavar="JSON",
+    callback=_parse_metadata,
+    help="Your own data about the endpoint: a JSON object, up to 4 KiB.",
+)
 
 
 def _print_secret(endpoint: hd.Endpoint, *, as_json: bool, what: str) -> None:
@@ -56,6 +116,9 @@ def endpoints() -> None:
 @click.option("--secret", help="The signing secret (default: a strong one, generated).")
 @click.option("--id", "endpoint_id", metavar="ID", help="The endpoint id (default: generated).")
 @tenant_option("The tenant (customer account) it belongs to; it gets that tenant's events only.")
+@_description_option
+@_header_option
+@_metadata_option
 @target_options
 @_json_option
 def add(
@@ -65,6 +128,9 @@ def add(
     secret: str | None,
     endpoint_id: str | None,
     tenant: str,
+    description: str | None,
+    headers: dict[str, str] | None,
+    metadata: dict[str, Any] | None,
     targets: hd.TargetPolicy | None,
     as_json: bool,
 ) -> None:
@@ -77,7 +143,14 @@ def add(
     storage = open_storage(create=True)
     with hd.Dispatcher(storage=storage, workers=0, targets=targets) as hooks:
         endpoint = hooks.add_endpoint(
-            url, events=names, secret=secret, id=endpoint_id, tenant=tenant
+            url,
+            events=names,
+            secret=secret,
+            id=endpoint_id,
+            tenant=tenant,
+            description=description or "",
+            headers=headers,
+            metadata=metadata,
         )
     if secret is None:
         _print_secret(endpoint, as_json=as_json, what="Added")
@@ -85,6 +158,59 @@ def add(
         echo_json(endpoint_json(endpoint))
     else:
         click.echo(f"Added endpoint {endpoint.id}: {endpoint.url} ({', '.join(endpoint.events)})")
+
+
+@endpoints.command()
+@click.argument("endpoint_id", metavar="ID")
+@click.option("--url", help="The new receiver URL (checked as `add` checks it).")
+@click.option("--events", help="The new comma-separated event types, replacing the old ones.")
+@_description_option
+@_header_option
+@click.option(
+    "--clear-headers", is_flag=True, help="Drop every custom header (before any --header)."
+)
+@_metadata_option
+@target_options
+@_json_option
+def update(
+    *,
+    endpoint_id: str,
+    url: str | None,
+    events: str | None,
+    description: str | None,
+    headers: dict[str, str] | None,
+    clear_headers: bool,
+    metadata: dict[str, Any] | None,
+    targets: hd.TargetPolicy | None,
+    as_json: bool,
+) -> None:
+    """Change an endpoint's URL, events, description, headers or metadata: only the
+    options given. --header replaces all its custom headers with the ones given.
+
+    The tenant and the secret stay as they are (see rotate-secret).
+    """
+    names = None
+    if events is not None:
+        names = [name.strip() for name in events.split(",") if name.strip()]
+    if clear_headers and headers is None:
+        headers = {}
+    with hd.Dispatcher(storage=open_storage(), workers=0, targets=targets) as hooks:
+        endpoint = hooks.update_endpoint(
+            endpoint_id,
+            url=url,
+            events=names,
+            description=description,
+            headers=headers,
+            metadata=metadata,
+        )
+    if as_json:
+        echo_json(endpoint_json(endpoint))
+    else:
+        header_names = ", ".join(endpoint.headers) or "none"
+        click.echo(
+            f"Updated endpoint {endpoint.id}: {endpoint.url} ({', '.join(endpoint.events)});"
+            f" custom headers: {header_names}"
+        )
 
 
 @endpoints.command("list")

@@ -80,7 +80,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def update_endpoint(self, endpoint: Endpoint) -> None:
-        """Replace the stored endpoint with the same id (URL, secret, events, enabled).
+        """Replace the stored endpoint with the same id (every field: URL, secret, events,
+        enabled, description, headers, metadata and the rest).
 
         Raises UnknownEndpointError if there is none.
         """

@@ -40,7 +40,14 @@ from ..exceptions import (
     UnknownEventError,
 )
 from ._base import Storage, check_prune_limit
-from ._rows import DELIVERY_WIDTH, attempt_from_row, delivery_filter, delivery_from_row
+from ._rows import (
+    DELIVERY_WIDTH,
+    attempt_from_row,
+    delivery_filter,
+    delivery_from_row,
+    json_object,
+    json_text,
+)
 
 __all__ = ["MIGRATIONS", "PostgresStorage"]
 
@@ -50,6 +57,11 @@ _TENANT = (("endpoint_tenant text", "e.tenant"),)
 _PREVIOUS_SECRET = (
     ("endpoint_previous_secret text", "e.previous_secret"),
     ("endpoint_previous_secret_expires_at timestamptz", "e.previous_secret_expires_at"),
+)
+_MANAGEMENT = (
+    ("endpoint_description text", "e.description"),
+    ("endpoint_headers jsonb", "e.headers"),
+    ("endpoint_metadata jsonb", "e.metadata"),
 )
 
 
@@ -62,9 +74,10 @@ def _claim_due_function(name: str = "claim_due", *, extra: Sequence[tuple[str, s
     Schema version 1's ``claim_due`` returns the endpoint without
     ``consecutive_failures`` (added in version 2); version 3 adds ``claim_due_v3``,
     which returns it, version 4 ``claim_due_v4``, which returns its ``tenant``
-    too, and version 6 ``claim_due_v5``, which returns its previous secret and that
-    secret's expiry too (a rotation's overlap), so a claim carries the endpoint as
-    stored. New functions rather than
+    too, version 6 ``claim_due_v5``, which returns its previous secret and that
+    secret's expiry too (a rotation's overlap), and version 7 ``claim_due_v6``,
+    which returns its description, custom headers and metadata too, so a claim
+    carries the endpoint as stored. New functions rather than
     replaced ones: processes still running an older hookdispatch during a rolling
     upgrade keep calling the one they know, whose result type (which their
     prepared statements depend on) does not change under them.
@@ -258,6 +271,18 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " ADD COLUMN previous_secret_expires_at timestamptz",
         _claim_due_function("claim_due_v5", extra=(*_FAILURES, *_TENANT, *_PREVIOUS_SECRET)),
     ),
+    # Endpoint management: a description, custom headers (sent with every request)
+    # and the host's metadata. Constant defaults, so adding them rewrites nothing and
+    # every existing endpoint gets none; processes of an older hookdispatch neither
+    # read nor write them, and keep calling claim_due_v5 (they send no custom headers).
+    (
+        "ALTER TABLE {schema}.endpoints ADD COLUMN description text NOT NULL DEFAULT '',"
+        " ADD COLUMN headers jsonb NOT NULL DEFAULT '{{}}',"
+        " ADD COLUMN metadata jsonb NOT NULL DEFAULT '{{}}'",
+        _claim_due_function(
+            "claim_due_v6", extra=(*_FAILURES, *_TENANT, *_PREVIOUS_SECRET, *_MANAGEMENT)
+        ),
+    ),
 ]
 """Schema migrations: the n-th list of statements takes the schema from version n to n + 1.
 
@@ -270,7 +295,7 @@ _LOCK_NAMESPACE = 0x686B64  # "hkd": first key of the migrations' advisory lock
 
 _ENDPOINT_COLUMNS = (
     "id, url, secret, events, enabled, created_at, consecutive_failures, tenant,"
-    " previous_secret, previous_secret_expires_at"
+    " previous_secret, previous_secret_expires_at, description, headers, metadata"
 )
 _DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
@@ -334,6 +359,9 @@ def _endpoint(row: Sequence[Any]) -> Endpoint:
         tenant=row[7],
         previous_secret=row[8],
         previous_secret_expires_at=None if row[9] is None else _utc(row[9]),
+        description=row[10],
+        headers=json_object(row[11], column="headers", endpoint_id=row[0]),
+        metadata=json_object(row[12], column="metadata", endpoint_id=row[0]),
     )
 
 
@@ -534,7 +562,7 @@ class PostgresStorage(Storage):
     def add_endpoint(self, endpoint: Endpoint) -> None:
         insert = self._q(
             f"INSERT INTO {{schema}}.endpoints ({_ENDPOINT_COLUMNS})"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)"
         )
         try:
             # Not retried: a repeat after a commit would report the id as taken.
@@ -550,7 +578,8 @@ class PostgresStorage(Storage):
         update = self._q(
             "UPDATE {schema}.endpoints SET url = %s, secret = %s, events = %s,"
             " enabled = %s, created_at = %s, consecutive_failures = %s, tenant = %s,"
-            " previous_secret = %s, previous_secret_expires_at = %s WHERE id = %s"
+            " previous_secret = %s, previous_secret_expires_at = %s, description = %s,"
+            " headers = %s::jsonb, metadata = %s::jsonb WHERE id = %s"
         )
         [result] = self._run((update, (*_endpoint_params(endpoint)[1:], endpoint.id)))
         if result.rowcount == 0:
@@ -678,7 +707,7 @@ class PostgresStorage(Storage):
         # workers, not attackers, so it needs no system call for randomness
         excluded = list(exclude_endpoints)
         if event_id is None:
-            query = self._q("SELECT * FROM {schema}.claim_due_v5(%s, %s, %s, %s, %s)")
+            query = self._q("SELECT * FROM {schema}.claim_due_v6(%s, %s, %s, %s, %s)")
             params: tuple[Any, ...] = (now, lease_until, lease, limit, excluded)
         else:
             # One event's deliveries are few: found through deliveries_event, as in
@@ -871,6 +900,9 @@ def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:
         endpoint.tenant,
         endpoint.previous_secret,
         endpoint.previous_secret_expires_at,
+        endpoint.description,
+        json_text(endpoint.headers),
+        json_text(endpoint.metadata),
     )
 
 

@@ -7,14 +7,22 @@ the session's zone for PostgreSQL), which each backend passes in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from .._models import Attempt, Delivery, DeliveryStatus
 from ..exceptions import FailureKind, StorageError
 
-__all__ = ["DELIVERY_WIDTH", "attempt_from_row", "delivery_filter", "delivery_from_row"]
+__all__ = [
+    "DELIVERY_WIDTH",
+    "attempt_from_row",
+    "delivery_filter",
+    "delivery_from_row",
+    "json_object",
+    "json_text",
+]
 
 DELIVERY_WIDTH = 9
 """Columns of a delivery row: id, event_id, endpoint_id, status, attempt_count,
@@ -78,3 +86,26 @@ def attempt_from_row(row: Sequence[Any], moment: Callable[[Any], datetime]) -> A
         error=row[7],
         response_body=b"" if row[8] is None else bytes(row[8]),
     )
+
+
+def json_text(value: Mapping[str, Any]) -> str:
+    """An endpoint's headers or metadata as the JSON text a column stores."""
+    return json.dumps(dict(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def json_object(value: Any, *, column: str, endpoint_id: str) -> dict[str, Any]:
+    """A stored JSON object column (text, or already decoded by the driver) as a dict;
+    NULL is the empty object. Anything but a JSON object is a StorageError."""
+    if value is None:
+        return {}
+    if isinstance(value, str | bytes):
+        try:
+            value = json.loads(value)
+        except (RecursionError, ValueError):
+            value = None
+    if not isinstance(value, dict):
+        raise StorageError(
+            f"endpoint {endpoint_id!r} has a {column} column that is not a JSON object;"
+            " repair the row"
+        )
+    return value

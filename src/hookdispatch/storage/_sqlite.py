@@ -34,7 +34,14 @@ from ..exceptions import (
     UnknownEventError,
 )
 from ._base import Storage, check_prune_limit
-from ._rows import DELIVERY_WIDTH, attempt_from_row, delivery_filter, delivery_from_row
+from ._rows import (
+    DELIVERY_WIDTH,
+    attempt_from_row,
+    delivery_filter,
+    delivery_from_row,
+    json_object,
+    json_text,
+)
 
 __all__ = ["SQLiteStorage"]
 
@@ -149,12 +156,22 @@ def _migrate_5(db: sqlite_utils.Database) -> None:
     db.table("endpoints").add_column("previous_secret_expires_at", float)
 
 
+def _migrate_6(db: sqlite_utils.Database) -> None:
+    """Endpoint management: a description, custom headers and the host's metadata (JSON
+    objects, as text). Every existing endpoint gets none: '' and '{}'."""
+    endpoints = db.table("endpoints")
+    endpoints.add_column("description", str, not_null_default="")
+    endpoints.add_column("headers", str, not_null_default="{}")
+    endpoints.add_column("metadata", str, not_null_default="{}")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
     _migrate_2,
     _migrate_3,
     _migrate_4,
     _migrate_5,
+    _migrate_6,
 ]
 """Schema migrations; the n-th brings ``PRAGMA user_version`` from n to n + 1."""
 
@@ -167,7 +184,7 @@ bodies over ~2 KB spill into overflow pages, written once."""
 
 _ENDPOINT_COLUMNS = (
     "id, url, secret, events, enabled, created_at, consecutive_failures, tenant,"
-    " previous_secret, previous_secret_expires_at"
+    " previous_secret, previous_secret_expires_at, description, headers, metadata"
 )
 _DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
@@ -197,6 +214,9 @@ def _endpoint(row: Sequence[Any]) -> Endpoint:
         tenant=row[7],
         previous_secret=row[8],
         previous_secret_expires_at=None if row[9] is None else _dt(row[9]),
+        description=row[10],
+        headers=json_object(row[11], column="headers", endpoint_id=row[0]),
+        metadata=json_object(row[12], column="metadata", endpoint_id=row[0]),
     )
 
 
@@ -419,7 +439,7 @@ class SQLiteStorage(Storage):
             with self._write() as conn:
                 conn.execute(
                     f"INSERT INTO endpoints ({_ENDPOINT_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     _endpoint_params(endpoint),
                 )
                 _insert_subscriptions(conn, endpoint.id, endpoint.tenant, endpoint.events)
@@ -443,7 +463,8 @@ class SQLiteStorage(Storage):
             conn.execute(
                 "UPDATE endpoints SET url = ?, secret = ?, events = ?, enabled = ?, created_at = ?,"
                 " consecutive_failures = ?, tenant = ?, previous_secret = ?,"
-                " previous_secret_expires_at = ? WHERE id = ?",
+                " previous_secret_expires_at = ?, description = ?, headers = ?, metadata = ?"
+                " WHERE id = ?",
                 (*params[1:], endpoint.id),
             )
             if tuple(old) != (endpoint.tenant, params[3]):  # most often (enabling): the same
@@ -839,6 +860,9 @@ def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:
         None
         if endpoint.previous_secret_expires_at is None
         else _ts(endpoint.previous_secret_expires_at),
+        endpoint.description,
+        json_text(endpoint.headers),
+        json_text(endpoint.metadata),
     )
 
 

@@ -177,6 +177,48 @@ class ContractTests(StorageHarness):
         storage.add_endpoint(second)
         equal(storage.get_endpoint(second.id), second, "add_endpoint() with a previous secret")
 
+    def test_endpoints_keep_their_description_headers_and_metadata(self) -> None:
+        storage = self.storage
+        plain = make_endpoint()
+        storage.add_endpoint(plain)
+        got = storage.get_endpoint(plain.id)
+        equal(
+            (got.description, dict(got.headers), dict(got.metadata)),
+            ("", {}, {}),
+            "description, headers and metadata of an endpoint stored without them",
+        )
+        endpoint = evolve(
+            make_endpoint(created_at=at(1)),
+            description="Billing receiver — Zoë's team",
+            headers={"Authorization": "Bearer sample-token", "X-Customer": "acct 42"},
+            metadata={"customer": "acct_42", "plan": {"tier": "pro", "seats": [1, 2.5]}},
+        )
+        storage.add_endpoint(endpoint)
+        equal(storage.get_endpoint(endpoint.id), endpoint, "get_endpoint() with headers")
+        equal(storage.list_endpoints(), [plain, endpoint], "list_endpoints() with headers")
+        equal(
+            storage.endpoints_for(DEFAULT_TENANT, "user.created"),
+            [plain, endpoint],
+            "endpoints_for() with headers",
+        )
+        event = make_event()
+        check(storage.add_event(event, [make_delivery(event, endpoint)]), "add_event() stored")
+        equal(_claim_one(storage).endpoint, endpoint, "Claim.endpoint with headers")
+        changed = evolve(
+            endpoint,
+            description="",
+            headers={"X-Other": "1"},
+            metadata={"customer": "acct_43"},
+        )
+        storage.update_endpoint(changed)
+        equal(storage.get_endpoint(endpoint.id), changed, "get_endpoint() after changing headers")
+        later = make_event(id="evt_headers_by_event")
+        check(storage.add_event(later, [make_delivery(later, endpoint)]), "add_event() stored")
+        [claim] = storage.claim(
+            now=at(10**7), lease_until=at(10**7) + LEASE, limit=10, event_id=later.id
+        )
+        equal(claim.endpoint, changed, "Claim.endpoint (claimed by event id) after the change")
+
     # Tenants and fan-out -------------------------------------------------------------
 
     def test_endpoints_and_events_keep_their_tenant(self) -> None:
