@@ -233,8 +233,8 @@ def test_an_interrupted_sweep_keeps_every_connection_accounted_for() -> None:
     pool._next_sweep = 0.0
     with pytest.raises(_Interrupt):
         pool._sweep()
-    assert sorted(len(stack) for stack in pool._idle.values()) == [1, 2]
-    assert pool._open == 3
+    assert sorted(len(stack) for stack in pool._stacks.idle.values()) == [1, 2]
+    assert pool._stacks.open == 3
     assert not any(connection.closed for connection in standing)
 
 
@@ -251,5 +251,5 @@ def test_a_close_during_a_sweep_closes_what_the_sweep_kept() -> None:
     pool._next_sweep = 0.0
     pool._sweep()
     assert connection.closed
-    assert pool._idle == {}
-    assert pool._open == 0
+    assert pool._stacks.idle == {}
+    assert pool._stacks.open == 0

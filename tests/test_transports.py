@@ -200,7 +200,7 @@ def test_a_connection_the_receiver_hung_up_is_replaced_not_reused() -> None:
         for sent in range(1, 6):
             outcomes.append(await transport.send(_request(url)))
             for _ in range(500):  # until the receiver has hung up, and we have seen it
-                idle = [c for stack in transport._idle.values() for c in stack]
+                idle = [c for stack in transport._pool.idle.values() for c in stack]
                 if server.finished == sent and all(c.closed for c in idle):
                     break
                 await asyncio.sleep(0.01)

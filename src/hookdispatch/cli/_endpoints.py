@@ -18,6 +18,11 @@ __all__ = ["endpoints"]
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 
 
+def _event_names(events: str) -> list[str]:
+    """``--events user.created, invoice.paid`` as a list of names."""
+    return [name.strip() for name in events.split(",") if name.strip()]
+
+
 def endpoint_json(endpoint: hd.Endpoint) -> dict[str, Any]:
     """An endpoint for ``--json``; the secret is never part of it."""
     return {
@@ -139,7 +144,7 @@ def add(
     The URL is checked against the target policy now (https only, public addresses
     only, unless --allow-local or --allow-network); every attempt checks it again.
     """
-    names = [name.strip() for name in events.split(",") if name.strip()]
+    names = _event_names(events)
     storage = open_storage(create=True)
     with hd.Dispatcher(storage=storage, workers=0, targets=targets) as hooks:
         endpoint = hooks.add_endpoint(
@@ -191,7 +196,7 @@ def update(
     """
     names = None
     if events is not None:
-        names = [name.strip() for name in events.split(",") if name.strip()]
+        names = _event_names(events)
     if clear_headers and headers is None:
         headers = {}
     with hd.Dispatcher(storage=open_storage(), workers=0, targets=targets) as hooks:

@@ -166,10 +166,6 @@ class AsyncioTransport(TransportOptions):
         self._deadlines = DeadlineWatch()
         self._closed = False
 
-    @property
-    def _idle(self) -> dict[object, list[_Connection]]:
-        return self._pool.idle
-
     async def send(self, request: Request) -> Outcome:
         wire = request_bytes(request)
         if isinstance(wire, TransportError):

@@ -144,14 +144,6 @@ class KeepAlivePool(Generic[C]):
         self._changed = threading.Condition(threading.Lock())
         self._next_sweep = 0.0
 
-    @property
-    def _idle(self) -> dict[Hashable, list[C]]:
-        return self._stacks.idle
-
-    @property
-    def _open(self) -> int:
-        return self._stacks.open
-
     def take(self, key: Hashable, *, wait: float | None) -> C | None:
         """An idle connection to ``key``, or None: open one (a slot is reserved).
 
