@@ -126,7 +126,7 @@ def test_a_file_of_the_landed_release_migrates_and_keeps_every_row(tmp_path: Pat
 
     storage = hd.SQLiteStorage(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         subscriptions = set(conn.execute("SELECT tenant, pattern, endpoint_id FROM subscriptions"))
         event_tenants = set(conn.execute("SELECT tenant FROM events"))
     assert subscriptions == {
@@ -150,9 +150,10 @@ def test_a_file_of_the_landed_release_migrates_and_keeps_every_row(tmp_path: Pat
             {"id": event_id},
             "default",
         )
-    assert {(d.id, d.status) for d in storage.list_deliveries()} == {
-        ("dlv_done", hd.DeliveryStatus.SUCCEEDED),
-        ("dlv_pending", hd.DeliveryStatus.PENDING),
+    # Deliveries got their event's tenant and type (schema version 7).
+    assert {(d.id, d.status, d.tenant, d.event_type) for d in storage.list_deliveries()} == {
+        ("dlv_done", hd.DeliveryStatus.SUCCEEDED, "default", "user.created"),
+        ("dlv_pending", hd.DeliveryStatus.PENDING, "default", "user.created"),
     }
     assert [a.response_body for a in storage.list_attempts("dlv_done")] == [b"ok"]
     assert [a.status_code for a in storage.list_attempts("dlv_pending")] == [503]

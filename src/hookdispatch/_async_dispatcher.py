@@ -177,9 +177,14 @@ class AsyncDispatcher(Driver):
         """Every registered endpoint, enabled or not, or only ``tenant``'s."""
         return await self._call(self._list_endpoints, tenant)
 
-    async def get_endpoint(self, endpoint_id: str) -> Endpoint:
-        """The endpoint with this id. Raises UnknownEndpointError."""
-        return await self._call(self._storage.get_endpoint, endpoint_id)
+    async def get_endpoint(self, endpoint_id: str, *, tenant: str | None = None) -> Endpoint:
+        """The endpoint with this id; see :meth:`Dispatcher.get_endpoint`."""
+        return await self._call(self._owned_endpoint, endpoint_id, tenant)
+
+    async def delete_endpoint(self, endpoint_id: str, *, tenant: str | None = None) -> int:
+        """Delete an endpoint and cancel its unfinished deliveries; see
+        :meth:`Dispatcher.delete_endpoint`."""
+        return await self._call(self._delete_endpoint, endpoint_id, tenant)
 
     async def disable_endpoint(self, endpoint_id: str) -> Endpoint:
         """Stop delivering to an endpoint. Its pending deliveries wait until it is enabled;
@@ -270,9 +275,9 @@ class AsyncDispatcher(Driver):
             self._notify()
         return await self._call(self._stored_events, results)
 
-    async def get_event(self, event_id: str) -> Event:
-        """The event with this id. Raises UnknownEventError."""
-        return await self._call(self._storage.get_event, event_id)
+    async def get_event(self, event_id: str, *, tenant: str | None = None) -> Event:
+        """The event with this id; see :meth:`Dispatcher.get_event`."""
+        return await self._call(self._owned_event, event_id, tenant)
 
     async def deliveries(
         self,
@@ -291,13 +296,13 @@ class AsyncDispatcher(Driver):
             limit=limit,
         )
 
-    async def get_delivery(self, delivery_id: str) -> Delivery:
-        """The delivery with this id. Raises UnknownDeliveryError."""
-        return await self._call(self._storage.get_delivery, delivery_id)
+    async def get_delivery(self, delivery_id: str, *, tenant: str | None = None) -> Delivery:
+        """The delivery with this id; see :meth:`Dispatcher.get_delivery`."""
+        return await self._call(self._owned_delivery, delivery_id, tenant)
 
-    async def attempts(self, delivery_id: str) -> list[Attempt]:
-        """Every attempt of a delivery, in order. Raises UnknownDeliveryError."""
-        return await self._call(self._storage.list_attempts, delivery_id)
+    async def attempts(self, delivery_id: str, *, tenant: str | None = None) -> list[Attempt]:
+        """Every attempt of a delivery, in order; see :meth:`Dispatcher.attempts`."""
+        return await self._call(self._owned_attempts, delivery_id, tenant)
 
     async def redeliver(self, delivery_id: str) -> Delivery:
         """Send a finished delivery again as a new one; see :meth:`Dispatcher.redeliver`."""

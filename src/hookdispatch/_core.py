@@ -245,5 +245,7 @@ def conclude(
         last_error=error,
         created_at=delivery.created_at,
         updated_at=now,
+        tenant=delivery.tenant,
+        event_type=delivery.event_type,
     )
     return attempt, updated

@@ -192,9 +192,24 @@ class Dispatcher(Driver):
         """Every registered endpoint, enabled or not, or only ``tenant``'s."""
         return self._list_endpoints(tenant)
 
-    def get_endpoint(self, endpoint_id: str) -> Endpoint:
-        """The endpoint with this id. Raises UnknownEndpointError."""
-        return self._storage.get_endpoint(endpoint_id)
+    def get_endpoint(self, endpoint_id: str, *, tenant: str | None = None) -> Endpoint:
+        """The endpoint with this id. Raises UnknownEndpointError, also when ``tenant``
+        is given and the endpoint is another tenant's."""
+        return self._owned_endpoint(endpoint_id, tenant)
+
+    def delete_endpoint(self, endpoint_id: str, *, tenant: str | None = None) -> int:
+        """Delete an endpoint for good and cancel its unfinished deliveries; returns
+        how many were cancelled.
+
+        The endpoint stops receiving at once: its pending deliveries become
+        ``cancelled`` (an attempt already under way finishes and is recorded, but
+        nothing is retried), and events dispatched afterwards skip it. Its deliveries
+        and their attempts stay listed, by its id, until pruned; its secrets are
+        erased. Other endpoints are untouched. To stop for a while instead, use
+        :meth:`disable_endpoint`. Raises UnknownEndpointError (also for another
+        ``tenant``'s endpoint) and InvalidStateError for a storage that cannot delete.
+        """
+        return self._delete_endpoint(endpoint_id, tenant)
 
     def disable_endpoint(self, endpoint_id: str) -> Endpoint:
         """Stop delivering to an endpoint. Its pending deliveries wait until it is enabled;
@@ -301,9 +316,10 @@ class Dispatcher(Driver):
             self._notify()
         return self._stored_events(results)
 
-    def get_event(self, event_id: str) -> Event:
-        """The event with this id. Raises UnknownEventError."""
-        return self._storage.get_event(event_id)
+    def get_event(self, event_id: str, *, tenant: str | None = None) -> Event:
+        """The event with this id. Raises UnknownEventError, also when ``tenant`` is
+        given and the event is another tenant's."""
+        return self._owned_event(event_id, tenant)
 
     def deliveries(
         self,
@@ -318,13 +334,15 @@ class Dispatcher(Driver):
             event_id=event_id, endpoint_id=endpoint_id, status=parse_status(status), limit=limit
         )
 
-    def get_delivery(self, delivery_id: str) -> Delivery:
-        """The delivery with this id. Raises UnknownDeliveryError."""
-        return self._storage.get_delivery(delivery_id)
+    def get_delivery(self, delivery_id: str, *, tenant: str | None = None) -> Delivery:
+        """The delivery with this id. Raises UnknownDeliveryError, also when ``tenant``
+        is given and the delivery is another tenant's."""
+        return self._owned_delivery(delivery_id, tenant)
 
-    def attempts(self, delivery_id: str) -> list[Attempt]:
-        """Every attempt of a delivery, in order. Raises UnknownDeliveryError."""
-        return self._storage.list_attempts(delivery_id)
+    def attempts(self, delivery_id: str, *, tenant: str | None = None) -> list[Attempt]:
+        """Every attempt of a delivery, in order (a handful: the retry policy bounds
+        them). Raises UnknownDeliveryError, also for another ``tenant``'s delivery."""
+        return self._owned_attempts(delivery_id, tenant)
 
     def redeliver(self, delivery_id: str) -> Delivery:
         """Send a finished delivery's event to its endpoint again, as a new delivery.

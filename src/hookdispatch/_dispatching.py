@@ -46,7 +46,13 @@ from ._slots import WorkerSlots
 from ._targets import TargetPolicy, default_targets
 from ._types import JSON, Clock
 from .catalog import Catalog
-from .exceptions import DispatcherClosedError, InvalidInputError
+from .exceptions import (
+    DispatcherClosedError,
+    InvalidInputError,
+    UnknownDeliveryError,
+    UnknownEndpointError,
+    UnknownEventError,
+)
 from .storage import Storage
 from .transports import AsyncTransport, Transport
 
@@ -248,6 +254,42 @@ class Driver:
         if tenant is None:
             return endpoints
         return [endpoint for endpoint in endpoints if endpoint.tenant == tenant]
+
+    def _owned_endpoint(self, endpoint_id: str, tenant: str | None) -> Endpoint:
+        """Storage work: the endpoint, if it is ``tenant``'s (any tenant's for ``None``).
+
+        Another tenant's id raises the same UnknownEndpointError as an unknown one:
+        a tenant cannot even learn that the id exists."""
+        endpoint = self._storage.get_endpoint(endpoint_id)
+        if tenant is not None and endpoint.tenant != tenant:
+            raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}")
+        return endpoint
+
+    def _owned_event(self, event_id: str, tenant: str | None) -> Event:
+        """Storage work: the event, if it is ``tenant``'s (as :meth:`_owned_endpoint`)."""
+        event = self._storage.get_event(event_id)
+        if tenant is not None and event.tenant != tenant:
+            raise UnknownEventError(f"no event with id {event_id!r}")
+        return event
+
+    def _owned_delivery(self, delivery_id: str, tenant: str | None) -> Delivery:
+        """Storage work: the delivery, if it is ``tenant``'s (as :meth:`_owned_endpoint`)."""
+        delivery = self._storage.get_delivery(delivery_id)
+        if tenant is not None and delivery.tenant != tenant:
+            raise UnknownDeliveryError(f"no delivery with id {delivery_id!r}")
+        return delivery
+
+    def _owned_attempts(self, delivery_id: str, tenant: str | None) -> list[Attempt]:
+        """Storage work: a delivery's attempts, if it is ``tenant``'s."""
+        if tenant is not None:
+            self._owned_delivery(delivery_id, tenant)
+        return self._storage.list_attempts(delivery_id)
+
+    def _delete_endpoint(self, endpoint_id: str, tenant: str | None) -> int:
+        """Storage work: delete ``tenant``'s endpoint, cancelling its unfinished deliveries."""
+        if tenant is not None:
+            self._owned_endpoint(endpoint_id, tenant)
+        return self._storage.delete_endpoint(endpoint_id, now=self._clock())
 
     def _stored_events(self, results: list[tuple[Event, bool]]) -> list[Event]:
         """Storage work: a batch's events as stored (for a known id, the stored one)."""

@@ -737,6 +737,8 @@ class DeliveryStatus(StrEnum):
     """An attempt got a 2xx response. Final."""
     FAILED = "failed"
     """Every allowed attempt failed. Final; :meth:`Dispatcher.redeliver` sends it again."""
+    CANCELLED = "cancelled"
+    """Its endpoint was deleted before it finished. Final; its attempts are kept."""
 
     @property
     def is_final(self) -> bool:
@@ -760,6 +762,11 @@ class Delivery:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    tenant: str = DEFAULT_TENANT
+    """The tenant of its event (and endpoint), stored beside it so that listings filter
+    and page by tenant without a join."""
+    event_type: str = ""
+    """Its event's type, stored beside it for the same reason."""
 
     @classmethod
     def create(cls, event: Event, endpoint: Endpoint, *, now: datetime) -> Delivery:
@@ -774,6 +781,8 @@ class Delivery:
             last_error=None,
             created_at=now,
             updated_at=now,
+            tenant=event.tenant,
+            event_type=event.type,
         )
 
 

@@ -30,7 +30,11 @@ deliveries to workers under a *lease*. The contract, for every implementation:
   endpoint or event is stored and returned as given. ``add_event`` does not check
   that the deliveries' endpoints are the event's tenant's: fan-out (through
   ``endpoints_for``) guarantees it.
-* **Retention.** ``prune`` deletes finished (succeeded or failed) deliveries last
+* **Deletion.** ``delete_endpoint`` hides the endpoint from every lookup for good and
+  cancels its unfinished deliveries (status CANCELLED, final), keeping every
+  delivery and attempt. Optional: the default raises
+  :class:`~hookdispatch.exceptions.InvalidStateError`.
+* **Retention.** ``prune`` deletes finished (succeeded, failed or cancelled) deliveries last
   changed before a cutoff, with their attempts, and then the events created before it
   that have no delivery left, a bounded batch per call in one short transaction. It
   never deletes a pending delivery, nor an event that still has one, however old.
@@ -50,9 +54,12 @@ from .._core import Claim
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ..exceptions import InvalidInputError, InvalidStateError
 
-__all__ = ["Storage", "check_prune_limit"]
+__all__ = ["ENDPOINT_DELETED", "Storage", "check_prune_limit"]
 
 logger = logging.getLogger("hookdispatch")
+
+ENDPOINT_DELETED = "cancelled: its endpoint was deleted"
+"""The ``last_error`` of a delivery cancelled by ``delete_endpoint``."""
 
 
 def check_prune_limit(limit: int) -> None:
@@ -93,6 +100,28 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def list_endpoints(self) -> list[Endpoint]:
         """Every endpoint, enabled or not, in creation order."""
+
+    def delete_endpoint(self, endpoint_id: str, *, now: datetime) -> int:
+        """Delete an endpoint and cancel its unfinished deliveries; return how many.
+
+        Afterwards the endpoint is gone for every lookup (``get_endpoint`` raises
+        UnknownEndpointError, ``list_endpoints`` and ``endpoints_for`` omit it) and its
+        secrets are no longer kept. Each of its pending deliveries, leased ones
+        included, becomes CANCELLED at ``now`` (``next_attempt_at`` ``None``,
+        ``last_error`` saying why, lease dropped, so a worker still sending one
+        records its attempt and gets ``False`` from ``complete``). Finished and
+        cancelled deliveries and every attempt are kept, and still name the endpoint;
+        no other endpoint's rows change. Its id is never used again: ``add_endpoint``
+        with it raises InvalidInputError. One transaction. Raises
+        UnknownEndpointError for an unknown or already deleted endpoint.
+
+        Optional: the default raises InvalidStateError, saying that the backend does
+        not support deleting endpoints (disable them instead).
+        """
+        raise InvalidStateError(
+            f"{type(self).__name__} does not support deleting endpoints: it does not"
+            " implement Storage.delete_endpoint(endpoint_id, now=...); disable it instead"
+        )
 
     def endpoints_for(self, tenant: str, event_type: str) -> list[Endpoint]:
         """The enabled endpoints of ``tenant`` subscribed to ``event_type`` (exactly, by
@@ -266,7 +295,7 @@ class Storage(abc.ABC):
     def prune(self, *, older_than: datetime, limit: int) -> int:
         """Delete one batch of old finished work; return how many rows it deleted.
 
-        First up to ``limit`` finished deliveries (status succeeded or failed) whose
+        First up to ``limit`` finished deliveries (succeeded, failed or cancelled) whose
         ``updated_at`` is before ``older_than``, together with their attempts; then up
         to ``limit`` events created before ``older_than`` that have no delivery left
         (those of the deliveries just deleted, and events that never had one). A

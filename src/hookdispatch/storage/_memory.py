@@ -20,7 +20,7 @@ from ..exceptions import (
     UnknownEndpointError,
     UnknownEventError,
 )
-from ._base import Storage, check_prune_limit
+from ._base import ENDPOINT_DELETED, Storage, check_prune_limit
 
 __all__ = ["MemoryStorage"]
 
@@ -37,6 +37,8 @@ def _due_at(delivery: Delivery, when: datetime) -> Delivery:
         last_error=delivery.last_error,
         created_at=delivery.created_at,
         updated_at=delivery.updated_at,
+        tenant=delivery.tenant,
+        event_type=delivery.event_type,
     )
 
 
@@ -57,6 +59,7 @@ class MemoryStorage(Storage):
         # order they were stored (dicts keep it).
         self._subscribers: dict[tuple[str, str], dict[str, None]] = defaultdict(dict)
         self._rank: dict[str, int] = {}  # endpoint id -> the order it was stored in
+        self._deleted: set[str] = set()  # kept in _endpoints, hidden from lookups
         self._events: dict[str, Event] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._by_event: dict[str, list[str]] = defaultdict(list)
@@ -100,9 +103,7 @@ class MemoryStorage(Storage):
 
     def update_endpoint(self, endpoint: Endpoint) -> None:
         with self._lock:
-            old = self._endpoints.get(endpoint.id)
-            if old is None:
-                raise UnknownEndpointError(f"no endpoint with id {endpoint.id!r}")
+            old = self._endpoint(endpoint.id)
             self._endpoints[endpoint.id] = endpoint
             if (old.tenant, old.events) != (endpoint.tenant, endpoint.events):
                 self._unindex(old)
@@ -118,14 +119,40 @@ class MemoryStorage(Storage):
             return self._endpoint(endpoint_id)
 
     def _endpoint(self, endpoint_id: str) -> Endpoint:
-        try:
-            return self._endpoints[endpoint_id]
-        except KeyError:
-            raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}") from None
+        endpoint = self._endpoints.get(endpoint_id)
+        if endpoint is None or endpoint_id in self._deleted:
+            raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}")
+        return endpoint
+
+    def delete_endpoint(self, endpoint_id: str, *, now: datetime) -> int:
+        with self._lock:
+            endpoint = self._endpoint(endpoint_id)
+            self._unindex(endpoint)
+            self._deleted.add(endpoint_id)
+            self._endpoints[endpoint_id] = evolve(
+                endpoint, enabled=False, secret="", previous_secret=None
+            )
+            cancelled = 0
+            for delivery_id in self._by_endpoint.pop(endpoint_id, []):
+                delivery = self._deliveries[delivery_id]
+                if delivery.status is not DeliveryStatus.PENDING:
+                    continue
+                self._deliveries[delivery_id] = evolve(
+                    delivery,
+                    status=DeliveryStatus.CANCELLED,
+                    next_attempt_at=None,
+                    last_error=ENDPOINT_DELETED,
+                    updated_at=now,
+                )
+                self._leases.pop(delivery_id, None)
+                self._pending -= 1
+                self._finished[delivery_id] = None
+                cancelled += 1
+            return cancelled
 
     def list_endpoints(self) -> list[Endpoint]:
         with self._lock:
-            endpoints = list(self._endpoints.values())
+            endpoints = [e for e in self._endpoints.values() if e.id not in self._deleted]
         # Creation order is created_at order (ties: the order they were stored).
         return sorted(endpoints, key=lambda endpoint: endpoint.created_at)
 

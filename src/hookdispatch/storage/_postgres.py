@@ -39,7 +39,7 @@ from ..exceptions import (
     UnknownEndpointError,
     UnknownEventError,
 )
-from ._base import Storage, check_prune_limit
+from ._base import ENDPOINT_DELETED, Storage, check_prune_limit
 from ._rows import (
     DELIVERY_WIDTH,
     attempt_from_row,
@@ -65,7 +65,12 @@ _MANAGEMENT = (
 )
 
 
-def _claim_due_function(name: str = "claim_due", *, extra: Sequence[tuple[str, str]] = ()) -> str:
+def _claim_due_function(
+    name: str = "claim_due",
+    *,
+    extra: Sequence[tuple[str, str]] = (),
+    delivery_columns: bool = False,
+) -> str:
     """claim_due: lease up to $4 due deliveries, earliest first, skipping rows that
     another claim holds locked and endpoints in $5. Rows it waited for are
     re-checked, and a claimed row is no longer due (next_attempt_at = $2).
@@ -77,20 +82,25 @@ def _claim_due_function(name: str = "claim_due", *, extra: Sequence[tuple[str, s
     too, version 6 ``claim_due_v5``, which returns its previous secret and that
     secret's expiry too (a rotation's overlap), and version 7 ``claim_due_v6``,
     which returns its description, custom headers and metadata too, so a claim
-    carries the endpoint as stored. New functions rather than
+    carries the endpoint as stored; version 8's ``claim_due_v7``
+    (``delivery_columns``) returns the delivery's tenant and event type after its
+    ``updated_at``, as a delivery row has them. New functions rather than
     replaced ones: processes still running an older hookdispatch during a rolling
     upgrade keep calling the one they know, whose result type (which their
     prepared statements depend on) does not change under them.
     """
     column = "".join(f",\n            {declaration}" for declaration, _ in extra)
     value = "".join(f", {expression}" for _, expression in extra)
+    delivery_column = ", tenant text, delivery_event_type text" if delivery_columns else ""
+    delivery_value = ", d.tenant, d.event_type" if delivery_columns else ""
     return f"""
         CREATE FUNCTION {{schema}}.{name}(
             timestamptz, timestamptz, text, integer, text[]
         ) RETURNS TABLE (
             id text, event_id text, endpoint_id text, status text, attempt_count integer,
             next_attempt_at timestamptz, last_error text, created_at timestamptz,
-            updated_at timestamptz, event_type text, body bytea, endpoint_key text,
+            updated_at timestamptz{delivery_column}, event_type text, body bytea,
+            endpoint_key text,
             url text, secret text, events text[], enabled boolean,
             endpoint_created_at timestamptz{column}
         ) LANGUAGE sql VOLATILE SET enable_sort = off AS $$
@@ -106,8 +116,8 @@ def _claim_due_function(name: str = "claim_due", *, extra: Sequence[tuple[str, s
             FROM due, {{schema}}.events ev, {{schema}}.endpoints e
             WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id
             RETURNING d.id, d.event_id, d.endpoint_id, d.status, d.attempt_count,
-                d.next_attempt_at, d.last_error, d.created_at, d.updated_at, ev.type,
-                ev.body, e.id, e.url, e.secret, e.events, e.enabled, e.created_at{value}
+                d.next_attempt_at, d.last_error, d.created_at, d.updated_at{delivery_value},
+                ev.type, ev.body, e.id, e.url, e.secret, e.events, e.enabled, e.created_at{value}
         $$
         """
 
@@ -283,6 +293,37 @@ MIGRATIONS: list[tuple[str, ...]] = [
             "claim_due_v6", extra=(*_FAILURES, *_TENANT, *_PREVIOUS_SECRET, *_MANAGEMENT)
         ),
     ),
+    # Listings and deletion. Deliveries carry their event's tenant and type, copied
+    # from the events for every existing row (this UPDATE rewrites the table: on a
+    # large one, run it in a quiet hour), so listings filter and page on an index
+    # without a join. Rows that processes of an older hookdispatch insert meanwhile
+    # get the defaults ('default', ''): upgrade every writer together (docs/storage.md).
+    # Endpoints get deleted_at: a deleted endpoint stays, hidden, so the history of
+    # its deliveries keeps its reference.
+    (
+        "ALTER TABLE {schema}.deliveries ADD COLUMN tenant text NOT NULL DEFAULT 'default',"
+        " ADD COLUMN event_type text NOT NULL DEFAULT ''",
+        "UPDATE {schema}.deliveries d SET tenant = ev.tenant, event_type = ev.type"
+        " FROM {schema}.events ev WHERE ev.id = d.event_id",
+        "ALTER TABLE {schema}.endpoints ADD COLUMN deleted_at timestamptz",
+        """
+        CREATE INDEX IF NOT EXISTS deliveries_tenant
+            ON {schema}.deliveries (tenant, created_at, id)
+        """,
+        """
+        CREATE INDEX IF NOT EXISTS deliveries_endpoint_created
+            ON {schema}.deliveries (endpoint_id, created_at, id)
+        """,
+        """
+        CREATE INDEX IF NOT EXISTS endpoints_tenant
+            ON {schema}.endpoints (tenant, created_at, id)
+        """,
+        _claim_due_function(
+            "claim_due_v7",
+            extra=(*_FAILURES, *_TENANT, *_PREVIOUS_SECRET, *_MANAGEMENT),
+            delivery_columns=True,
+        ),
+    ),
 ]
 """Schema migrations: the n-th list of statements takes the schema from version n to n + 1.
 
@@ -299,7 +340,7 @@ _ENDPOINT_COLUMNS = (
 )
 _DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
-    " created_at, updated_at"
+    " created_at, updated_at, tenant, event_type"
 )
 _ATTEMPT_COLUMNS = (
     "id, delivery_id, number, started_at, duration, status_code, failure, error, response_body"
@@ -311,7 +352,8 @@ _ATTEMPT_COLUMNS = (
 _INSERT_DELIVERIES = (
     f"INSERT INTO {{schema}}.deliveries ({_DELIVERY_COLUMNS})"
     " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::integer[],"
-    " %s::timestamptz[], %s::text[], %s::timestamptz[], %s::timestamptz[])"
+    " %s::timestamptz[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[],"
+    " %s::text[])"
 )
 _ON_CONFLICT = " ON CONFLICT (id) DO NOTHING"
 # One statement: the deliveries go in only if the event did (a new id).
@@ -377,6 +419,8 @@ def _columns(deliveries: Sequence[Delivery]) -> tuple[list[Any], ...]:
         [d.last_error for d in deliveries],
         [d.created_at for d in deliveries],
         [d.updated_at for d in deliveries],
+        [d.tenant for d in deliveries],
+        [d.event_type for d in deliveries],
     )
 
 
@@ -581,12 +625,17 @@ class PostgresStorage(Storage):
             " previous_secret = %s, previous_secret_expires_at = %s, description = %s,"
             " headers = %s::jsonb, metadata = %s::jsonb WHERE id = %s"
         )
-        [result] = self._run((update, (*_endpoint_params(endpoint)[1:], endpoint.id)))
+        [result] = self._run(
+            (update + b" AND deleted_at IS NULL", (*_endpoint_params(endpoint)[1:], endpoint.id))
+        )
         if result.rowcount == 0:
             raise UnknownEndpointError(f"no endpoint with id {endpoint.id!r}")
 
     def get_endpoint(self, endpoint_id: str) -> Endpoint:
-        select = self._q(f"SELECT {_ENDPOINT_COLUMNS} FROM {{schema}}.endpoints WHERE id = %s")
+        select = self._q(
+            f"SELECT {_ENDPOINT_COLUMNS} FROM {{schema}}.endpoints"
+            " WHERE id = %s AND deleted_at IS NULL"
+        )
         [result] = self._run((select, (endpoint_id,)))
         if not result.rows:
             raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}")
@@ -594,10 +643,33 @@ class PostgresStorage(Storage):
 
     def list_endpoints(self) -> list[Endpoint]:
         select = self._q(
-            f"SELECT {_ENDPOINT_COLUMNS} FROM {{schema}}.endpoints ORDER BY created_at, seq"
+            f"SELECT {_ENDPOINT_COLUMNS} FROM {{schema}}.endpoints WHERE deleted_at IS NULL"
+            " ORDER BY created_at, seq"
         )
         [result] = self._run((select, ()))
         return [_endpoint(row) for row in result.rows]
+
+    def delete_endpoint(self, endpoint_id: str, *, now: datetime) -> int:
+        """One statement: the row hidden, its secrets erased and its events emptied
+        (the trigger drops its subscriptions), its pending deliveries cancelled."""
+        query = self._q(
+            "WITH endpoint AS (UPDATE {schema}.endpoints SET deleted_at = %(now)s,"
+            " enabled = false, secret = '', previous_secret = NULL,"
+            " previous_secret_expires_at = NULL, events = '{{}}'"
+            " WHERE id = %(id)s AND deleted_at IS NULL RETURNING id),"
+            " cancelled AS (UPDATE {schema}.deliveries SET status = 'cancelled',"
+            " next_attempt_at = NULL, last_error = %(error)s, updated_at = %(now)s,"
+            " lease = NULL WHERE endpoint_id IN (SELECT id FROM endpoint)"
+            " AND status = 'pending' RETURNING 1)"
+            " SELECT (SELECT count(*) FROM endpoint), (SELECT count(*) FROM cancelled)"
+        )
+        [result] = self._run(
+            (query, {"now": now, "id": endpoint_id, "error": ENDPOINT_DELETED}), retry=False
+        )
+        found, cancelled = result.rows[0]
+        if not found:
+            raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}")
+        return int(cancelled)
 
     def endpoints_for(self, tenant: str, event_type: str) -> list[Endpoint]:
         params = (tenant, list(subscription_keys(event_type)))
@@ -707,7 +779,7 @@ class PostgresStorage(Storage):
         # workers, not attackers, so it needs no system call for randomness
         excluded = list(exclude_endpoints)
         if event_id is None:
-            query = self._q("SELECT * FROM {schema}.claim_due_v6(%s, %s, %s, %s, %s)")
+            query = self._q("SELECT * FROM {schema}.claim_due_v7(%s, %s, %s, %s, %s)")
             params: tuple[Any, ...] = (now, lease_until, lease, limit, excluded)
         else:
             # One event's deliveries are few: found through deliveries_event, as in

@@ -24,9 +24,9 @@ __all__ = [
     "json_text",
 ]
 
-DELIVERY_WIDTH = 9
+DELIVERY_WIDTH = 11
 """Columns of a delivery row: id, event_id, endpoint_id, status, attempt_count,
-next_attempt_at, last_error, created_at, updated_at."""
+next_attempt_at, last_error, created_at, updated_at, tenant, event_type."""
 
 
 def delivery_filter(
@@ -69,6 +69,8 @@ def delivery_from_row(row: Sequence[Any], moment: Callable[[Any], datetime]) -> 
         last_error=row[6],
         created_at=moment(row[7]),
         updated_at=moment(row[8]),
+        tenant=row[9],
+        event_type=row[10],
     )
 
 

@@ -33,7 +33,7 @@ from ..exceptions import (
     UnknownEndpointError,
     UnknownEventError,
 )
-from ._base import Storage, check_prune_limit
+from ._base import ENDPOINT_DELETED, Storage, check_prune_limit
 from ._rows import (
     DELIVERY_WIDTH,
     attempt_from_row,
@@ -165,6 +165,28 @@ def _migrate_6(db: sqlite_utils.Database) -> None:
     endpoints.add_column("metadata", str, not_null_default="{}")
 
 
+def _migrate_7(db: sqlite_utils.Database) -> None:
+    """Listings and deletion. Deliveries carry their event's tenant and type, copied
+    from the events (every existing row), so listings filter and page on an index
+    without a join; endpoints get ``deleted_at`` (deleted endpoints stay, hidden, so
+    that the history of their deliveries keeps its reference)."""
+    deliveries = db.table("deliveries")
+    deliveries.add_column("tenant", str, not_null_default="default")
+    deliveries.add_column("event_type", str, not_null_default="")
+    db.execute(
+        "UPDATE deliveries SET (tenant, event_type) ="
+        " (SELECT tenant, type FROM events WHERE events.id = deliveries.event_id)"
+    )
+    db.table("endpoints").add_column("deleted_at", float)
+    # Listings, newest or oldest first, by (created_at, id): per tenant, and per
+    # endpoint (which also serves delete_endpoint's search for pending work).
+    db.execute("CREATE INDEX deliveries_tenant ON deliveries (tenant, created_at, id)")
+    db.execute(
+        "CREATE INDEX deliveries_endpoint_created ON deliveries (endpoint_id, created_at, id)"
+    )
+    db.execute("CREATE INDEX endpoints_tenant ON endpoints (tenant, created_at, id)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
     _migrate_2,
@@ -172,6 +194,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_4,
     _migrate_5,
     _migrate_6,
+    _migrate_7,
 ]
 """Schema migrations; the n-th brings ``PRAGMA user_version`` from n to n + 1."""
 
@@ -188,7 +211,7 @@ _ENDPOINT_COLUMNS = (
 )
 _DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
-    " created_at, updated_at"
+    " created_at, updated_at, tenant, event_type"
 )
 # What a claim returns besides the delivery: correlated primary-key lookups, which
 # SQLite allows in RETURNING (a join is not).
@@ -247,6 +270,8 @@ def _delivery_params(d: Delivery) -> tuple[Any, ...]:
         d.last_error,
         _ts(d.created_at),
         _ts(d.updated_at),
+        d.tenant,
+        d.event_type,
     )
 
 
@@ -456,7 +481,8 @@ class SQLiteStorage(Storage):
         params = _endpoint_params(endpoint)
         with self._write() as conn:
             old = conn.execute(
-                "SELECT tenant, events FROM endpoints WHERE id = ?", (endpoint.id,)
+                "SELECT tenant, events FROM endpoints WHERE id = ? AND deleted_at IS NULL",
+                (endpoint.id,),
             ).fetchone()
             if old is None:
                 raise UnknownEndpointError(f"no endpoint with id {endpoint.id!r}")
@@ -478,7 +504,7 @@ class SQLiteStorage(Storage):
 
     def get_endpoint(self, endpoint_id: str) -> Endpoint:
         rows = self._read(
-            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE id = ?",
+            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE id = ? AND deleted_at IS NULL",
             (endpoint_id,),
         )
         if not rows:
@@ -487,9 +513,37 @@ class SQLiteStorage(Storage):
 
     def list_endpoints(self) -> list[Endpoint]:
         rows = self._read(
-            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints ORDER BY created_at, rowid", small=True
+            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE deleted_at IS NULL"
+            " ORDER BY created_at, rowid",
+            small=True,
         )
         return [self._endpoint_of(tuple(row)) for row in rows]
+
+    def delete_endpoint(self, endpoint_id: str, *, now: datetime) -> int:
+        """One transaction: the row hidden and its secrets erased, its subscriptions
+        dropped, its pending deliveries (found through deliveries_endpoint) cancelled."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT tenant, events FROM endpoints WHERE id = ? AND deleted_at IS NULL",
+                (endpoint_id,),
+            ).fetchone()
+            if row is None:
+                raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}")
+            conn.execute(
+                "UPDATE endpoints SET deleted_at = ?, enabled = 0, secret = '',"
+                " previous_secret = NULL, previous_secret_expires_at = NULL WHERE id = ?",
+                (_ts(now), endpoint_id),
+            )
+            conn.executemany(
+                "DELETE FROM subscriptions WHERE tenant = ? AND pattern = ? AND endpoint_id = ?",
+                [(row[0], pattern, endpoint_id) for pattern in json.loads(row[1])],
+            )
+            return conn.execute(
+                "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL,"
+                " last_error = ?, updated_at = ?, lease = NULL"
+                " WHERE endpoint_id = ? AND status = 'pending'",
+                (ENDPOINT_DELETED, _ts(now), endpoint_id),
+            ).rowcount
 
     def endpoints_for(self, tenant: str, event_type: str) -> list[Endpoint]:
         """One query on the ``subscriptions`` index (its primary key, tenant and
@@ -584,7 +638,10 @@ class SQLiteStorage(Storage):
                 "SELECT 1 FROM events WHERE id = ?", (delivery.event_id,)
             ):
                 raise UnknownEventError(f"no event with id {delivery.event_id!r}")
-            if not self._read("SELECT 1 FROM endpoints WHERE id = ?", (delivery.endpoint_id,)):
+            if not self._read(
+                "SELECT 1 FROM endpoints WHERE id = ? AND deleted_at IS NULL",
+                (delivery.endpoint_id,),
+            ):
                 raise UnknownEndpointError(f"no endpoint with id {delivery.endpoint_id!r}")
 
     def get_event(self, event_id: str) -> Event:
@@ -887,7 +944,7 @@ def _event_params(event: Event) -> tuple[Any, ...]:
 
 def _insert_deliveries(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
     conn.executemany(
-        f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [_delivery_params(d) for d in deliveries],
     )
 

@@ -76,6 +76,10 @@ def _ids(deliveries: list[Delivery]) -> list[str]:
     return [d.id for d in deliveries]
 
 
+def _ids_of(endpoints: list[Endpoint]) -> list[str]:
+    return [e.id for e in endpoints]
+
+
 def _check_delivery_times(delivery: Delivery) -> None:
     utc(delivery.created_at, "Delivery.created_at")
     utc(delivery.updated_at, "Delivery.updated_at")
@@ -706,6 +710,88 @@ class ContractTests(StorageHarness):
         equal(storage.next_due_at(event_id=event.id), at(60), "next_due_at(event_id) leased")
         for delivery in early:
             equal(storage.get_delivery(delivery.id), delivery, "other events are untouched")
+
+    # Deletion -----------------------------------------------------------------------
+
+    def test_deleting_an_endpoint_cancels_its_work_and_keeps_its_history(self) -> None:
+        storage = self.storage
+        doomed, other = make_endpoint(events=("*",)), make_endpoint(events=("*",))
+        storage.add_endpoint(doomed)
+        storage.add_endpoint(other)
+        done, retrying, leased, new = (
+            store_events(storage, 1, endpoint=doomed)[0] for _ in range(4)
+        )
+        others = store_events(storage, 2, endpoint=other)
+        _finish(storage, done.event_id, {doomed.id: "succeeded"}, now=0)
+        _finish(storage, retrying.event_id, {doomed.id: "retry"}, now=0)
+        [in_flight] = storage.claim(
+            now=at(1), lease_until=at(1) + LEASE, limit=1, event_id=leased.event_id
+        )
+        done_attempts = storage.list_attempts(done.id)
+        retry_attempts = storage.list_attempts(retrying.id)
+        before = {d.id: d for d in storage.list_deliveries()}
+        try:
+            cancelled = storage.delete_endpoint(doomed.id, now=at(5))
+        except InvalidStateError as exc:
+            skip(str(exc))
+        equal(cancelled, 3, "delete_endpoint() returns the deliveries it cancelled")
+        with raises(UnknownEndpointError, "get_endpoint() of a deleted endpoint"):
+            storage.get_endpoint(doomed.id)
+        equal(_ids_of(storage.list_endpoints()), [other.id], "list_endpoints() after delete")
+        equal(
+            _ids_of(storage.endpoints_for(DEFAULT_TENANT, "user.created")),
+            [other.id],
+            "endpoints_for() after delete",
+        )
+        for delivery in (retrying, leased, new):
+            got = storage.get_delivery(delivery.id)
+            equal(got.status, DeliveryStatus.CANCELLED, "a pending delivery's status after delete")
+            equal(got.next_attempt_at, None, "a cancelled delivery's next_attempt_at")
+            equal(got.updated_at, at(5), "a cancelled delivery's updated_at")
+            check(bool(got.last_error), "a cancelled delivery says why (last_error)")
+            equal(got.endpoint_id, doomed.id, "a cancelled delivery still names its endpoint")
+        equal(storage.get_delivery(done.id), before[done.id], "a finished delivery, unchanged")
+        equal(storage.list_attempts(done.id), done_attempts, "attempts of a finished delivery")
+        equal(storage.list_attempts(retrying.id), retry_attempts, "attempts of a cancelled one")
+        for delivery in others:
+            equal(storage.get_delivery(delivery.id), before[delivery.id], "another endpoint's")
+        # A worker still sending a cancelled delivery records its attempt, loses the lease.
+        held = storage.complete(in_flight, *outcome(in_flight, "succeeded", now=at(6)))
+        equal(held, False, "complete() of a delivery cancelled while leased")
+        equal(len(storage.list_attempts(leased.id)), 1, "its attempt is recorded")
+        equal(
+            storage.get_delivery(leased.id).status,
+            DeliveryStatus.CANCELLED,
+            "a cancelled delivery stays cancelled after a late complete()",
+        )
+        far = at(10**6)
+        claims = storage.claim(now=far, lease_until=far + LEASE, limit=10)
+        equal(
+            sorted(c.delivery.id for c in claims),
+            sorted(_ids(others)),
+            "claim() after delete takes only the other endpoint's deliveries",
+        )
+        with raises(UnknownEndpointError, "delete_endpoint() of a deleted endpoint"):
+            storage.delete_endpoint(doomed.id, now=at(7))
+        with raises(UnknownEndpointError, "update_endpoint() of a deleted endpoint"):
+            storage.update_endpoint(evolve(doomed, enabled=True))
+        with raises(InvalidInputError, "add_endpoint() with a deleted endpoint's id"):
+            storage.add_endpoint(doomed)
+        with raises(UnknownEndpointError, "delete_endpoint() of an unknown id"):
+            storage.delete_endpoint("ep_missing", now=at(7))
+
+    def test_prune_deletes_old_cancelled_deliveries(self) -> None:
+        storage = self.storage
+        endpoint = make_endpoint()
+        storage.add_endpoint(endpoint)
+        [delivery] = store_events(storage, 1, endpoint=endpoint)
+        try:
+            storage.delete_endpoint(endpoint.id, now=at(5))
+        except InvalidStateError as exc:
+            skip(str(exc))
+        equal(sum(_prune_all(storage, older_than=at(100))), 2, "a cancelled delivery and event")
+        with raises(UnknownDeliveryError, "get_delivery() of a pruned cancelled delivery"):
+            storage.get_delivery(delivery.id)
 
     # Retention ----------------------------------------------------------------------
 

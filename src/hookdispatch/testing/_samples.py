@@ -105,6 +105,8 @@ def make_delivery(
         last_error=None,
         created_at=created,
         updated_at=created,
+        tenant=event.tenant,
+        event_type=event.type,
     )
 
 
