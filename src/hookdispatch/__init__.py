@@ -59,7 +59,7 @@ from .transports import (
 
 if TYPE_CHECKING:
     from ._async_dispatcher import AsyncDispatcher
-    from .storage import PostgresStorage
+    from .storage import EncryptedStorage, PostgresStorage
     from .transports import AiohttpTransport, AsyncioTransport
 
 __version__ = "0.1.0"
@@ -85,6 +85,7 @@ __all__ = [
     "DeliveryTimeout",
     "Dispatcher",
     "DispatcherClosedError",
+    "EncryptedStorage",
     "Endpoint",
     "Event",
     "EventType",
@@ -143,4 +144,9 @@ def __getattr__(name: str) -> Any:
         from . import storage  # noqa: PLC0415
 
         return storage.PostgresStorage
+    # EncryptedStorage too: cryptography is an optional extra.
+    if name == "EncryptedStorage":
+        from . import storage  # noqa: PLC0415
+
+        return storage.EncryptedStorage
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,11 +13,19 @@ from datetime import datetime
 
 from attrs import field, frozen
 
-from ._models import RESERVED_HEADERS, Attempt, Delivery, DeliveryStatus, Endpoint, new_id
+from ._models import (
+    ENCRYPTED_SECRET_PREFIX,
+    RESERVED_HEADERS,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+    new_id,
+)
 from ._policy import RetryPolicy, parse_retry_after
 from ._signing import sign_hex, sign_standard
 from ._targets import TargetPolicy
-from .exceptions import FailureKind, TransportError
+from .exceptions import FailureKind, StorageError, TransportError
 
 __all__ = [
     "GONE",
@@ -124,12 +132,24 @@ def prepare(
     and has the whole grace period to accept the new secret too.
 
     The endpoint's custom headers go along; none of ours is ever replaced by one.
+
+    Raises StorageError, signing nothing, for a secret that is still encrypted (a
+    storage written through EncryptedStorage, opened without it): the delivery stays
+    pending, to be sent once the storage is opened with its keys.
     """
     endpoint, body, event_id = claim.endpoint, claim.body, claim.delivery.event_id
     secret = endpoint.secret
+    previous = endpoint.previous_secret_live(now)
+    if secret.startswith(ENCRYPTED_SECRET_PREFIX) or (
+        previous is not None and previous.startswith(ENCRYPTED_SECRET_PREFIX)
+    ):
+        raise StorageError(
+            f"the secret of endpoint {endpoint.id!r} is encrypted; open the storage with"
+            " EncryptedStorage(storage, keys=[...]) (for the hookdispatch command: set"
+            " HOOKDISPATCH_SECRET_KEYS) to send to it"
+        )
     timestamp = int(now.timestamp())
     standard = sign_standard(body, secret, msg_id=event_id, timestamp=timestamp)
-    previous = endpoint.previous_secret_live(now)
     if previous is not None:
         legacy = sign_hex(body, previous)
         standard += " " + sign_standard(body, previous, msg_id=event_id, timestamp=timestamp)

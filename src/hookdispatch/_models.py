@@ -378,6 +378,10 @@ def _check_url(url: object) -> str:
     return url
 
 
+ENCRYPTED_SECRET_PREFIX = "hdenc1:"  # noqa: S105 - a marker, not a password
+"""How a secret encrypted at rest starts (EncryptedStorage): never a secret to sign with."""
+
+
 def _check_secret(secret: object) -> str:
     if not isinstance(secret, str):
         raise InvalidEndpointError(
@@ -387,6 +391,11 @@ def _check_secret(secret: object) -> str:
         raise InvalidEndpointError(
             f"endpoint secret must be {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} printable"
             " characters; leave it out to have a strong one generated"
+        )
+    if secret.startswith(ENCRYPTED_SECRET_PREFIX):
+        raise InvalidEndpointError(
+            f"endpoint secret must not start with {ENCRYPTED_SECRET_PREFIX!r}, which marks a"
+            " secret encrypted at rest (EncryptedStorage); leave it out to have one generated"
         )
     if secret.startswith("whsec_"):
         try:

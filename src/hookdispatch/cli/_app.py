@@ -13,6 +13,7 @@ from ._endpoints import endpoints
 from ._history import attempts, deliveries
 from ._listen import listen
 from ._prune import prune
+from ._reencrypt import reencrypt
 from ._replay import replay
 from ._send import send
 from ._verify import verify
@@ -58,3 +59,4 @@ def cli(ctx: click.Context, db: str) -> None:
 
 for _command in (endpoints, send, deliveries, attempts, replay, worker, listen, verify, prune):
     cli.add_command(_command)
+cli.add_command(reencrypt)

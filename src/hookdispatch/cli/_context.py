@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 import hookdispatch as hd
 
-__all__ = ["DEFAULT_DB", "CliError", "Settings", "open_storage"]
+__all__ = ["DEFAULT_DB", "SECRET_KEYS_ENV", "CliError", "Settings", "open_storage", "secret_keys"]
 
 DEFAULT_DB = "hookdispatch.db"
+SECRET_KEYS_ENV = "HOOKDISPATCH_SECRET_KEYS"  # noqa: S105 - a variable name, not a key
+"""Comma-separated Fernet keys, the one that encrypts first: secrets encrypted at rest."""
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -30,12 +33,33 @@ class Settings:
         self.db = db
 
 
+def secret_keys() -> list[str] | None:
+    """The keys of ``HOOKDISPATCH_SECRET_KEYS``, or ``None`` when it is not set.
+
+    Set but naming no key (empty, commas only) is an error rather than ``None``: an
+    empty value must not quietly store new secrets in plain text.
+    """
+    value = os.environ.get(SECRET_KEYS_ENV)
+    if value is None:
+        return None
+    keys = [key.strip() for key in value.split(",") if key.strip()]
+    if not keys:
+        raise CliError(
+            f"{SECRET_KEYS_ENV} is set but names no key: give comma-separated Fernet keys,"
+            " the one that encrypts first, or unset it"
+        )
+    return keys
+
+
 def open_storage(*, create: bool = False) -> hd.Storage:
     """The storage ``--db`` names, closed when the command ends.
 
     An SQLite file must exist unless ``create`` (only ``endpoints add`` creates one):
-    a typo in ``--db`` should not quietly start an empty database.
+    a typo in ``--db`` should not quietly start an empty database. With
+    ``HOOKDISPATCH_SECRET_KEYS`` set, it is an :class:`~hookdispatch.EncryptedStorage`
+    over that storage: secrets are encrypted at rest with those keys.
     """
+    keys = secret_keys()  # checked first: an error here opens nothing
     ctx = click.get_current_context()
     settings = ctx.find_object(Settings)
     db = DEFAULT_DB if settings is None else settings.db
@@ -54,4 +78,11 @@ def open_storage(*, create: bool = False) -> hd.Storage:
             )
         storage = hd.SQLiteStorage(path)
     ctx.find_root().call_on_close(storage.close)
+    if keys is not None:
+        try:
+            storage = hd.EncryptedStorage(storage, keys=keys)
+        except ImportError as exc:
+            raise CliError(f"{SECRET_KEYS_ENV} is set, but {exc}") from None
+        except hd.InvalidInputError as exc:
+            raise CliError(f"{SECRET_KEYS_ENV}: {exc}") from None
     return storage
