@@ -16,6 +16,7 @@ _SQLITE_UNDO: dict[int, tuple[str, ...]] = {
     # The undo of the migration that brought the file to this version.
     7: (
         "DROP INDEX deliveries_tenant",
+        "DROP INDEX deliveries_created",
         "DROP INDEX deliveries_endpoint_created",
         "DROP INDEX endpoints_tenant",
         "ALTER TABLE deliveries DROP COLUMN tenant",
@@ -34,6 +35,7 @@ _SQLITE_UNDO: dict[int, tuple[str, ...]] = {
 _POSTGRES_UNDO: dict[int, tuple[str, ...]] = {
     8: (
         "DROP FUNCTION {s}.claim_due_v7",
+        "DROP INDEX {s}.deliveries_listed",
         "ALTER TABLE {s}.deliveries DROP COLUMN tenant, DROP COLUMN event_type",
         "ALTER TABLE {s}.endpoints DROP COLUMN deleted_at",
         "DROP INDEX {s}.endpoints_tenant",

@@ -276,7 +276,7 @@ def test_ten_sigkills_at_random_moments_lose_nothing(
 
         def everything_delivered() -> bool:
             last.drain(timeout=1)
-            return len(last.deliveries(status="succeeded")) == len(events)
+            return len(storage.list_deliveries(status=hd.DeliveryStatus.SUCCEEDED)) == len(events)
 
         assert wait_for(everything_delivered, timeout=60)
     storage.close()

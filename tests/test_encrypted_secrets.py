@@ -9,6 +9,7 @@ import asyncio
 import inspect
 import json
 import logging
+import re
 import sqlite3
 import sys
 import time
@@ -45,7 +46,14 @@ PREFIX = ENCRYPTED_SECRET_PREFIX
 # Storage methods whose arguments or results carry endpoints: these encrypt or decrypt.
 # Every other public method of Storage must be forwarded to the inner storage as is.
 ENCRYPTS = {"add_endpoint", "update_endpoint"}
-DECRYPTS = {"get_endpoint", "list_endpoints", "endpoints_for", "claim", "complete_and_claim"}
+DECRYPTS = {
+    "get_endpoint",
+    "list_endpoints",
+    "find_endpoints",
+    "endpoints_for",
+    "claim",
+    "complete_and_claim",
+}
 
 
 def open_encrypted_sqlite(path: str, key: str) -> EncryptedStorage:
@@ -127,8 +135,11 @@ def test_methods_that_carry_endpoints_are_the_ones_that_encrypt_or_decrypt() -> 
     """A new method that stores or returns endpoints (or claims) must encrypt or decrypt."""
     for name, method in public_methods().items():
         signature = inspect.signature(method)
-        takes = any("Endpoint" in str(p.annotation) for p in signature.parameters.values())
-        returns = any(word in str(signature.return_annotation) for word in ("Endpoint", "Claim"))
+        carries = re.compile(r"\b(Endpoint|Claim)\b")  # not EndpointQuery
+        takes = any(
+            re.search(r"\bEndpoint\b", str(p.annotation)) for p in signature.parameters.values()
+        )
+        returns = bool(carries.search(str(signature.return_annotation)))
         if takes:
             assert name in ENCRYPTS, f"Storage.{name} takes an endpoint: encrypt its secrets"
         if returns:

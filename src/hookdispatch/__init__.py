@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import Request, Response
 from ._dispatcher import Dispatcher
+from ._listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, DeliveryQuery, EndpointQuery, Page
 from ._models import (
     DEFAULT_ROTATION_GRACE,
     DEFAULT_TENANT,
@@ -68,8 +69,10 @@ __version__ = "0.1.0"
 logging.getLogger("hookdispatch").addHandler(logging.NullHandler())
 
 __all__ = [
+    "DEFAULT_PAGE_SIZE",
     "DEFAULT_ROTATION_GRACE",
     "DEFAULT_TENANT",
+    "MAX_PAGE_SIZE",
     "AiohttpTransport",
     "AsyncDispatcher",
     "AsyncHttpxTransport",
@@ -81,12 +84,14 @@ __all__ = [
     "ConnectError",
     "ConnectionBrokenError",
     "Delivery",
+    "DeliveryQuery",
     "DeliveryStatus",
     "DeliveryTimeout",
     "Dispatcher",
     "DispatcherClosedError",
     "EncryptedStorage",
     "Endpoint",
+    "EndpointQuery",
     "Event",
     "EventType",
     "FailureKind",
@@ -100,6 +105,7 @@ __all__ = [
     "MemoryStorage",
     "MissingDependencyError",
     "NotFoundError",
+    "Page",
     "PostgresStorage",
     "Request",
     "Response",

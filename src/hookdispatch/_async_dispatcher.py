@@ -19,7 +19,16 @@ from types import TracebackType
 from typing import ParamSpec, Self, TypeVar
 
 from ._core import Claim, Outcome
-from ._dispatching import ASYNC, DEFAULT_DISABLE_AFTER, DEFAULT_LEASE, DEFAULT_TIMEOUT, Driver
+from ._dispatching import (
+    ASYNC,
+    DEFAULT_DISABLE_AFTER,
+    DEFAULT_LEASE,
+    DEFAULT_TIMEOUT,
+    Driver,
+    delivery_query,
+    endpoint_query,
+)
+from ._listing import DEFAULT_PAGE_SIZE, Page
 from ._models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_ROTATION_GRACE,
@@ -30,7 +39,7 @@ from ._models import (
     Endpoint,
     Event,
 )
-from ._operations import log_unrecorded, parse_status, refused_target, warn_if_dropping
+from ._operations import log_unrecorded, refused_target, warn_if_dropping
 from ._policy import RetryPolicy
 from ._targets import TargetPolicy
 from ._types import JSON, Clock, utc_now
@@ -173,9 +182,12 @@ class AsyncDispatcher(Driver):
             return await self._call(work)
         return await asyncio.to_thread(work)
 
-    async def endpoints(self, *, tenant: str | None = None) -> list[Endpoint]:
-        """Every registered endpoint, enabled or not, or only ``tenant``'s."""
-        return await self._call(self._list_endpoints, tenant)
+    async def endpoints(
+        self, *, tenant: str | None = None, after: str | None = None, limit: int = DEFAULT_PAGE_SIZE
+    ) -> Page[Endpoint]:
+        """One page of endpoints; see :meth:`Dispatcher.endpoints`."""
+        query = endpoint_query(tenant=tenant, after=after, limit=limit)
+        return await self._call(self._page_endpoints, query)
 
     async def get_endpoint(self, endpoint_id: str, *, tenant: str | None = None) -> Endpoint:
         """The endpoint with this id; see :meth:`Dispatcher.get_endpoint`."""
@@ -282,19 +294,31 @@ class AsyncDispatcher(Driver):
     async def deliveries(
         self,
         *,
+        tenant: str | None = None,
         event_id: str | None = None,
         endpoint_id: str | None = None,
+        event_type: str | None = None,
         status: DeliveryStatus | str | None = None,
-        limit: int | None = None,
-    ) -> list[Delivery]:
-        """Deliveries matching every given filter, oldest first."""
-        return await self._call(
-            self._storage.list_deliveries,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        newest_first: bool = False,
+    ) -> Page[Delivery]:
+        """One page of deliveries; see :meth:`Dispatcher.deliveries`."""
+        query = delivery_query(
+            tenant=tenant,
             event_id=event_id,
             endpoint_id=endpoint_id,
-            status=parse_status(status),
+            event_type=event_type,
+            status=status,
+            since=since,
+            until=until,
+            after=after,
             limit=limit,
+            newest_first=newest_first,
         )
+        return await self._call(self._page_deliveries, query)
 
     async def get_delivery(self, delivery_id: str, *, tenant: str | None = None) -> Delivery:
         """The delivery with this id; see :meth:`Dispatcher.get_delivery`."""

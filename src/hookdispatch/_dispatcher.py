@@ -19,7 +19,16 @@ from types import TracebackType
 from typing import Self
 
 from ._core import Claim, Outcome
-from ._dispatching import DEFAULT_DISABLE_AFTER, DEFAULT_LEASE, DEFAULT_TIMEOUT, SYNC, Driver
+from ._dispatching import (
+    DEFAULT_DISABLE_AFTER,
+    DEFAULT_LEASE,
+    DEFAULT_TIMEOUT,
+    SYNC,
+    Driver,
+    delivery_query,
+    endpoint_query,
+)
+from ._listing import DEFAULT_PAGE_SIZE, Page
 from ._models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_ROTATION_GRACE,
@@ -30,7 +39,7 @@ from ._models import (
     Endpoint,
     Event,
 )
-from ._operations import log_unrecorded, parse_status, refused_target, warn_if_dropping
+from ._operations import log_unrecorded, refused_target, warn_if_dropping
 from ._policy import RetryPolicy
 from ._targets import TargetPolicy
 from ._types import JSON, Clock, Sleep, utc_now
@@ -188,9 +197,13 @@ class Dispatcher(Driver):
             metadata=metadata,
         )
 
-    def endpoints(self, *, tenant: str | None = None) -> list[Endpoint]:
-        """Every registered endpoint, enabled or not, or only ``tenant``'s."""
-        return self._list_endpoints(tenant)
+    def endpoints(
+        self, *, tenant: str | None = None, after: str | None = None, limit: int = DEFAULT_PAGE_SIZE
+    ) -> Page[Endpoint]:
+        """One page of endpoints, enabled or not (deleted ones never): ``tenant``'s, or
+        every tenant's for ``None``, oldest first; ``limit`` (100 by default, at most
+        1,000) and ``after`` page as in :meth:`deliveries`."""
+        return self._page_endpoints(endpoint_query(tenant=tenant, after=after, limit=limit))
 
     def get_endpoint(self, endpoint_id: str, *, tenant: str | None = None) -> Endpoint:
         """The endpoint with this id. Raises UnknownEndpointError, also when ``tenant``
@@ -324,15 +337,42 @@ class Dispatcher(Driver):
     def deliveries(
         self,
         *,
+        tenant: str | None = None,
         event_id: str | None = None,
         endpoint_id: str | None = None,
+        event_type: str | None = None,
         status: DeliveryStatus | str | None = None,
-        limit: int | None = None,
-    ) -> list[Delivery]:
-        """Deliveries matching every given filter, oldest first."""
-        return self._storage.list_deliveries(
-            event_id=event_id, endpoint_id=endpoint_id, status=parse_status(status), limit=limit
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        newest_first: bool = False,
+    ) -> Page[Delivery]:
+        """One page of deliveries: those matching every filter given, oldest first
+        (by ``created_at``, then id) or, with ``newest_first``, newest first.
+
+        Filters: ``tenant``, ``event_id``, ``endpoint_id``, ``event_type``,
+        ``status``, and ``since`` / ``until`` on ``created_at`` (timezone-aware;
+        ``since`` included, ``until`` not). At most ``limit`` rows (100 by default, 1
+        to 1,000); the page's ``next_cursor`` is ``None`` on the last page, otherwise
+        pass it as ``after=`` with the same filters for the next one. Paging is by
+        keyset, so a page costs the same deep into millions of deliveries, and
+        deliveries created or pruned meanwhile never shift it. Raises
+        InvalidInputError for a bad argument or a cursor not from a page.
+        """
+        query = delivery_query(
+            tenant=tenant,
+            event_id=event_id,
+            endpoint_id=endpoint_id,
+            event_type=event_type,
+            status=status,
+            since=since,
+            until=until,
+            after=after,
+            limit=limit,
+            newest_first=newest_first,
         )
+        return self._page_deliveries(query)
 
     def get_delivery(self, delivery_id: str, *, tenant: str | None = None) -> Delivery:
         """The delivery with this id. Raises UnknownDeliveryError, also when ``tenant``

@@ -15,20 +15,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from ._core import Claim, Outcome, Request, conclude, prepare
-from ._models import Attempt, Delivery, Endpoint, Event
+from ._listing import (
+    DeliveryQuery,
+    EndpointQuery,
+    Page,
+    check_page_size,
+    decode_cursor,
+    page_of,
+)
+from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._operations import (
     check_options,
     check_transaction_mode,
     end_endpoint_rotation,
     log_attempt,
     log_unrecorded,
+    parse_status,
     record_attempt,
     record_success_and_claim,
     rotate_endpoint_secret,
@@ -64,6 +73,8 @@ __all__ = [
     "SYNC",
     "Driver",
     "Flavour",
+    "delivery_query",
+    "endpoint_query",
     "inline_claim_limit",
 ]
 
@@ -78,6 +89,69 @@ DEFAULT_DISABLE_AFTER = 50
 
 _INLINE_BATCH = 100
 _DRAIN_POLL = 0.05  # seconds: drain() looks again at least this often
+
+
+def _key(rows: Sequence[Delivery] | Sequence[Endpoint], limit: int) -> tuple[datetime, str] | None:
+    """The key of the last row of a page read with one row extra, if a page follows."""
+    if len(rows) <= limit:
+        return None
+    last = rows[limit - 1]
+    return last.created_at, last.id
+
+
+def _optional_text(name: str, value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be a string or None, not {type(value).__name__}")
+    return value
+
+
+def _moment(name: str, value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise InvalidInputError(
+            f"{name} must be a timezone-aware datetime, such as"
+            " datetime.now(UTC) - timedelta(hours=1)"
+        )
+    return value
+
+
+def delivery_query(
+    *,
+    tenant: str | None,
+    event_id: str | None,
+    endpoint_id: str | None,
+    event_type: str | None,
+    status: DeliveryStatus | str | None,
+    since: datetime | None,
+    until: datetime | None,
+    after: str | None,
+    limit: int,
+    newest_first: bool,
+) -> DeliveryQuery:
+    """The :class:`DeliveryQuery` of ``deliveries()``' arguments, each checked
+    (InvalidInputError naming the argument)."""
+    return DeliveryQuery(
+        tenant=_optional_text("tenant", tenant),
+        event_id=_optional_text("event_id", event_id),
+        endpoint_id=_optional_text("endpoint_id", endpoint_id),
+        event_type=_optional_text("event_type", event_type),
+        status=parse_status(status),
+        since=_moment("since", since),
+        until=_moment("until", until),
+        after=None if after is None else decode_cursor(after),
+        newest_first=bool(newest_first),
+        limit=check_page_size(limit),
+    )
+
+
+def endpoint_query(*, tenant: str | None, after: str | None, limit: int) -> EndpointQuery:
+    """The :class:`EndpointQuery` of ``endpoints()``' arguments, each checked."""
+    return EndpointQuery(
+        tenant=_optional_text("tenant", tenant),
+        after=None if after is None else decode_cursor(after),
+        limit=check_page_size(limit),
+    )
 
 
 def inline_claim_limit(*, concurrent: bool) -> int:
@@ -248,12 +322,16 @@ class Driver:
             catalog=self._catalog,
         )
 
-    def _list_endpoints(self, tenant: str | None) -> list[Endpoint]:
-        """Storage work: every endpoint, or ``tenant``'s, in creation order."""
-        endpoints = self._storage.list_endpoints()
-        if tenant is None:
-            return endpoints
-        return [endpoint for endpoint in endpoints if endpoint.tenant == tenant]
+    def _page_endpoints(self, query: EndpointQuery) -> Page[Endpoint]:
+        """Storage work: one page of endpoints (one row more is read, to know whether
+        another page follows)."""
+        rows = self._storage.find_endpoints(evolve(query, limit=query.limit + 1))
+        return page_of(rows, query.limit, _key(rows, query.limit))
+
+    def _page_deliveries(self, query: DeliveryQuery) -> Page[Delivery]:
+        """Storage work: one page of deliveries (as :meth:`_page_endpoints`)."""
+        rows = self._storage.find_deliveries(evolve(query, limit=query.limit + 1))
+        return page_of(rows, query.limit, _key(rows, query.limit))
 
     def _owned_endpoint(self, endpoint_id: str, tenant: str | None) -> Endpoint:
         """Storage work: the endpoint, if it is ``tenant``'s (any tenant's for ``None``).

@@ -97,8 +97,9 @@ class Outcome:
 class _Batch:
     """The deliveries a command started, known by event id or by delivery id."""
 
-    def __init__(self, hooks: hd.Dispatcher, *, by_event: bool) -> None:
+    def __init__(self, hooks: hd.Dispatcher, storage: hd.Storage, *, by_event: bool) -> None:
         self.hooks = hooks
+        self.storage = storage  # its unpaged listings: a batch follows all of its own
         self.by_event = by_event
         self.keys: dict[str, None] = {}  # an ordered set
 
@@ -107,7 +108,7 @@ class _Batch:
 
     def pending(self) -> int:
         """How many keys still have a pending delivery."""
-        pending = self.hooks.deliveries(status=hd.DeliveryStatus.PENDING)
+        pending = self.storage.list_deliveries(status=hd.DeliveryStatus.PENDING)
         return len({self.key(d) for d in pending if self.key(d) in self.keys})
 
     def wait(self, progress: Progress, *, deadline: float | None) -> None:
@@ -122,7 +123,7 @@ class _Batch:
 
     def deliveries(self) -> list[hd.Delivery]:
         if self.by_event:
-            return [d for key in self.keys for d in self.hooks.deliveries(event_id=key)]
+            return [d for key in self.keys for d in self.storage.list_deliveries(event_id=key)]
         return [self.hooks.get_delivery(key) for key in self.keys]
 
 
@@ -144,7 +145,7 @@ def deliver_batch(
     show = Progress.wanted(quiet=options.quiet)
     with attempt_log(logging.DEBUG if options.verbose else logging.ERROR):
         hooks = options.delivery.dispatcher(storage)
-        batch = _Batch(hooks, by_event=by_event)
+        batch = _Batch(hooks, storage, by_event=by_event)
         try:
             with Progress(total, label=options.label, enabled=show) as bar:
                 for key in start(hooks):
@@ -153,7 +154,7 @@ def deliver_batch(
             return Outcome(
                 keys=list(batch.keys),
                 deliveries=batch.deliveries(),
-                endpoints=hooks.endpoints(),
+                endpoints=storage.list_endpoints(),
                 elapsed=time.monotonic() - started,
             )
         finally:

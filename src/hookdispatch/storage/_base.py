@@ -51,6 +51,7 @@ from datetime import datetime
 from typing import ClassVar
 
 from .._core import Claim
+from .._listing import DeliveryQuery, EndpointQuery
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ..exceptions import InvalidInputError, InvalidStateError
 
@@ -100,6 +101,17 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def list_endpoints(self) -> list[Endpoint]:
         """Every endpoint, enabled or not, in creation order."""
+
+    def find_endpoints(self, query: EndpointQuery) -> list[Endpoint]:
+        """One page of endpoints (not deleted), as :class:`EndpointQuery` says: the
+        tenant's or every one, oldest first by (``created_at``, id), strictly after
+        ``query.after``, ``query.limit`` at most.
+
+        The default filters :meth:`list_endpoints`: correct, but it reads every
+        endpoint. A backend with many overrides it with an index on (tenant,
+        created_at, id).
+        """
+        return query.select(self.list_endpoints())
 
     def delete_endpoint(self, endpoint_id: str, *, now: datetime) -> int:
         """Delete an endpoint and cancel its unfinished deliveries; return how many.
@@ -200,6 +212,28 @@ class Storage(abc.ABC):
         limit: int | None = None,
     ) -> list[Delivery]:
         """Deliveries matching every given filter, oldest first, at most ``limit``."""
+
+    def find_deliveries(self, query: DeliveryQuery) -> list[Delivery]:
+        """One page of deliveries, as :class:`DeliveryQuery` says: every given filter
+        holds, in (``created_at``, id) order (reversed for ``newest_first``), strictly
+        beyond ``query.after`` in that order, ``query.limit`` at most.
+
+        Keyset paging: a page starts after the last row of the previous one, so
+        rows added or deleted meanwhile never make a row appear twice or go missing
+        (rows created meanwhile, before the cursor's place, are not shown).
+
+        The default filters :meth:`list_deliveries`: correct, but it reads every
+        delivery of the event, of the endpoint or in the status given (all of them
+        with none of those). A backend holding many overrides it with indexes on
+        (tenant, created_at, id), (endpoint_id, created_at, id) and (created_at, id),
+        so that a page costs the same on any row (SQLiteStorage and PostgresStorage
+        do).
+        """
+        return query.select(
+            self.list_deliveries(
+                event_id=query.event_id, endpoint_id=query.endpoint_id, status=query.status
+            )
+        )
 
     # Work ---------------------------------------------------------------------------
 

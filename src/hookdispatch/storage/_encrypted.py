@@ -27,6 +27,7 @@ from attrs import evolve
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from .._core import Claim
+from .._listing import DeliveryQuery, EndpointQuery
 from .._models import ENCRYPTED_SECRET_PREFIX, Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ..exceptions import InvalidInputError, StorageError, UnknownEndpointError
 from ._base import Storage
@@ -258,6 +259,10 @@ class EncryptedStorage(Storage):
         """Every endpoint, its secrets decrypted."""
         return [self._opened(endpoint) for endpoint in self._inner.list_endpoints()]
 
+    def find_endpoints(self, query: EndpointQuery) -> list[Endpoint]:
+        """``inner``'s page of endpoints, the secrets decrypted."""
+        return [self._opened(endpoint) for endpoint in self._inner.find_endpoints(query)]
+
     def delete_endpoint(self, endpoint_id: str, *, now: datetime) -> int:
         """Forwarded to ``inner``."""
         return self._inner.delete_endpoint(endpoint_id, now=now)
@@ -295,6 +300,10 @@ class EncryptedStorage(Storage):
     def get_delivery(self, delivery_id: str) -> Delivery:
         """Forwarded to ``inner``."""
         return self._inner.get_delivery(delivery_id)
+
+    def find_deliveries(self, query: DeliveryQuery) -> list[Delivery]:
+        """Forwarded to ``inner``."""
+        return self._inner.find_deliveries(query)
 
     def list_deliveries(
         self,

@@ -13,6 +13,7 @@ from datetime import datetime
 from attrs import evolve
 
 from .._core import Claim
+from .._listing import DeliveryQuery, EndpointQuery
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, subscription_keys
 from ..exceptions import (
     InvalidInputError,
@@ -150,6 +151,9 @@ class MemoryStorage(Storage):
                 cancelled += 1
             return cancelled
 
+    def find_endpoints(self, query: EndpointQuery) -> list[Endpoint]:
+        return query.select(self.list_endpoints())
+
     def list_endpoints(self) -> list[Endpoint]:
         with self._lock:
             endpoints = [e for e in self._endpoints.values() if e.id not in self._deleted]
@@ -254,6 +258,17 @@ class MemoryStorage(Storage):
             key=lambda d: d.created_at,  # stable: ties keep the order they were stored
         )
         return found if limit is None else found[:limit]
+
+    def find_deliveries(self, query: DeliveryQuery) -> list[Delivery]:
+        """A sort of the candidates: the event's deliveries when the query names one,
+        else every delivery (memory is for thousands, not millions)."""
+        with self._lock:
+            if query.event_id is not None:
+                ids: Iterable[str] = self._by_event.get(query.event_id, [])
+                candidates = [self._deliveries[i] for i in ids]
+            else:
+                candidates = list(self._deliveries.values())
+        return query.select(candidates)
 
     # Work ---------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from psycopg.errors import ForeignKeyViolation, UniqueViolation
 from psycopg_pool import ConnectionPool
 
 from .._core import Claim
+from .._listing import DeliveryQuery, EndpointQuery
 from .._models import (
     Attempt,
     Delivery,
@@ -45,6 +46,7 @@ from ._rows import (
     attempt_from_row,
     delivery_filter,
     delivery_from_row,
+    delivery_query,
     json_object,
     json_text,
 )
@@ -313,6 +315,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """
         CREATE INDEX IF NOT EXISTS deliveries_endpoint_created
             ON {schema}.deliveries (endpoint_id, created_at, id)
+        """,
+        """
+        CREATE INDEX IF NOT EXISTS deliveries_listed ON {schema}.deliveries (created_at, id)
         """,
         """
         CREATE INDEX IF NOT EXISTS endpoints_tenant
@@ -641,6 +646,22 @@ class PostgresStorage(Storage):
             raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}")
         return _endpoint(result.rows[0])
 
+    def find_endpoints(self, query: EndpointQuery) -> list[Endpoint]:
+        where = ["deleted_at IS NULL"]
+        params: list[Any] = []
+        if query.tenant is not None:
+            where.append("tenant = %s")
+            params.append(query.tenant)
+        if query.after is not None:
+            where.append("(created_at, id) > (%s, %s)")
+            params.extend(query.after)
+        select = self._q(
+            f"SELECT {_ENDPOINT_COLUMNS} FROM {{schema}}.endpoints WHERE {' AND '.join(where)}"
+            " ORDER BY created_at, id LIMIT %s"
+        )
+        [result] = self._run((select, [*params, query.limit]))
+        return [_endpoint(row) for row in result.rows]
+
     def list_endpoints(self) -> list[Endpoint]:
         select = self._q(
             f"SELECT {_ENDPOINT_COLUMNS} FROM {{schema}}.endpoints WHERE deleted_at IS NULL"
@@ -760,6 +781,13 @@ class PostgresStorage(Storage):
             query += " LIMIT %s"
             params.append(limit)
         [result] = self._run((self._q(query), params))
+        return [delivery_from_row(row, _utc) for row in result.rows]
+
+    def find_deliveries(self, query: DeliveryQuery) -> list[Delivery]:
+        """One indexed range scan: see :func:`~._rows.delivery_query`."""
+        where, order, params = delivery_query(query, mark="%s", moment=lambda moment: moment)
+        select = self._q(f"SELECT {_DELIVERY_COLUMNS} FROM {{schema}}.deliveries{where}{order}")
+        [result] = self._run((select, params))
         return [delivery_from_row(row, _utc) for row in result.rows]
 
     # Work ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from .._listing import DeliveryQuery
 from .._models import Attempt, Delivery, DeliveryStatus
 from ..exceptions import FailureKind, StorageError
 
@@ -20,6 +21,7 @@ __all__ = [
     "attempt_from_row",
     "delivery_filter",
     "delivery_from_row",
+    "delivery_query",
     "json_object",
     "json_text",
 ]
@@ -48,6 +50,43 @@ def delivery_filter(
         where.append(f"status = {mark}")
         params.append(DeliveryStatus(status).value)
     return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+def delivery_query(
+    query: DeliveryQuery, *, mark: str, moment: Callable[[datetime], Any]
+) -> tuple[str, str, list[Any]]:
+    """``find_deliveries``' ``WHERE`` clause (``""`` when none), its ``ORDER BY … LIMIT``
+    and their parameters. ``mark`` is the driver's placeholder; ``moment`` turns a
+    datetime into the driver's timestamp.
+
+    The order is ``created_at``, then ``id`` (both descending for ``newest_first``),
+    and ``after`` a row-value comparison on that pair: with an index on (filter
+    column, created_at, id) a page is one range scan, whatever its position."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("tenant", query.tenant),
+        ("event_id", query.event_id),
+        ("endpoint_id", query.endpoint_id),
+        ("event_type", query.event_type),
+    ):
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            params.append(value)
+    if query.status is not None:
+        where.append(f"status = {mark}")
+        params.append(DeliveryStatus(query.status).value)
+    for bound, limit in ((">=", query.since), ("<", query.until)):
+        if limit is not None:
+            where.append(f"created_at {bound} {mark}")
+            params.append(moment(limit))
+    if query.after is not None:
+        where.append(f"(created_at, id) {'<' if query.newest_first else '>'} ({mark}, {mark})")
+        params.extend((moment(query.after[0]), query.after[1]))
+    direction = " DESC" if query.newest_first else ""
+    order = f" ORDER BY created_at{direction}, id{direction} LIMIT {mark}"
+    params.append(query.limit)
+    return (" WHERE " + " AND ".join(where) if where else ""), order, params
 
 
 def delivery_from_row(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Delivery:

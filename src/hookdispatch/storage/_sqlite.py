@@ -16,6 +16,7 @@ from typing import Any, Literal
 import sqlite_utils
 
 from .._core import Claim
+from .._listing import DeliveryQuery, EndpointQuery
 from .._models import (
     Attempt,
     Delivery,
@@ -39,6 +40,7 @@ from ._rows import (
     attempt_from_row,
     delivery_filter,
     delivery_from_row,
+    delivery_query,
     json_object,
     json_text,
 )
@@ -178,9 +180,10 @@ def _migrate_7(db: sqlite_utils.Database) -> None:
         " (SELECT tenant, type FROM events WHERE events.id = deliveries.event_id)"
     )
     db.table("endpoints").add_column("deleted_at", float)
-    # Listings, newest or oldest first, by (created_at, id): per tenant, and per
-    # endpoint (which also serves delete_endpoint's search for pending work).
+    # Listings, newest or oldest first, by (created_at, id): per tenant, per endpoint
+    # (which also serves delete_endpoint's search for pending work), and of everyone.
     db.execute("CREATE INDEX deliveries_tenant ON deliveries (tenant, created_at, id)")
+    db.execute("CREATE INDEX deliveries_created ON deliveries (created_at, id)")
     db.execute(
         "CREATE INDEX deliveries_endpoint_created ON deliveries (endpoint_id, created_at, id)"
     )
@@ -511,6 +514,22 @@ class SQLiteStorage(Storage):
             raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}")
         return self._endpoint_of(tuple(rows[0]))
 
+    def find_endpoints(self, query: EndpointQuery) -> list[Endpoint]:
+        where = ["deleted_at IS NULL"]
+        params: list[Any] = []
+        if query.tenant is not None:
+            where.append("tenant = ?")
+            params.append(query.tenant)
+        if query.after is not None:
+            where.append("(created_at, id) > (?, ?)")
+            params.extend((_ts(query.after[0]), query.after[1]))
+        rows = self._read(
+            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE {' AND '.join(where)}"
+            " ORDER BY created_at, id LIMIT ?",
+            [*params, query.limit],
+        )
+        return [self._endpoint_of(tuple(row)) for row in rows]
+
     def list_endpoints(self) -> list[Endpoint]:
         rows = self._read(
             f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE deleted_at IS NULL"
@@ -675,6 +694,12 @@ class SQLiteStorage(Storage):
             sql += " LIMIT ?"
             params.append(limit)
         return [delivery_from_row(row, _dt) for row in self._read(sql, params)]
+
+    def find_deliveries(self, query: DeliveryQuery) -> list[Delivery]:
+        """One indexed range scan: see :func:`~._rows.delivery_query`."""
+        where, order, params = delivery_query(query, mark="?", moment=_ts)
+        rows = self._read(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries{where}{order}", params)
+        return [delivery_from_row(row, _dt) for row in rows]
 
     # Work ---------------------------------------------------------------------------
 

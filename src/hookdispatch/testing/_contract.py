@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from attrs import evolve
 
 from .._core import Claim
+from .._listing import DeliveryQuery, EndpointQuery
 from .._models import DEFAULT_TENANT, Delivery, DeliveryStatus, Endpoint
 from ..exceptions import (
     InvalidInputError,
@@ -443,6 +444,111 @@ class ContractTests(StorageHarness):
         )
         equal(storage.list_deliveries(event_id="evt_missing"), [], "unknown event_id filter")
         equal(storage.list_deliveries(status=DeliveryStatus.FAILED), [], "status=FAILED")
+
+    def test_find_deliveries_filters_and_pages_by_keyset(self) -> None:
+        storage = self.storage
+        a1, a2 = make_endpoint(tenant="acct_a"), make_endpoint(tenant="acct_a")
+        b1 = make_endpoint(tenant="acct_b")
+        for endpoint in (a1, a2, b1):
+            storage.add_endpoint(endpoint)
+        made: list[Delivery] = []
+        # Out of order, with ties of created_at (ordered by id) and two event types.
+        for n, (seconds, kind) in enumerate(
+            [(5, "user.created"), (1, "invoice.paid"), (3, "user.created"), (3, "user.deleted")]
+        ):
+            for tenant, endpoints in (("acct_a", (a1, a2)), ("acct_b", (b1,))):
+                event = make_event(n=n, type=kind, tenant=tenant, created_at=at(seconds))
+                deliveries = [make_delivery(event, e, created_at=at(seconds)) for e in endpoints]
+                storage.add_event(event, deliveries)
+                made.extend(deliveries)
+        _finish(storage, made[0].event_id, {a1.id: "succeeded", a2.id: "failed"}, now=6)
+
+        def key(d: Delivery) -> tuple[datetime, str]:
+            return d.created_at, d.id
+
+        everything = sorted((storage.get_delivery(d.id) for d in made), key=key)
+        cases: list[tuple[DeliveryQuery, list[Delivery]]] = [
+            (DeliveryQuery(), everything),
+            (DeliveryQuery(tenant="acct_a"), [d for d in everything if d.tenant == "acct_a"]),
+            (DeliveryQuery(endpoint_id=b1.id), [d for d in everything if d.endpoint_id == b1.id]),
+            (
+                DeliveryQuery(event_type="user.created", tenant="acct_a"),
+                [d for d in everything if d.tenant == "acct_a" and d.event_type == "user.created"],
+            ),
+            (
+                DeliveryQuery(status=DeliveryStatus.PENDING, endpoint_id=a1.id),
+                [d for d in everything if d.endpoint_id == a1.id and d.status.value == "pending"],
+            ),
+            (
+                DeliveryQuery(since=at(3), until=at(5)),
+                [d for d in everything if at(3) <= d.created_at < at(5)],
+            ),
+            (DeliveryQuery(event_id=made[0].event_id), [made[0], made[1]]),
+            (DeliveryQuery(tenant="acct_c"), []),
+        ]
+        for query, matching in cases:
+            expected = [storage.get_delivery(d.id) for d in sorted(matching, key=key)]
+            for newest_first in (False, True):
+                want = expected[::-1] if newest_first else expected
+                equal(
+                    storage.find_deliveries(evolve(query, newest_first=newest_first, limit=50)),
+                    want,
+                    f"find_deliveries({query}, newest_first={newest_first}): one page",
+                )
+                pages: list[Delivery] = []
+                page = evolve(query, newest_first=newest_first, limit=2)
+                for _ in range(len(want) + 1):
+                    got = storage.find_deliveries(page)
+                    check(len(got) <= 2, f"find_deliveries(limit=2) returned {len(got)} rows")
+                    pages.extend(got)
+                    if len(got) < 2:
+                        break
+                    page = evolve(page, after=key(got[-1]))
+                equal(
+                    _ids(pages), _ids(want), f"every page of {query}, newest_first={newest_first}"
+                )
+        # A row added before the cursor's place does not shift the pages after it.
+        first = storage.find_deliveries(DeliveryQuery(tenant="acct_b", limit=2))
+        event = make_event(tenant="acct_b", created_at=at(0))
+        storage.add_event(event, [make_delivery(event, b1, created_at=at(0))])
+        rest = storage.find_deliveries(
+            DeliveryQuery(tenant="acct_b", limit=50, after=key(first[-1]))
+        )
+        equal(
+            _ids(first + rest),
+            [d.id for d in everything if d.tenant == "acct_b"],
+            "pages after a row was added before the cursor",
+        )
+
+    def test_find_endpoints_pages_a_tenants_endpoints(self) -> None:
+        storage = self.storage
+        mine = [make_endpoint(tenant="acct_a", created_at=at(n % 3)) for n in range(5)]
+        theirs = make_endpoint(tenant="acct_b")
+        for endpoint in [*mine, theirs]:
+            storage.add_endpoint(endpoint)
+        gone = make_endpoint(tenant="acct_a")
+        storage.add_endpoint(gone)
+        listed = [*mine, theirs]
+        try:
+            storage.delete_endpoint(gone.id, now=at(1))
+        except InvalidStateError:  # a backend that cannot delete: the other tenant's
+            storage.update_endpoint(evolve(gone, tenant="acct_gone"))
+            listed.append(gone)
+        want = sorted(mine, key=lambda e: (e.created_at, e.id))
+        got: list[Endpoint] = []
+        query = EndpointQuery(tenant="acct_a", limit=2)
+        for _ in range(5):
+            page = storage.find_endpoints(query)
+            got.extend(page)
+            if len(page) < 2:
+                break
+            query = evolve(query, after=(page[-1].created_at, page[-1].id))
+        equal(got, want, "find_endpoints(tenant=...) page by page")
+        equal(
+            [e.id for e in storage.find_endpoints(EndpointQuery(limit=50))],
+            [e.id for e in sorted(listed, key=lambda e: (e.created_at, e.id))],
+            "find_endpoints() of every tenant",
+        )
 
     # Claims -------------------------------------------------------------------------
 

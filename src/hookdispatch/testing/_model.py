@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from .._core import Claim
+from .._listing import DeliveryQuery
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ..exceptions import InvalidInputError, UnknownEventError
 from ..storage import MemoryStorage, Storage
@@ -316,6 +317,32 @@ class StorageStateMachine(RuleBasedStateMachine):
             ),
             f"list_deliveries({event_id=}, {endpoint_id=}, {status=}, {limit=})",
         )
+
+    @rule(
+        data=st.data(),
+        status=st.none() | st.sampled_from(DeliveryStatus),
+        limit=st.integers(1, 3),
+        newest_first=st.booleans(),
+    )
+    def page_through_deliveries(
+        self, data: st.DataObject, status: DeliveryStatus | None, limit: int, newest_first: bool
+    ) -> None:
+        """Every page of a listing, through both, page after page by keyset."""
+        query = DeliveryQuery(status=status, limit=limit, newest_first=newest_first)
+        if self.event_ids:
+            query = evolve(query, event_id=data.draw(st.none() | st.sampled_from(self.event_ids)))
+        if self.endpoint_ids:
+            endpoint_id = data.draw(st.none() | st.sampled_from(self.endpoint_ids))
+            query = evolve(query, endpoint_id=endpoint_id)
+        if data.draw(st.booleans(), label="since"):
+            query = evolve(query, since=self.now - timedelta(seconds=30))
+        for page in range(100):
+            got = self.system.find_deliveries(query)
+            equal(got, self.model.find_deliveries(query), f"find_deliveries({query}), page {page}")
+            if len(got) < limit:
+                return
+            query = evolve(query, after=(got[-1].created_at, got[-1].id))
+        raise AssertionError("find_deliveries() never reached the last page")
 
     @precondition(lambda self: self.event_ids)
     @rule(data=st.data())
