@@ -287,6 +287,20 @@ class AsyncDispatcher(Driver):
             self._notify()
         return await self._call(self._stored_events, results)
 
+    async def send_test(
+        self,
+        endpoint_id: str,
+        event_type: str,
+        data: JSON | None = None,
+        *,
+        tenant: str | None = None,
+    ) -> Delivery:
+        """Send one event to one endpoint only; see :meth:`Dispatcher.send_test`."""
+        self._check_open()
+        delivery = await self._call(self._store_test, endpoint_id, event_type, data, tenant)
+        await self._after_store(delivery.event_id)
+        return await self._call(self._storage.get_delivery, delivery.id)
+
     async def get_event(self, event_id: str, *, tenant: str | None = None) -> Event:
         """The event with this id; see :meth:`Dispatcher.get_event`."""
         return await self._call(self._owned_event, event_id, tenant)

@@ -329,6 +329,29 @@ class Dispatcher(Driver):
             self._notify()
         return self._stored_events(results)
 
+    def send_test(
+        self,
+        endpoint_id: str,
+        event_type: str,
+        data: JSON | None = None,
+        *,
+        tenant: str | None = None,
+    ) -> Delivery:
+        """Send one event to one endpoint only, whatever it subscribes to: a settings
+        page's "send a test event". Returns its delivery: finished in inline mode,
+        pending in background mode.
+
+        ``data`` defaults to the ``catalog``'s example of the type (``{}`` without
+        one). The event is checked, stored, signed and attempted like any other (it
+        is in the delivery listings, and can be redelivered), but fans out to no other
+        endpoint. Raises UnknownEndpointError (also for another ``tenant``'s),
+        InvalidStateError for a disabled endpoint, InvalidEventError as ``dispatch``.
+        """
+        self._check_open()
+        delivery = self._store_test(endpoint_id, event_type, data, tenant)
+        self._after_store(delivery.event_id)
+        return self._storage.get_delivery(delivery.id)
+
     def get_event(self, event_id: str, *, tenant: str | None = None) -> Event:
         """The event with this id. Raises UnknownEventError, also when ``tenant`` is
         given and the event is another tenant's."""

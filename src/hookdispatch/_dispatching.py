@@ -58,6 +58,7 @@ from .catalog import Catalog
 from .exceptions import (
     DispatcherClosedError,
     InvalidInputError,
+    InvalidStateError,
     UnknownDeliveryError,
     UnknownEndpointError,
     UnknownEventError,
@@ -413,6 +414,26 @@ class Driver:
             tenant=tenant,
             catalog=self._catalog,
         )
+
+    def _store_test(
+        self, endpoint_id: str, event_type: str, data: JSON | None, tenant: str | None
+    ) -> Delivery:
+        """Storage work: an event of ``event_type`` with one delivery, to this endpoint
+        only (see :meth:`Dispatcher.send_test`)."""
+        endpoint = self._owned_endpoint(endpoint_id, tenant)
+        if not endpoint.enabled:
+            raise InvalidStateError(
+                f"endpoint {endpoint_id!r} is disabled; enable it to send it a test event"
+            )
+        if data is None:
+            known = self._catalog is not None and event_type in self._catalog
+            example = self._catalog[event_type].example if known and self._catalog else None
+            data = {} if example is None else example
+        event, _ = self._store_event(
+            event_type, data, None, self._clock(), tenant=endpoint.tenant, endpoints=[endpoint]
+        )
+        [delivery] = self._storage.list_deliveries(event_id=event.id)
+        return delivery
 
     def _store_events(
         self,
