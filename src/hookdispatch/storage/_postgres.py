@@ -47,6 +47,7 @@ from ._rows import (
     delivery_filter,
     delivery_from_row,
     delivery_query,
+    endpoint_query,
     json_object,
     json_text,
 )
@@ -372,6 +373,44 @@ _INSERT_EVENT = (
 )
 
 
+# A batch of events (dispatch_many): one statement. The deliveries go in for the
+# events that did (new ids) only.
+_INSERT_EVENTS = (
+    "WITH event AS ("
+    " INSERT INTO {schema}.events (id, type, created_at, body, tenant)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::bytea[], %s::text[])"
+    " ON CONFLICT (id) DO NOTHING RETURNING id),"
+    f" delivery AS (INSERT INTO {{schema}}.deliveries ({_DELIVERY_COLUMNS})"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::integer[],"
+    " %s::timestamptz[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[],"
+    f" %s::text[]) AS d({_DELIVERY_COLUMNS})"
+    " WHERE d.event_id IN (SELECT id FROM event)"
+    f"{_ON_CONFLICT})"
+    " SELECT id FROM event"
+)
+# The same for a batch as dispatch_many() makes it: every event of one tenant at one
+# time, every delivery new and made at one time (pending, due then, of its event's
+# tenant and type; events keep whole seconds, deliveries the microseconds), so
+# the rows are built from a few arrays of ids: a third of the values to encode.
+_INSERT_NEW_EVENTS = (
+    "WITH event AS ("
+    " INSERT INTO {schema}.events (id, type, created_at, body, tenant)"
+    " SELECT id, type, %(event_at)s, body, %(tenant)s"
+    " FROM unnest(%(ids)s::text[], %(types)s::text[], %(bodies)s::bytea[]) AS e(id, type, body)"
+    " ON CONFLICT (id) DO NOTHING RETURNING id, type),"
+    f" delivery AS (INSERT INTO {{schema}}.deliveries ({_DELIVERY_COLUMNS})"
+    " SELECT d.id, d.event_id, d.endpoint_id, 'pending', 0, %(at)s, NULL, %(at)s, %(at)s,"
+    " %(tenant)s, event.type"
+    " FROM unnest(%(delivery_ids)s::text[], %(event_ids)s::text[], %(endpoint_ids)s::text[])"
+    " AS d(id, event_id, endpoint_id) JOIN event ON event.id = d.event_id"
+    f"{_ON_CONFLICT})"
+    " SELECT id FROM event"
+)
+_BATCH_ROWS = 5000
+"""Events per statement of ``add_events``: large enough that the round trip is
+amortised, small enough that one statement's arrays stay a few MB."""
+
+
 # Fan-out, on every dispatch(): one statement. The subscriptions primary key finds
 # the endpoints of the patterns matching the type (%s: subscription_keys), the
 # endpoints' primary key their rows. A semi-join, so an endpoint that two patterns
@@ -533,14 +572,18 @@ class PostgresStorage(Storage):
             query = self._sql[template] = composed.as_bytes(None)
         return query
 
-    def _run(self, *statements: Statement, retry: bool = True) -> list[_Result]:
+    def _run(
+        self, *statements: Statement, retry: bool = True, binary: bool = False
+    ) -> list[_Result]:
         """Run ``statements`` in one transaction and return their results.
 
         One statement on an autocommit connection (our pool's) is its own transaction:
         one round trip, no BEGIN and COMMIT. When the connection turns out broken (the
         server restarted), the pool's idle connections are checked and replaced, and the
         call is tried once more if ``retry``: only for calls whose repetition is
-        harmless, since the first try may have committed.
+        harmless, since the first try may have committed. ``binary``: parameters and
+        results in PostgreSQL's binary format (arrays of thousands: several times
+        cheaper to encode than text).
         """
         if self._closed:
             raise StorageError("this PostgresStorage is closed; open a new one")
@@ -550,10 +593,13 @@ class PostgresStorage(Storage):
             try:
                 with self._pool.connection() as conn:
                     if len(statements) == 1 and conn.autocommit:
-                        cursors = [conn.execute(*statements[0])]
+                        cursors = [conn.execute(*statements[0], binary=binary)]
                     else:
                         with conn.transaction():
-                            cursors = [conn.execute(query, params) for query, params in statements]
+                            cursors = [
+                                conn.execute(query, params, binary=binary)
+                                for query, params in statements
+                            ]
                     return [
                         _Result(cursor.rowcount, cursor.fetchall() if cursor.description else [])
                         for cursor in cursors
@@ -647,19 +693,10 @@ class PostgresStorage(Storage):
         return _endpoint(result.rows[0])
 
     def find_endpoints(self, query: EndpointQuery) -> list[Endpoint]:
-        where = ["deleted_at IS NULL"]
-        params: list[Any] = []
-        if query.tenant is not None:
-            where.append("tenant = %s")
-            params.append(query.tenant)
-        if query.after is not None:
-            where.append("(created_at, id) > (%s, %s)")
-            params.extend(query.after)
-        select = self._q(
-            f"SELECT {_ENDPOINT_COLUMNS} FROM {{schema}}.endpoints WHERE {' AND '.join(where)}"
-            " ORDER BY created_at, id LIMIT %s"
-        )
-        [result] = self._run((select, [*params, query.limit]))
+        """One range scan of endpoints_tenant (see :func:`~._rows.endpoint_query`)."""
+        clauses, params = endpoint_query(query, mark="%s", moment=lambda moment: moment)
+        select = self._q(f"SELECT {_ENDPOINT_COLUMNS} FROM {{schema}}.endpoints{clauses}")
+        [result] = self._run((select, params))
         return [_endpoint(row) for row in result.rows]
 
     def list_endpoints(self) -> list[Endpoint]:
@@ -708,6 +745,32 @@ class PostgresStorage(Storage):
             _raise_missing_reference(exc, deliveries)
             raise
         return bool(result.rows[0][0])
+
+    def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
+        """The batch in statements of up to :data:`_BATCH_ROWS` events, each one round
+        trip and its own transaction: the events from one array per column, and the
+        deliveries of those that went in (a new id) from another. An id given twice in
+        the batch is stored once, with the first item's deliveries."""
+        first: dict[str, int] = {}
+        for position, (event, _) in enumerate(batch):
+            first.setdefault(event.id, position)
+        unique = [item for position, item in enumerate(batch) if first[item[0].id] == position]
+        inserted: set[str] = set()
+        for start in range(0, len(unique), _BATCH_ROWS):
+            chunk = unique[start : start + _BATCH_ROWS]
+            deliveries = [d for _, ds in chunk for d in ds]
+            events = [event for event, _ in chunk]
+            query, params = _insert_events_statement(events, deliveries)
+            try:
+                [result] = self._run((self._q(query), params), binary=True)
+            except StorageError as exc:
+                _raise_missing_reference(exc, deliveries)
+                raise
+            inserted.update(row[0] for row in result.rows)
+        return [
+            event.id in inserted and first[event.id] == position
+            for position, (event, _) in enumerate(batch)
+        ]
 
     def add_event_in_transaction(
         self, connection: object, event: Event, deliveries: Sequence[Delivery]
@@ -1009,6 +1072,46 @@ def _endpoint_params(endpoint: Endpoint) -> tuple[Any, ...]:
 def _event_params(event: Event, deliveries: Sequence[Delivery]) -> tuple[Any, ...]:
     """The parameters of ``_INSERT_EVENT``."""
     return (event.id, event.type, event.created_at, event.body, event.tenant, *_columns(deliveries))
+
+
+def _insert_events_statement(
+    events: Sequence[Event], deliveries: Sequence[Delivery]
+) -> tuple[str, Sequence[Any] | Mapping[str, Any]]:
+    """``add_events``' statement for one chunk: ``_INSERT_NEW_EVENTS`` when the chunk is
+    as dispatch_many() makes it, else the general ``_INSERT_EVENTS``."""
+    event_at, tenant = events[0].created_at, events[0].tenant
+    at = deliveries[0].created_at if deliveries else event_at
+    of = {event.id: event for event in events}
+    fresh = all(e.created_at == event_at and e.tenant == tenant for e in events) and all(
+        d.status is DeliveryStatus.PENDING
+        and d.attempt_count == 0
+        and d.last_error is None
+        and d.created_at == d.updated_at == d.next_attempt_at == at
+        and d.event_id in of
+        and d.tenant == tenant
+        and d.event_type == of[d.event_id].type
+        for d in deliveries
+    )
+    if fresh:
+        return _INSERT_NEW_EVENTS, {
+            "event_at": event_at,
+            "at": at,
+            "tenant": tenant,
+            "ids": [e.id for e in events],
+            "types": [e.type for e in events],
+            "bodies": [e.body for e in events],
+            "delivery_ids": [d.id for d in deliveries],
+            "event_ids": [d.event_id for d in deliveries],
+            "endpoint_ids": [d.endpoint_id for d in deliveries],
+        }
+    return _INSERT_EVENTS, (
+        [e.id for e in events],
+        [e.type for e in events],
+        [e.created_at for e in events],
+        [e.body for e in events],
+        [e.tenant for e in events],
+        *_columns(deliveries),
+    )
 
 
 def _raise_missing_reference(exc: StorageError, deliveries: Sequence[Delivery]) -> None:

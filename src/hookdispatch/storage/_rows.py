@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from .._listing import DeliveryQuery
+from .._listing import DeliveryQuery, EndpointQuery
 from .._models import Attempt, Delivery, DeliveryStatus
 from ..exceptions import FailureKind, StorageError
 
@@ -22,6 +22,7 @@ __all__ = [
     "delivery_filter",
     "delivery_from_row",
     "delivery_query",
+    "endpoint_query",
     "json_object",
     "json_text",
 ]
@@ -87,6 +88,23 @@ def delivery_query(
     order = f" ORDER BY created_at{direction}, id{direction} LIMIT {mark}"
     params.append(query.limit)
     return (" WHERE " + " AND ".join(where) if where else ""), order, params
+
+
+def endpoint_query(
+    query: EndpointQuery, *, mark: str, moment: Callable[[datetime], Any]
+) -> tuple[str, list[Any]]:
+    """``find_endpoints``' ``WHERE … ORDER BY … LIMIT`` and its parameters (as
+    :func:`delivery_query`): endpoints not deleted, of the tenant if one is given."""
+    where = ["deleted_at IS NULL"]
+    params: list[Any] = []
+    if query.tenant is not None:
+        where.append(f"tenant = {mark}")
+        params.append(query.tenant)
+    if query.after is not None:
+        where.append(f"(created_at, id) > ({mark}, {mark})")
+        params.extend((moment(query.after[0]), query.after[1]))
+    params.append(query.limit)
+    return f" WHERE {' AND '.join(where)} ORDER BY created_at, id LIMIT {mark}", params
 
 
 def delivery_from_row(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Delivery:

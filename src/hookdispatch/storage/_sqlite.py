@@ -41,6 +41,7 @@ from ._rows import (
     delivery_filter,
     delivery_from_row,
     delivery_query,
+    endpoint_query,
     json_object,
     json_text,
 )
@@ -515,19 +516,9 @@ class SQLiteStorage(Storage):
         return self._endpoint_of(tuple(rows[0]))
 
     def find_endpoints(self, query: EndpointQuery) -> list[Endpoint]:
-        where = ["deleted_at IS NULL"]
-        params: list[Any] = []
-        if query.tenant is not None:
-            where.append("tenant = ?")
-            params.append(query.tenant)
-        if query.after is not None:
-            where.append("(created_at, id) > (?, ?)")
-            params.extend((_ts(query.after[0]), query.after[1]))
-        rows = self._read(
-            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE {' AND '.join(where)}"
-            " ORDER BY created_at, id LIMIT ?",
-            [*params, query.limit],
-        )
+        """One range scan of endpoints_tenant (see :func:`~._rows.endpoint_query`)."""
+        clauses, params = endpoint_query(query, mark="?", moment=_ts)
+        rows = self._read(f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints{clauses}", params)
         return [self._endpoint_of(tuple(row)) for row in rows]
 
     def list_endpoints(self) -> list[Endpoint]:

@@ -356,6 +356,45 @@ class ContractTests(StorageHarness):
         equal(storage.list_deliveries(), [first], "deliveries after the repeated add_event()")
         equal(storage.get_event("evt_fixed").body, event.body, "the event kept is the first one")
 
+    def test_add_events_stores_a_batch_each_id_once(self) -> None:
+        storage = self.storage
+        endpoint = make_endpoint()
+        storage.add_endpoint(endpoint)
+        old = make_event(n=0)
+        storage.add_event(old, [make_delivery(old, endpoint)])
+        new = [make_event(n=n) for n in range(1, 4)]
+        twice = make_event(n=9)
+        batch = [
+            (new[0], [make_delivery(new[0], endpoint)]),
+            (old, [make_delivery(old, endpoint)]),  # stored already: nothing changes
+            (new[1], []),
+            (twice, [make_delivery(twice, endpoint)]),
+            (twice, [make_delivery(twice, endpoint)]),  # the same id again in the batch
+            (new[2], [make_delivery(new[2], endpoint), make_delivery(new[2], endpoint)]),
+        ]
+        equal(
+            storage.add_events(batch),
+            [True, False, True, True, False, True],
+            "add_events(): which events were new",
+        )
+        for event in (*new, twice, old):
+            equal(storage.get_event(event.id), event, "an event of the batch")
+        stored = storage.list_deliveries()
+        expected = [batch[0][1][0], batch[3][1][0], *batch[5][1]]
+        equal(
+            sorted(_ids(stored)),
+            sorted(
+                [
+                    *(d.id for d in expected),
+                    *(d.id for d in storage.list_deliveries(event_id=old.id)),
+                ]
+            ),
+            "deliveries after add_events(): the new events' only, the first of a repeated id",
+        )
+        equal(len(storage.list_deliveries(event_id=old.id)), 1, "the stored event's deliveries")
+        equal(len(storage.list_deliveries(event_id=twice.id)), 1, "a repeated id's deliveries")
+        equal(storage.add_events([]), [], "add_events([])")
+
     def test_add_event_stores_all_or_nothing(self) -> None:
         storage = self.storage
         endpoint = make_endpoint()
