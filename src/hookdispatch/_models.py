@@ -53,6 +53,7 @@ __all__ = [
     "check_metadata",
     "check_tenant",
     "generate_secret",
+    "new_delivery",
     "new_id",
     "subscription_keys",
 ]
@@ -791,19 +792,24 @@ class Delivery:
     @classmethod
     def create(cls, event: Event, endpoint: Endpoint, *, now: datetime) -> Delivery:
         """A new delivery, due at ``now``."""
-        return cls(
-            id=new_id("dlv"),
-            event_id=event.id,
-            endpoint_id=endpoint.id,
-            status=DeliveryStatus.PENDING,
-            attempt_count=0,
-            next_attempt_at=now,
-            last_error=None,
-            created_at=now,
-            updated_at=now,
-            tenant=event.tenant,
-            event_type=event.type,
-        )
+        return new_delivery(event, endpoint.id, now)
+
+
+def new_delivery(event: Event, endpoint_id: str, now: datetime) -> Delivery:
+    """:meth:`Delivery.create` for an endpoint known by its id (fan-out in a store)."""
+    return Delivery(
+        id=new_id("dlv"),
+        event_id=event.id,
+        endpoint_id=endpoint_id,
+        status=DeliveryStatus.PENDING,
+        attempt_count=0,
+        next_attempt_at=now,
+        last_error=None,
+        created_at=now,
+        updated_at=now,
+        tenant=event.tenant,
+        event_type=event.type,
+    )
 
 
 def _short_body(body: bytes) -> str:

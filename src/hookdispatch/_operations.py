@@ -222,13 +222,16 @@ def store_event(
     event = Event.create(event_type, data, now=now, id=id, max_bytes=max_bytes, tenant=tenant)
     if catalog is not None:
         catalog.check(event)
-    if endpoints is None:
-        endpoints = storage.endpoints_for(event.tenant, event.type)
-    deliveries = [Delivery.create(event, endpoint, now=now) for endpoint in endpoints]
-    if transaction is not None:
-        stored = storage.add_event_in_transaction(transaction, event, deliveries)
+    if endpoints is None and transaction is None:
+        stored = storage.add_event_to_subscribers(event, now=now)  # one step, for most
     else:
-        stored = storage.add_event(event, deliveries)
+        if endpoints is None:
+            endpoints = storage.endpoints_for(event.tenant, event.type)
+        deliveries = [Delivery.create(event, endpoint, now=now) for endpoint in endpoints]
+        if transaction is not None:
+            stored = storage.add_event_in_transaction(transaction, event, deliveries)
+        else:
+            stored = storage.add_event(event, deliveries)
     return (event, True) if stored else (stored_event(storage, event), False)
 
 

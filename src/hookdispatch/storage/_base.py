@@ -163,6 +163,23 @@ class Storage(abc.ABC):
         the backend promises (documented per backend).
         """
 
+    def add_event_to_subscribers(self, event: Event, *, now: datetime) -> bool:
+        """Fan ``event`` out and store it with its deliveries, atomically: what every
+        ``dispatch()`` does.
+
+        The deliveries are one new :meth:`Delivery.create <hookdispatch.Delivery.create>`
+        (due at ``now``) per endpoint ``endpoints_for(event.tenant, event.type)``
+        returns, as that call would return them when the event is stored. Returns
+        ``True`` when stored, ``False`` (storing nothing) for an event id already
+        stored, as :meth:`add_event`.
+
+        The default makes the two calls. A backend overrides it to do both in one
+        transaction, or one round trip: PostgresStorage looks the endpoints up in the
+        statement that stores the event.
+        """
+        endpoints = self.endpoints_for(event.tenant, event.type)
+        return self.add_event(event, [Delivery.create(event, e, now=now) for e in endpoints])
+
     def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
         """Store many events with their deliveries; one ``add_event`` result per event.
 

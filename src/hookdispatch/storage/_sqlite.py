@@ -23,6 +23,7 @@ from .._models import (
     DeliveryStatus,
     Endpoint,
     Event,
+    new_delivery,
     new_id,
     subscription_keys,
 )
@@ -248,8 +249,9 @@ def _endpoint(row: Sequence[Any]) -> Endpoint:
 
 
 @functools.cache
-def _endpoints_for_sql(patterns: int) -> str:
-    """endpoints_for()'s query for a type matched by ``patterns`` patterns.
+def _endpoints_for_sql(patterns: int, *, columns: str = _ENDPOINT_COLUMNS) -> str:
+    """endpoints_for()'s query for a type matched by ``patterns`` patterns (the
+    endpoints' ``columns``: all of them, or only ``id``, for fan-out in the store).
 
     A primary-key search of ``subscriptions`` per pattern, then a primary-key lookup
     of each endpoint found (``IN`` drops an endpoint two patterns find twice): its
@@ -576,6 +578,19 @@ class SQLiteStorage(Storage):
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
                 self._raise_missing_reference(deliveries, new_event_id=event.id)
             raise
+
+    def add_event_to_subscribers(self, event: Event, *, now: datetime) -> bool:
+        """One write transaction: the event, its subscribers' ids (the fan-out index,
+        through the writer, whose pages are warm) and its deliveries."""
+        keys = subscription_keys(event.type)
+        with self._write() as conn:
+            if conn.execute(_INSERT_EVENT, _event_params(event)).rowcount == 0:
+                return False
+            subscribers = conn.execute(
+                _endpoints_for_sql(len(keys), columns="id"), (event.tenant, *keys)
+            ).fetchall()
+            _insert_deliveries(conn, [new_delivery(event, row[0], now) for row in subscribers])
+            return True
 
     def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
         """The whole batch in one transaction: one commit instead of one per event."""

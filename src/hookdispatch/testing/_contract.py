@@ -356,6 +356,55 @@ class ContractTests(StorageHarness):
         equal(storage.list_deliveries(), [first], "deliveries after the repeated add_event()")
         equal(storage.get_event("evt_fixed").body, event.body, "the event kept is the first one")
 
+    def test_add_event_to_subscribers_fans_out_and_stores_at_once(self) -> None:
+        storage = self.storage
+        mine = [
+            make_endpoint(tenant="acct_a", events=(pattern,), created_at=at(n))
+            for n, pattern in enumerate(["*", "user.*", "user.created", "*", "user.*", "*"])
+        ]
+        for endpoint in mine:
+            storage.add_endpoint(endpoint)
+        for endpoint in (
+            make_endpoint(tenant="acct_b"),  # another tenant's
+            make_endpoint(tenant="acct_a", events=("invoice.*",)),  # another type
+            make_endpoint(tenant="acct_a", enabled=False),  # disabled
+        ):
+            storage.add_endpoint(endpoint)
+        event = make_event(type="user.created", tenant="acct_a")
+        equal(storage.add_event_to_subscribers(event, now=at(7)), True, "a new event")
+        equal(storage.get_event(event.id), event, "the event as stored")
+        deliveries = storage.list_deliveries(event_id=event.id)
+        equal(
+            sorted(d.endpoint_id for d in deliveries),
+            sorted(e.id for e in mine),
+            "one delivery per subscribed, enabled endpoint of the event's tenant",
+        )
+        check(len({d.id for d in deliveries}) == len(mine), "delivery ids are unique")
+        for delivery in deliveries:
+            _check_delivery_times(delivery)
+            equal(
+                (delivery.status, delivery.attempt_count, delivery.last_error),
+                (DeliveryStatus.PENDING, 0, None),
+                "a new delivery's state",
+            )
+            equal(
+                (delivery.created_at, delivery.updated_at, delivery.next_attempt_at),
+                (at(7), at(7), at(7)),
+                "a new delivery is made and due at now",
+            )
+            equal(
+                (delivery.tenant, delivery.event_type),
+                ("acct_a", "user.created"),
+                "a new delivery's tenant and event type",
+            )
+        again = make_event(id=event.id, type="user.created", tenant="acct_a", n=2)
+        equal(storage.add_event_to_subscribers(again, now=at(8)), False, "a known event id")
+        equal(storage.get_event(event.id), event, "the event, unchanged")
+        equal(len(storage.list_deliveries(event_id=event.id)), len(mine), "no new deliveries")
+        lonely = make_event(type="user.created", tenant="acct_c")
+        equal(storage.add_event_to_subscribers(lonely, now=at(9)), True, "no subscribers")
+        equal(storage.list_deliveries(event_id=lonely.id), [], "an event nobody wants")
+
     def test_add_events_stores_a_batch_each_id_once(self) -> None:
         storage = self.storage
         endpoint = make_endpoint()
