@@ -477,13 +477,16 @@ def test_a_wrong_key_is_a_storage_error_that_quotes_nothing_secret(
         assert caught.value.__cause__ is None  # no chained cryptography error with the token
         assert caught.value.__suppress_context__
 
-    # A dispatcher over the wrong key refuses before storing or sending anything.
+    # A dispatcher over the wrong key sends nothing, and loses nothing: the event is
+    # stored (its fan-out reads no secret), its delivery waits for the right key.
     hooks = hd.Dispatcher(storage=wrong, workers=0)
-    with pytest.raises(hd.StorageError):
+    with pytest.raises(hd.StorageError, match="no configured key"):
         hooks.dispatch("user.created", {})
     hooks.close()
     assert httpserver.log == []
-    assert storage.list_deliveries() == []
+    [waiting] = storage.list_deliveries()
+    assert waiting.status is hd.DeliveryStatus.PENDING
+    assert waiting.attempt_count == 0
 
 
 @pytest.mark.parametrize(

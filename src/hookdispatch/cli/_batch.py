@@ -86,7 +86,7 @@ def batch_options(label: str) -> Callable[[F], F]:
 
 @frozen
 class Outcome:
-    """What a batch came to: its keys in order, their deliveries now, every endpoint."""
+    """What a batch came to: its keys in order, their deliveries now, their endpoints."""
 
     keys: list[str]
     deliveries: list[hd.Delivery]
@@ -151,14 +151,26 @@ def deliver_batch(
                 for key in start(hooks):
                     batch.keys[key] = None
                 batch.wait(bar, deadline=deadline)
+            deliveries = batch.deliveries()
             return Outcome(
                 keys=list(batch.keys),
-                deliveries=batch.deliveries(),
-                endpoints=storage.list_endpoints(),
+                deliveries=deliveries,
+                endpoints=_endpoints_of(storage, deliveries),
                 elapsed=time.monotonic() - started,
             )
         finally:
             hooks.close(timeout=0)
+
+
+def _endpoints_of(storage: hd.Storage, deliveries: Sequence[hd.Delivery]) -> list[hd.Endpoint]:
+    """The endpoints the batch went to (not every endpoint stored), deleted ones left out."""
+    found = []
+    for endpoint_id in dict.fromkeys(delivery.endpoint_id for delivery in deliveries):
+        try:
+            found.append(storage.get_endpoint(endpoint_id))
+        except hd.UnknownEndpointError:
+            continue  # deleted meanwhile: the summary shows its id without a URL
+    return found
 
 
 def print_summary(

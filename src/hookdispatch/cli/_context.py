@@ -9,7 +9,16 @@ import click
 
 import hookdispatch as hd
 
-__all__ = ["DEFAULT_DB", "SECRET_KEYS_ENV", "CliError", "Settings", "open_storage", "secret_keys"]
+__all__ = [
+    "DEFAULT_DB",
+    "SECRET_KEYS_ENV",
+    "CliError",
+    "Settings",
+    "open_storage",
+    "owned_delivery",
+    "owned_endpoint",
+    "secret_keys",
+]
 
 DEFAULT_DB = "hookdispatch.db"
 SECRET_KEYS_ENV = "HOOKDISPATCH_SECRET_KEYS"  # noqa: S105 - a variable name, not a key
@@ -86,3 +95,16 @@ def open_storage(*, create: bool = False) -> hd.Storage:
         except hd.InvalidInputError as exc:
             raise CliError(f"{SECRET_KEYS_ENV}: {exc}") from None
     return storage
+
+
+def owned_endpoint(storage: hd.Storage, endpoint_id: str, tenant: str | None) -> hd.Endpoint:
+    """The endpoint, if it is ``tenant``'s (any tenant's for ``None``): another tenant's
+    id raises the same UnknownEndpointError as an unknown one (``--tenant``)."""
+    with hd.Dispatcher(storage=storage, workers=0) as hooks:
+        return hooks.get_endpoint(endpoint_id, tenant=tenant)
+
+
+def owned_delivery(storage: hd.Storage, delivery_id: str, tenant: str | None) -> hd.Delivery:
+    """The delivery, if it is ``tenant``'s (as :func:`owned_endpoint`)."""
+    with hd.Dispatcher(storage=storage, workers=0) as hooks:
+        return hooks.get_delivery(delivery_id, tenant=tenant)

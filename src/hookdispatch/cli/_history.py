@@ -9,48 +9,37 @@ import click
 
 import hookdispatch as hd
 
-from ._context import open_storage
-from ._options import parse_since
+from .._listing import Key
+from ._context import open_storage, owned_delivery, owned_endpoint
+from ._options import parse_since, scope_option
 from ._output import duration, echo_json, iso, shorten, table, when
+from ._paging import cursor_option, delivery_page, more_hint
 
-__all__ = ["attempts", "deliveries"]
+__all__ = ["attempts", "check_endpoint_listed", "deliveries"]
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+_DEFAULT_LIMIT = 50
 
 
-def select_deliveries(
-    storage: hd.Storage,
-    *,
-    status: str | None = None,
-    endpoint_id: str | None = None,
-    event_type: str | None = None,
-    since: datetime | None = None,
-) -> list[hd.Delivery]:
-    """Deliveries matching every filter, oldest first. ``since`` is compared with the
-    delivery's last change (created, attempted). An unknown endpoint id is an error."""
-    if endpoint_id is not None:
-        storage.get_endpoint(endpoint_id)
-    found = storage.list_deliveries(
-        endpoint_id=endpoint_id, status=None if status is None else hd.DeliveryStatus(status)
-    )
-    if since is not None:
-        found = [d for d in found if d.updated_at >= since]
-    if event_type is not None:
-        types: dict[str, str] = {}
-        for delivery in found:
-            if delivery.event_id not in types:
-                types[delivery.event_id] = storage.get_event(delivery.event_id).type
-        found = [d for d in found if types[d.event_id] == event_type]
-    return found
+def check_endpoint_listed(storage: hd.Storage, endpoint_id: str, tenant: str | None) -> None:
+    """Raise UnknownEndpointError unless ``endpoint_id`` names an endpoint of ``tenant``
+    (any tenant's for ``None``), or one deleted since whose deliveries are still kept.
+
+    For an ``--endpoint`` filter that matched nothing: a typo is an error, not an
+    empty listing."""
+    if storage.find_deliveries(hd.DeliveryQuery(tenant=tenant, endpoint_id=endpoint_id, limit=1)):
+        return
+    owned_endpoint(storage, endpoint_id, tenant)
 
 
 def _delivery_json(
-    delivery: hd.Delivery, event: hd.Event, last: hd.Attempt | None
+    delivery: hd.Delivery, event_type: str, last: hd.Attempt | None
 ) -> dict[str, Any]:
     return {
         "id": delivery.id,
+        "tenant": delivery.tenant,
         "event_id": delivery.event_id,
-        "event": event.type,
+        "event": event_type,
         "endpoint_id": delivery.endpoint_id,
         "status": delivery.status.value,
         "attempts": delivery.attempt_count,
@@ -63,53 +52,101 @@ def _delivery_json(
     }
 
 
+def _event_type(storage: hd.Storage, delivery: hd.Delivery) -> str:
+    """The delivery's event type, stored beside it; looked up only from a custom
+    backend that does not keep it."""
+    return delivery.event_type or storage.get_event(delivery.event_id).type
+
+
 @click.command()
-@click.option("--status", type=click.Choice([status.value for status in hd.DeliveryStatus]))
+@scope_option("Only this tenant's deliveries (default: every tenant's).")
+@click.option(
+    "--status",
+    type=click.Choice([status.value for status in hd.DeliveryStatus]),
+    help="Only deliveries in this state (cancelled: their endpoint was deleted).",
+)
 @click.option("--endpoint", "endpoint_id", metavar="ID", help="Only deliveries to this endpoint.")
 @click.option("--event", "event_type", metavar="NAME", help="Only events of this type.")
 @click.option(
     "--since",
     callback=parse_since,
     metavar="DURATION|TIME",
-    help="Only deliveries changed since: 30m, 1h, 2d, or a time.",
+    help="Only deliveries created since 30m, 1h, 2d, or a time (a delivery is created when"
+    " its event is dispatched, or when it is replayed; its retries do not count).",
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
-    default=50,
+    type=click.IntRange(min=1, max=hd.MAX_PAGE_SIZE),
+    default=_DEFAULT_LIMIT,
     show_default=True,
-    help="Show the N most recent (0: all).",
+    metavar="N",
+    help=f"Show the N most recent matches (1 to {hd.MAX_PAGE_SIZE}).",
+)
+@cursor_option(
+    "--before",
+    "Show the page of older matches: CURSOR is the one printed under the previous page"
+    " (give the same filters).",
 )
 @_json_option
 def deliveries(
     *,
+    tenant: str | None,
     status: str | None,
     endpoint_id: str | None,
     event_type: str | None,
     since: datetime | None,
     limit: int,
+    cursor: Key | None,
     as_json: bool,
 ) -> None:
-    """List deliveries, oldest first: status, attempts, last response and error."""
+    """List the most recent deliveries, oldest first: status, attempts, last response
+    and error.
+
+    One page of --limit deliveries is read, never the whole table. When older ones
+    match too, a last line (on stderr with --json) gives the --before CURSOR that shows
+    the page before this one:
+
+    \b
+        hookdispatch deliveries --status failed --since 1h
+        hookdispatch deliveries --status failed --since 1h --before MXwyMDI2LTEy...
+    """
     storage = open_storage()
-    found = select_deliveries(
-        storage, status=status, endpoint_id=endpoint_id, event_type=event_type, since=since
+    query = hd.DeliveryQuery(
+        tenant=tenant,
+        endpoint_id=endpoint_id,
+        event_type=event_type,
+        status=None if status is None else hd.DeliveryStatus(status),
+        since=since,
+        after=cursor,
+        newest_first=True,
+        limit=limit,
     )
-    shown = found[-limit:] if limit else found
+    page = delivery_page(storage, query)
+    if not page and endpoint_id is not None:
+        check_endpoint_listed(storage, endpoint_id, tenant)
+    shown = page[::-1]  # the most recent, printed oldest first
     records = []
     for delivery in shown:
-        tries = storage.list_attempts(delivery.id)
-        event = storage.get_event(delivery.event_id)
-        records.append(_delivery_json(delivery, event, tries[-1] if tries else None))
+        tries = storage.list_attempts(delivery.id)  # a handful: the retry policy bounds them
+        last = tries[-1] if tries else None
+        records.append(_delivery_json(delivery, _event_type(storage, delivery), last))
+    hint = None
+    if page.next_cursor is not None:
+        hint = more_hint("older deliveries match too", "--before", page.next_cursor)
     if as_json:
         echo_json(records)
+        if hint is not None:
+            click.echo(hint, err=True)
         return
     if not records:
         click.echo("No deliveries match.")
         return
+    # The tenant column only when it tells something: no --tenant, another tenant seen.
+    tenants = tenant is None and any(d.tenant != hd.DEFAULT_TENANT for d in shown)
     rows = [
         [
             r["id"],
+            *([shorten(r["tenant"], 20)] if tenants else []),
             shorten(r["event"], 28),
             r["endpoint_id"],
             r["status"],
@@ -121,19 +158,21 @@ def deliveries(
         ]
         for r, delivery in zip(records, shown, strict=True)
     ]
-    headers = ["DELIVERY", "EVENT", "ENDPOINT", "STATUS", "ATTEMPTS", "HTTP", "TIME"]
-    click.echo(table([*headers, "UPDATED", "LAST ERROR"], rows))
-    if len(shown) < len(found):
-        click.echo(f"(the {len(shown)} most recent of {len(found)}; --limit 0 shows all)")
+    headers = ["DELIVERY", *(["TENANT"] if tenants else []), "EVENT", "ENDPOINT", "STATUS"]
+    headers += ["ATTEMPTS", "HTTP", "TIME", "UPDATED", "LAST ERROR"]
+    click.echo(table(headers, rows))
+    if hint is not None:
+        click.echo(hint)
 
 
 @click.command()
 @click.argument("delivery_id")
+@scope_option("The delivery's tenant: another tenant's delivery id reads as unknown.")
 @_json_option
-def attempts(delivery_id: str, as_json: bool) -> None:
+def attempts(delivery_id: str, tenant: str | None, as_json: bool) -> None:
     """Every attempt of one delivery: when, how long, the answer, the error."""
     storage = open_storage()
-    delivery = storage.get_delivery(delivery_id)
+    delivery = owned_delivery(storage, delivery_id, tenant)
     tries = storage.list_attempts(delivery_id)
     if as_json:
         echo_json(

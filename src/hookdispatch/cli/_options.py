@@ -21,6 +21,7 @@ __all__ = [
     "parse_duration",
     "parse_json",
     "parse_since",
+    "scope_option",
     "target_options",
     "tenant_option",
 ]
@@ -239,3 +240,9 @@ def tenant_option(help: str) -> Callable[[F], F]:
         show_default=True,
         help=help,
     )
+
+
+def scope_option(help: str) -> Callable[[F], F]:
+    """``--tenant TENANT`` as a scope (default: none, every tenant's), for commands that
+    look up or list: another tenant's id then reads as an unknown one."""
+    return click.option("--tenant", metavar="TENANT", help=help)

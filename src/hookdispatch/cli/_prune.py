@@ -33,8 +33,9 @@ __all__ = ["prune"]
     " dispatch and workers.",
 )
 def prune(*, older_than: datetime, batch_size: int) -> None:
-    """Delete finished deliveries, with their attempts, that last changed before
-    --older-than, then the events older than that with no delivery left.
+    """Delete finished deliveries (succeeded, failed, or cancelled when their endpoint
+    was deleted), with their attempts, that last changed before --older-than, then the
+    events older than that with no delivery left.
 
     Pending deliveries (waiting for an attempt or a retry, or in flight) and their
     events are never deleted, however old. It deletes in batches of --batch-size

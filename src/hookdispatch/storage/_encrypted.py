@@ -279,6 +279,10 @@ class EncryptedStorage(Storage):
         """Forwarded to ``inner``."""
         return self._inner.add_event(event, deliveries)
 
+    def add_event_to_subscribers(self, event: Event, *, now: datetime) -> bool:
+        """Forwarded to ``inner`` (its fan-out reads no secret)."""
+        return self._inner.add_event_to_subscribers(event, now=now)
+
     def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
         """Forwarded to ``inner``."""
         return self._inner.add_events(batch)
