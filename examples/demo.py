@@ -228,6 +228,9 @@ def main() -> int:
         server.shutdown()
         server.server_close()
     print(f"SQLite file: {db_path}\n  try: sqlite3 {db_path} 'select * from attempts'")
+    print(
+        f"  or browse it: hookdispatch --db {db_path} portal  (pip install 'hookdispatch[portal]')"
+    )
     return 0 if ok else 1
 
 

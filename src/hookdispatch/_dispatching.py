@@ -252,6 +252,12 @@ class Driver:
         self._stopping = False
         self._closed = False
 
+    @property
+    def catalog(self) -> Catalog | None:
+        """The event catalog given as ``catalog=``, or ``None``: what a settings page
+        offers to subscribe to and to send as a test."""
+        return self._catalog
+
     def __repr__(self) -> str:
         flavour = self._FLAVOUR
         mode = "inline" if self._capacity == 0 else f"{flavour.capacity}={self._capacity}"

@@ -12,6 +12,7 @@ from ._context import DEFAULT_DB, CliError, Settings
 from ._endpoints import endpoints
 from ._history import attempts, deliveries
 from ._listen import listen
+from ._portal import portal
 from ._prune import prune
 from ._reencrypt import reencrypt
 from ._replay import replay
@@ -60,3 +61,4 @@ def cli(ctx: click.Context, db: str) -> None:
 for _command in (endpoints, send, deliveries, attempts, replay, worker, listen, verify, prune):
     cli.add_command(_command)
 cli.add_command(reencrypt)
+cli.add_command(portal)
