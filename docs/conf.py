@@ -13,6 +13,7 @@ unchanged; sphinx-click renders the CLI reference from the click commands themse
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,39 @@ def _redirect_to_the_index(app: Any, exception: Exception | None) -> None:
         )
 
 
+# Testing hooks of the dispatchers: injected time. Documented as such in their
+# docstrings, left out of the signatures shown (they are not part of the stable API).
+_TESTING_HOOKS = {"clock", "sleep"}
+_WITH_TESTING_HOOKS = {"hookdispatch.Dispatcher", "hookdispatch.AsyncDispatcher"}
+
+
+def _hide_testing_hooks(
+    app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, annotation: Any
+) -> tuple[str | None, Any] | None:
+    """Drop ``clock=...`` and ``sleep=...`` from the dispatchers' signatures."""
+    if what != "class" or name not in _WITH_TESTING_HOOKS or not signature:
+        return None
+    kept = [part for part in _top_level(signature[1:-1]) if _name(part) not in _TESTING_HOOKS]
+    return "(" + ", ".join(kept) + ")", annotation
+
+
+def _top_level(parameters: str) -> list[str]:
+    """A signature's parameters: split on the commas outside brackets."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(parameters):
+        depth += char in "([{"
+        depth -= char in ")]}"
+        if char == "," and depth == 0:
+            parts.append(parameters[start:index].strip())
+            start = index + 1
+    parts.append(parameters[start:].strip())
+    return parts
+
+
+def _name(parameter: str) -> str:
+    return re.split(r"[:=]", parameter, maxsplit=1)[0].strip()
+
+
 def setup(app: Any) -> None:
     from pygments.lexers import PythonLexer
 
@@ -62,3 +96,4 @@ def setup(app: Any) -> None:
     # web framework); they are still Python, and highlighted as such.
     app.add_lexer("python-no-run", PythonLexer)
     app.connect("build-finished", _redirect_to_the_index)
+    app.connect("autodoc-process-signature", _hide_testing_hooks)

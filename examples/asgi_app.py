@@ -8,7 +8,8 @@ read at startup:
 * ``HOOKDISPATCH_DB``: the SQLite file (default ``webhooks.db``);
 * ``WEBHOOK_URL``: the receiver, registered unless an endpoint with this URL exists.
 
-Run it from the repository root with ``uvicorn examples.asgi_app:app``; see docs/asgi.md.
+Run it by path, from the repository root: ``uvicorn --app-dir examples asgi_app:app``;
+see docs/asgi.md.
 """
 
 from __future__ import annotations

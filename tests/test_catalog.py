@@ -341,11 +341,11 @@ def test_the_outbox_form_is_checked_too(
         conn.close()
 
 
-def test_both_constructors_take_the_catalog_last() -> None:
+def test_both_constructors_take_the_catalog_as_a_keyword_option() -> None:
     import inspect  # noqa: PLC0415
 
     for cls in (hd.Dispatcher, hd.AsyncDispatcher):
-        parameter = list(inspect.signature(cls).parameters.values())[-1]
+        parameter = inspect.signature(cls).parameters["catalog"]
         assert (parameter.name, parameter.default, parameter.kind) == (
             "catalog",
             None,

@@ -1,19 +1,26 @@
 """The documentation runs: every ```python block in README.md and docs/*.md, and the demo.
 
 Each block is executed on its own (fresh globals) in a fresh temporary working directory,
-so SQLite files it creates land there. The literal URL ``https://example.com/hooks`` is
-replaced by a local pytest-httpserver that answers 200 to every POST under ``/hooks``.
-Blocks fenced as ```python-no-run are fragments (a web framework's handler, say) and are
-only checked for being fenced on purpose.
+so SQLite files it creates land there. The quick starts (README, getting started) post
+to ``http://127.0.0.1:8000/``, where the page tells the reader to start ``hookdispatch
+listen``: for those blocks the test starts that command, as the page writes it, and the
+block runs unchanged. In the other pages the literal URL ``https://example.com/hooks``
+is replaced by a local pytest-httpserver that answers 200 to every POST under
+``/hooks``. Blocks fenced as ```python-no-run are fragments (a web framework's handler,
+say) and are only checked for being fenced on purpose.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import os
 import re
+import shlex
 import subprocess
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,6 +69,37 @@ def hooks_url(httpserver: HTTPServer) -> str:
     return httpserver.url_for("/hooks")
 
 
+LISTEN_URL = "http://127.0.0.1:8000/"
+LISTEN_COMMAND = re.compile(r"^(?:\$ )?(hookdispatch listen [^#\n]*)", re.M)
+QUICK_STARTS = {"README.md", "docs/getting-started.md"}
+
+
+@contextlib.contextmanager
+def listening_as_the_page_says(name: str) -> Iterator[None]:
+    """Run the ``hookdispatch listen ...`` command the page tells the reader to start."""
+    command = LISTEN_COMMAND.search((ROOT / name).read_text(encoding="utf-8"))
+    assert command is not None, f"{name} posts to {LISTEN_URL} but starts no listener"
+    args = shlex.split(command.group(1))
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / args[0]), *args[1:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith(f"Listening on {LISTEN_URL}"), first + process.stderr.read()
+        yield
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=10)
+    # The quick start's webhooks arrived, and none was refused for its signature.
+    assert "answered 200" in out, out
+    assert "answered 401" not in out, out
+
+
 @pytest.mark.parametrize(("name", "line", "source"), runnable_blocks())
 def test_code_block_runs(
     name: str,
@@ -72,15 +110,24 @@ def test_code_block_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code = compile(source.replace(EXAMPLE_URL, hooks_url), f"{name}, block at line {line}", "exec")
-    try:
-        exec(code, {"__name__": "__doc_example__"})
-    except Exception:
-        pytest.fail(
-            f"the python block of {name} starting at line {line} failed:\n"
-            + traceback.format_exc(),
-            pytrace=False,
-        )
+    quick_start = LISTEN_URL in source
+    # A quick start must work offline, as written: no example.com to swap.
+    assert EXAMPLE_URL not in source or name not in QUICK_STARTS, name
+    if quick_start:
+        receiver: contextlib.AbstractContextManager[None] = listening_as_the_page_says(name)
+    else:
+        source = source.replace(EXAMPLE_URL, hooks_url)
+        receiver = contextlib.nullcontext()
+    code = compile(source, f"{name}, block at line {line}", "exec")
+    with receiver:
+        try:
+            exec(code, {"__name__": "__doc_example__"})
+        except Exception:
+            pytest.fail(
+                f"the python block of {name} starting at line {line} failed:\n"
+                + traceback.format_exc(),
+                pytrace=False,
+            )
 
 
 # Pages without examples of their own: the index, generated references, the changelog,

@@ -24,6 +24,7 @@ from ._models import (
     generate_secret,
 )
 from ._policy import RetryPolicy
+from ._reporting import AttemptDecision, AttemptReport
 from ._signing import sign_hex, sign_standard, verify_signature, verify_standard_webhook
 from ._targets import TargetPolicy
 from .catalog import Catalog, EventType
@@ -79,6 +80,8 @@ __all__ = [
     "AsyncTransport",
     "AsyncioTransport",
     "Attempt",
+    "AttemptDecision",
+    "AttemptReport",
     "BlockedTargetError",
     "Catalog",
     "ConnectError",

@@ -41,10 +41,12 @@ from ._models import (
 )
 from ._operations import log_unrecorded, refused_target, warn_if_dropping
 from ._policy import RetryPolicy
+from ._reporting import AttemptReport
 from ._targets import TargetPolicy
 from ._types import JSON, Clock, utc_now
 from .catalog import Catalog
 from .storage import Storage
+from .telemetry import OpenTelemetry
 from .transports import AsyncTransport
 from .transports._asyncio import AsyncioTransport
 
@@ -66,9 +68,13 @@ class AsyncDispatcher(Driver):
     The options and guarantees are those of :class:`Dispatcher`, with
     ``concurrency`` (attempts in flight at once, 64 by default) in place of
     ``workers``, an :class:`AsyncTransport` (:class:`AsyncioTransport` by default),
-    and an async ``sleep``. ``storage_threads`` threads run the calls to a blocking
-    storage. Use it as ``async with AsyncDispatcher(...) as hooks:``, or call
-    :meth:`aclose`. It belongs to the event loop it is first used in.
+    and an async ``sleep`` testing hook. ``storage_threads`` threads run the calls
+    to a blocking storage. Use it as ``async with AsyncDispatcher(...) as hooks:``,
+    or call :meth:`aclose`. It belongs to the event loop it is first used in.
+
+    ``on_attempt`` is called on the event loop, once per recorded attempt (see
+    :class:`AttemptReport`); it must not block. ``telemetry`` is as in
+    :class:`Dispatcher`.
     """
 
     _FLAVOUR = ASYNC
@@ -91,6 +97,8 @@ class AsyncDispatcher(Driver):
         targets: TargetPolicy | None = None,
         disable_after: int | None = DEFAULT_DISABLE_AFTER,
         catalog: Catalog | None = None,
+        on_attempt: Callable[[AttemptReport], None] | None = None,
+        telemetry: OpenTelemetry | None = None,
     ) -> None:
         super().__init__(locals())
         self._transport: AsyncTransport = transport or AsyncioTransport(
@@ -263,6 +271,7 @@ class AsyncDispatcher(Driver):
                 self._store_event, event_type, data, id, now, tenant=tenant
             )
         if stored:
+            self._dispatched([event.id])
             await self._after_store(event.id)
         return event
 
@@ -278,6 +287,7 @@ class AsyncDispatcher(Driver):
         """
         self._check_open()
         results = await self._call(self._store_events, list(items), self._clock(), tenant=tenant)
+        self._dispatched(event.id for event, stored in results if stored)
         if self._capacity == 0:
             await asyncio.gather(
                 *(self._deliver_inline(event.id) for event, stored in results if stored)
@@ -298,6 +308,7 @@ class AsyncDispatcher(Driver):
         """Send one event to one endpoint only; see :meth:`Dispatcher.send_test`."""
         self._check_open()
         delivery = await self._call(self._store_test, endpoint_id, event_type, data, tenant)
+        self._dispatched([delivery.event_id])
         await self._after_store(delivery.event_id)
         return await self._call(self._storage.get_delivery, delivery.id)
 
@@ -346,6 +357,7 @@ class AsyncDispatcher(Driver):
         """Send a finished delivery again as a new one; see :meth:`Dispatcher.redeliver`."""
         self._check_open()
         fresh = await self._call(self._store_redelivery, delivery_id, self._clock())
+        self._dispatched([fresh.event_id])
         await self._after_store(fresh.event_id)
         return await self._call(self._storage.get_delivery, fresh.id)
 
@@ -372,17 +384,18 @@ class AsyncDispatcher(Driver):
 
     async def _send(self, claim: Claim) -> tuple[Attempt, Delivery]:
         """Send one claimed delivery: the attempt's record and the delivery's next state."""
-        request, started_at, began = self._begin(claim)
+        request, began = self._begin(claim)
         try:
             outcome: Outcome = refused_target(claim, self._targets) or (
                 await self._transport.send(request)
             )
         except Exception as exc:
-            outcome = self._transport_raised(exc)
-        return self._finish(claim, outcome, started_at, began)
+            outcome = self._transport_raised(claim, exc)
+        return self._finish(claim, outcome, began)
 
     async def _record(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> None:
-        self._report(await self._call(self._store_attempt, claim, attempt, delivery))
+        recorded = await self._call(self._store_attempt, claim, attempt, delivery)
+        self._report(claim, attempt, delivery, recorded)
 
     async def _deliver_inline(self, event_id: str) -> None:
         while True:
@@ -497,9 +510,11 @@ class AsyncDispatcher(Driver):
         held_back = self._hold_slot()
         claims: list[Claim] = []
         try:
-            claims = await self._call(
+            claims, report = await self._call(
                 self._record_and_claim, self._clock(), claim, success, held_back
             )
+            if report is not None:
+                self._emit(report)  # the slot is still held: drain() waits for this
         finally:
             next_claim = self._release_slot(claims)
         return next_claim

@@ -41,10 +41,12 @@ from ._models import (
 )
 from ._operations import log_unrecorded, refused_target, warn_if_dropping
 from ._policy import RetryPolicy
+from ._reporting import AttemptReport
 from ._targets import TargetPolicy
 from ._types import JSON, Clock, Sleep, utc_now
 from .catalog import Catalog
 from .storage import Storage
+from .telemetry import OpenTelemetry
 from .transports import SocketTransport, Transport
 
 __all__ = ["Dispatcher"]
@@ -65,10 +67,10 @@ class Dispatcher(Driver):
       deliveries are claimed again after it (60 s). Must exceed ``timeout``.
     * ``poll_interval``: how often idle workers look for work that other processes
       stored, or for retries that came due (1 s).
-    * ``clock`` and ``sleep``: injected time, for tests.
     * ``on_endpoint_disabled``: called with the endpoint and the reason when it is
       disabled automatically: a ``410 Gone``, or ``disable_after`` failed deliveries
-      in a row (also logged as a warning).
+      in a row (also logged as a warning). If it raises, that is logged and delivery
+      goes on.
     * ``disable_after``: failed deliveries in a row (each having used up its
       attempts) that disable an endpoint: 50; ``None`` turns it off. A successful
       delivery resets the count, and so does enabling the endpoint.
@@ -82,6 +84,18 @@ class Dispatcher(Driver):
       stored) a type it does not name and data that fails the type's schema, and
       :meth:`add_endpoint` refuses (InvalidEndpointError) a subscription to a type or
       ``prefix.*`` that names nothing in it. ``None`` (the default): any valid type.
+    * ``on_attempt``: called once per recorded attempt with an
+      :class:`AttemptReport` (ids, outcome, duration, the decision taken; never a
+      URL, secret, header or payload), on the thread that delivered it (inline: the
+      caller's). Keep it quick: the worker waits for it. If it raises, that is
+      logged and delivery goes on.
+    * ``telemetry``: a :class:`hookdispatch.telemetry.OpenTelemetry`, for a span per
+      attempt and delivery metrics (``pip install 'hookdispatch[otel]'``); ``None``
+      (the default): none.
+
+    Testing hooks, left out of the signature in the API reference and not part of
+    the stable API: ``clock`` (a function returning the current UTC time) and
+    ``sleep`` (how inline mode waits for a retry), so tests can control time.
     """
 
     _FLAVOUR = SYNC
@@ -103,6 +117,8 @@ class Dispatcher(Driver):
         targets: TargetPolicy | None = None,
         disable_after: int | None = DEFAULT_DISABLE_AFTER,
         catalog: Catalog | None = None,
+        on_attempt: Callable[[AttemptReport], None] | None = None,
+        telemetry: OpenTelemetry | None = None,
     ) -> None:
         super().__init__(locals())
         self._sleep = sleep
@@ -301,6 +317,7 @@ class Dispatcher(Driver):
             event_type, data, id, self._clock(), tenant=tenant, transaction=transaction
         )
         if stored:
+            self._dispatched([event.id])
             self._after_store(event.id)
         return event
 
@@ -321,6 +338,7 @@ class Dispatcher(Driver):
         """
         self._check_open()
         results = self._store_events(items, self._clock(), tenant=tenant)
+        self._dispatched(event.id for event, stored in results if stored)
         if self._capacity == 0:
             for event, stored in results:
                 if stored:
@@ -349,6 +367,7 @@ class Dispatcher(Driver):
         """
         self._check_open()
         delivery = self._store_test(endpoint_id, event_type, data, tenant)
+        self._dispatched([delivery.event_id])
         self._after_store(delivery.event_id)
         return self._storage.get_delivery(delivery.id)
 
@@ -416,6 +435,7 @@ class Dispatcher(Driver):
         """
         self._check_open()
         fresh = self._store_redelivery(delivery_id, self._clock())
+        self._dispatched([fresh.event_id])
         self._after_store(fresh.event_id)
         return self._storage.get_delivery(fresh.id)
 
@@ -448,15 +468,15 @@ class Dispatcher(Driver):
 
     def _send(self, claim: Claim) -> tuple[Attempt, Delivery]:
         """Send one claimed delivery: the attempt's record and the delivery's next state."""
-        request, started_at, began = self._begin(claim)
+        request, began = self._begin(claim)
         try:
             outcome: Outcome = refused_target(claim, self._targets) or self._transport.send(request)
         except Exception as exc:
-            outcome = self._transport_raised(exc)
-        return self._finish(claim, outcome, started_at, began)
+            outcome = self._transport_raised(claim, exc)
+        return self._finish(claim, outcome, began)
 
     def _record(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> None:
-        self._report(self._store_attempt(claim, attempt, delivery))
+        self._report(claim, attempt, delivery, self._store_attempt(claim, attempt, delivery))
 
     def _deliver_inline(self, event_id: str) -> None:
         while True:
@@ -529,7 +549,9 @@ class Dispatcher(Driver):
                     self._cond.notify_all()  # a slot is free: drain() may be waiting
                     return
                 held_back = self._hold_slot()
-            claims = self._record_and_claim(self._clock(), claim, success, held_back)
+            claims, report = self._record_and_claim(self._clock(), claim, success, held_back)
+            if report is not None:
+                self._emit(report)  # the slot is still held: drain() waits for this
             with self._cond:
                 claim = self._release_slot(claims)
                 if claim is None:

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from attrs import evolve, frozen
 
@@ -36,6 +36,7 @@ from ._operations import (
     check_transaction_mode,
     end_endpoint_rotation,
     log_attempt,
+    log_fields,
     log_unrecorded,
     parse_status,
     record_attempt,
@@ -51,6 +52,7 @@ from ._operations import (
     update_endpoint_fields,
 )
 from ._policy import RetryPolicy
+from ._reporting import AttemptReport, report_fields, report_of
 from ._slots import WorkerSlots
 from ._targets import TargetPolicy, default_targets
 from ._types import JSON, Clock
@@ -64,7 +66,11 @@ from .exceptions import (
     UnknownEventError,
 )
 from .storage import Storage
+from .telemetry import OpenTelemetry
 from .transports import AsyncTransport, Transport
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = [
     "ASYNC",
@@ -72,6 +78,7 @@ __all__ = [
     "DEFAULT_LEASE",
     "DEFAULT_TIMEOUT",
     "SYNC",
+    "Began",
     "Driver",
     "Flavour",
     "delivery_query",
@@ -171,6 +178,16 @@ def inline_claim_limit(*, concurrent: bool) -> int:
 
 
 @frozen
+class Began:
+    """When an attempt started (by the clock, for its record; by the performance
+    counter, for its duration), and its span when tracing."""
+
+    started_at: datetime
+    counter: float
+    span: Span | None = None
+
+
+@frozen
 class Flavour:
     """What tells the two drivers apart in their options and messages."""
 
@@ -245,6 +262,20 @@ class Driver:
             "on_endpoint_disabled"
         ]
         self._disable_after: int | None = options["disable_after"]
+        on_attempt = options["on_attempt"]
+        if on_attempt is not None and not callable(on_attempt):
+            raise InvalidInputError(
+                "on_attempt must be a function taking an AttemptReport, or None"
+            )
+        self._on_attempt: Callable[[AttemptReport], None] | None = on_attempt
+        telemetry = options["telemetry"]
+        if telemetry is not None and not isinstance(telemetry, OpenTelemetry):
+            raise InvalidInputError(
+                "telemetry must be a hookdispatch.telemetry.OpenTelemetry(), or None"
+            )
+        self._telemetry: OpenTelemetry | None = telemetry
+        # Whether anyone reads attempt reports: without, none is built (hot path).
+        self._reporting = on_attempt is not None or telemetry is not None
         self._max_payload_bytes: int = options["max_payload_bytes"]
         self._catalog: Catalog | None = catalog
         self._capacity = capacity  # 0: inline
@@ -482,31 +513,58 @@ class Driver:
 
     # An attempt ---------------------------------------------------------------------
 
-    def _begin(self, claim: Claim) -> tuple[Request, datetime, float]:
-        """An attempt's first step: its signed request, and when it started (by the
-        clock, for its record; by the performance counter, for its duration)."""
+    def _dispatched(self, event_ids: Iterable[str]) -> None:
+        """After storing events: with telemetry, the span current now is the one
+        their attempts' spans link to (kept in memory, in this process only)."""
+        if self._telemetry is None:
+            return
+        try:
+            self._telemetry._remember(event_ids)
+        except Exception:
+            logger.exception("telemetry failed to note the dispatching span")
+
+    def _begin(self, claim: Claim) -> tuple[Request, Began]:
+        """An attempt's first step: its signed request (with ``traceparent`` when
+        telemetry propagates it), and when it started."""
         started_at = self._clock()
         request = prepare(claim, now=started_at, timeout=self._timeout, targets=self._targets)
-        return request, started_at, time.perf_counter()
+        span = None
+        if self._telemetry is not None:
+            try:
+                request, span = self._telemetry._start(claim, request, inline=self._capacity == 0)
+            except Exception:
+                logger.exception(
+                    "telemetry failed to start the attempt's span", extra=log_fields(claim)
+                )
+        return request, Began(started_at, time.perf_counter(), span)
 
-    def _transport_raised(self, exc: Exception) -> Outcome:
+    def _transport_raised(self, claim: Claim, exc: Exception) -> Outcome:
         """The outcome of a send whose transport raised; call it in the ``except``."""
-        logger.exception("transport %r raised instead of returning an outcome", self._transport)
+        logger.exception(
+            "transport %r raised instead of returning an outcome",
+            self._transport,
+            extra=log_fields(claim),
+        )
         return unexpected_failure(exc)
 
-    def _finish(
-        self, claim: Claim, outcome: Outcome, started_at: datetime, began: float
-    ) -> tuple[Attempt, Delivery]:
+    def _finish(self, claim: Claim, outcome: Outcome, began: Began) -> tuple[Attempt, Delivery]:
         """An attempt's last step: its record and the delivery's next state, logged."""
-        duration = time.perf_counter() - began
+        duration = time.perf_counter() - began.counter
         result = conclude(
             claim,
             outcome,
-            started_at=started_at,
+            started_at=began.started_at,
             duration=duration,
             now=self._clock(),
             policy=self._retry,
         )
+        if self._telemetry is not None and began.span is not None:
+            try:
+                self._telemetry._end(began.span, *result)
+            except Exception:
+                logger.exception(
+                    "telemetry failed to end the attempt's span", extra=log_fields(claim)
+                )
         log_attempt(claim, *result)
         return result
 
@@ -518,11 +576,57 @@ class Driver:
             self._storage, claim, attempt, delivery, disable_after=self._disable_after
         )
 
-    def _report(self, recorded: tuple[bool, Endpoint | None, str]) -> None:
-        """Tell ``on_endpoint_disabled`` about an endpoint that recording disabled."""
-        _, disabled, reason = recorded
-        if disabled is not None and self._on_endpoint_disabled is not None:
-            self._on_endpoint_disabled(disabled, reason)
+    def _report(
+        self,
+        claim: Claim,
+        attempt: Attempt,
+        delivery: Delivery,
+        recorded: tuple[bool, Endpoint | None, str],
+    ) -> None:
+        """After a failed attempt is recorded: tell ``on_endpoint_disabled`` about an
+        endpoint that recording disabled, then ``on_attempt`` and the telemetry."""
+        held, disabled, reason = recorded
+        report = (
+            report_of(claim, attempt, delivery, held=held, disabled=disabled)
+            if self._reporting
+            else None
+        )
+        if disabled is not None:
+            if self._telemetry is not None and report is not None:
+                try:
+                    self._telemetry._endpoint_disabled(report)
+                except Exception:
+                    logger.exception("telemetry failed", extra=log_fields(claim))
+            if self._on_endpoint_disabled is not None:
+                try:
+                    self._on_endpoint_disabled(disabled, reason)
+                except Exception:
+                    logger.exception(
+                        "the on_endpoint_disabled hook raised for endpoint %s",
+                        disabled.id,
+                        extra=log_fields(claim),
+                    )
+        if report is not None:
+            self._emit(report)
+
+    def _emit(self, report: AttemptReport) -> None:
+        """Hand a recorded attempt's report to the telemetry and ``on_attempt``. Either
+        raising is logged, and delivery goes on."""
+        if self._telemetry is not None:
+            try:
+                self._telemetry._recorded(report)
+            except Exception:
+                logger.exception("telemetry failed", extra=report_fields(report))
+        if self._on_attempt is not None:
+            try:
+                self._on_attempt(report)
+            except Exception:
+                logger.exception(
+                    "the on_attempt hook raised on attempt %d of %s; delivery goes on",
+                    report.attempt,
+                    report.delivery_id,
+                    extra=report_fields(report),
+                )
 
     # Claiming -----------------------------------------------------------------------
 
@@ -588,37 +692,46 @@ class Driver:
         claim: Claim,
         success: tuple[Attempt, Delivery] | None,
         held_back: set[str] | None,
-    ) -> list[Claim]:
+    ) -> tuple[list[Claim], AttemptReport | None]:
         """Storage work after an attempt: store its success (if it was one) and
         lease the worker's next delivery (unless ``held_back`` is None), in one
         storage call when there are both. A failure is logged: the delivery is
         retried when its lease ends, and the pump takes over from this worker.
+        Returns the claims, and the success's report once it is recorded (the
+        driver hands it to :meth:`_emit` on its own thread or loop).
         """
         try:
             if success is None:
                 if held_back is None:
-                    return []
-                return self._storage.claim(
+                    return [], None
+                claims = self._storage.claim(
                     now=now, lease_until=now + self._lease, limit=1, exclude_endpoints=held_back
                 )
+                return claims, None
             if held_back is None:
-                # A success never disables its endpoint: nothing to report.
-                record_attempt(self._storage, claim, *success, disable_after=self._disable_after)
-                return []
-            return record_success_and_claim(
-                self._storage,
-                claim,
-                *success,
-                now=now,
-                lease_until=now + self._lease,
-                exclude_endpoints=held_back,
-            )
+                # A success never disables its endpoint: nothing else to report.
+                held, _, _ = record_attempt(
+                    self._storage, claim, *success, disable_after=self._disable_after
+                )
+                claims = []
+            else:
+                held, claims = record_success_and_claim(
+                    self._storage,
+                    claim,
+                    *success,
+                    now=now,
+                    lease_until=now + self._lease,
+                    exclude_endpoints=held_back,
+                )
         except Exception:
             if success is not None:
                 log_unrecorded(claim)
             else:
                 logger.exception("claiming the next delivery failed; the pump takes over")
-            return []
+            return [], None
+        if not self._reporting:
+            return claims, None
+        return claims, report_of(claim, *success, held=held, disabled=None)
 
     def _release_slot(self, claims: list[Claim]) -> Claim | None:
         """Give back the slot ``_hold_slot`` kept; what was claimed is in flight now.

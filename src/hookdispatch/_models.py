@@ -775,14 +775,26 @@ class Delivery:
     """
 
     id: str
+    """The delivery's id, ``dlv_`` and a unique, time-ordered part."""
     event_id: str
+    """The id of the event being delivered (the ``webhook-id`` header)."""
     endpoint_id: str
+    """The id of the endpoint it goes to; kept after the endpoint is deleted."""
     status: DeliveryStatus
+    """``pending`` until it succeeds, fails (its attempts used up) or is cancelled."""
     attempt_count: int
+    """How many attempts were recorded so far (0 before the first)."""
     next_attempt_at: datetime | None
+    """When it is next due (UTC): the retry time, or the end of a worker's lease;
+    ``None`` once final."""
     last_error: str | None
+    """The last failed attempt's error (``HTTP 503``, ``timeout: ...``), never an
+    endpoint URL; ``None`` before a failure and after a success."""
     created_at: datetime
+    """When it was created (UTC): when its event was dispatched, or when it was
+    made by a redelivery. Listings order and page by it."""
     updated_at: datetime
+    """When its state last changed (UTC)."""
     tenant: str = DEFAULT_TENANT
     """The tenant of its event (and endpoint), stored beside it so that listings filter
     and page by tenant without a join."""
@@ -826,14 +838,24 @@ class Attempt:
     """
 
     id: str
+    """The attempt's id, ``att_`` and a unique, time-ordered part."""
     delivery_id: str
+    """The delivery it is an attempt of."""
     number: int
+    """1 for the first attempt, 2 for the first retry, and so on."""
     started_at: datetime
+    """When the attempt started (UTC)."""
     duration: float
+    """Seconds from its start to its outcome: connect, send, wait and read."""
     status_code: int | None
+    """The receiver's HTTP status; ``None`` when no answer arrived."""
     failure: FailureKind | None
+    """Why it failed; ``None`` when it succeeded (a 2xx)."""
     error: str | None
+    """What went wrong, in words, never with the endpoint's URL; ``None`` on success."""
     response_body: bytes = field(repr=_short_body)
+    """The start of the receiver's answer body, up to the transport's cap (64 KiB by
+    default); empty without an answer."""
 
     @property
     def succeeded(self) -> bool:

@@ -53,6 +53,7 @@ __all__ = [
     "check_transaction_mode",
     "end_endpoint_rotation",
     "log_attempt",
+    "log_fields",
     "parse_status",
     "record_attempt",
     "refused_target",
@@ -69,6 +70,22 @@ __all__ = [
 ]
 
 logger = logging.getLogger("hookdispatch")
+
+
+def log_fields(claim: Claim) -> dict[str, str]:
+    """The structured fields of a log line about ``claim``'s delivery, for ``extra``:
+    ``delivery_id``, ``endpoint_id``, ``tenant`` and ``event_id`` (ids only)."""
+    return delivery_fields(claim.delivery)
+
+
+def delivery_fields(delivery: Delivery) -> dict[str, str]:
+    """The structured fields of a log line about ``delivery`` (see :func:`log_fields`)."""
+    return {
+        "delivery_id": delivery.id,
+        "endpoint_id": delivery.endpoint_id,
+        "tenant": delivery.tenant,
+        "event_id": delivery.event_id,
+    }
 
 
 def check_options(*, storage: object, timeout: float, lease: float, poll_interval: float) -> None:
@@ -375,6 +392,7 @@ def record_attempt(
         "endpoint %s disabled: %s; its pending deliveries wait until it is enabled again",
         disabled.id,
         reason,
+        extra=log_fields(claim),
     )
     return held, disabled, reason
 
@@ -388,12 +406,13 @@ def record_success_and_claim(
     now: datetime,
     lease_until: datetime,
     exclude_endpoints: Collection[str],
-) -> list[Claim]:
+) -> tuple[bool, list[Claim]]:
     """Store a successful attempt and lease the worker's next delivery: one storage call.
 
     Only for a success, which says nothing against the endpoint; a failure goes
     through :func:`record_attempt`, whose deferral or disabling must happen before
-    anything more is claimed for the endpoint.
+    anything more is claimed for the endpoint. Returns whether the lease still
+    held, and the next claims.
     """
     held, claims = storage.complete_and_claim(
         claim,
@@ -405,19 +424,23 @@ def record_success_and_claim(
     )
     if not held:
         _lease_lost(delivery)
-    return claims
+    return held, claims
 
 
 def log_unrecorded(claim: Claim) -> None:
     """Log (with the exception being handled) an attempt whose record was not stored."""
     logger.exception(
-        "recording the attempt of %s failed; it is retried when its lease ends", claim.delivery.id
+        "recording the attempt of %s failed; it is retried when its lease ends",
+        claim.delivery.id,
+        extra=log_fields(claim),
     )
 
 
 def _lease_lost(delivery: Delivery) -> None:
     logger.warning(
-        "lease on %s expired during its attempt; another worker owns it now", delivery.id
+        "lease on %s expired during its attempt; another worker owns it now",
+        delivery.id,
+        extra=delivery_fields(delivery),
     )
 
 
@@ -465,21 +488,38 @@ def unexpected_failure(exc: Exception) -> TransportError:
 
 
 def log_attempt(claim: Claim, attempt: Attempt, delivery: Delivery) -> None:
-    """One log line per attempt. Ids and outcome only: never the URL or the secret."""
+    """One log line per attempt. Ids and outcome only: never the URL or the secret.
+
+    Each line's ``extra`` holds ``delivery_id``, ``endpoint_id``, ``tenant`` and
+    ``event_id``, and ``attempt`` (its number) and ``status_code`` (``None``
+    without an answer), for structured log handlers.
+    """
+    extra: dict[str, object] = {
+        **log_fields(claim),
+        "attempt": attempt.number,
+        "status_code": attempt.status_code,
+    }
     if attempt.succeeded:
         logger.debug(
             "delivered %s (event %s) to endpoint %s on attempt %d: HTTP %s",
             delivery.id, delivery.event_id, delivery.endpoint_id, attempt.number,
-            attempt.status_code,
+            attempt.status_code, extra=extra,
+        )  # fmt: skip
+    elif endpoint_gone(attempt):
+        logger.info(
+            "attempt %d of %s (event %s) to endpoint %s: the receiver answered 410 Gone;"
+            " the delivery waits until the endpoint is enabled again",
+            attempt.number, delivery.id, delivery.event_id, delivery.endpoint_id, extra=extra,
         )  # fmt: skip
     elif delivery.status is DeliveryStatus.PENDING:
         logger.info(
             "attempt %d of %s (event %s) to endpoint %s failed (%s); retry at %s",
             attempt.number, delivery.id, delivery.event_id, delivery.endpoint_id,
-            attempt.error, delivery.next_attempt_at,
+            attempt.error, delivery.next_attempt_at, extra=extra,
         )  # fmt: skip
     else:
         logger.warning(
             "giving up on %s (event %s) to endpoint %s after %d attempts; last error: %s",
             delivery.id, delivery.event_id, delivery.endpoint_id, attempt.number, attempt.error,
+            extra=extra,
         )  # fmt: skip

@@ -10,6 +10,7 @@ import hookdispatch as hd
 
 from ._context import DEFAULT_DB, CliError, Settings
 from ._endpoints import endpoints
+from ._events import events
 from ._history import attempts, deliveries
 from ._listen import listen
 from ._portal import portal
@@ -58,7 +59,18 @@ def cli(ctx: click.Context, db: str) -> None:
     ctx.obj = Settings(db)
 
 
-for _command in (endpoints, send, deliveries, attempts, replay, worker, listen, verify, prune):
+for _command in (
+    endpoints,
+    send,
+    events,
+    deliveries,
+    attempts,
+    replay,
+    worker,
+    listen,
+    verify,
+    prune,
+):
     cli.add_command(_command)
 cli.add_command(reencrypt)
 cli.add_command(portal)

@@ -14,6 +14,8 @@ __all__ = [
     "SECRET_KEYS_ENV",
     "CliError",
     "Settings",
+    "cli_root",
+    "for_cli",
     "open_storage",
     "owned_delivery",
     "owned_endpoint",
@@ -27,12 +29,59 @@ _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class CliError(click.ClickException):
-    """A failure the user can fix: printed as ``Error: <one line>``, exit status 2."""
+    """A failure the user can fix: printed as ``Error: <one line>``, exit status 2.
+
+    The message is said in the command line's terms (:func:`for_cli`), whole.
+    """
 
     exit_code = 2
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()))
+        super().__init__(for_cli(" ".join(message.split())))
+
+
+# The library's advice names its Python API; on the command line the same switch is a
+# flag or a variable. Longest first: a shorter phrase may be part of a longer one.
+_PHRASES = (
+    (
+        "pass targets=TargetPolicy.local(), or allow_http=True",
+        "pass --allow-local (or set HOOKDISPATCH_ALLOW_LOCAL=1)",
+    ),
+    (
+        "pass targets=TargetPolicy.local(); for internal networks, allowed_networks=[...]",
+        "pass --allow-local (or set HOOKDISPATCH_ALLOW_LOCAL=1); for an internal network,"
+        " --allow-network CIDR",
+    ),
+    (
+        "open the storage with EncryptedStorage(storage, keys=[...]) (for the hookdispatch"
+        " command: set HOOKDISPATCH_SECRET_KEYS) to send to it",
+        "set HOOKDISPATCH_SECRET_KEYS to the database's keys to send to it",
+    ),
+    (
+        "(end_rotation(), or `hookdispatch endpoints end-rotation`)",
+        "(`hookdispatch endpoints end-rotation ID`)",
+    ),
+    ("allowed_networks: ", "--allow-network: "),
+    ("targets=TargetPolicy.local()", "--allow-local"),
+)
+
+
+def for_cli(message: str) -> str:
+    """``message`` (from the library) with its Python advice said as CLI flags."""
+    for python, flags in _PHRASES:
+        message = message.replace(python, flags)
+    return message
+
+
+def cli_root() -> str:
+    """``hookdispatch``, with ``--db`` when the database is not the default one: how to
+    start another command on the same database."""
+    settings = click.get_current_context().find_object(Settings)
+    if settings is None or settings.db == DEFAULT_DB or "HOOKDISPATCH_DB" in os.environ:
+        return "hookdispatch"
+    if settings.db.startswith(_POSTGRES_SCHEMES):
+        return "hookdispatch --db $HOOKDISPATCH_DB"  # never echo a DSN's password
+    return f"hookdispatch --db {settings.db}"
 
 
 class Settings:

@@ -12,7 +12,7 @@ import hookdispatch as hd
 from .._listing import Key
 from ._context import open_storage, owned_delivery, owned_endpoint
 from ._options import parse_since, scope_option
-from ._output import duration, echo_json, iso, shorten, table, when
+from ._output import duration, echo_json, iso, plural, shorten, table, when
 from ._paging import cursor_option, delivery_page, more_hint
 
 __all__ = ["attempts", "check_endpoint_listed", "deliveries"]
@@ -193,7 +193,7 @@ def attempts(delivery_id: str, tenant: str | None, as_json: bool) -> None:
     event = storage.get_event(delivery.event_id)
     click.echo(
         f"{delivery.id}: event {event.id} ({event.type}) to endpoint {delivery.endpoint_id},"
-        f" {delivery.status.value} after {delivery.attempt_count} attempts"
+        f" {delivery.status.value} after {plural(delivery.attempt_count, 'attempt')}"
     )
     if delivery.next_attempt_at is not None:
         click.echo(f"next attempt due at {when(delivery.next_attempt_at)}")

@@ -15,6 +15,8 @@ from attrs import frozen
 
 import hookdispatch as hd
 
+from .._targets import default_targets
+
 __all__ = [
     "DeliveryOptions",
     "delivery_options",
@@ -92,7 +94,13 @@ class DeliveryOptions:
     timeout: float
     targets: hd.TargetPolicy | None
 
-    def dispatcher(self, storage: hd.Storage, *, poll_interval: float = 1.0) -> hd.Dispatcher:
+    def dispatcher(
+        self,
+        storage: hd.Storage,
+        *,
+        poll_interval: float = 1.0,
+        on_attempt: Callable[[hd.AttemptReport], None] | None = None,
+    ) -> hd.Dispatcher:
         """A background Dispatcher on ``storage`` with these options."""
         retry = hd.RetryPolicy(
             max_attempts=self.max_attempts,
@@ -108,7 +116,13 @@ class DeliveryOptions:
             lease=max(_MIN_LEASE, self.timeout * 2),
             poll_interval=poll_interval,
             targets=self.targets,
+            on_attempt=on_attempt,
         )
+
+    @property
+    def policy(self) -> hd.TargetPolicy:
+        """The target policy the dispatcher applies: the flags', else the default."""
+        return self.targets or default_targets()
 
 
 def _parse_networks(

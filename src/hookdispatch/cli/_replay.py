@@ -10,7 +10,13 @@ from attrs import evolve
 
 import hookdispatch as hd
 
-from ._batch import BatchOptions, batch_options, deliver_batch, print_summary
+from ._batch import (
+    BatchOptions,
+    batch_options,
+    deliver_batch,
+    print_summary,
+    refuse_blocked_targets,
+)
 from ._context import CliError, open_storage, owned_delivery
 from ._history import check_endpoint_listed
 from ._options import parse_since, scope_option
@@ -152,7 +158,8 @@ def replay(
     can still drop duplicates) to the same endpoint, with a full set of attempts; the
     old one keeps its history. Every delivery named is checked before any is replayed.
     Cancelled deliveries (their endpoint was deleted) are never replayed. The exit
-    status is 1 when a replay failed.
+    status is 1 when a replay failed, 3 when some are still pending, 130 after Ctrl-C
+    (as for `send`).
 
     \b
         hookdispatch replay dlv_0190a3b4c5d6a1b2c3d4e5f6a7b8
@@ -178,12 +185,29 @@ def replay(
     if not chosen:
         click.echo("Nothing to replay.")
         return
+    endpoints = {d.endpoint_id: _endpoint_or_none(storage, d.endpoint_id) for d in chosen}
+    refuse_blocked_targets(
+        (endpoint for endpoint in endpoints.values() if endpoint is not None),
+        options.delivery.policy,
+    )
 
-    def start(hooks: hd.Dispatcher) -> Iterator[str]:
+    def start(hooks: hd.Dispatcher) -> Iterator[list[str]]:
         for old in chosen:
-            yield hooks.redeliver(old.id).id
+            yield [hooks.redeliver(old.id).id]
 
-    outcome = deliver_batch(storage, start, by_event=False, total=len(chosen), options=options)
+    outcome = deliver_batch(
+        storage, start, by_event=False, total=len(chosen), noun="delivery", options=options
+    )
     headline = f"{plural(len(outcome.keys), 'delivery')} replayed in {outcome.elapsed:.1f} s"
-    if print_summary(outcome.deliveries, outcome.endpoints, headline=headline):
-        click.get_current_context().exit(1)
+    unstarted = None
+    if outcome.unstarted:
+        unstarted = f"{plural(outcome.unstarted, 'delivery')} of {len(chosen)} were not replayed."
+    status = print_summary(
+        outcome.deliveries,
+        outcome.endpoints,
+        headline=headline,
+        interrupted=outcome.interrupted,
+        unstarted=unstarted,
+    )
+    if status:
+        click.get_current_context().exit(status)

@@ -12,7 +12,13 @@ import click
 import hookdispatch as hd
 
 from ..exceptions import InvalidInputError
-from ._batch import BatchOptions, batch_options, deliver_batch, print_summary
+from ._batch import (
+    BatchOptions,
+    batch_options,
+    deliver_batch,
+    print_summary,
+    refuse_blocked_targets,
+)
 from ._context import CliError, open_storage
 from ._options import parse_json, tenant_option
 from ._output import plural
@@ -106,8 +112,16 @@ def send(
     subscribed to an event's type gets it, signed and retried as
     a Dispatcher would (the options below). A batch file is read and checked completely
     before anything is sent: a malformed line is reported with its number and aborts
-    the batch, or with --on-error skip is left out. Then a summary per endpoint; the
-    exit status is 1 when a delivery failed.
+    the batch, or with --on-error skip is left out. An endpoint that would get an event
+    but is refused by the target policy (added with --allow-local, sent without it)
+    stops the command before anything is stored.
+
+    On a terminal a progress line shows the deliveries delivered, retrying and failed,
+    and the endpoints that are failing. Then a summary per endpoint, with what failed
+    and what is still pending. Exit status: 1 when a delivery failed, 3 when none
+    failed but some are still pending (--wait ran out), 130 when stopped by Ctrl-C
+    (the summary is printed, nothing is lost: attempts in flight are recorded and
+    pending deliveries stay stored for `hookdispatch worker`).
 
     \b
         hookdispatch send user.created --data '{"user_id": "user_78451"}'
@@ -130,25 +144,51 @@ def send(
             click.echo(f"... and {len(errors) - _LISTED_ERRORS} more malformed lines", err=True)
         if errors and on_error == "abort":
             raise CliError(
-                f"{len(errors)} malformed line(s) in {batch_file.name}; nothing was sent"
+                f"{plural(len(errors), 'malformed line')} in {batch_file.name}; nothing was sent"
                 " (--on-error skip sends the valid lines)"
             )
     if not items:
         click.echo("No events to send.")
         return
 
-    def start(hooks: hd.Dispatcher) -> Iterator[str]:
-        for first in range(0, len(items), _CHUNK):
-            for event in hooks.dispatch_many(items[first : first + _CHUNK], tenant=tenant):
-                yield event.id
+    storage = open_storage()
+    # Before anything is stored: an endpoint the target policy refuses (added with
+    # --allow-local, sent without it) would only collect deliveries failed as blocked.
+    refuse_blocked_targets(
+        (
+            endpoint
+            for event_type in dict.fromkeys(item[0] for item in items)
+            for endpoint in storage.endpoints_for(tenant, event_type)
+        ),
+        options.delivery.policy,
+    )
 
-    outcome = deliver_batch(open_storage(), start, by_event=True, total=len(items), options=options)
+    def start(hooks: hd.Dispatcher) -> Iterator[list[str]]:
+        for first in range(0, len(items), _CHUNK):
+            events = hooks.dispatch_many(items[first : first + _CHUNK], tenant=tenant)
+            yield [event.id for event in events]
+
+    outcome = deliver_batch(
+        storage, start, by_event=True, total=len(items), noun="event", options=options
+    )
     headline = f"{plural(len(outcome.keys), 'event')} in {outcome.elapsed:.1f} s"
     if errors:
         headline += f", {plural(len(errors), 'malformed line')} skipped"
-    failed = print_summary(outcome.deliveries, outcome.endpoints, headline=headline)
+    unstarted = None
+    if outcome.unstarted:
+        unstarted = (
+            f"{plural(outcome.unstarted, 'event')} of {len(items)} were not sent: run the"
+            " command again for them (events with an id already stored are not sent twice)."
+        )
+    status = print_summary(
+        outcome.deliveries,
+        outcome.endpoints,
+        headline=headline,
+        interrupted=outcome.interrupted,
+        unstarted=unstarted,
+    )
     unmatched = len(set(outcome.keys) - {delivery.event_id for delivery in outcome.deliveries})
     if unmatched:
         click.echo(f"{plural(unmatched, 'event')} matched no enabled endpoint: not sent.")
-    if failed:
-        click.get_current_context().exit(1)
+    if status:
+        click.get_current_context().exit(status)
