@@ -7,7 +7,8 @@ Sections, in order: the receiver's own ceiling; the main comparison against the
 instant receiver (raw ceilings, hookdispatch, Celery); call latency and the batch
 path; the receiver that answers after 100 ms at 8, 64 and 256 in flight; throughput
 against workers/concurrency; SQLite as its backlog grows; dispatch() as endpoints
-and tenants grow (fan-out). Then docs/benchmarks.md
+and tenants grow (fan-out); one tenant's burst and another tenant's events
+(fairness, about a minute per storage). Then docs/benchmarks.md
 and docs/img/benchmarks.png are written.
 """
 
@@ -26,7 +27,18 @@ from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
-from . import celery_runs, chart, fanout, harness, receiver_check, report, scale, storages, suite
+from . import (
+    celery_runs,
+    chart,
+    fairness,
+    fanout,
+    harness,
+    receiver_check,
+    report,
+    scale,
+    storages,
+    suite,
+)
 from .harness import SENDER_CORE, pin
 from .harness import log as _log
 from .plan import FULL, QUICK, Plan
@@ -67,7 +79,14 @@ def machine(plan: Plan, quick: bool) -> dict[str, object]:
     }
 
 
-def run(plan: Plan, *, quick: bool, sections: set[str], redis_port: int) -> Results:
+def run(
+    plan: Plan,
+    *,
+    quick: bool,
+    sections: set[str],
+    redis_port: int,
+    fairness_before: Path | None = None,
+) -> Results:
     results = Results(machine=machine(plan, quick))
     pin(os.getpid(), SENDER_CORE)  # children (Celery worker, load clients) inherit it
     with contextlib.ExitStack() as stack:
@@ -133,6 +152,30 @@ def run(plan: Plan, *, quick: bool, sections: set[str], redis_port: int) -> Resu
                 results.fanout_wide[name] = list(
                     fanout.wide(make, max(plan.fanout_calls // 10, 20))
                 )
+        if "fairness" in sections:
+            log(
+                f"fairness: tenant A's {plan.fairness_backlog:,} deliveries, then tenant B's"
+                f" {plan.fairness_events} events"
+            )
+            scenario = fairness.Scenario(
+                backlog=plan.fairness_backlog,
+                events=plan.fairness_events,
+                workers=plan.workers,
+                limit=plan.fairness_limit,
+            )
+            database = None
+            if postgres is not None:  # a database of its own, for its measuring processes
+                database = stack.enter_context(storages.postgres_database())
+            results.fairness = fairness.section(
+                instant,
+                folder,
+                None if database is None else database[0],
+                scenario,
+                before=fairness_before,
+                with_async=True,
+            )
+            if fairness_before is not None:
+                results.machine["fairness_before"] = str(fairness_before)
         results.receiver["busiest"] = instant.busiest
     results.skipped += [f"{name} failed ({error})" for name, error in harness.failed.items()]
     return results
@@ -150,7 +193,7 @@ def celery_worker(
         yield worker
 
 
-SECTIONS = ("throughput", "latency", "slow", "curve", "backlog", "fanout")
+SECTIONS = ("throughput", "latency", "slow", "curve", "backlog", "fanout", "fairness")
 
 
 def main() -> None:
@@ -166,6 +209,12 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=DOCS, help="where benchmarks.md and img/ go (docs/)"
     )
+    parser.add_argument(
+        "--fairness-before",
+        type=Path,
+        help="fairness section: also measure the src folder of another checkout (the code"
+        " before a change: git worktree add /tmp/fair-old HEAD)",
+    )
     parser.add_argument("--redis-port", type=int, default=6379, help=argparse.SUPPRESS)
     options = parser.parse_args()
 
@@ -179,6 +228,7 @@ def main() -> None:
             quick=options.quick,
             sections=set(options.only or SECTIONS),
             redis_port=options.redis_port,
+            fairness_before=options.fairness_before and options.fairness_before.resolve(),
         )
         results.machine["wall_seconds"] = time.perf_counter() - began
         results.machine["load_after"] = os.getloadavg()[0]

@@ -1,6 +1,7 @@
 """Two versions of hookdispatch side by side, in one run: did a change cost throughput?
 
     python -m benchmarks.ab OLD_SRC [NEW_SRC] [--events N] [--rounds R]
+                            [--storages memory,SQLite]
 
 ``OLD_SRC`` and ``NEW_SRC`` are ``src`` folders of two checkouts (a ``git worktree``
 of the commit before a change, say; ``NEW_SRC`` defaults to this checkout's). Each
@@ -9,7 +10,8 @@ measurement runs in a fresh process that imports hookdispatch from one of them
 receiver in its own process on its own core, the rounds interleaved so that drift
 on a shared machine hits both alike: ``Dispatcher(workers=8)`` on
 ``SocketTransport`` and ``AsyncDispatcher(concurrency=64)`` on ``AsyncioTransport``,
-memory storage, as in ``python -m benchmarks``. Prints medians, ranges, and the
+memory storage (``--storages memory,SQLite`` adds both senders on a fresh SQLite file
+each measurement), as in ``python -m benchmarks``. Prints medians, ranges, and the
 new/old ratio of each.
 """
 
@@ -32,24 +34,29 @@ LIMIT = 120.0
 _MEASURE = """
 import json, sys
 from benchmarks import hookdispatch_runs, storages
-kind, url, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if kind == "threads":
-    run = hookdispatch_runs.thread_pool(url, storages.memory(), count, 8, {limit})
-else:
-    run = hookdispatch_runs.async_pool(url, storages.memory(), count, 64, {limit})
+kind, url, count, storage = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+with storages.temporary_folder() as folder:
+    make = storages.sqlite(folder) if storage == "SQLite" else storages.memory()
+    if kind == "threads":
+        run = hookdispatch_runs.thread_pool(url, make, count, 8, {limit})
+    else:
+        run = hookdispatch_runs.async_pool(url, make, count, 64, {limit})
 print(json.dumps({{"rate": run.value, "cut": run.cut, "cpu_us": run.cpu_us}}))
 """
 
 KINDS = {
-    "threads": "Dispatcher workers=8 (memory, SocketTransport)",
-    "async": "AsyncDispatcher concurrency=64 (memory, AsyncioTransport)",
+    "threads": "Dispatcher workers=8 ({storage}, SocketTransport)",
+    "async": "AsyncDispatcher concurrency=64 ({storage}, AsyncioTransport)",
 }
+STORAGES = ("memory", "SQLite")
 
 
-def measure(src: Path, kind: str, url: str, count: int) -> dict[str, float]:
+def measure(
+    src: Path, kind: str, url: str, count: int, storage: str = "memory"
+) -> dict[str, float]:
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(ROOT)])}
     result = subprocess.run(
-        [sys.executable, "-c", _MEASURE.format(limit=LIMIT), kind, url, str(count)],
+        [sys.executable, "-c", _MEASURE.format(limit=LIMIT), kind, url, str(count), storage],
         env=environment,
         capture_output=True,
         text=True,
@@ -68,18 +75,28 @@ def main() -> None:
     parser.add_argument("new", type=Path, nargs="?", default=ROOT / "src")
     parser.add_argument("--events", type=int, default=3000, help="POSTs per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="measurements per version")
+    parser.add_argument(
+        "--storages", default="memory", help="comma-separated, of: " + ", ".join(STORAGES)
+    )
     options = parser.parse_args()
     versions = {"old": options.old.resolve(), "new": options.new.resolve()}
+    chosen = [storage for storage in STORAGES if storage in options.storages.split(",")]
+    # (sender kind, storage) -> its row's name
+    senders = {
+        (kind, storage): name.format(storage=storage)
+        for storage in chosen
+        for kind, name in KINDS.items()
+    }
     pin(os.getpid(), SENDER_CORE)
     rates: dict[tuple[str, str], list[float]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}
     with Receiver() as receiver:
         for round_number in range(options.rounds):
-            for kind in KINDS:
+            for (kind, storage), name in senders.items():
                 for label, src in versions.items():
-                    values = measure(src, kind, receiver.url, options.events)
-                    rates.setdefault((kind, label), []).append(values["rate"])
-                    cpu.setdefault((kind, label), []).append(values["cpu_us"])
+                    values = measure(src, kind, receiver.url, options.events, storage)
+                    rates.setdefault((name, label), []).append(values["rate"])
+                    cpu.setdefault((name, label), []).append(values["cpu_us"])
             print(f"round {round_number + 1}/{options.rounds} done", file=sys.stderr)
     print(
         f"{options.events} POSTs per measurement, {options.rounds} rounds interleaved;"
@@ -90,14 +107,14 @@ def main() -> None:
         " CPU µs/delivery old → new |"
     )
     print("|---|---:|---:|---:|---:|")
-    for kind, name in KINDS.items():
-        old, new = rates[(kind, "old")], rates[(kind, "new")]
+    for name in senders.values():
+        old, new = rates[(name, "old")], rates[(name, "new")]
         ratio = statistics.median(new) / statistics.median(old)
         print(
             f"| {name} | {statistics.median(old):,.0f} ({min(old):,.0f}-{max(old):,.0f})"
             f" | {statistics.median(new):,.0f} ({min(new):,.0f}-{max(new):,.0f})"
-            f" | {ratio:.2f} | {statistics.median(cpu[(kind, 'old')]):.0f} →"
-            f" {statistics.median(cpu[(kind, 'new')]):.0f} |"
+            f" | {ratio:.2f} | {statistics.median(cpu[(name, 'old')]):.0f} →"
+            f" {statistics.median(cpu[(name, 'new')]):.0f} |"
         )
 
 

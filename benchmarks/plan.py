@@ -26,6 +26,9 @@ class Plan:
     receiver_seconds: float = 3.0
     fanout_sizes: tuple[int, ...] = (10, 1_000, 10_000, 100_000)  # registered endpoints
     fanout_calls: int = 500  # dispatch() calls timed at each size
+    fairness_backlog: int = 20_000  # tenant A's pending deliveries
+    fairness_events: int = 100  # tenant B's events, dispatched right after
+    fairness_limit: float = 60.0  # seconds after B's dispatch: every measurement stops by then
 
 
 FULL = Plan()
@@ -46,4 +49,7 @@ QUICK = Plan(
     receiver_seconds=1.0,
     fanout_sizes=(10, 1_000, 5_000),
     fanout_calls=100,
+    fairness_backlog=2_000,
+    fairness_events=20,
+    fairness_limit=20.0,
 )

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .fairness import IN_TURN
+from .fairness import table as fairness_rows
 from .harness import Series
 from .results import CELERY, Results, Row
 
@@ -111,6 +113,21 @@ def targets(results: Results) -> list[Target]:
                 f"dispatch() p50 ({name}) at {last[0]:,.0f} endpoints ≤ 1.2× at {first[0]:,.0f}",
                 f"{share:.2f}× ({micros(last[1])} vs {micros(first[1])} µs)",
                 share <= 1.2,
+            )
+        )
+    for name, rows in results.fairness.items():
+        row = next((row for row in rows if row["label"] == IN_TURN), None)
+        if row is None or row["b_last"] is None:
+            continue
+        # A's backlog cut by the time limit: the limit is a lower bound of its time.
+        a_last = row["a_last"] or plan.get("fairness_limit", 60.0)
+        share = a_last / max(row["b_last"], 1e-9)
+        found.append(
+            Target(
+                f"noisy neighbour ({name}): tenant B's last delivery ≥ 5× sooner than A's",
+                f"{'> ' if row['a_last'] is None else ''}{share:.1f}× ({row['b_last']:.2f} s"
+                f" vs {a_last:.2f} s)",
+                share >= 5,
             )
         )
     slow = results.slow.get(256, [])
@@ -402,6 +419,31 @@ def render(results: Results, *, image: str) -> str:
             " with its 3 deliveries (`python -m benchmarks.fanout` runs this section alone).",
             "",
             *fanout_table(results),
+        ]
+    if results.fairness:
+        before = results.machine.get("fairness_before")
+        parts += [
+            "",
+            "## One tenant's burst and another tenant's events (fairness)",
+            "",
+            f"Tenant A dispatches {plan.get('fairness_backlog', 20_000):,} deliveries"
+            " (`dispatch_many`, to its 4 endpoints); right after, tenant B dispatches"
+            f" {plan.get('fairness_events', 100)} events to its one endpoint. A"
+            f" `Dispatcher(workers={plan.get('workers', 8)})` delivers them to the instant"
+            " receiver, and the times run from B's dispatch to the success of B's last"
+            " delivery and of A's last. *Tenants in turn*: how claims choose"
+            " (`Storage.claim`: the tenants with due work take turns, earliest due first"
+            " within each; see [tenants](tenants.md#fairness)). *One tenant*: the same"
+            " events, B's endpoint in A's account, so that the claims see one queue in due"
+            " order, which is how every claim chose before the tenants took turns: B's"
+            " events wait behind A's backlog. The AsyncDispatcher row (memory):"
+            f" `AsyncDispatcher(concurrency={plan.get('concurrency', 64)})`, tenants in turn."
+            + (f" *Before*: the same scenario on the code of `{before}`." if before else "")
+            + " Each measurement runs in a fresh process and stops"
+            f" {plan.get('fairness_limit', 60.0):.0f} s after B's dispatch"
+            " (`python -m benchmarks.fairness` runs this section alone).",
+            "",
+            *fairness_rows(results.fairness, limit=plan.get("fairness_limit", 60.0)),
         ]
     parts += ["", "## Receiver", "", receiver_line(results)]
     if results.skipped:

@@ -40,6 +40,9 @@ class Results:
     fanout: dict[str, list[list[float]]] = field(default_factory=dict)
     # backend -> [dispatch() p50 µs, µs per delivery] for one tenant with 1,000 endpoints
     fanout_wide: dict[str, list[float]] = field(default_factory=dict)
+    # backend -> one row per variant of the noisy neighbour (benchmarks/fairness.py):
+    # {"label", "b_last", "a_last", "a_pending", "dispatch_a"}, seconds from B's dispatch
+    fairness: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
     def row(self, table: list[Row], name: str) -> Row | None:
@@ -85,5 +88,6 @@ class Results:
             backlog_fill={int(key): value for key, value in data["backlog_fill"].items()},
             fanout=data.get("fanout", {}),
             fanout_wide=data.get("fanout_wide", {}),
+            fairness=data.get("fairness", {}),
             skipped=data["skipped"],
         )

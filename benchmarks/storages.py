@@ -48,8 +48,12 @@ def temporary_folder() -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def postgres() -> Iterator[tuple[StorageFactory, str] | None]:
-    """``(factory, server version)`` on a throwaway database, or None without a server."""
+def postgres_database() -> Iterator[tuple[str, str] | None]:
+    """``(DSN, server version)`` of a throwaway database, or None without a server.
+
+    The database is created for the caller and dropped afterwards, whoever is still
+    connected to it (processes the caller started included).
+    """
     try:
         import psycopg
         from psycopg import sql
@@ -71,13 +75,23 @@ def postgres() -> Iterator[tuple[StorageFactory, str] | None]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(database))
         conn.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(database))
-    dsn = make_conninfo(admin, dbname=name)
-
-    def make() -> hd.Storage:
-        return hd.PostgresStorage(dsn, schema=f"bench_{next(_numbers)}", max_connections=12)
-
     try:
-        yield make, version.split()[0]
+        yield make_conninfo(admin, dbname=name), version.split()[0]
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[tuple[StorageFactory, str] | None]:
+    """``(factory, server version)`` on a throwaway database, or None without a server."""
+    with postgres_database() as found:
+        if found is None:
+            yield None
+            return
+        dsn, version = found
+
+        def make() -> hd.Storage:
+            return hd.PostgresStorage(dsn, schema=f"bench_{next(_numbers)}", max_connections=12)
+
+        yield make, version

@@ -14,6 +14,7 @@ __all__ = ["postgres_back_to", "sqlite_back_to"]
 
 _SQLITE_UNDO: dict[int, tuple[str, ...]] = {
     # The undo of the migration that brought the file to this version.
+    8: ("DROP INDEX deliveries_tenant_due",),
     7: (
         "DROP INDEX deliveries_tenant",
         "DROP INDEX deliveries_created",
@@ -33,6 +34,11 @@ _SQLITE_UNDO: dict[int, tuple[str, ...]] = {
 }
 
 _POSTGRES_UNDO: dict[int, tuple[str, ...]] = {
+    9: (
+        "DROP FUNCTION {s}.claim_due_v8",
+        "DROP FUNCTION {s}.pending_tenants",
+        "DROP INDEX {s}.deliveries_tenant_due",
+    ),
     8: (
         "DROP FUNCTION {s}.claim_due_v7",
         "DROP INDEX {s}.deliveries_listed",

@@ -19,8 +19,10 @@ deliveries to workers under a *lease*. The contract, for every implementation:
 * **Final states.** Deliveries that succeeded or failed are never claimed again.
 * **Disabled endpoints.** Deliveries to a disabled endpoint are neither claimed nor
   counted by ``next_due_at``; enabling the endpoint makes them due as scheduled.
-* **Ordering.** ``claim`` takes the earliest-due deliveries (returned in any order);
-  ``list_attempts``
+* **Ordering.** ``claim`` serves the tenants with due work in turn (round robin by
+  tenant id, starting after the tenant served last: see ``claim``) and takes each
+  tenant's earliest-due deliveries first (returned in any order); with one tenant,
+  that is the earliest-due deliveries. ``list_attempts``
   returns attempts by ``number``; listings of deliveries are in creation order.
 * **Errors.** Unknown ids raise the matching ``NotFoundError`` subclass; driver
   failures are raised as :class:`~hookdispatch.exceptions.StorageError`, never as the
@@ -264,15 +266,39 @@ class Storage(abc.ABC):
         event_id: str | None = None,
         exclude_endpoints: Collection[str] = (),
     ) -> list[Claim]:
-        """Lease up to ``limit`` pending deliveries due at ``now``: the earliest due ones.
+        """Lease up to ``limit`` pending deliveries due at ``now``, the tenants in turn.
 
-        Each claimed delivery's ``next_attempt_at`` becomes ``lease_until`` and it gets
-        a fresh lease token; no other ``claim`` returns it before ``lease_until``.
-        ``event_id`` restricts the claim to one event's deliveries; deliveries to the
-        endpoints in ``exclude_endpoints`` are left alone (the dispatcher uses this to
-        keep a failing endpoint from occupying every worker). The returned
-        :class:`Claim` carries the delivery as it is after the claim, its endpoint as
-        stored now, the event type and the event body.
+        **Which ones: the tenants take turns.** The tenants that have claimable
+        deliveries due at ``now`` are served round robin, in the order of their ids
+        (by code point), starting after the tenant served last and wrapping round:
+        the first round takes the earliest-due claimable delivery of each of the
+        first ``limit`` of them; while room is left, another round takes the next of
+        each tenant that still has one, and so on. Within a tenant, earliest due
+        first. The claim takes as many as it can: ``limit``, or every claimable
+        delivery due when there are fewer. So a tenant's backlog, however large and
+        however early due, costs another tenant with due work nothing but its turns:
+        with tenant A's 20,000 due and B's 100, every claim of 2 or more takes B's
+        share, and claims of 1 alternate. With one tenant (the default), or one with
+        due work, this is simply the earliest-due deliveries. ``event_id`` restricts
+        the claim to one event's deliveries, earliest due first.
+
+        *The tenant served last* is kept by each storage object, for the claims made
+        through it: several processes sharing a store each take the tenants in turn,
+        not in one shared order. A backend may also learn with a delay that a tenant
+        has due work it did not schedule through that object (SQLiteStorage and
+        PostgresStorage: at their next walk of the tenants with pending work, within
+        about a second; MemoryStorage knows at once): until then that tenant has no
+        turn, and its deliveries are claimed only with the room that the tenants in
+        turn leave.
+
+        **Leases.** Each claimed delivery's ``next_attempt_at`` becomes
+        ``lease_until`` and it gets a fresh lease token; no other ``claim`` returns it
+        before ``lease_until``. Deliveries to a disabled endpoint are never claimed,
+        and deliveries to the endpoints in ``exclude_endpoints`` are left alone (the
+        dispatcher uses this to keep a failing endpoint from occupying every worker):
+        a tenant whose due work is all there has no turn. The returned :class:`Claim`
+        carries the delivery as it is after the claim, its endpoint as stored now, the
+        event type and the event body.
         """
 
     @abc.abstractmethod

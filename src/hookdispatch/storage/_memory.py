@@ -7,7 +7,7 @@ import itertools
 import secrets
 import threading
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 
 from attrs import evolve
@@ -22,6 +22,7 @@ from ..exceptions import (
     UnknownEventError,
 )
 from ._base import ENDPOINT_DELETED, Storage, check_prune_limit
+from ._rotation import Rotation
 
 __all__ = ["MemoryStorage"]
 
@@ -43,12 +44,31 @@ def _due_at(delivery: Delivery, when: datetime) -> Delivery:
     )
 
 
+class _Taking:
+    """One claim under way: what it asked for, and what it has taken so far."""
+
+    __slots__ = ("claims", "exclude_endpoints", "lease_until", "limit", "now", "skipped")
+
+    def __init__(
+        self, now: datetime, lease_until: datetime, limit: int, exclude_endpoints: Collection[str]
+    ) -> None:
+        self.now = now
+        self.lease_until = lease_until
+        self.limit = limit
+        self.exclude_endpoints = exclude_endpoints
+        self.claims: list[Claim] = []
+        # Entries of excluded endpoints, popped on the way: pushed back at the end.
+        self.skipped: list[tuple[str, tuple[datetime, int, str]]] = []
+
+
 class MemoryStorage(Storage):
     """A :class:`Storage` held in dictionaries behind one lock.
 
     Fast and dependency-free, but nothing survives the process: pending retries are
     lost when it exits (the Dispatcher warns when that happens). Not shared between
-    processes. Due deliveries are found through a heap keyed by ``next_attempt_at``.
+    processes. Due deliveries are found through one heap per tenant, keyed by
+    ``next_attempt_at``; claims serve the tenants in turn (see :meth:`claim`), and
+    know exactly which tenants have work due, since every change passes through here.
     """
 
     blocking = False
@@ -67,9 +87,12 @@ class MemoryStorage(Storage):
         self._by_endpoint: dict[str, list[str]] = defaultdict(list)
         self._leases: dict[str, str] = {}
         self._attempts: dict[str, list[Attempt]] = defaultdict(list)
-        # (due time, tiebreak, delivery id); stale entries are skipped when popped,
-        # and dropped all at once when they outnumber the live ones (see _push).
-        self._due: list[tuple[datetime, int, str]] = []
+        # Per tenant, a heap of (due time, tiebreak, delivery id); stale entries are
+        # skipped when popped, and dropped all at once when they outnumber the live
+        # ones (see _push). A tenant's heap goes when it empties.
+        self._heaps: dict[str, list[tuple[datetime, int, str]]] = {}
+        self._entries = 0  # in all the heaps together
+        self._rotation = Rotation()  # whose turn it is: see claim()
         self._counter = 0
         self._pending = 0  # deliveries not final: at most one live heap entry each
         # The final deliveries, in the order they became final (roughly updated_at
@@ -203,16 +226,37 @@ class MemoryStorage(Storage):
             self._push(delivery)
 
     def _push(self, delivery: Delivery) -> None:
-        if delivery.next_attempt_at is not None:
+        when = delivery.next_attempt_at
+        if when is not None:
             self._counter += 1
-            heapq.heappush(self._due, (delivery.next_attempt_at, self._counter, delivery.id))
+            heap = self._heaps.get(delivery.tenant)
+            if heap is None:
+                heap = self._heaps[delivery.tenant] = []
+            heapq.heappush(heap, (when, self._counter, delivery.id))
+            self._entries += 1
+            self._rotation.note(delivery.tenant, when)
             # Every lease and every outcome leaves the delivery's previous entry
             # stale, and a lease's entry stays until the lease would end: without
-            # this the heap would hold every delivery leased in the last lease
+            # this the heaps would hold every delivery leased in the last lease
             # period (a minute of traffic), and every pop would pay for it.
-            if len(self._due) > 2 * self._pending + 1024:
-                self._due = [entry for entry in self._due if self._is_live(entry)]
-                heapq.heapify(self._due)
+            if self._entries > 2 * self._pending + 1024:
+                self._rebuild_heaps(self._is_live)
+
+    @property
+    def _due(self) -> list[tuple[datetime, int, str]]:
+        """Every entry of every tenant's heap, for inspection (what was one heap)."""
+        return [entry for heap in self._heaps.values() for entry in heap]
+
+    def _rebuild_heaps(self, keep: Callable[[tuple[datetime, int, str]], bool]) -> None:
+        """Keep only the entries ``keep`` accepts; drop the heaps left empty."""
+        heaps: dict[str, list[tuple[datetime, int, str]]] = {}
+        for tenant, heap in self._heaps.items():
+            kept = [entry for entry in heap if keep(entry)]
+            if kept:
+                heapq.heapify(kept)
+                heaps[tenant] = kept
+        self._heaps = heaps
+        self._entries = sum(len(heap) for heap in heaps.values())
 
     def _is_live(self, entry: tuple[datetime, int, str]) -> bool:
         delivery = self._deliveries[entry[2]]
@@ -260,8 +304,8 @@ class MemoryStorage(Storage):
         return found if limit is None else found[:limit]
 
     def find_deliveries(self, query: DeliveryQuery) -> list[Delivery]:
-        """A sort of the candidates: the event's deliveries when the query names one,
-        else every delivery (memory is for thousands, not millions)."""
+        """A sort of the candidates: the event's or endpoint's deliveries when the
+        query names one, else every delivery (memory is for thousands, not millions)."""
         with self._lock:
             if query.event_id is not None:
                 ids: Iterable[str] = self._by_event.get(query.event_id, [])
@@ -287,6 +331,8 @@ class MemoryStorage(Storage):
         event_id: str | None = None,
         exclude_endpoints: Collection[str] = (),
     ) -> list[Claim]:
+        """The tenants with due work in turn (see :meth:`Storage.claim`), each from its
+        own heap, earliest due first; with one tenant that has any, its heap alone."""
         if limit <= 0:
             return []  # (due[:-1] below would be all but one)
         with self._lock:
@@ -301,20 +347,75 @@ class MemoryStorage(Storage):
                 ]
                 due.sort(key=lambda d: d.next_attempt_at or now)
                 return [self._lease(d, lease_until) for d in due[:limit]]
-            claims: list[Claim] = []
-            skipped: list[tuple[datetime, int, str]] = []
-            while self._due and len(claims) < limit and self._due[0][0] <= now:
-                entry = heapq.heappop(self._due)
-                delivery = self._deliveries[entry[2]]
-                if delivery.next_attempt_at != entry[0] or not self._claimable(delivery):
-                    continue  # stale entry, or parked until its endpoint is enabled
-                if delivery.endpoint_id in exclude_endpoints:
-                    skipped.append(entry)
-                    continue
-                claims.append(self._lease(delivery, lease_until))
-            for entry in skipped:
-                heapq.heappush(self._due, entry)
-            return claims
+            taking = _Taking(now, lease_until, limit, exclude_endpoints)
+            if len(self._heaps) == 1:  # one tenant has work: its heap, in due order
+                [tenant] = self._heaps
+                self._take(tenant, limit, taking)
+            else:
+                self._take_in_turn(taking)
+            for tenant, entry in taking.skipped:  # excluded this time: due for the next
+                heapq.heappush(self._heaps.setdefault(tenant, []), entry)
+                self._entries += 1
+                self._rotation.note(tenant, entry[0])
+            return taking.claims
+
+    def _take_in_turn(self, taking: _Taking) -> None:
+        """Round robin: one delivery of each tenant with due work, in turn, up to
+        ``limit`` tenants; while room is left, another round of those that had one."""
+        claims, limit = taking.claims, taking.limit
+        active: list[str] = []
+        last: str | None = None
+        for tenant in self._rotation.turn(taking.now):
+            if len(claims) == limit:
+                break
+            if self._take(tenant, 1, taking):
+                active.append(tenant)
+                last = tenant
+        while active and len(claims) < limit:
+            if len(active) == 1:  # the others ran out: the rest from this one, in due order
+                self._take(active[0], limit - len(claims), taking)
+                last = active[0]
+                break
+            still: list[str] = []
+            for tenant in active:
+                if len(claims) == limit:
+                    break
+                if self._take(tenant, 1, taking):
+                    still.append(tenant)
+                    last = tenant
+            active = still
+        if last is not None:
+            self._rotation.served(last)
+
+    def _take(self, tenant: str, count: int, taking: _Taking) -> int:
+        """Lease up to ``count`` of ``tenant``'s due deliveries, earliest first, onto
+        ``taking.claims``; how many. Entries of excluded endpoints go to
+        ``taking.skipped``. When the tenant has no more due now, the rotation learns
+        when it next may have."""
+        now, excluded = taking.now, taking.exclude_endpoints
+        taken = 0
+        while taken < count:
+            heap = self._heaps.get(tenant)  # (_push may rebuild the heaps meanwhile)
+            if not heap or heap[0][0] > now:
+                break
+            entry = heapq.heappop(heap)
+            self._entries -= 1
+            delivery = self._deliveries[entry[2]]
+            if delivery.next_attempt_at != entry[0] or not self._claimable(delivery):
+                continue  # stale entry, or parked until its endpoint is enabled
+            if delivery.endpoint_id in excluded:
+                taking.skipped.append((tenant, entry))
+                continue
+            taking.claims.append(self._lease(delivery, taking.lease_until))
+            taken += 1
+        if taken < count:
+            heap = self._heaps.get(tenant)
+            if heap:
+                self._rotation.rest(tenant, heap[0][0])  # (maybe stale: then it looks again)
+            else:
+                self._heaps.pop(tenant, None)
+                self._rotation.rest(tenant, None)
+        return taken
 
     def _lease(self, delivery: Delivery, lease_until: datetime) -> Claim:
         leased = _due_at(delivery, lease_until)
@@ -382,13 +483,21 @@ class MemoryStorage(Storage):
                     if (d := self._deliveries[i]).next_attempt_at is not None and self._claimable(d)
                 ]
                 return min(times, default=None)
-            while self._due:
-                when, _, delivery_id = self._due[0]
-                delivery = self._deliveries[delivery_id]
-                if delivery.next_attempt_at == when and self._claimable(delivery):
-                    return when
-                heapq.heappop(self._due)  # stale or parked: re-pushed when enabled
-            return None
+            earliest: datetime | None = None
+            for tenant in list(self._heaps):  # the earliest live entry of each heap
+                heap = self._heaps[tenant]
+                while heap:
+                    when, _, delivery_id = heap[0]
+                    delivery = self._deliveries[delivery_id]
+                    if delivery.next_attempt_at == when and self._claimable(delivery):
+                        break
+                    heapq.heappop(heap)  # stale or parked: re-pushed when enabled
+                    self._entries -= 1
+                if not heap:
+                    del self._heaps[tenant]
+                elif earliest is None or heap[0][0] < earliest:
+                    earliest = heap[0][0]
+            return earliest
 
     def list_attempts(self, delivery_id: str) -> list[Attempt]:
         with self._lock:
@@ -456,5 +565,4 @@ class MemoryStorage(Storage):
                 if (d := self._deliveries.get(i)) is not None and d.status is DeliveryStatus.PENDING
             ]
         # Stale entries of deleted deliveries (a final delivery has no live one).
-        self._due = [entry for entry in self._due if entry[2] in self._deliveries]
-        heapq.heapify(self._due)
+        self._rebuild_heaps(lambda entry: entry[2] in self._deliveries)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +43,7 @@ from ..exceptions import (
     UnknownEventError,
 )
 from ._base import ENDPOINT_DELETED, Storage, check_prune_limit
+from ._rotation import Rotation
 from ._rows import (
     DELIVERY_WIDTH,
     attempt_from_row,
@@ -90,7 +93,10 @@ def _claim_due_function(
     ``updated_at``, as a delivery row has them. New functions rather than
     replaced ones: processes still running an older hookdispatch during a rolling
     upgrade keep calling the one they know, whose result type (which their
-    prepared statements depend on) does not change under them.
+    prepared statements depend on) does not change under them. Version 9 adds
+    ``claim_due_v8`` (:func:`_claim_in_turn_function`), which serves tenants in
+    turn; this version calls ``claim_due_v7`` still whenever one tenant at most has
+    due work.
     """
     column = "".join(f",\n            {declaration}" for declaration, _ in extra)
     value = "".join(f", {expression}" for _, expression in extra)
@@ -123,6 +129,139 @@ def _claim_due_function(
                 ev.type, ev.body, e.id, e.url, e.secret, e.events, e.enabled, e.created_at{value}
         $$
         """
+
+
+_ALL_ENDPOINT_COLUMNS = (*_FAILURES, *_TENANT, *_PREVIOUS_SECRET, *_MANAGEMENT)
+
+
+def _claim_in_turn_function(name: str = "claim_due_v8") -> str:
+    """claim_due_v8: lease up to $4 due deliveries of the tenants $6, in turn: round
+    after round, the earliest due delivery of each tenant (in the order given) that
+    has one left, each tenant taking at most $7; room left when they run short goes
+    to the earliest due deliveries of anyone. Endpoints in $5 are left alone, rows
+    another claim holds locked are skipped, a claimed row is no longer due
+    (next_attempt_at = $2, lease = $3), as in claim_due.
+
+    The result has ``claim_due_v7``'s columns. Besides the claimed deliveries, one
+    row for each tenant of $6 that ran short (fewer than $7 due deliveries left to
+    take): ``id`` NULL, ``tenant`` the tenant, ``next_attempt_at`` the due time of
+    its earliest pending delivery to an enabled endpoint other than those just
+    claimed (leased ones at their lease's end; NULL: none), for the caller's
+    rotation (see PostgresStorage.claim).
+
+    Each tenant's rows are a range of ``deliveries_tenant_due``, from
+    (tenant, -infinity) to (tenant, $1), read in order and only as far as needed:
+    never the tenant's rows due later, nor another tenant's, however many there are.
+    The row comparisons and the ORDER BY on both columns make that index the only
+    one that returns them in order: with sorts "disabled" (``enable_sort`` and
+    ``enable_incremental_sort`` off), PostgreSQL walks it whatever its statistics
+    say, rather than, say, ``deliveries_tenant`` (tenant first too) and a sort of
+    every row of the tenant. The final ordering by round is a sort of a few rows;
+    ``jit`` is off so that the nominal cost of that "disabled" sort never makes
+    PostgreSQL compile the statement (hundreds of milliseconds). PL/pgSQL, with a
+    generic plan, so that the statement is planned once per connection rather than
+    on every call (planning it takes longer than running it); since that plan then
+    outlives the statistics it was made with, ``enable_seqscan`` is off too: every
+    row (an endpoint, an event) is found through its index, never by reading a
+    table that was small when the connection planned the statement.
+    """
+    column = "".join(f",\n            {declaration}" for declaration, _ in _ALL_ENDPOINT_COLUMNS)
+    value = "".join(f", {expression}" for _, expression in _ALL_ENDPOINT_COLUMNS)
+    nulls = ", ".join(["NULL"] * (5 + len(_ALL_ENDPOINT_COLUMNS)))
+    return f"""
+        CREATE FUNCTION {{schema}}.{name}(
+            timestamptz, timestamptz, text, integer, text[], text[], integer
+        ) RETURNS TABLE (
+            id text, event_id text, endpoint_id text, status text, attempt_count integer,
+            next_attempt_at timestamptz, last_error text, created_at timestamptz,
+            updated_at timestamptz, tenant text, delivery_event_type text, event_type text,
+            body bytea, endpoint_key text,
+            url text, secret text, events text[], enabled boolean,
+            endpoint_created_at timestamptz{column}
+        ) LANGUAGE plpgsql VOLATILE
+        SET enable_sort = off SET enable_incremental_sort = off SET enable_seqscan = off
+        SET jit = off SET plan_cache_mode = force_generic_plan AS $$
+        #variable_conflict use_column
+        BEGIN
+            RETURN QUERY
+            WITH turn AS MATERIALIZED (
+                SELECT t.tenant, t.position FROM unnest($6) WITH ORDINALITY AS t (tenant, position)
+            ),
+            fetched AS MATERIALIZED (
+                SELECT turn.position, x.id, x.round FROM turn, LATERAL (
+                    SELECT y.id, row_number() OVER () AS round FROM (
+                        SELECT d.id FROM {{schema}}.deliveries d
+                        JOIN {{schema}}.endpoints e ON e.id = d.endpoint_id
+                        WHERE (d.tenant, d.next_attempt_at) >= (turn.tenant, '-infinity')
+                            AND (d.tenant, d.next_attempt_at) <= (turn.tenant, $1)
+                            AND d.status = 'pending' AND e.enabled AND d.endpoint_id <> ALL($5)
+                        ORDER BY d.tenant, d.next_attempt_at LIMIT $7
+                        FOR NO KEY UPDATE OF d SKIP LOCKED
+                    ) y
+                ) x
+            ),
+            in_turn AS MATERIALIZED (
+                SELECT fetched.id FROM fetched ORDER BY fetched.round, fetched.position LIMIT $4
+            ),
+            fill AS MATERIALIZED (
+                SELECT d.id FROM {{schema}}.deliveries d
+                JOIN {{schema}}.endpoints e ON e.id = d.endpoint_id
+                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled
+                    AND d.endpoint_id <> ALL($5) AND d.id NOT IN (SELECT fetched.id FROM fetched)
+                ORDER BY d.next_attempt_at LIMIT $4 - (SELECT count(*) FROM in_turn)
+                FOR NO KEY UPDATE OF d SKIP LOCKED
+            ),
+            claimed AS (
+                UPDATE {{schema}}.deliveries d SET next_attempt_at = $2, lease = $3
+                FROM (SELECT in_turn.id FROM in_turn UNION ALL SELECT fill.id FROM fill) due,
+                    {{schema}}.events ev, {{schema}}.endpoints e
+                WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id
+                RETURNING d.id, d.event_id, d.endpoint_id, d.status, d.attempt_count,
+                    d.next_attempt_at, d.last_error, d.created_at, d.updated_at, d.tenant,
+                    d.event_type, ev.type, ev.body, e.id, e.url, e.secret, e.events, e.enabled,
+                    e.created_at{value}
+            )
+            SELECT * FROM claimed
+            UNION ALL
+            SELECT NULL, NULL, NULL, NULL, NULL, (
+                    SELECT d.next_attempt_at FROM {{schema}}.deliveries d
+                    JOIN {{schema}}.endpoints e ON e.id = d.endpoint_id
+                    WHERE (d.tenant, d.next_attempt_at) >= (turn.tenant, '-infinity')
+                        AND (d.tenant, d.next_attempt_at) <= (turn.tenant, 'infinity')
+                        AND d.status = 'pending' AND e.enabled
+                        AND d.id NOT IN (SELECT in_turn.id FROM in_turn)
+                    ORDER BY d.tenant, d.next_attempt_at LIMIT 1
+                ), NULL, NULL, NULL, turn.tenant, NULL, NULL, NULL, NULL, {nulls}
+            FROM turn
+            WHERE (SELECT count(*) FROM fetched WHERE fetched.position = turn.position) < $7;
+        END
+        $$
+        """
+
+
+# The tenants with pending work, each with the due time of its earliest pending
+# delivery (leased and parked ones included): a loose scan of deliveries_tenant_due,
+# one index search per tenant (the first entry after the previous tenant's), however
+# many rows each tenant has. PostgresStorage.claim walks it now and then (see there).
+_PENDING_TENANTS = """
+    CREATE FUNCTION {schema}.pending_tenants() RETURNS TABLE (tenant text, earliest timestamptz)
+    LANGUAGE sql STABLE SET enable_sort = off SET enable_incremental_sort = off SET jit = off
+    AS $$
+        WITH RECURSIVE walk AS (
+            (
+                SELECT d.tenant, d.next_attempt_at FROM {schema}.deliveries d
+                WHERE d.status = 'pending' ORDER BY d.tenant, d.next_attempt_at LIMIT 1
+            )
+            UNION ALL
+            SELECT n.tenant, n.next_attempt_at FROM walk, LATERAL (
+                SELECT d.tenant, d.next_attempt_at FROM {schema}.deliveries d
+                WHERE d.status = 'pending' AND d.tenant > walk.tenant
+                ORDER BY d.tenant, d.next_attempt_at LIMIT 1
+            ) n
+        )
+        SELECT walk.tenant, walk.next_attempt_at FROM walk
+    $$
+"""
 
 
 MIGRATIONS: list[tuple[str, ...]] = [
@@ -329,6 +468,21 @@ MIGRATIONS: list[tuple[str, ...]] = [
             extra=(*_FAILURES, *_TENANT, *_PREVIOUS_SECRET, *_MANAGEMENT),
             delivery_columns=True,
         ),
+    ),
+    # Fair claims (docs/tenants.md, "Fairness"): pending deliveries by (tenant, due
+    # time), in which claim_due_v8 finds each tenant's earliest due deliveries and
+    # pending_tenants() steps from tenant to tenant. Building the index blocks writes
+    # to deliveries while it runs: on a large table, build it beforehand with CREATE
+    # INDEX CONCURRENTLY and this same definition (docs/tenants.md); IF NOT EXISTS
+    # then finds it built. Processes of an older hookdispatch keep calling
+    # claim_due_v7 (earliest due first, whoever's), which stays.
+    (
+        """
+        CREATE INDEX IF NOT EXISTS deliveries_tenant_due
+            ON {schema}.deliveries (tenant, next_attempt_at) WHERE status = 'pending'
+        """,
+        _claim_in_turn_function(),
+        _PENDING_TENANTS,
     ),
 ]
 """Schema migrations: the n-th list of statements takes the schema from version n to n + 1.
@@ -551,6 +705,7 @@ class PostgresStorage(Storage):
         self.schema = schema
         self._closed = False
         self._sql: dict[str, bytes] = {}
+        self._rotation = Rotation()  # whose turn it is: see claim()
         if isinstance(dsn_or_pool, ConnectionPool):
             self._owns_pool = False
             self._pool = dsn_or_pool
@@ -902,14 +1057,40 @@ class PostgresStorage(Storage):
         event_id: str | None = None,
         exclude_endpoints: Collection[str] = (),
     ) -> list[Claim]:
+        """One statement. While one tenant at most has due work (as far as this
+        object knows), ``claim_due_v7``: the earliest due rows, as ever. Otherwise
+        ``claim_due_v8`` with the tenants whose turn it is (see
+        :meth:`Storage.claim`), each tenant's rows found through
+        ``deliveries_tenant_due``. Concurrent claims skip each other's rows (``SKIP
+        LOCKED``), so two workers never get the same delivery; each process keeps its
+        own rotation, so the turns are shared out fairly by each, not in one order.
+        Which tenants have due work is learned from ``pending_tenants()`` (a walk of
+        the index, one step per tenant) every 0.1 to 1 second (see
+        :mod:`~hookdispatch.storage._rotation`), and from the claims in between: a
+        tenant whose first due work they have not met (just dispatched, a lease run
+        out, an endpoint enabled) gets its turns from the next walk."""
         if limit <= 0:
             return []
         lease = new_id("lse")  # unique, like every id; a lease guards against stale
         # workers, not attackers, so it needs no system call for randomness
         excluded = list(exclude_endpoints)
+        tenants: list[str] = []
         if event_id is None:
-            query = self._q("SELECT * FROM {schema}.claim_due_v7(%s, %s, %s, %s, %s)")
-            params: tuple[Any, ...] = (now, lease_until, lease, limit, excluded)
+            self._walk_if_due(now)
+            rotation = self._rotation
+            if rotation.contended(now):
+                # One more than can be served: one without due work (a stale
+                # picture) leaves its turn to the next rather than to the earliest due.
+                tenants = rotation.turn(now, limit + 1)
+            # However the rounds fall, a tenant gets at most this many: each of the
+            # others served has due work, and gets one first.
+            cap = limit - min(len(tenants), limit) + 1
+            if tenants:
+                query = self._q("SELECT * FROM {schema}.claim_due_v8(%s, %s, %s, %s, %s, %s, %s)")
+                params: tuple[Any, ...] = (now, lease_until, lease, limit, excluded, tenants, cap)
+            else:
+                query = self._q("SELECT * FROM {schema}.claim_due_v7(%s, %s, %s, %s, %s)")
+                params = (now, lease_until, lease, limit, excluded)
         else:
             # One event's deliveries are few: found through deliveries_event, as in
             # claim_due otherwise.
@@ -929,6 +1110,9 @@ class PostgresStorage(Storage):
             )
             params = (event_id, now, excluded, limit, lease_until, lease)
         [result] = self._run((query, params))
+        rows = result.rows
+        if tenants:
+            rows = self._took_turns(rows, tenants, limit)
         claims = [
             Claim(
                 delivery=delivery_from_row(row, _utc),
@@ -937,10 +1121,40 @@ class PostgresStorage(Storage):
                 body=bytes(row[DELIVERY_WIDTH + 1]),
                 lease=lease,
             )
-            for row in result.rows
+            for row in rows
         ]
         claims.sort(key=lambda claim: claim.delivery.created_at)
         return claims
+
+    def _took_turns(
+        self, rows: list[tuple[Any, ...]], tenants: list[str], limit: int
+    ) -> list[tuple[Any, ...]]:
+        """The claimed rows of ``claim_due_v8``; its rows on tenants that ran short
+        (``id`` NULL) update the rotation: each waits for its next due time."""
+        rotation = self._rotation
+        claimed = [row for row in rows if row[0] is not None]
+        short = [row for row in rows if row[0] is None]
+        for row in short:  # (tenant, when its next delivery is due)
+            rotation.rest(row[9], None if row[5] is None else _utc(row[5]))
+        if len(claimed) < limit:
+            rotation.served(tenants[-1])  # every tenant in turn gave what it had
+        else:
+            rotation.served_in_rounds(tenants, Counter(row[9] for row in claimed))
+        return claimed
+
+    def _walk_if_due(self, now: datetime) -> None:
+        """Refresh the rotation from ``pending_tenants()`` when it is time."""
+        rotation = self._rotation
+        if not rotation.walk_due():
+            return
+        began = time.perf_counter()
+        try:
+            [result] = self._run((self._q("SELECT * FROM {schema}.pending_tenants()"), ()))
+        except BaseException:
+            rotation.walk_failed()
+            raise
+        earliest = [(tenant, _utc(due)) for tenant, due in result.rows]
+        rotation.walked(earliest, now, time.perf_counter() - began)
 
     def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
         # One statement: the attempt always (unless prune() removed the delivery, a

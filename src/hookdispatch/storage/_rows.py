@@ -75,8 +75,9 @@ def delivery_query(
             where.append(f"{column} = {mark}")
             params.append(value)
     if query.status is not None:
-        where.append(f"status = {mark}")
-        params.append(DeliveryStatus(query.status).value)
+        # A literal, not a parameter (a DeliveryStatus value, nothing else): only a
+        # literal lets the planner use a partial index, such as failed deliveries'.
+        where.append(f"status = '{DeliveryStatus(query.status).value}'")
     for bound, limit in ((">=", query.since), ("<", query.until)):
         if limit is not None:
             where.append(f"created_at {bound} {mark}")

@@ -8,6 +8,8 @@ import json
 import os
 import sqlite3
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +38,7 @@ from ..exceptions import (
     UnknownEventError,
 )
 from ._base import ENDPOINT_DELETED, Storage, check_prune_limit
+from ._rotation import Rotation, ran_out
 from ._rows import (
     DELIVERY_WIDTH,
     attempt_from_row,
@@ -192,6 +195,17 @@ def _migrate_7(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX endpoints_tenant ON endpoints (tenant, created_at, id)")
 
 
+def _migrate_8(db: sqlite_utils.Database) -> None:
+    """Fair claims: pending deliveries by (tenant, due time). A claim finds each
+    tenant's earliest due deliveries in it, and the walk of the tenants with pending
+    work steps through it one tenant at a time, whatever the size of any tenant's
+    backlog (see :meth:`SQLiteStorage.claim`). Partial, like ``deliveries_due``."""
+    db.execute(
+        "CREATE INDEX deliveries_tenant_due ON deliveries (tenant, next_attempt_at)"
+        " WHERE status = 'pending'"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
     _migrate_2,
@@ -200,6 +214,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_5,
     _migrate_6,
     _migrate_7,
+    _migrate_8,
 ]
 """Schema migrations; the n-th brings ``PRAGMA user_version`` from n to n + 1."""
 
@@ -257,7 +272,7 @@ def _endpoints_for_sql(patterns: int, *, columns: str = _ENDPOINT_COLUMNS) -> st
     of each endpoint found (``IN`` drops an endpoint two patterns find twice): its
     cost follows the endpoints found, never the endpoints stored.
     """
-    columns = ", ".join(f"e.{column}" for column in _ENDPOINT_COLUMNS.split(", "))
+    columns = ", ".join(f"e.{column}" for column in columns.split(", "))
     return (
         f"SELECT {columns} FROM endpoints e WHERE e.id IN (SELECT endpoint_id"
         f" FROM subscriptions WHERE tenant = ? AND pattern IN ({', '.join('?' * patterns)}))"
@@ -279,6 +294,121 @@ def _delivery_params(d: Delivery) -> tuple[Any, ...]:
         d.tenant,
         d.event_type,
     )
+
+
+# Claims ----------------------------------------------------------------------------
+
+
+def _earliest_due(
+    lease: str,
+    limit: int,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    event_id: str | None = None,
+    excluded: list[str],
+    fill: bool = False,
+) -> tuple[str, list[Any]]:
+    """The claim of the earliest due rows (through ``deliveries_due``, or
+    ``deliveries_event``), and its parameters. ``fill``: after rows were leased
+    with ``lease`` in this transaction, leave those alone."""
+    params: list[Any] = [_ts(lease_until), lease, _ts(now)]
+    filters = ""
+    if event_id is not None:
+        filters += " AND d.event_id = ?"
+        params.append(event_id)
+    if excluded:
+        filters += f" AND d.endpoint_id NOT IN ({','.join('?' * len(excluded))})"
+        params.extend(excluded)
+    if fill:
+        filters += " AND d.lease IS NOT ?"
+        params.append(lease)
+    params.append(limit)
+    sql = (
+        "UPDATE deliveries SET next_attempt_at = ?, lease = ? WHERE id IN ("
+        " SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id"
+        f" WHERE d.status = 'pending' AND d.next_attempt_at <= ?{filters}"
+        " AND e.enabled = 1 ORDER BY d.next_attempt_at LIMIT ?)"
+        f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}, {_CLAIMED_ENDPOINT}"
+    )
+    return sql, params
+
+
+@functools.cache
+def _in_turn_sql(tenants: int, excluded: int) -> str:
+    """The claim of ``tenants`` tenants' due rows in rounds, as one ``UPDATE``.
+
+    For each tenant (its position in the turn, 0 first) its earliest due rows, up to
+    a cap, found in ``deliveries_tenant_due`` (a range scan from the tenant's first
+    entry to ``now``: never its rows due later, nor any other tenant's); numbered by
+    due time, round 1 being each tenant's earliest; then the first ``limit`` by
+    (round, position). Parameters: lease_until, lease; per tenant its id, now, the
+    ``excluded`` endpoint ids and the cap; limit.
+    """
+    skip = f" AND d.endpoint_id NOT IN ({','.join('?' * excluded)})" if excluded else ""
+    probes = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT d.id, d.next_attempt_at AS due, {position} AS position"
+        " FROM deliveries d INDEXED BY deliveries_tenant_due"
+        " JOIN endpoints e ON e.id = d.endpoint_id"
+        f" WHERE d.tenant = ? AND d.status = 'pending' AND d.next_attempt_at <= ?{skip}"
+        " AND e.enabled = 1 ORDER BY d.next_attempt_at LIMIT ?)"
+        for position in range(tenants)
+    )
+    return (
+        "UPDATE deliveries SET next_attempt_at = ?, lease = ? WHERE id IN ("
+        " SELECT id FROM (SELECT id, position,"
+        " row_number() OVER (PARTITION BY position ORDER BY due) AS round"
+        f" FROM ({probes})) ORDER BY round, position LIMIT ?)"
+        f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}, {_CLAIMED_ENDPOINT}"
+    )
+
+
+@functools.cache
+def _next_in_turn_sql(tenants: int, excluded: int) -> str:
+    """``_in_turn_sql`` for a limit of 1: the earliest due row of the first of the
+    ``tenants`` that has one (``coalesce`` stops at the first). Parameters:
+    lease_until, lease; per tenant its id, now and the ``excluded`` endpoint ids."""
+    skip = f" AND d.endpoint_id NOT IN ({','.join('?' * excluded)})" if excluded else ""
+    probe = (
+        "(SELECT d.id FROM deliveries d INDEXED BY deliveries_tenant_due"
+        " JOIN endpoints e ON e.id = d.endpoint_id"
+        f" WHERE d.tenant = ? AND d.status = 'pending' AND d.next_attempt_at <= ?{skip}"
+        " AND e.enabled = 1 ORDER BY d.next_attempt_at LIMIT 1)"
+    )
+    return (
+        "UPDATE deliveries SET next_attempt_at = ?, lease = ?"
+        f" WHERE id = coalesce({', '.join([probe] * tenants)})"
+        f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}, {_CLAIMED_ENDPOINT}"
+    )
+
+
+# The tenants with pending work, each with its earliest due time (leased and parked
+# deliveries included): a loose scan of deliveries_tenant_due, one index search per
+# tenant (the first entry after the previous tenant's), however many rows each has.
+_WALK = """
+WITH RECURSIVE walk (tenant, due) AS (
+    SELECT * FROM (
+        SELECT tenant, next_attempt_at FROM deliveries INDEXED BY deliveries_tenant_due
+        WHERE status = 'pending' ORDER BY tenant, next_attempt_at LIMIT 1
+    )
+    UNION ALL
+    SELECT d.tenant, d.next_attempt_at FROM walk JOIN deliveries d ON d.rowid = (
+        SELECT n.rowid FROM deliveries n INDEXED BY deliveries_tenant_due
+        WHERE n.status = 'pending' AND n.tenant > walk.tenant
+        ORDER BY n.tenant, n.next_attempt_at LIMIT 1
+    )
+)
+SELECT tenant, due FROM walk
+"""
+
+# A tenant's earliest pending delivery to an enabled endpoint (leased ones count, at
+# their lease's end): when it may next have claimable work.
+_NEXT_CLAIMABLE = (
+    "SELECT d.next_attempt_at FROM deliveries d INDEXED BY deliveries_tenant_due"
+    " JOIN endpoints e ON e.id = d.endpoint_id"
+    " WHERE d.tenant = ? AND d.status = 'pending' AND e.enabled = 1"
+    " ORDER BY d.next_attempt_at LIMIT 1"
+)
 
 
 class SQLiteStorage(Storage):
@@ -319,6 +449,7 @@ class SQLiteStorage(Storage):
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None  # see _write
         self._endpoints_seen: dict[tuple[Any, ...], Endpoint] = {}
+        self._rotation = Rotation()  # whose turn it is: see claim()
         self._closed = False
         try:
             self._migrate()
@@ -718,17 +849,32 @@ class SQLiteStorage(Storage):
         event_id: str | None = None,
         exclude_endpoints: Collection[str] = (),
     ) -> list[Claim]:
+        """One write transaction. While one tenant at most has work due (as far as
+        this object knows), one ``UPDATE … RETURNING`` of the earliest due rows, as
+        ever. Otherwise the tenants take turns (see :meth:`Storage.claim`): one
+        ``UPDATE`` takes, through ``deliveries_tenant_due``, the earliest due rows of
+        each tenant whose turn it is, in rounds; room a short tenant left is filled
+        with the earliest due rows of anyone. Which tenants have due work is learned
+        from a walk of that index (a read, outside the transaction) every 0.1 to 1
+        second (see :mod:`~hookdispatch.storage._rotation`), and from the claims in
+        between: a tenant whose first due work they have not met (just dispatched,
+        a lease run out, an endpoint enabled) gets its turns from the next walk."""
         if limit <= 0:
             return []  # SQLite reads LIMIT -1 as "no limit"
-        sql, params, lease = self._claim_statement(
-            now=now,
-            lease_until=lease_until,
-            limit=limit,
-            event_id=event_id,
-            exclude_endpoints=exclude_endpoints,
-        )
+        lease = new_id("lse")  # unique, like every id; a lease guards against stale
+        # workers, not attackers, so it needs no system call for randomness
+        if event_id is None:
+            self._walk_if_due(now)
         with self._write() as conn:
-            rows = conn.execute(sql, params).fetchall()
+            rows = self._claim_rows(
+                conn,
+                lease,
+                limit,
+                now=now,
+                lease_until=lease_until,
+                event_id=event_id,
+                exclude_endpoints=exclude_endpoints,
+            )
         return self._claims(rows, lease)
 
     def complete_and_claim(
@@ -742,51 +888,90 @@ class SQLiteStorage(Storage):
         exclude_endpoints: Collection[str] = (),
     ) -> tuple[bool, list[Claim]]:
         """Both in one transaction: one commit, and the pages both touch written once."""
-        sql, params, lease = self._claim_statement(
-            now=now,
-            lease_until=lease_until,
-            limit=1,
-            event_id=None,
-            exclude_endpoints=exclude_endpoints,
-        )
+        lease = new_id("lse")
+        self._walk_if_due(now)
         with self._write() as conn:
             held = self._complete(conn, claim, attempt, delivery)
-            rows = conn.execute(sql, params).fetchall()
+            rows = self._claim_rows(
+                conn,
+                lease,
+                1,
+                now=now,
+                lease_until=lease_until,
+                exclude_endpoints=exclude_endpoints,
+            )
         return held, self._claims(rows, lease)
 
-    def _claim_statement(
+    def _walk_if_due(self, now: datetime) -> None:
+        """Refresh the rotation from the database when it is time (see ``_WALK``)."""
+        rotation = self._rotation
+        if not rotation.walk_due():
+            return
+        began = time.perf_counter()
+        try:
+            rows = self._read(_WALK)
+        except BaseException:
+            rotation.walk_failed()
+            raise
+        earliest = [(tenant, _dt(due)) for tenant, due in rows]
+        rotation.walked(earliest, now, time.perf_counter() - began)
+
+    def _claim_rows(
         self,
+        conn: sqlite3.Connection,
+        lease: str,
+        limit: int,
         *,
         now: datetime,
         lease_until: datetime,
-        limit: int,
-        event_id: str | None,
+        event_id: str | None = None,
         exclude_endpoints: Collection[str],
-    ) -> tuple[str, list[Any], str]:
-        """The claim's SQL, its parameters and the new lease token."""
-        lease = new_id("lse")  # unique, like every id; a lease guards against stale
-        # workers, not attackers, so it needs no system call for randomness
-        params: list[Any] = [_ts(lease_until), lease, _ts(now)]
-        filters = ""
-        if event_id is not None:
-            filters += " AND d.event_id = ?"
-            params.append(event_id)
-        if exclude_endpoints:
-            filters += f" AND d.endpoint_id NOT IN ({','.join('?' * len(exclude_endpoints))})"
-            params.extend(exclude_endpoints)
-        params.append(limit)
-        # One statement: SQLite takes the write lock before it reads, so two
-        # connections (threads or processes) can never select the same row. It
-        # returns the event and the endpoint too (primary-key lookups), so a claim
-        # costs one round trip.
-        sql = (
-            "UPDATE deliveries SET next_attempt_at = ?, lease = ? WHERE id IN ("
-            " SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id"
-            f" WHERE d.status = 'pending' AND d.next_attempt_at <= ?{filters}"
-            " AND e.enabled = 1 ORDER BY d.next_attempt_at LIMIT ?)"
-            f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}, {_CLAIMED_ENDPOINT}"
-        )
-        return sql, params, lease
+    ) -> list[Any]:
+        """The claim's rows, leased by ``conn``'s open write transaction. One
+        statement each: SQLite takes the write lock before it reads, so two
+        connections (threads or processes) can never select the same row. Each
+        returns the event and the endpoint too (primary-key lookups)."""
+        excluded = list(exclude_endpoints)
+        rotation = self._rotation
+        if event_id is not None or not rotation.contended(now):
+            sql, plain = _earliest_due(
+                lease, limit, now=now, lease_until=lease_until, event_id=event_id, excluded=excluded
+            )
+            return conn.execute(sql, plain).fetchall()
+        # One tenant more than can be served: one found without due work (a stale
+        # picture) leaves its turn to the next rather than to the earliest due.
+        tenants = rotation.turn(now, limit + 1)
+        # However the rounds fall, a tenant gets at most this many: each of the
+        # others served has due work, and gets one first.
+        cap = limit - min(len(tenants), limit) + 1
+        params: list[Any] = [_ts(lease_until), lease]
+        if limit == 1:  # (a worker's next delivery: the cheaper statement)
+            for tenant in tenants:
+                params += [tenant, _ts(now), *excluded]
+            sql = _next_in_turn_sql(len(tenants), len(excluded))
+        else:
+            for tenant in tenants:
+                params += [tenant, _ts(now), *excluded, cap]
+            params.append(limit)
+            sql = _in_turn_sql(len(tenants), len(excluded))
+        rows = conn.execute(sql, params).fetchall()
+        counts = Counter(row[9] for row in rows)  # by tenant
+        full = len(rows) == limit
+        if full:
+            rotation.served_in_rounds(tenants, counts)
+        else:
+            # Every tenant gave what it had: the earliest due rows of anyone else
+            # fill the room (tenants this object does not know to have due work).
+            room = limit - len(rows)
+            sql, fill = _earliest_due(
+                lease, room, now=now, lease_until=lease_until, excluded=excluded, fill=True
+            )
+            rows += conn.execute(sql, fill).fetchall()
+            rotation.served(tenants[-1])
+        for tenant in ran_out(tenants, counts, cap=cap, full=full):  # until when?
+            found = conn.execute(_NEXT_CLAIMABLE, (tenant,)).fetchone()
+            rotation.rest(tenant, None if found is None else _dt(found[0]))
+        return rows
 
     def _claims(self, rows: list[Any], lease: str) -> list[Claim]:
         rows.sort(key=lambda row: row[7])  # created_at: oldest first

@@ -15,7 +15,16 @@ from typing import ClassVar
 from .._models import DeliveryStatus
 from ._expect import check, equal, skip
 from ._harness import StorageHarness
-from ._samples import BASE, LEASE, at, make_delivery, make_event, outcome, store_events
+from ._samples import (
+    BASE,
+    LEASE,
+    at,
+    make_delivery,
+    make_endpoint,
+    make_event,
+    outcome,
+    store_events,
+)
 
 __all__ = ["ConcurrencyTests"]
 
@@ -69,6 +78,36 @@ class ConcurrencyTests(StorageHarness):
             while True:
                 now = BASE + timedelta(seconds=rng.uniform(0, 30))
                 batch = storage.claim(now=now, lease_until=now + LEASE, limit=rng.randint(1, 4))
+                if not batch:
+                    return
+                claimed[index].extend(c.delivery.id for c in batch)
+
+        _run_threads(self.threads, claim_all)
+        everything = [delivery_id for mine in claimed for delivery_id in mine]
+        equal(_duplicates(everything), [], "deliveries claimed twice while their lease held")
+        equal(sorted(everything), sorted(ids), "deliveries claimed by the threads together")
+
+    def test_threads_claiming_in_turn_never_claim_the_same_delivery(self) -> None:
+        # Several tenants with due work: claims take them in turn (the round robin
+        # of Storage.claim), from many threads at once.
+        storage = self.storage
+        ids: list[str] = []
+        tenants = 4
+        for number in range(tenants):
+            endpoint = make_endpoint(tenant=f"acct_{number}")
+            storage.add_endpoint(endpoint)
+            for n in range(self.concurrent_deliveries // tenants):
+                event = make_event(n=n, tenant=endpoint.tenant)
+                delivery = make_delivery(event, endpoint, due=at(n * 0.001 + number))
+                storage.add_event(event, [delivery])
+                ids.append(delivery.id)
+        claimed: list[list[str]] = [[] for _ in range(self.threads)]
+
+        def claim_all(index: int) -> None:
+            rng = random.Random(index)
+            while True:
+                now = BASE + timedelta(seconds=rng.uniform(30, 40))
+                batch = storage.claim(now=now, lease_until=now + LEASE, limit=rng.randint(1, 6))
                 if not batch:
                     return
                 claimed[index].extend(c.delivery.id for c in batch)

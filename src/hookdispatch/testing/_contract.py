@@ -73,6 +73,22 @@ def _finish(storage: Storage, event_id: str, results: Mapping[str, Result], *, n
         check(storage.complete(claim, attempt, state), f"complete() ({result})")
 
 
+def _store_due(storage: Storage, endpoint: Endpoint, dues: list[float]) -> list[Delivery]:
+    """One event of ``endpoint``'s tenant per due time (BASE + seconds), each with one
+    delivery to ``endpoint``, in that order."""
+    stored = []
+    for n, due in enumerate(dues):
+        event = make_event(n=n, tenant=endpoint.tenant)
+        delivery = make_delivery(event, endpoint, due=at(due))
+        storage.add_event(event, [delivery])
+        stored.append(delivery)
+    return stored
+
+
+def _tenants_of(claims: list[Claim]) -> list[str]:
+    return sorted(claim.delivery.tenant for claim in claims)
+
+
 def _ids(deliveries: list[Delivery]) -> list[str]:
     return [d.id for d in deliveries]
 
@@ -722,6 +738,82 @@ class ContractTests(StorageHarness):
         equal(second.delivery.id, delivery.id, "the delivery claimed after the lease ended")
         check(second.lease != first.lease, "a new claim must carry a new lease token")
         equal(second.delivery.next_attempt_at, at(60) + LEASE, "next_attempt_at of the new lease")
+
+    def test_claims_serve_tenants_in_turn_not_by_backlog(self) -> None:
+        # Tenant A's burst is due first, B's few deliveries and C's later. Earliest
+        # due first would give A the whole claim; in turn, each tenant gets a third
+        # of it: its own earliest (round robin, earliest due within each tenant).
+        storage = self.storage
+        a, b, c = (make_endpoint(tenant=f"acct_{name}") for name in "abc")
+        for endpoint in (a, b, c):
+            storage.add_endpoint(endpoint)
+        burst = _store_due(storage, a, [n * 0.01 for n in range(50)])
+        few = _store_due(storage, b, [10.0 + n for n in range(5)])
+        later = _store_due(storage, c, [20.0 + n for n in range(20)])
+        claims = storage.claim(now=at(100), lease_until=at(160), limit=15)
+        equal(
+            sorted(claim.delivery.id for claim in claims),
+            sorted(_ids(burst[:5] + few + later[:5])),
+            "claim(limit=15) with acct_a's 50 due first, then acct_b's 5 and acct_c's 20:"
+            " 5 of each, each tenant's earliest (in turn, not the earliest due overall)",
+        )
+        # Limit 1 again and again (a worker's next delivery): the two tenants with
+        # due work left alternate.
+        taken = [storage.claim(now=at(100), lease_until=at(160), limit=1) for _ in range(4)]
+        equal([len(batch) for batch in taken], [1, 1, 1, 1], "claim(limit=1), four times")
+        tenants = [batch[0].delivery.tenant for batch in taken]
+        check(
+            sorted(tenants) == ["acct_a", "acct_a", "acct_c", "acct_c"]
+            and tenants[0] != tenants[1] != tenants[2] != tenants[3],
+            "claims of 1 must alternate between the tenants with due work left (acct_a and"
+            f" acct_c; acct_b has none), not go {tenants}",
+        )
+        equal(
+            {batch[0].delivery.id for batch in taken},
+            set(_ids(burst[5:7] + later[5:7])),
+            "claims of 1 take each tenant's next earliest due",
+        )
+        # However the turns go, a claim with room for all that is due takes it all.
+        rest = storage.claim(now=at(100), lease_until=at(160), limit=100)
+        equal(len(rest), 43 + 13, "claim(limit=100) of the 56 due deliveries left")
+
+    def test_claims_in_turn_leave_excluded_and_disabled_endpoints_alone(self) -> None:
+        storage = self.storage
+        a_held, a_free = make_endpoint(tenant="acct_a"), make_endpoint(tenant="acct_a")
+        b_free, b_off = make_endpoint(tenant="acct_b"), make_endpoint(tenant="acct_b")
+        for endpoint in (a_held, a_free, b_free, b_off):
+            storage.add_endpoint(endpoint)
+        held = _store_due(storage, a_held, [n * 0.01 for n in range(10)])
+        a_rest = _store_due(storage, a_free, [5.0 + n for n in range(5)])
+        parked = _store_due(storage, b_off, [n * 0.01 for n in range(5)])
+        b_rest = _store_due(storage, b_free, [7.0 + n for n in range(5)])
+        storage.update_endpoint(evolve(b_off, enabled=False))
+        claims = storage.claim(
+            now=at(100), lease_until=at(160), limit=6, exclude_endpoints={a_held.id}
+        )
+        equal(
+            sorted(c.delivery.id for c in claims),
+            sorted(_ids(a_rest[:3] + b_rest[:3])),
+            "claim(limit=6) in turn, acct_a's earliest endpoint excluded and acct_b's disabled:"
+            " the 3 earliest of each tenant's other endpoint",
+        )
+        claims = storage.claim(
+            now=at(100), lease_until=at(160), limit=20, exclude_endpoints=[a_held.id]
+        )
+        equal(
+            sorted(c.delivery.id for c in claims),
+            sorted(_ids(a_rest[3:] + b_rest[3:])),
+            "a second claim takes the rest of what may be claimed",
+        )
+        for delivery in (*held, *parked):
+            equal(storage.get_delivery(delivery.id), delivery, "excluded or parked: untouched")
+        storage.update_endpoint(evolve(b_off, enabled=True))
+        claims = storage.claim(now=at(100), lease_until=at(160), limit=20)
+        equal(
+            sorted(c.delivery.id for c in claims),
+            sorted(_ids(held + parked)),
+            "after enabling the endpoint and excluding none: the excluded and the parked",
+        )
 
     # Completing ---------------------------------------------------------------------
 
