@@ -14,6 +14,10 @@ __all__ = ["postgres_back_to", "sqlite_back_to"]
 
 _SQLITE_UNDO: dict[int, tuple[str, ...]] = {
     # The undo of the migration that brought the file to this version.
+    9: tuple(
+        f"DROP INDEX {name}"
+        for name in ("deliveries_failed", "deliveries_failed_tenant", "deliveries_failed_endpoint")
+    ),
     8: ("DROP INDEX deliveries_tenant_due",),
     7: (
         "DROP INDEX deliveries_tenant",
@@ -34,6 +38,10 @@ _SQLITE_UNDO: dict[int, tuple[str, ...]] = {
 }
 
 _POSTGRES_UNDO: dict[int, tuple[str, ...]] = {
+    10: tuple(
+        "DROP INDEX {s}." + name
+        for name in ("deliveries_failed", "deliveries_failed_tenant", "deliveries_failed_endpoint")
+    ),
     9: (
         "DROP FUNCTION {s}.claim_due_v8",
         "DROP FUNCTION {s}.pending_tenants",

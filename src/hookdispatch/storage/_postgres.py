@@ -484,6 +484,25 @@ MIGRATIONS: list[tuple[str, ...]] = [
         _claim_in_turn_function(),
         _PENDING_TENANTS,
     ),
+    # Failures, listed fast: the listing indexes again, for failed deliveries only
+    # (partial: a success never writes to them), so a page of failures is one short
+    # range scan rather than a walk past every success. find_deliveries names the
+    # status as a literal, which lets the planner pick them. On a large table, build
+    # them beforehand with CREATE INDEX CONCURRENTLY and these same definitions.
+    (
+        """
+        CREATE INDEX IF NOT EXISTS deliveries_failed ON {schema}.deliveries (created_at, id)
+            WHERE status = 'failed'
+        """,
+        """
+        CREATE INDEX IF NOT EXISTS deliveries_failed_tenant
+            ON {schema}.deliveries (tenant, created_at, id) WHERE status = 'failed'
+        """,
+        """
+        CREATE INDEX IF NOT EXISTS deliveries_failed_endpoint
+            ON {schema}.deliveries (endpoint_id, created_at, id) WHERE status = 'failed'
+        """,
+    ),
 ]
 """Schema migrations: the n-th list of statements takes the schema from version n to n + 1.
 
