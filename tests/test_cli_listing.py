@@ -496,3 +496,19 @@ def test_endpoint_commands_refuse_another_tenants_endpoint(
     ok(run("endpoints", "end-rotation", theirs["id"], "--tenant", "acct_b"))
     ok(run("endpoints", "delete", theirs["id"], "--tenant", "acct_b", "--yes"))
     assert deleted(db, theirs["id"])
+
+
+def test_deliveries_show_both_sides_of_a_replay(
+    run: Run, failing: dict[str, str], httpserver: HTTPServer
+) -> None:
+    [failed] = listed(run, "deliveries", "--tenant", "acct_a")
+    assert (failed["replay_of"], failed["replayed_by"]) == (None, None)
+    back_up(httpserver)
+    ok(run("replay", "--failed", "--tenant", "acct_a", *ONCE))
+    first, replay = listed(run, "deliveries", "--tenant", "acct_a")  # oldest first
+    assert first["id"] == failed["id"]
+    assert (first["status"], first["replayed_by"]) == ("failed", replay["id"])
+    assert (replay["status"], replay["replay_of"]) == ("succeeded", failed["id"])
+    table = ok(run("deliveries", "--tenant", "acct_a")).stdout
+    assert "failed, replayed" in table  # a replayed failure is not an open failure
+    assert "succeeded (replay)" in table

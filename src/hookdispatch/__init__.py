@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import Request, Response
 from ._dispatcher import Dispatcher
-from ._listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, DeliveryQuery, EndpointQuery, Page
+from ._listing import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    DeliveryQuery,
+    EndpointQuery,
+    Page,
+    ReplayLinks,
+)
 from ._models import (
     DEFAULT_ROTATION_GRACE,
     DEFAULT_TENANT,
@@ -110,6 +117,7 @@ __all__ = [
     "NotFoundError",
     "Page",
     "PostgresStorage",
+    "ReplayLinks",
     "Request",
     "Response",
     "RetryPolicy",

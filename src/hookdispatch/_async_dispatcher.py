@@ -28,7 +28,7 @@ from ._dispatching import (
     delivery_query,
     endpoint_query,
 )
-from ._listing import DEFAULT_PAGE_SIZE, Page
+from ._listing import DEFAULT_PAGE_SIZE, Page, ReplayLinks
 from ._models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_ROTATION_GRACE,
@@ -352,6 +352,11 @@ class AsyncDispatcher(Driver):
     async def attempts(self, delivery_id: str, *, tenant: str | None = None) -> list[Attempt]:
         """Every attempt of a delivery, in order; see :meth:`Dispatcher.attempts`."""
         return await self._call(self._owned_attempts, delivery_id, tenant)
+
+    async def replay_links(self, delivery_id: str, *, tenant: str | None = None) -> ReplayLinks:
+        """Which delivery this one replays and which replays it; see
+        :meth:`Dispatcher.replay_links`."""
+        return await self._call(self._replay_links, delivery_id, tenant)
 
     async def redeliver(self, delivery_id: str) -> Delivery:
         """Send a finished delivery again as a new one; see :meth:`Dispatcher.redeliver`."""

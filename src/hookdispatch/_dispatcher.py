@@ -28,7 +28,7 @@ from ._dispatching import (
     delivery_query,
     endpoint_query,
 )
-from ._listing import DEFAULT_PAGE_SIZE, Page
+from ._listing import DEFAULT_PAGE_SIZE, Page, ReplayLinks
 from ._models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_ROTATION_GRACE,
@@ -425,6 +425,12 @@ class Dispatcher(Driver):
         """Every attempt of a delivery, in order (a handful: the retry policy bounds
         them). Raises UnknownDeliveryError, also for another ``tenant``'s delivery."""
         return self._owned_attempts(delivery_id, tenant)
+
+    def replay_links(self, delivery_id: str, *, tenant: str | None = None) -> ReplayLinks:
+        """Which delivery this one replays and which replays it (:class:`ReplayLinks`):
+        a failed delivery that was replayed is not an open failure any more. Raises
+        UnknownDeliveryError, also for another ``tenant``'s delivery."""
+        return self._replay_links(delivery_id, tenant)
 
     def redeliver(self, delivery_id: str) -> Delivery:
         """Send a finished delivery's event to its endpoint again, as a new delivery.

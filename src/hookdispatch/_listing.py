@@ -27,10 +27,12 @@ __all__ = [
     "DeliveryQuery",
     "EndpointQuery",
     "Page",
+    "ReplayLinks",
     "check_page_size",
     "decode_cursor",
     "encode_cursor",
     "page_of",
+    "replay_links",
 ]
 
 T = TypeVar("T")
@@ -113,6 +115,33 @@ class EndpointQuery:
             key=lambda e: (e.created_at, e.id),
         )
         return found[: self.limit]
+
+
+@frozen(kw_only=True)
+class ReplayLinks:
+    """Where a delivery stands among the sends of its event to its endpoint.
+
+    Every delivery of one event to one endpoint after the first is a replay of the
+    one before it (``redeliver``), so the links need nothing stored: ``replay_of`` is
+    the delivery of the same event and endpoint made just before this one (``None``
+    for the first), ``replayed_by`` the one made just after (``None`` when none was):
+    a failed delivery with a ``replayed_by`` is not an open failure any more.
+    """
+
+    replay_of: str | None
+    replayed_by: str | None
+
+
+def replay_links(delivery: Delivery, sends: Iterable[Delivery]) -> ReplayLinks:
+    """The links of ``delivery`` among ``sends``, the deliveries of its event to its
+    endpoint (any order)."""
+    ordered = sorted(sends, key=lambda d: (d.created_at, d.id))
+    ids = [d.id for d in ordered]
+    at = ids.index(delivery.id)
+    return ReplayLinks(
+        replay_of=ids[at - 1] if at > 0 else None,
+        replayed_by=ids[at + 1] if at + 1 < len(ids) else None,
+    )
 
 
 def _beyond(key: Key, after: Key | None, newest_first: bool) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 import hookdispatch as hd
+from hookdispatch._listing import ReplayLinks, replay_links
 
 from .._listing import Key
 from ._context import open_storage, owned_delivery, owned_endpoint
@@ -32,8 +33,23 @@ def check_endpoint_listed(storage: hd.Storage, endpoint_id: str, tenant: str | N
     owned_endpoint(storage, endpoint_id, tenant)
 
 
+def _links(storage: hd.Storage, delivery: hd.Delivery) -> ReplayLinks:
+    """The delivery's replay links, from the deliveries of its event to its endpoint."""
+    query = hd.DeliveryQuery(
+        event_id=delivery.event_id, endpoint_id=delivery.endpoint_id, limit=hd.MAX_PAGE_SIZE
+    )
+    return replay_links(delivery, storage.find_deliveries(query))
+
+
+def _status_text(status: str, links: ReplayLinks) -> str:
+    """The status, and its place among the replays: a replayed failure is not open."""
+    if links.replayed_by is not None:
+        return f"{status}, replayed"
+    return f"{status} (replay)" if links.replay_of is not None else status
+
+
 def _delivery_json(
-    delivery: hd.Delivery, event_type: str, last: hd.Attempt | None
+    delivery: hd.Delivery, event_type: str, last: hd.Attempt | None, links: ReplayLinks
 ) -> dict[str, Any]:
     return {
         "id": delivery.id,
@@ -49,6 +65,8 @@ def _delivery_json(
         "next_attempt_at": iso(delivery.next_attempt_at),
         "created_at": iso(delivery.created_at),
         "updated_at": iso(delivery.updated_at),
+        "replay_of": links.replay_of,
+        "replayed_by": links.replayed_by,
     }
 
 
@@ -125,11 +143,13 @@ def deliveries(
     if not page and endpoint_id is not None:
         check_endpoint_listed(storage, endpoint_id, tenant)
     shown = page[::-1]  # the most recent, printed oldest first
-    records = []
+    records, chain = [], []
     for delivery in shown:
         tries = storage.list_attempts(delivery.id)  # a handful: the retry policy bounds them
         last = tries[-1] if tries else None
-        records.append(_delivery_json(delivery, _event_type(storage, delivery), last))
+        links = _links(storage, delivery)
+        chain.append(links)
+        records.append(_delivery_json(delivery, _event_type(storage, delivery), last, links))
     hint = None
     if page.next_cursor is not None:
         hint = more_hint("older deliveries match too", "--before", page.next_cursor)
@@ -149,14 +169,14 @@ def deliveries(
             *([shorten(r["tenant"], 20)] if tenants else []),
             shorten(r["event"], 28),
             r["endpoint_id"],
-            r["status"],
+            _status_text(r["status"], links),
             str(r["attempts"]),
             str(r["last_status_code"] or "-"),
             duration(r["last_duration"]),
             when(delivery.updated_at),
             shorten(r["last_error"], 40),
         ]
-        for r, delivery in zip(records, shown, strict=True)
+        for r, delivery, links in zip(records, shown, chain, strict=True)
     ]
     headers = ["DELIVERY", *(["TENANT"] if tenants else []), "EVENT", "ENDPOINT", "STATUS"]
     headers += ["ATTEMPTS", "HTTP", "TIME", "UPDATED", "LAST ERROR"]
