@@ -40,7 +40,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 # The benchmark suite: raw HTTP ceilings, hookdispatch and Celery, measured in one
-# run (about 9 minutes on an idle 2-core machine); rewrites docs/benchmarks.md and docs/img/benchmarks.png.
+# run (about 9 minutes on an idle 2-core machine); rewrites docs/benchmarks.md and its charts, docs/img/benchmarks-*.png.
 # `$(BIN)/python -m benchmarks --quick` checks the harness in about 2 minutes.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks

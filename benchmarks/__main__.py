@@ -9,7 +9,7 @@ path; the receiver that answers after 100 ms at 8, 64 and 256 in flight; through
 against workers/concurrency; SQLite as its backlog grows; dispatch() as endpoints
 and tenants grow (fan-out); one tenant's burst and another tenant's events
 (fairness, about a minute per storage). Then docs/benchmarks.md
-and docs/img/benchmarks.png are written.
+and one chart per question, docs/img/benchmarks-*.png, are written.
 """
 
 from __future__ import annotations
@@ -235,13 +235,15 @@ def main() -> None:
         if options.json:
             options.json.write_text("")
             results.save(options.json)
-    image = options.out / "img" / "benchmarks.png"
-    image.parent.mkdir(parents=True, exist_ok=True)
-    chart.draw(results, image)
-    markdown = report.render(results, image=image.relative_to(options.out).as_posix())
+    folder = options.out / "img"
+    images = {name: f"img/{file}" for name, file in chart.draw(results, folder).items()}
+    markdown = report.render(results, images=images)
     (options.out / "benchmarks.md").write_text(markdown)
     print(report.summary(results))
-    log(f"wrote {options.out / 'benchmarks.md'} and {image} in {time.perf_counter() - began:.0f} s")
+    log(
+        f"wrote {options.out / 'benchmarks.md'} and {len(images)} charts in {folder}"
+        f" in {time.perf_counter() - began:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""docs/img/benchmarks.png: every section of a run in one figure (matplotlib)."""
+"""docs/img/benchmarks-*.png: one chart per question of a run, each shown next to its
+table in docs/benchmarks.md (matplotlib).
+
+Each figure is :data:`WIDTH` inches wide at :data:`DPI` dots per inch, no wider than the
+documentation's text column, so it is shown at its own size and its smallest text (tick
+labels, legends) stays at :data:`SMALLEST` points."""
 
 # The report is typeset: en dashes for ranges, multiplication signs for ratios.
 # ruff: noqa: RUF001
@@ -16,6 +21,20 @@ import matplotlib.pyplot as plt
 
 from .harness import Series
 from .results import Results, Row
+
+WIDTH = 7.2
+"""Inches: at :data:`DPI`, 720 px, the width of the docs' text column."""
+DPI = 100
+SMALLEST = 10
+"""Points: no text of a chart is smaller."""
+STYLE = {
+    "font.size": SMALLEST + 1,
+    "axes.titlesize": SMALLEST + 2,
+    "axes.labelsize": SMALLEST + 1,
+    "xtick.labelsize": SMALLEST,
+    "ytick.labelsize": SMALLEST,
+    "legend.fontsize": SMALLEST,
+}
 
 COLORS = {"ceiling": "#9e9e9e", "hookdispatch": "#1f77b4", "peer": "#d62728", "batch": "#2ca02c"}
 
@@ -35,7 +54,6 @@ def _bars(ax: Any, rows: list[Row], *, xlabel: str, log: bool = False) -> None:
         capsize=2,
     )
     ax.set_xlabel(xlabel)
-    ax.tick_params(axis="y", labelsize=7)
     if log:
         ax.set_xscale("log")
     ax.grid(axis="x", alpha=0.3)
@@ -43,7 +61,7 @@ def _bars(ax: Any, rows: list[Row], *, xlabel: str, log: bool = False) -> None:
 
 def _throughput(ax: Any, results: Results) -> None:
     _bars(ax, results.throughput, xlabel="deliveries/s (median, min–max)")
-    ax.set_title("Instant receiver: grey raw ceilings, blue hookdispatch, red Celery", fontsize=9)
+    ax.set_title("Instant receiver: grey raw ceilings, blue hookdispatch, red Celery")
 
 
 def _latency(ax: Any, results: Results) -> None:
@@ -57,8 +75,8 @@ def _latency(ax: Any, results: Results) -> None:
     busy = [(row.name, row.series.median) for row in results.latency_busy if row.name in names]
     if busy:
         ax.plot([v for _, v in busy], [n for n, _ in busy], "kx", label="p50, consumer busy")
-    ax.legend(fontsize=7)
-    ax.set_title("What the caller pays per webhook (bars: p50, consumer waiting)", fontsize=9)
+    ax.legend()
+    ax.set_title("What the caller pays per webhook (bars: p50, consumer waiting)")
 
 
 def _slow(ax: Any, results: Results) -> None:
@@ -78,9 +96,9 @@ def _slow(ax: Any, results: Results) -> None:
     ax.set_xlabel("deliveries in flight (N)")
     ax.set_ylabel("deliveries/s")
     ax.set_yscale("log")
-    ax.legend(fontsize=6)
+    ax.legend()
     delay = results.machine.get("plan", {}).get("delay", 0.1)
-    ax.set_title(f"Receiver answering after {delay * 1000:.0f} ms", fontsize=9)
+    ax.set_title(f"Receiver answering after {delay * 1000:.0f} ms")
 
 
 def _curve(ax: Any, results: Results) -> None:
@@ -93,8 +111,8 @@ def _curve(ax: Any, results: Results) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("workers / concurrency")
     ax.set_ylabel("deliveries/s")
-    ax.legend(fontsize=7)
-    ax.set_title("Instant receiver, memory storage", fontsize=9)
+    ax.legend()
+    ax.set_title("Instant receiver, memory storage")
     ax.grid(alpha=0.3)
 
 
@@ -111,30 +129,38 @@ def _backlog(ax: Any, results: Results) -> None:
     twin.errorbar(sizes, [s.median for s in rates], yerr=_whiskers(rates), marker="s", color="C1")
     twin.set_ylabel("deliveries/s, workers=8", color="C1")
     twin.set_ylim(bottom=0)
-    ax.set_title("SQLite: flat as the backlog grows", fontsize=9)
+    ax.set_title("SQLite: flat as the backlog grows")
 
 
-def draw(results: Results, path: Path) -> None:
-    panels = [
-        (_throughput, bool(results.throughput)),
-        (_latency, bool(results.latency or results.batch)),
-        (_slow, bool(results.slow)),
-        (_curve, bool(results.curve)),
-        (_backlog, bool(results.backlog_claim)),
-    ]
-    chosen = [panel for panel, present in panels if present]
-    rows = max(1, (len(chosen) + 1) // 2)
-    figure, axes = plt.subplots(rows, 2, figsize=(14, 4.6 * rows), squeeze=False)
-    for ax, panel in zip(axes.flat, chosen, strict=False):
-        panel(ax, results)
-    for ax in list(axes.flat)[len(chosen) :]:
-        ax.axis("off")
-    machine = results.machine
-    figure.suptitle(
-        f"hookdispatch benchmarks, {machine.get('date')}: {machine.get('cpus')} CPUs,"
-        f" Python {machine.get('python')}" + (" (quick mode)" if machine.get("quick") else ""),
-        fontsize=11,
-    )
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+CHARTS: dict[str, tuple[Any, Any, Any]] = {
+    # name: (draw, whether the run has it, height in inches)
+    "throughput": (_throughput, lambda r: r.throughput, lambda r: 1.6 + 0.32 * len(r.throughput)),
+    "latency": (
+        _latency,
+        lambda r: r.latency or r.batch,
+        lambda r: 1.8 + 0.32 * len(r.latency + r.batch),
+    ),
+    "slow": (_slow, lambda r: r.slow, lambda r: 4.2),
+    "curve": (_curve, lambda r: r.curve, lambda r: 3.6),
+    "backlog": (_backlog, lambda r: r.backlog_claim, lambda r: 3.6),
+}
+"""The charts, one per section of the report that has one."""
+
+
+def draw(results: Results, folder: Path) -> dict[str, str]:
+    """Draw each chart the run has into ``folder`` (``benchmarks-<name>.png``); return
+    their file names by chart name, for the report to place next to their tables."""
+    drawn: dict[str, str] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    with plt.rc_context(STYLE):
+        for name, (panel, present, height) in CHARTS.items():
+            if not present(results):
+                continue
+            figure, ax = plt.subplots(figsize=(WIDTH, height(results)))
+            panel(ax, results)
+            figure.tight_layout()
+            file = f"benchmarks-{name}.png"
+            figure.savefig(folder / file, dpi=DPI)
+            plt.close(figure)
+            drawn[name] = file
+    return drawn

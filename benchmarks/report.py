@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .fairness import IN_TURN
@@ -344,7 +344,22 @@ How it is measured (`benchmarks/`):
 """
 
 
-def render(results: Results, *, image: str) -> str:
+CHART_ALT = {
+    "throughput": "Deliveries per second against an instant receiver",
+    "latency": "What the caller pays per webhook",
+    "slow": "Deliveries per second against a slow receiver",
+    "curve": "Deliveries per second by workers and concurrency",
+    "backlog": "SQLite claims and throughput as the backlog grows",
+}
+
+
+def render(results: Results, *, images: Mapping[str, str]) -> str:
+    """The page. ``images``: the path of each chart the run drew, by chart name
+    (``benchmarks.chart.CHARTS``), each shown right after its table."""
+
+    def chart(name: str) -> list[str]:
+        return ["", f"![{CHART_ALT[name]}]({images[name]})"] if name in images else []
+
     plan = results.machine.get("plan", {})
     delay_ms = plan.get("delay", 0.1) * 1000
     parts = [
@@ -356,13 +371,14 @@ def render(results: Results, *, image: str) -> str:
     ]
     if results.machine.get("quick"):
         parts += ["", "> **Quick mode**: small counts, for checking the harness only."]
-    parts += ["", f"![Benchmark chart]({image})", "", "## Targets", "", *targets_table(results)]
+    parts += ["", "## Targets", "", *targets_table(results)]
     if results.throughput:
         parts += [
             "",
             f"## Throughput against an instant receiver ({plan.get('count', 0):,} POSTs a run)",
             "",
             *throughput_table(results),
+            *chart("throughput"),
         ]
     if results.latency or results.batch or results.latency_busy:
         parts += [
@@ -377,6 +393,7 @@ def render(results: Results, *, image: str) -> str:
             f" {plan.get('batch', 0):,} events, per event.",
             "",
             *latency_table(results),
+            *chart("latency"),
         ]
     if results.slow:
         parts += [
@@ -387,6 +404,7 @@ def render(results: Results, *, image: str) -> str:
             " ms. Memory storage; raw ceilings are compared with that bound.",
             "",
             *slow_table(results),
+            *chart("slow"),
         ]
     if results.curve:
         parts += [
@@ -394,6 +412,7 @@ def render(results: Results, *, image: str) -> str:
             "## Throughput against workers / concurrency (instant receiver, memory)",
             "",
             *curve_table(results),
+            *chart("curve"),
         ]
     if results.backlog_claim:
         parts += [
@@ -405,6 +424,7 @@ def render(results: Results, *, image: str) -> str:
             f" `{results.backlog_plan}`.",
             "",
             *backlog_table(results),
+            *chart("backlog"),
         ]
     if results.fanout:
         parts += [

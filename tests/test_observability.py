@@ -9,6 +9,8 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -475,3 +477,26 @@ def test_log_lines_carry_structured_fields(
         assert record.event_id == event.id  # type: ignore[attr-defined]
     retry = by_message["attempt 1 of"][0]
     assert (retry.attempt, retry.status_code) == (1, 500)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_the_pending_gauge_reports_the_largest_backlogs(
+    backend: str, tmp_path: Path, metrics: tuple[MeterProvider, InMemoryMetricReader]
+) -> None:
+    provider, reader = metrics
+    storage = hd.MemoryStorage() if backend == "memory" else hd.SQLiteStorage(tmp_path / "h.db")
+    hooks = hd.Dispatcher(
+        storage=storage, workers=0, telemetry=OpenTelemetry(meter_provider=provider)
+    )
+    busy, quiet = hooks.add_endpoint(URL), hooks.add_endpoint(URL)
+    now = datetime.now(UTC)
+    for endpoint, count in ((busy, 3), (quiet, 1)):
+        for _ in range(count):  # stored pending, as a worker would find them
+            event = hd.Event.create("user.created", {}, now=now)
+            storage.add_event(event, [hd.Delivery.create(event, endpoint, now=now)])
+    found = points(reader)["hookdispatch.deliveries.pending"]
+    assert sorted((a["hookdispatch.endpoint.id"], v) for a, v in found) == sorted(
+        [(busy.id, 3), (quiet.id, 1)]
+    )
+    hooks.close(timeout=0)
+    storage.close()

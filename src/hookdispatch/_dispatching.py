@@ -277,6 +277,8 @@ class Driver:
                 "telemetry must be a hookdispatch.telemetry.OpenTelemetry(), or None"
             )
         self._telemetry: OpenTelemetry | None = telemetry
+        if telemetry is not None:
+            telemetry._watch(self._storage)
         # Whether anyone reads attempt reports: without, none is built (hot path).
         self._reporting = on_attempt is not None or telemetry is not None
         self._max_payload_bytes: int = options["max_payload_bytes"]

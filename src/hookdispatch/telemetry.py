@@ -15,6 +15,7 @@ instrument holds.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -26,13 +27,20 @@ from ._models import Attempt, Delivery
 from ._reporting import AttemptDecision, AttemptReport
 from ._urls import parse_url
 from .exceptions import HookDispatchError, MissingDependencyError
+from .storage import Storage
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, SpanContext, TracerProvider
 
-__all__ = ["OpenTelemetry"]
+__all__ = ["PENDING_ENDPOINTS", "OpenTelemetry"]
+
+logger = logging.getLogger("hookdispatch")
+
+PENDING_ENDPOINTS = 20
+"""Endpoints the pending gauge reports, those with the most pending deliveries: a
+bounded number of series, however many endpoints there are."""
 
 _SCOPE = "hookdispatch"
 _REMEMBERED_EVENTS = 10_000
@@ -117,6 +125,44 @@ class OpenTelemetry:
         )
         self._lock = threading.Lock()
         self._dispatched: collections.OrderedDict[str, SpanContext] = collections.OrderedDict()
+        self._metrics = metrics
+        self._meter = meter
+        self._storages: dict[int, Storage] = {}  # watched for the pending gauge
+
+    def _watch(self, storage: Storage) -> None:
+        """Report ``storage``'s backlog as ``hookdispatch.deliveries.pending``: the
+        :data:`PENDING_ENDPOINTS` endpoints with the most pending deliveries, one
+        series each, read at each collection (``Storage.pending_by_endpoint``)."""
+        with self._lock:
+            first = not self._storages
+            self._storages[id(storage)] = storage
+        if first:
+            self._meter.create_observable_gauge(
+                "hookdispatch.deliveries.pending",
+                callbacks=[self._pending],
+                unit="{delivery}",
+                description=(
+                    f"Pending deliveries of the {PENDING_ENDPOINTS} endpoints with the most,"
+                    " by endpoint: the backlog, read from the storage at each collection."
+                ),
+            )
+
+    def _pending(self, options: Any) -> Iterable[Any]:
+        """The gauge's callback: read at each collection, on the collector's thread."""
+        with self._lock:
+            storages = list(self._storages.values())
+        observations = []
+        for storage in storages:
+            try:
+                backlog = storage.pending_by_endpoint(limit=PENDING_ENDPOINTS)
+            except Exception:
+                logger.exception("reading the pending deliveries for the gauge failed")
+                continue
+            observations += [
+                self._metrics.Observation(count, {"hookdispatch.endpoint.id": endpoint_id})
+                for endpoint_id, count in backlog
+            ]
+        return observations
 
     def __repr__(self) -> str:
         return f"OpenTelemetry(propagate={self._propagator is not None})"

@@ -344,6 +344,21 @@ class Storage(abc.ABC):
             claims = []
         return held, claims
 
+    def pending_by_endpoint(self, *, limit: int) -> list[tuple[str, int]]:
+        """The endpoints with the most pending deliveries, as (endpoint id, count),
+        largest first, at most ``limit`` of them (endpoints with none are left out):
+        the backlog an operator watches. Leased deliveries count; so do those of
+        disabled endpoints, which wait.
+
+        It reads every pending delivery (SQLiteStorage and PostgreSQL count them in
+        the database): call it at a metrics collection's pace, not per delivery. The
+        default counts :meth:`list_deliveries` of pending ones.
+        """
+        counts: dict[str, int] = {}
+        for delivery in self.list_deliveries(status=DeliveryStatus.PENDING):
+            counts[delivery.endpoint_id] = counts.get(delivery.endpoint_id, 0) + 1
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
         """Move the endpoint's unleased pending deliveries due before ``until`` to ``until``.
 

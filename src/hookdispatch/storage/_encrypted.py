@@ -279,6 +279,10 @@ class EncryptedStorage(Storage):
         """Forwarded to ``inner``."""
         return self._inner.add_event(event, deliveries)
 
+    def pending_by_endpoint(self, *, limit: int) -> list[tuple[str, int]]:
+        """Forwarded to ``inner``."""
+        return self._inner.pending_by_endpoint(limit=limit)
+
     def add_event_to_subscribers(self, event: Event, *, now: datetime) -> bool:
         """Forwarded to ``inner`` (its fan-out reads no secret)."""
         return self._inner.add_event_to_subscribers(event, now=now)

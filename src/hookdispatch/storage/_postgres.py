@@ -1224,6 +1224,16 @@ class PostgresStorage(Storage):
         )
         return bool(result.rows[0][0])
 
+    def pending_by_endpoint(self, *, limit: int) -> list[tuple[str, int]]:
+        """One query over the pending deliveries (the partial index deliveries_due)."""
+        select = self._q(
+            "SELECT endpoint_id, count(*) AS n FROM {schema}.deliveries"
+            " WHERE status = 'pending' GROUP BY endpoint_id ORDER BY n DESC, endpoint_id"
+            " LIMIT %s"
+        )
+        [result] = self._run((select, (limit,)))
+        return [(endpoint_id, int(count)) for endpoint_id, count in result.rows]
+
     def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
         if event_id is None:
             [result] = self._run((self._q("SELECT {schema}.next_due()"), ()))

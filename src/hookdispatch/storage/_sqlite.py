@@ -1070,6 +1070,11 @@ class SQLiteStorage(Storage):
             )
         return held
 
+    def pending_by_endpoint(self, *, limit: int) -> list[tuple[str, int]]:
+        """One query over the pending deliveries (the partial index deliveries_due)."""
+        rows = self._read(_PENDING_BY_ENDPOINT, (limit,))
+        return [(endpoint_id, count) for endpoint_id, count in rows]
+
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
         with self._write() as conn:
             cursor = conn.execute(
@@ -1127,6 +1132,10 @@ class SQLiteStorage(Storage):
             return len(doomed) + max(gone.rowcount, 0)
 
 
+_PENDING_BY_ENDPOINT = (
+    "SELECT endpoint_id, count(*) AS n FROM deliveries INDEXED BY deliveries_due"
+    " WHERE status = 'pending' GROUP BY endpoint_id ORDER BY n DESC, endpoint_id LIMIT ?"
+)
 _PRUNABLE_DELIVERIES = (
     "SELECT id, event_id FROM deliveries INDEXED BY deliveries_finished"
     " WHERE status != 'pending' AND updated_at < ? ORDER BY updated_at LIMIT ?"

@@ -997,6 +997,27 @@ class ContractTests(StorageHarness):
         for delivery in early:
             equal(storage.get_delivery(delivery.id), delivery, "other events are untouched")
 
+    def test_pending_by_endpoint_counts_the_largest_backlogs(self) -> None:
+        storage = self.storage
+        one, two, three = make_endpoint(), make_endpoint(), make_endpoint()
+        for endpoint in (one, two, three):
+            storage.add_endpoint(endpoint)
+        store_events(storage, 3, endpoint=one)
+        store_events(storage, 2, endpoint=two)
+        done = store_events(storage, 1, endpoint=three)[0]
+        [claim] = storage.claim(
+            now=at(0), lease_until=at(0) + LEASE, limit=1, event_id=done.event_id
+        )
+        storage.complete(claim, *outcome(claim, "succeeded", now=at(1)))
+        leased = storage.claim(now=at(2), lease_until=at(2) + LEASE, limit=1)  # still counts
+        equal(len(leased), 1, "a claim of one")
+        equal(
+            storage.pending_by_endpoint(limit=10),
+            [(one.id, 3), (two.id, 2)],
+            "pending_by_endpoint(): largest first, leased ones counted, none for finished",
+        )
+        equal(storage.pending_by_endpoint(limit=1), [(one.id, 3)], "pending_by_endpoint(limit=1)")
+
     # Deletion -----------------------------------------------------------------------
 
     def test_deleting_an_endpoint_cancels_its_work_and_keeps_its_history(self) -> None:
