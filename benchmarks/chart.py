@@ -61,7 +61,7 @@ def _bars(ax: Any, rows: list[Row], *, xlabel: str, log: bool = False) -> None:
 
 def _throughput(ax: Any, results: Results) -> None:
     _bars(ax, results.throughput, xlabel="deliveries/s (median, min–max)")
-    ax.set_title("Instant receiver: grey raw ceilings, blue hookdispatch, red Celery")
+    ax.set_title("Instant receiver\ngrey: raw ceilings · blue: hookdispatch · red: Celery")
 
 
 def _latency(ax: Any, results: Results) -> None:
@@ -76,7 +76,7 @@ def _latency(ax: Any, results: Results) -> None:
     if busy:
         ax.plot([v for _, v in busy], [n for n, _ in busy], "kx", label="p50, consumer busy")
     ax.legend()
-    ax.set_title("What the caller pays per webhook (bars: p50, consumer waiting)")
+    ax.set_title("What the caller pays per webhook\nbars: p50, consumer waiting")
 
 
 def _slow(ax: Any, results: Results) -> None:
@@ -96,7 +96,7 @@ def _slow(ax: Any, results: Results) -> None:
     ax.set_xlabel("deliveries in flight (N)")
     ax.set_ylabel("deliveries/s")
     ax.set_yscale("log")
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     delay = results.machine.get("plan", {}).get("delay", 0.1)
     ax.set_title(f"Receiver answering after {delay * 1000:.0f} ms")
 
@@ -140,7 +140,7 @@ CHARTS: dict[str, tuple[Any, Any, Any]] = {
         lambda r: r.latency or r.batch,
         lambda r: 1.8 + 0.32 * len(r.latency + r.batch),
     ),
-    "slow": (_slow, lambda r: r.slow, lambda r: 4.2),
+    "slow": (_slow, lambda r: r.slow, lambda r: 5.2),
     "curve": (_curve, lambda r: r.curve, lambda r: 3.6),
     "backlog": (_backlog, lambda r: r.backlog_claim, lambda r: 3.6),
 }

@@ -18,6 +18,7 @@ from benchmarks import chart, report  # noqa: E402
 from benchmarks.harness import Run, Series  # noqa: E402
 from benchmarks.results import Results, Row  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 
@@ -68,6 +69,34 @@ def test_one_readable_chart_per_question_next_to_its_table(
         assert texts
         small = {t.get_text(): t.get_fontsize() for t in texts if t.get_fontsize() < 10}
         assert small == {}, f"text under 10 pt in a chart: {small}"
+        canvas = FigureCanvasAgg(figure)  # the figure's canvas went with plt.close()
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        box = figure.bbox
+        # Titles, axis labels and legends (tick labels are placed by the layout, and
+        # those of ticks outside the axes are made but never drawn).
+        framed = [
+            text
+            for ax in figure.axes
+            for text in (
+                ax.title,
+                ax.xaxis.label,
+                ax.yaxis.label,
+                *(ax.get_legend().get_texts() if ax.get_legend() else ()),
+            )
+            if text.get_text().strip()
+        ]
+        cut = [
+            t.get_text()
+            for t in framed
+            if not (
+                box.x0 - 1 <= (e := t.get_window_extent(renderer)).x0
+                and e.x1 <= box.x1 + 1
+                and box.y0 - 1 <= e.y0
+                and e.y1 <= box.y1 + 1
+            )
+        ]
+        assert cut == [], f"text cut off at the chart's edge: {cut}"
     plt.close("all")
 
     page = report.render(results(), images={k: f"img/{v}" for k, v in drawn.items()})
