@@ -23,7 +23,6 @@ from attrs import evolve, frozen
 
 from ._core import Claim, Outcome, Request, conclude, prepare
 from ._listing import (
-    MAX_PAGE_SIZE,
     DeliveryQuery,
     EndpointQuery,
     Page,
@@ -31,7 +30,6 @@ from ._listing import (
     check_page_size,
     decode_cursor,
     page_of,
-    replay_links,
 )
 from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._operations import (
@@ -51,6 +49,7 @@ from ._operations import (
     store_events,
     store_redelivery,
     stored_event,
+    stored_replay_links,
     unexpected_failure,
     update_endpoint_fields,
 )
@@ -409,13 +408,7 @@ class Driver:
     def _replay_links(self, delivery_id: str, tenant: str | None) -> ReplayLinks:
         """Storage work: a delivery's replay links (see :class:`ReplayLinks`), from
         the deliveries of its event to its endpoint (an index lookup, a few rows)."""
-        delivery = self._owned_delivery(delivery_id, tenant)
-        sends = self._storage.find_deliveries(
-            DeliveryQuery(
-                event_id=delivery.event_id, endpoint_id=delivery.endpoint_id, limit=MAX_PAGE_SIZE
-            )
-        )
-        return replay_links(delivery, sends)
+        return stored_replay_links(self._storage, self._owned_delivery(delivery_id, tenant))
 
     def _delete_endpoint(self, endpoint_id: str, tenant: str | None) -> int:
         """Storage work: delete ``tenant``'s endpoint, cancelling its unfinished deliveries."""

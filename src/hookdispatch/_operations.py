@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from attrs import evolve
 
 from ._core import Claim, endpoint_down, endpoint_gone
+from ._listing import MAX_PAGE_SIZE, DeliveryQuery, ReplayLinks, replay_links
 from ._models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_TENANT,
@@ -64,6 +65,7 @@ __all__ = [
     "store_events",
     "store_redelivery",
     "stored_event",
+    "stored_replay_links",
     "unexpected_failure",
     "update_endpoint_fields",
     "warn_if_dropping",
@@ -333,6 +335,17 @@ def check_transaction_mode(*, inline: bool) -> None:
             "transaction= needs background delivery (workers > 0, or a worker process):"
             " inline mode would have to send before you commit"
         )
+
+
+def stored_replay_links(storage: Storage, delivery: Delivery) -> ReplayLinks:
+    """``delivery``'s replay links (:class:`ReplayLinks`), from the deliveries of its
+    event to its endpoint: an index lookup of a few rows."""
+    sends = storage.find_deliveries(
+        DeliveryQuery(
+            event_id=delivery.event_id, endpoint_id=delivery.endpoint_id, limit=MAX_PAGE_SIZE
+        )
+    )
+    return replay_links(delivery, sends)
 
 
 def store_redelivery(storage: Storage, delivery_id: str, *, now: datetime) -> Delivery:

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 import hookdispatch as hd
-from hookdispatch._listing import ReplayLinks, replay_links
+from hookdispatch._listing import ReplayLinks
+from hookdispatch._operations import stored_replay_links
 
 from .._listing import Key
 from ._context import open_storage, owned_delivery, owned_endpoint
@@ -31,14 +32,6 @@ def check_endpoint_listed(storage: hd.Storage, endpoint_id: str, tenant: str | N
     if storage.find_deliveries(hd.DeliveryQuery(tenant=tenant, endpoint_id=endpoint_id, limit=1)):
         return
     owned_endpoint(storage, endpoint_id, tenant)
-
-
-def _links(storage: hd.Storage, delivery: hd.Delivery) -> ReplayLinks:
-    """The delivery's replay links, from the deliveries of its event to its endpoint."""
-    query = hd.DeliveryQuery(
-        event_id=delivery.event_id, endpoint_id=delivery.endpoint_id, limit=hd.MAX_PAGE_SIZE
-    )
-    return replay_links(delivery, storage.find_deliveries(query))
 
 
 def _status_text(status: str, links: ReplayLinks) -> str:
@@ -147,7 +140,7 @@ def deliveries(
     for delivery in shown:
         tries = storage.list_attempts(delivery.id)  # a handful: the retry policy bounds them
         last = tries[-1] if tries else None
-        links = _links(storage, delivery)
+        links = stored_replay_links(storage, delivery)
         chain.append(links)
         records.append(_delivery_json(delivery, _event_type(storage, delivery), last, links))
     hint = None
