@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-__all__ = ["postgres_back_to", "sqlite_back_to"]
+__all__ = ["postgres_back_to", "result_columns", "sqlite_back_to"]
 
 _SQLITE_UNDO: dict[int, tuple[str, ...]] = {
     # The undo of the migration that brought the file to this version.
@@ -83,6 +83,19 @@ def sqlite_back_to(conn: sqlite3.Connection, version: int) -> None:
         for statement in _SQLITE_UNDO[undone]:
             conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {version}")
+
+
+def result_columns(conn: Any, schema: str, function: str) -> int:
+    """How many columns ``function`` of ``schema`` returns (its OUT parameters): a
+    claim function kept for a rolling upgrade must not change under older processes."""
+    [(count,)] = conn.execute(
+        "SELECT count(*) FROM information_schema.parameters p"
+        " JOIN information_schema.routines r ON r.specific_name = p.specific_name"
+        " WHERE r.routine_schema = %s AND r.routine_name = %s"
+        " AND p.parameter_mode = 'OUT'",
+        (schema, function),
+    ).fetchall()
+    return int(count)
 
 
 def postgres_back_to(conn: Any, schema: str, version: int) -> None:

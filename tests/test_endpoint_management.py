@@ -19,7 +19,7 @@ from pytest_httpserver import HTTPServer
 
 import hookdispatch as hd
 import hookdispatch._targets
-from downgrade import postgres_back_to, sqlite_back_to
+from downgrade import postgres_back_to, result_columns, sqlite_back_to
 from hookdispatch._core import Claim, prepare
 from hookdispatch.cli._app import cli
 from hookdispatch.storage._postgres import MIGRATIONS as PG_MIGRATIONS
@@ -413,14 +413,7 @@ def test_a_version_6_postgres_schema_migrates_and_claims_carry_the_headers(
     with psycopg.connect(postgres_dsn) as conn:
         [(version,)] = conn.execute(f'SELECT version FROM "{schema}".schema_version').fetchall()
         outs = {
-            name: conn.execute(
-                "SELECT count(*) FROM information_schema.parameters p"
-                " JOIN information_schema.routines r ON r.specific_name = p.specific_name"
-                " WHERE r.routine_schema = %s AND r.routine_name = %s"
-                " AND p.parameter_mode = 'OUT'",
-                (schema, name),
-            ).fetchall()[0][0]
-            for name in ("claim_due_v5", "claim_due_v6")
+            name: result_columns(conn, schema, name) for name in ("claim_due_v5", "claim_due_v6")
         }
     assert version == len(PG_MIGRATIONS)
     # The previous release's claim function stays, unchanged, for a rolling upgrade.

@@ -22,7 +22,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 import hookdispatch as hd
-from downgrade import postgres_back_to
+from downgrade import postgres_back_to, result_columns
 from hookdispatch.storage._postgres import MIGRATIONS
 from pg_fixtures import new_schema, postgres_admin_dsn, postgres_dsn  # noqa: F401 - fixtures
 
@@ -148,13 +148,7 @@ def test_a_version_2_schema_is_migrated_and_claims_carry_the_failure_count(
     with psycopg.connect(postgres_dsn) as conn:
         [(version,)] = conn.execute(f'SELECT version FROM "{schema}".schema_version').fetchall()
         # An older hookdispatch still running calls claim_due: unchanged, still there.
-        [(columns,)] = conn.execute(
-            "SELECT count(*) FROM information_schema.parameters p"
-            " JOIN information_schema.routines r ON r.specific_name = p.specific_name"
-            " WHERE r.routine_schema = %s AND r.routine_name = 'claim_due'"
-            " AND p.parameter_mode = 'OUT'",
-            (schema,),
-        ).fetchall()
+        columns = result_columns(conn, schema, "claim_due")
     assert version == len(MIGRATIONS)
     assert columns == 17
 

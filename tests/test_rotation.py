@@ -17,7 +17,7 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 import hookdispatch as hd
-from downgrade import postgres_back_to, sqlite_back_to
+from downgrade import postgres_back_to, result_columns, sqlite_back_to
 from hookdispatch._core import Claim, prepare
 from hookdispatch.storage._postgres import MIGRATIONS as PG_MIGRATIONS
 from hookdispatch.storage._sqlite import MIGRATIONS as SQLITE_MIGRATIONS
@@ -412,14 +412,7 @@ def test_a_version_5_postgres_schema_migrates_and_claims_carry_the_previous_secr
         # The claim function of the previous release stays, unchanged, for processes
         # still running it during a rolling upgrade.
         outs = {
-            name: conn.execute(
-                "SELECT count(*) FROM information_schema.parameters p"
-                " JOIN information_schema.routines r ON r.specific_name = p.specific_name"
-                " WHERE r.routine_schema = %s AND r.routine_name = %s"
-                " AND p.parameter_mode = 'OUT'",
-                (pg_schema, name),
-            ).fetchall()[0][0]
-            for name in ("claim_due_v4", "claim_due_v5")
+            name: result_columns(conn, pg_schema, name) for name in ("claim_due_v4", "claim_due_v5")
         }
     assert version == len(PG_MIGRATIONS)
     assert outs == {"claim_due_v4": 19, "claim_due_v5": 21}
