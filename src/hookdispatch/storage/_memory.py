@@ -242,11 +242,6 @@ class MemoryStorage(Storage):
             if self._entries > 2 * self._pending + 1024:
                 self._rebuild_heaps(self._is_live)
 
-    @property
-    def _due(self) -> list[tuple[datetime, int, str]]:
-        """Every entry of every tenant's heap, for inspection (what was one heap)."""
-        return [entry for heap in self._heaps.values() for entry in heap]
-
     def _rebuild_heaps(self, keep: Callable[[tuple[datetime, int, str]], bool]) -> None:
         """Keep only the entries ``keep`` accepts; drop the heaps left empty."""
         heaps: dict[str, list[tuple[datetime, int, str]]] = {}
