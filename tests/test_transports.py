@@ -193,6 +193,24 @@ def test_requests_one_after_another_share_one_connection() -> None:
     assert server.connections == 1
 
 
+def test_asyncio_transport_runs_on_uvloop_too() -> None:
+    """uvicorn runs on uvloop when it is installed, and uvloop's stream transports are
+    not subclasses of asyncio.Transport: every send used to fail there."""
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (not on Windows)")
+    transport = hd.AsyncioTransport(targets=LOCAL)
+
+    async def run(url: str) -> list[object]:
+        try:
+            return [await transport.send(_request(url)) for _ in range(3)]
+        finally:
+            await transport.aclose()
+
+    with raw_server(keep_alive()) as server:
+        outcomes = uvloop.run(run(server.url))
+    assert statuses(outcomes) == [200] * 3
+    assert server.connections == 1
+
+
 def test_a_connection_the_receiver_hung_up_is_replaced_not_reused() -> None:
     async def run(url: str, server: RawServer) -> list[object]:
         transport = hd.AsyncioTransport(targets=LOCAL)

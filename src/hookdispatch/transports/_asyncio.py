@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from typing import cast
 
 from .._core import Outcome, Request
 from .._targets import TargetPolicy
@@ -45,8 +46,9 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport, though not always a subclass of asyncio.Transport:
+        # uvloop's (the loop uvicorn picks when installed) is its own class.
+        self._transport = cast(asyncio.Transport, transport)
 
     def exchange(self, payload: bytes, parser: ResponseParser) -> asyncio.Future[None]:
         """Send ``payload``; the future completes when ``parser`` has the whole response
