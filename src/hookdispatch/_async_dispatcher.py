@@ -28,6 +28,7 @@ from ._dispatching import (
     delivery_query,
     endpoint_query,
 )
+from ._group_commit import AsyncGroupCommit, Ticket
 from ._listing import DEFAULT_PAGE_SIZE, Page, ReplayLinks
 from ._models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -115,6 +116,7 @@ class AsyncDispatcher(Driver):
         self._settled: asyncio.Event | None = None
         self._pump: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._group = AsyncGroupCommit(self._store_group)
 
     @property
     def storage(self) -> Storage:
@@ -468,7 +470,8 @@ class AsyncDispatcher(Driver):
 
         As in the thread pool: going back to the pump after every attempt would
         cost a wake-up, a claim and a new task per delivery. After a success,
-        recording it and claiming the next delivery take one storage call.
+        recording it and claiming the next delivery take one storage call, shared
+        with the tasks finishing meanwhile (see :mod:`._group_commit`).
         """
         attempts = 0
         try:
@@ -505,6 +508,10 @@ class AsyncDispatcher(Driver):
             assert self._settled is not None
             self._settled.set()
 
+    async def _store_group(self, tickets: list[Ticket]) -> None:
+        """A group of tickets, stored off the event loop: one thread hop for them all."""
+        await self._call(self._settle, tickets)
+
     async def _claim_next(
         self, claim: Claim, success: tuple[Attempt, Delivery] | None
     ) -> Claim | None:
@@ -515,9 +522,13 @@ class AsyncDispatcher(Driver):
         held_back = self._hold_slot()
         claims: list[Claim] = []
         try:
-            claims, report = await self._call(
-                self._record_and_claim, self._clock(), claim, success, held_back
-            )
+            ticket = self._ticket(claim, success, held_back)
+            if ticket is not None:
+                if self._storage.blocking:  # stored with what other tasks have
+                    await self._group.join(ticket)
+                else:  # a storage that never blocks gains nothing from a group
+                    self._settle([ticket])
+            claims, report = self._stored_ticket(ticket)
             if report is not None:
                 self._emit(report)  # the slot is still held: drain() waits for this
         finally:
@@ -577,6 +588,7 @@ class AsyncDispatcher(Driver):
             await self._pump
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._group.wait()  # a group a cancelled task left behind
         if self._owns_transport:
             await self._transport.aclose()
         if self._executor is not None:

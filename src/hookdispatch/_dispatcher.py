@@ -28,6 +28,7 @@ from ._dispatching import (
     delivery_query,
     endpoint_query,
 )
+from ._group_commit import GroupCommit
 from ._listing import DEFAULT_PAGE_SIZE, Page, ReplayLinks
 from ._models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -127,6 +128,7 @@ class Dispatcher(Driver):
         )
         self._cond = threading.Condition()
         self._wake = False
+        self._group = GroupCommit(self._settle)
         self._pool: ThreadPoolExecutor | None = None
         self._pump: threading.Thread | None = None
         if workers:
@@ -532,7 +534,9 @@ class Dispatcher(Driver):
         Going back to the pump after every attempt would cost two thread switches
         per delivery; the pump is for starting workers, not for feeding busy ones.
         After a success, recording it and claiming the next delivery take one
-        storage call (``complete_and_claim``: one transaction on SQLite).
+        storage call, shared with the workers finishing at the same time (see
+        :mod:`._group_commit`: one transaction for the group on SQLite and
+        PostgreSQL).
         """
         while claim is not None:
             endpoint_id = claim.endpoint.id
@@ -555,7 +559,10 @@ class Dispatcher(Driver):
                     self._cond.notify_all()  # a slot is free: drain() may be waiting
                     return
                 held_back = self._hold_slot()
-            claims, report = self._record_and_claim(self._clock(), claim, success, held_back)
+            ticket = self._ticket(claim, success, held_back)
+            if ticket is not None:
+                self._group.join(ticket)  # stored with whatever other workers have
+            claims, report = self._stored_ticket(ticket)
             if report is not None:
                 self._emit(report)  # the slot is still held: drain() waits for this
             with self._cond:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from attrs import evolve, frozen
 
 from ._core import Claim, Outcome, Request, conclude, prepare
+from ._group_commit import Ticket
 from ._listing import (
     DeliveryQuery,
     EndpointQuery,
@@ -36,12 +37,12 @@ from ._operations import (
     check_options,
     check_transaction_mode,
     end_endpoint_rotation,
+    lease_lost,
     log_attempt,
     log_fields,
     log_unrecorded,
     parse_status,
     record_attempt,
-    record_success_and_claim,
     rotate_endpoint_secret,
     set_endpoint_enabled,
     store_endpoint,
@@ -695,52 +696,63 @@ class Driver:
         self._slots.reserve()
         return None if self._stopping else self._slots.held_back()
 
-    def _record_and_claim(
-        self,
-        now: datetime,
-        claim: Claim,
-        success: tuple[Attempt, Delivery] | None,
-        held_back: set[str] | None,
-    ) -> tuple[list[Claim], AttemptReport | None]:
-        """Storage work after an attempt: store its success (if it was one) and
-        lease the worker's next delivery (unless ``held_back`` is None), in one
-        storage call when there are both. A failure is logged: the delivery is
-        retried when its lease ends, and the pump takes over from this worker.
-        Returns the claims, and the success's report once it is recorded (the
-        driver hands it to :meth:`_emit` on its own thread or loop).
-        """
+    def _ticket(
+        self, claim: Claim, success: tuple[Attempt, Delivery] | None, held_back: set[str] | None
+    ) -> Ticket | None:
+        """What a worker stores after an attempt: its success (if it was one) and a
+        lease on its next delivery (unless ``held_back`` is None). None: nothing."""
+        if success is None and held_back is None:
+            return None
+        return Ticket(claim, success, held_back)
+
+    def _settle(self, tickets: list[Ticket]) -> None:
+        """Storage work: a group of workers' tickets in one storage call
+        (:meth:`Storage.complete_many`): their successes recorded, and as many
+        deliveries leased as they want, skipping what any of them holds back. A
+        failure is logged: none of the successes was recorded (their deliveries are
+        sent again when their leases end), and the pump takes over from the workers.
+        Never raises; marks every ticket done."""
         try:
-            if success is None:
-                if held_back is None:
-                    return [], None
-                claims = self._storage.claim(
-                    now=now, lease_until=now + self._lease, limit=1, exclude_endpoints=held_back
-                )
-                return claims, None
-            if held_back is None:
-                # A success never disables its endpoint: nothing else to report.
-                held, _, _ = record_attempt(
-                    self._storage, claim, *success, disable_after=self._disable_after
-                )
-                claims = []
-            else:
-                held, claims = record_success_and_claim(
-                    self._storage,
-                    claim,
-                    *success,
-                    now=now,
-                    lease_until=now + self._lease,
-                    exclude_endpoints=held_back,
-                )
+            completions = [(t.claim, *t.success) for t in tickets if t.success is not None]
+            wanting = [t for t in tickets if t.held_back is not None]
+            excluded = set().union(*(t.held_back for t in wanting if t.held_back))
+            now = self._clock()
+            held, claims = self._storage.complete_many(
+                completions,
+                now=now,
+                lease_until=now + self._lease,
+                limit=len(wanting),
+                exclude_endpoints=excluded,
+            )
+            recorded = iter(held)
+            for ticket in tickets:
+                if ticket.success is not None:
+                    ticket.held = next(recorded)
+                    if not ticket.held:
+                        lease_lost(ticket.success[1])
+            for ticket, claimed in zip(wanting, claims, strict=False):
+                ticket.claims = [claimed]
         except Exception:
-            if success is not None:
-                log_unrecorded(claim)
-            else:
+            for ticket in tickets:
+                ticket.failed = True
+                if ticket.success is not None:
+                    log_unrecorded(ticket.claim)
+            if not completions:
                 logger.exception("claiming the next delivery failed; the pump takes over")
+        finally:
+            for ticket in tickets:
+                ticket.done = True
+
+    def _stored_ticket(self, ticket: Ticket | None) -> tuple[list[Claim], AttemptReport | None]:
+        """A stored ticket's claims, and its success's report once it is recorded
+        (the driver hands it to :meth:`_emit` on its own thread or loop)."""
+        if ticket is None or ticket.failed:
             return [], None
-        if not self._reporting:
-            return claims, None
-        return claims, report_of(claim, *success, held=held, disabled=None)
+        if ticket.success is None or not self._reporting:
+            return ticket.claims, None
+        # A success never disables its endpoint: nothing else to report.
+        report = report_of(ticket.claim, *ticket.success, held=ticket.held, disabled=None)
+        return ticket.claims, report
 
     def _release_slot(self, claims: list[Claim]) -> Claim | None:
         """Give back the slot ``_hold_slot`` kept; what was claimed is in flight now.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -53,8 +53,10 @@ __all__ = [
     "check_options",
     "check_transaction_mode",
     "end_endpoint_rotation",
+    "lease_lost",
     "log_attempt",
     "log_fields",
+    "log_unrecorded",
     "parse_status",
     "record_attempt",
     "refused_target",
@@ -387,7 +389,7 @@ def record_attempt(
     if held and delivery.next_attempt_at is not None and endpoint_down(attempt):
         storage.defer_endpoint(claim.endpoint.id, until=delivery.next_attempt_at)
     if not held:
-        _lease_lost(delivery)
+        lease_lost(delivery)
     gone = endpoint_gone(attempt)
     if not gone and not (held and disable_after and delivery.status is DeliveryStatus.FAILED):
         return held, None, ""
@@ -410,36 +412,6 @@ def record_attempt(
     return held, disabled, reason
 
 
-def record_success_and_claim(
-    storage: Storage,
-    claim: Claim,
-    attempt: Attempt,
-    delivery: Delivery,
-    *,
-    now: datetime,
-    lease_until: datetime,
-    exclude_endpoints: Collection[str],
-) -> tuple[bool, list[Claim]]:
-    """Store a successful attempt and lease the worker's next delivery: one storage call.
-
-    Only for a success, which says nothing against the endpoint; a failure goes
-    through :func:`record_attempt`, whose deferral or disabling must happen before
-    anything more is claimed for the endpoint. Returns whether the lease still
-    held, and the next claims.
-    """
-    held, claims = storage.complete_and_claim(
-        claim,
-        attempt,
-        delivery,
-        now=now,
-        lease_until=lease_until,
-        exclude_endpoints=exclude_endpoints,
-    )
-    if not held:
-        _lease_lost(delivery)
-    return held, claims
-
-
 def log_unrecorded(claim: Claim) -> None:
     """Log (with the exception being handled) an attempt whose record was not stored."""
     logger.exception(
@@ -449,7 +421,8 @@ def log_unrecorded(claim: Claim) -> None:
     )
 
 
-def _lease_lost(delivery: Delivery) -> None:
+def lease_lost(delivery: Delivery) -> None:
+    """Log that a worker's lease ran out before it recorded its attempt."""
     logger.warning(
         "lease on %s expired during its attempt; another worker owns it now",
         delivery.id,

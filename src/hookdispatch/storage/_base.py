@@ -344,6 +344,55 @@ class Storage(abc.ABC):
             claims = []
         return held, claims
 
+    def complete_many(
+        self,
+        completions: Sequence[tuple[Claim, Attempt, Delivery]],
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int = 0,
+        exclude_endpoints: Collection[str] = (),
+    ) -> tuple[list[bool], list[Claim]]:
+        """``complete`` each of ``completions`` in order, then ``claim(limit=limit, …)``.
+
+        The dispatchers' group commit: the attempts several workers finished at
+        about the same time are recorded, and their next deliveries leased, in one
+        call. Returns what ``complete`` returned for each, in order, and the claims
+        (none when ``limit`` is 0). Recording two attempts of the same endpoint
+        leaves its ``consecutive_failures`` as the two ``complete`` calls in that
+        order would.
+
+        Optional. SQLiteStorage and PostgresStorage make it one transaction (one
+        commit for them all), so that it records all of them or, if it raises, none:
+        the caller says so, and those deliveries are sent again when their leases
+        end. The default makes the calls one by one (through ``complete_and_claim``
+        for one completion and one claim, so a backend that made only that one
+        transaction keeps it): a backend whose ``complete`` commits each attempt
+        needs nothing more. If it raises part way, the attempts recorded before stay
+        recorded, and the rest are sent again when their leases end (at-least-once
+        either way). As in ``complete_and_claim``, a claim that fails after the
+        completions is logged and returns no delivery.
+        """
+        if len(completions) == 1 and limit == 1:
+            held, claims = self.complete_and_claim(
+                *completions[0],
+                now=now,
+                lease_until=lease_until,
+                exclude_endpoints=exclude_endpoints,
+            )
+            return [held], claims
+        recorded = [self.complete(*completion) for completion in completions]
+        if limit <= 0:
+            return recorded, []
+        try:
+            claims = self.claim(
+                now=now, lease_until=lease_until, limit=limit, exclude_endpoints=exclude_endpoints
+            )
+        except Exception:
+            logger.exception("claiming the next delivery failed; the pump takes over")
+            claims = []
+        return recorded, claims
+
     def pending_by_endpoint(self, *, limit: int) -> list[tuple[str, int]]:
         """The endpoints with the most pending deliveries, as (endpoint id, count),
         largest first, at most ``limit`` of them (endpoints with none are left out):

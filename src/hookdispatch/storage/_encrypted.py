@@ -373,6 +373,25 @@ class EncryptedStorage(Storage):
         )
         return held, self._opened_claims(claims)
 
+    def complete_many(
+        self,
+        completions: Sequence[tuple[Claim, Attempt, Delivery]],
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int = 0,
+        exclude_endpoints: Collection[str] = (),
+    ) -> tuple[list[bool], list[Claim]]:
+        """``inner``'s ``complete_many``, the claims' endpoints decrypted."""
+        held, claims = self._inner.complete_many(
+            completions,
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            exclude_endpoints=exclude_endpoints,
+        )
+        return held, self._opened_claims(claims)
+
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
         """Forwarded to ``inner``."""
         return self._inner.defer_endpoint(endpoint_id, until=until)

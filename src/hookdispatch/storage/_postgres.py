@@ -526,6 +526,72 @@ _ATTEMPT_COLUMNS = (
 )
 
 
+# Completions from one array per column, numbered (WITH ORDINALITY): each as
+# complete() does it, the whole group in one statement. An endpoint's run of
+# failures ends as the completions in their order leave it: the failures after
+# its last success in the group, added to the stored run if the group has none.
+# Returns the numbers of the completions whose lease held.
+_COMPLETE_MANY = (
+    "WITH input AS MATERIALIZED (SELECT * FROM unnest(%s::text[], %s::text[],"
+    " %s::integer[], %s::timestamptz[], %s::float8[], %s::integer[], %s::text[], %s::text[],"
+    " %s::bytea[], %s::text[], %s::integer[], %s::timestamptz[], %s::text[],"
+    " %s::timestamptz[], %s::text[]) WITH ORDINALITY AS i(attempt_id, delivery_id, number,"
+    " started_at, duration, status_code, failure, error, response_body, status,"
+    " attempt_count, next_attempt_at, last_error, updated_at, lease, n)),"
+    f" attempt AS (INSERT INTO {{schema}}.attempts ({_ATTEMPT_COLUMNS})"
+    " SELECT i.attempt_id, i.delivery_id, i.number, i.started_at, i.duration,"
+    " i.status_code, i.failure, i.error, i.response_body FROM input i"
+    " WHERE EXISTS (SELECT 1 FROM {schema}.deliveries d WHERE d.id = i.delivery_id)"
+    " ON CONFLICT (id) DO NOTHING),"
+    " delivery AS (UPDATE {schema}.deliveries d SET status = i.status,"
+    " attempt_count = i.attempt_count, next_attempt_at = i.next_attempt_at,"
+    " last_error = i.last_error, updated_at = i.updated_at, lease = NULL"
+    " FROM input i WHERE d.id = i.delivery_id AND d.lease = i.lease"
+    " RETURNING i.n, d.endpoint_id, i.status),"
+    " finals AS (SELECT endpoint_id, n, status, max(n) FILTER (WHERE status <> 'failed')"
+    " OVER (PARTITION BY endpoint_id) AS reset_at FROM delivery WHERE status <> 'pending'),"
+    " runs AS (SELECT endpoint_id, max(reset_at) AS reset_at, count(*) FILTER"
+    " (WHERE status = 'failed' AND n > coalesce(reset_at, 0)) AS failed"
+    " FROM finals GROUP BY endpoint_id),"
+    " endpoint AS (UPDATE {schema}.endpoints e SET consecutive_failures = CASE"
+    " WHEN r.reset_at IS NULL THEN e.consecutive_failures + r.failed ELSE r.failed END"
+    # As in complete(): a success with no failures to reset writes nothing.
+    " FROM runs r WHERE e.id = r.endpoint_id AND (r.failed > 0 OR e.consecutive_failures <> 0))"
+    " SELECT n FROM delivery"
+)
+
+
+def _completion_columns(
+    completions: Sequence[tuple[Claim, Attempt, Delivery]],
+) -> tuple[list[Any], ...]:
+    """The arrays of ``_COMPLETE_MANY``: one per column."""
+    columns: tuple[list[Any], ...] = tuple([] for _ in range(15))
+    for claim, attempt, delivery in completions:
+        for column, value in zip(
+            columns,
+            (
+                attempt.id,
+                attempt.delivery_id,
+                attempt.number,
+                attempt.started_at,
+                attempt.duration,
+                attempt.status_code,
+                None if attempt.failure is None else attempt.failure.value,
+                attempt.error,
+                attempt.response_body,
+                delivery.status.value,
+                delivery.attempt_count,
+                delivery.next_attempt_at,
+                delivery.last_error,
+                delivery.updated_at,
+                claim.lease,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    return columns
+
+
 # Deliveries from one array per column: any number of rows in one statement.
 # ON CONFLICT keeps a retried insert (after a broken connection) harmless.
 _INSERT_DELIVERIES = (
@@ -673,11 +739,24 @@ def _translated() -> Iterator[None]:
 
 Statement = tuple[bytes, Sequence[Any] | Mapping[str, Any]]
 
+# Pipeline mode needs libpq 14 or later (psycopg's binary package bundles one).
+_PIPELINE = psycopg.Pipeline.is_supported()
+
 
 @frozen
 class _Result:
     rowcount: int
     rows: list[tuple[Any, ...]]
+
+
+@frozen
+class _Taking:
+    """What reading a claim statement's rows needs: its lease, the tenants whose
+    turn it was (none: no turns taken), and its limit."""
+
+    lease: str
+    tenants: list[str]
+    limit: int
 
 
 class PostgresStorage(Storage):
@@ -790,7 +869,10 @@ class PostgresStorage(Storage):
                     if len(statements) == 1 and conn.autocommit:
                         cursors = [conn.execute(*statements[0], binary=binary)]
                     else:
-                        with conn.transaction():
+                        # Pipelined: BEGIN, the statements and COMMIT go out together,
+                        # one round trip in all instead of one each.
+                        pipeline = conn.pipeline() if _PIPELINE else contextlib.nullcontext()
+                        with pipeline, conn.transaction():
                             cursors = [
                                 conn.execute(query, params, binary=binary)
                                 for query, params in statements
@@ -1090,6 +1172,27 @@ class PostgresStorage(Storage):
         out, an endpoint enabled) gets its turns from the next walk."""
         if limit <= 0:
             return []
+        statement, taking = self._claim_statement(
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            event_id=event_id,
+            exclude_endpoints=exclude_endpoints,
+        )
+        [result] = self._run(statement)
+        return self._claimed(result.rows, taking)
+
+    def _claim_statement(
+        self,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        event_id: str | None = None,
+        exclude_endpoints: Collection[str] = (),
+    ) -> tuple[Statement, _Taking]:
+        """The statement of a claim of ``limit`` (at least 1), and what reading its
+        rows needs (see :meth:`_claimed`)."""
         lease = new_id("lse")  # unique, like every id; a lease guards against stale
         # workers, not attackers, so it needs no system call for randomness
         excluded = list(exclude_endpoints)
@@ -1128,10 +1231,13 @@ class PostgresStorage(Storage):
                 f" {_qualified(_ENDPOINT_COLUMNS, 'e')}"
             )
             params = (event_id, now, excluded, limit, lease_until, lease)
-        [result] = self._run((query, params))
-        rows = result.rows
-        if tenants:
-            rows = self._took_turns(rows, tenants, limit)
+        return (query, params), _Taking(lease, tenants, limit)
+
+    def _claimed(self, rows: list[tuple[Any, ...]], taking: _Taking) -> list[Claim]:
+        """The claims of a claim statement's rows, oldest first (the rotation told)."""
+        lease = taking.lease
+        if taking.tenants:
+            rows = self._took_turns(rows, taking.tenants, taking.limit)
         claims = [
             Claim(
                 delivery=delivery_from_row(row, _utc),
@@ -1223,6 +1329,35 @@ class PostgresStorage(Storage):
             ),
         )
         return bool(result.rows[0][0])
+
+    def complete_many(
+        self,
+        completions: Sequence[tuple[Claim, Attempt, Delivery]],
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int = 0,
+        exclude_endpoints: Collection[str] = (),
+    ) -> tuple[list[bool], list[Claim]]:
+        """One transaction of two statements, sent together (pipeline mode: one round
+        trip): every completion from one array per column, then the claim."""
+        statements: list[Statement] = []
+        if completions:
+            statements.append((self._q(_COMPLETE_MANY), _completion_columns(completions)))
+        taking = None
+        if limit > 0:
+            statement, taking = self._claim_statement(
+                now=now, lease_until=lease_until, limit=limit, exclude_endpoints=exclude_endpoints
+            )
+            statements.append(statement)
+        if not statements:
+            return [], []
+        results = self._run(*statements, binary=True)
+        held = [False] * len(completions)
+        if completions:
+            for (number,) in results[0].rows:
+                held[number - 1] = True
+        return held, [] if taking is None else self._claimed(results[-1].rows, taking)
 
     def pending_by_endpoint(self, *, limit: int) -> list[tuple[str, int]]:
         """One query over the pending deliveries (the partial index deliveries_due)."""

@@ -921,6 +921,35 @@ class SQLiteStorage(Storage):
             )
         return held, self._claims(rows, lease)
 
+    def complete_many(
+        self,
+        completions: Sequence[tuple[Claim, Attempt, Delivery]],
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int = 0,
+        exclude_endpoints: Collection[str] = (),
+    ) -> tuple[list[bool], list[Claim]]:
+        """All in one write transaction: one commit for the whole group."""
+        lease = new_id("lse")
+        if limit > 0:
+            self._walk_if_due(now)
+        with self._write() as conn:
+            held = [self._complete(conn, *completion) for completion in completions]
+            rows = (
+                self._claim_rows(
+                    conn,
+                    lease,
+                    limit,
+                    now=now,
+                    lease_until=lease_until,
+                    exclude_endpoints=exclude_endpoints,
+                )
+                if limit > 0
+                else []
+            )
+        return held, self._claims(rows, lease)
+
     def _walk_if_due(self, now: datetime) -> None:
         """Refresh the rotation from the database when it is time (see ``_WALK``)."""
         rotation = self._rotation

@@ -908,6 +908,62 @@ class ContractTests(StorageHarness):
                 f"consecutive_failures after deliveries ending {results[: n + 1]}",
             )
 
+    def test_complete_many_records_each_as_complete_would_and_claims_the_next(self) -> None:
+        storage = self.storage
+        deliveries = store_events(storage, 6)
+        claims = {c.delivery.id: c for c in storage.claim(now=BASE, lease_until=at(60), limit=4)}
+        lost = claims[deliveries[3].id]
+        [taken] = storage.claim(  # its lease ran out: claimed again
+            now=at(61), lease_until=at(121), limit=1, event_id=lost.delivery.event_id
+        )
+        results: tuple[Result, ...] = ("succeeded", "retry", "failed", "succeeded")
+        completions = [
+            (claims[d.id], *outcome(claims[d.id], r, now=at(62), retry_at=at(90)))
+            for d, r in zip(deliveries[:4], results, strict=True)
+        ]
+        held, next_claims = storage.complete_many(
+            completions, now=at(62), lease_until=at(122), limit=5
+        )
+        equal(held, [True, True, True, False], "complete_many() result: the 4th lease was lost")
+        for claim, attempt, state in completions[:3]:
+            equal(storage.get_delivery(claim.delivery.id), state, "delivery after complete_many()")
+            equal(storage.list_attempts(claim.delivery.id), [attempt], "attempts")
+        equal(storage.get_delivery(lost.delivery.id), taken.delivery, "the lost lease's delivery")
+        equal(
+            sorted(c.delivery.id for c in next_claims),
+            sorted(_ids(deliveries[4:])),
+            "complete_many(limit=5) claims what is due: the 2 never claimed",
+        )
+        for claim in next_claims:
+            equal(claim.delivery.next_attempt_at, at(122), "a claim's lease end")
+        held, none = storage.complete_many([], now=at(63), lease_until=at(123), limit=0)
+        equal((held, none), ([], []), "complete_many() of nothing, limit=0")
+
+    def test_complete_many_counts_failures_in_a_row_in_order(self) -> None:
+        storage = self.storage
+        store_events(storage, 7)
+        [endpoint] = storage.list_endpoints()
+        claims = storage.claim(now=BASE, lease_until=at(60), limit=7)
+        groups: tuple[tuple[Result, ...], ...] = (
+            ("failed", "failed"),
+            ("failed", "succeeded", "failed"),
+            ("retry", "failed"),
+        )
+        expected = (2, 1, 2)
+        for n, (group, count) in enumerate(zip(groups, expected, strict=True)):
+            taken, claims = claims[: len(group)], claims[len(group) :]
+            completions = [
+                (claim, *outcome(claim, result, now=at(n + 1), retry_at=at(100)))
+                for claim, result in zip(taken, group, strict=True)
+            ]
+            held, _ = storage.complete_many(completions, now=at(n + 1), lease_until=at(61))
+            equal(held, [True] * len(group), f"complete_many() of {group}")
+            equal(
+                storage.get_endpoint(endpoint.id).consecutive_failures,
+                count,
+                f"consecutive_failures after groups {groups[: n + 1]} (a retry counts nothing)",
+            )
+
     def test_attempts_are_listed_by_number(self) -> None:
         storage = self.storage
         [delivery] = store_events(storage, 1)

@@ -257,7 +257,29 @@ class StorageStateMachine(RuleBasedStateMachine):
         attempt, state = outcome(
             system_claim, result, now=self.now, retry_at=self.now + timedelta(seconds=delay)
         )
-        if data.draw(st.booleans(), label="and claim the next (complete_and_claim)"):
+        how = data.draw(
+            st.sampled_from(["complete", "complete_and_claim", "complete_many"]), label="how"
+        )
+        if how == "complete_many":
+            excluded = self._draw_excluded(data)
+            lease_until = self.now + timedelta(seconds=30)
+            limit = data.draw(st.integers(0, 3), label="and claim this many (complete_many)")
+            held, claims = self.system.complete_many(
+                [(system_claim, attempt, state)],
+                now=self.now,
+                lease_until=lease_until,
+                limit=limit,
+                exclude_endpoints=excluded,
+            )
+            equal(
+                held,
+                [self.model.complete(model_claim, attempt, state)],
+                "complete_many() result",
+            )
+            self._take(
+                claims, self._claimable(excluded, None), limit=limit, lease_until=lease_until
+            )
+        elif how == "complete_and_claim":
             excluded = self._draw_excluded(data)
             lease_until = self.now + timedelta(seconds=30)
             stored, claims = self.system.complete_and_claim(

@@ -1,0 +1,146 @@
+"""Group commit: workers finishing together store their work in one storage call."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+import hookdispatch as hd
+from hookdispatch._group_commit import AsyncGroupCommit, GroupCommit, Ticket
+from hookdispatch.storage import Claim
+from hookdispatch.testing._samples import make_delivery, make_endpoint, make_event
+
+from receivers import wait_for
+
+
+def _tickets(count: int) -> list[Ticket]:
+    """Tickets that want a next delivery (their claims are never used here)."""
+    endpoint = make_endpoint()
+    tickets = []
+    for n in range(count):
+        event = make_event(n=n)
+        delivery = make_delivery(event, endpoint, due=datetime.now(UTC))
+        claim = Claim(
+            delivery=delivery,
+            endpoint=endpoint,
+            event_type=event.type,
+            body=event.body,
+            lease="lse_x",
+        )
+        tickets.append(Ticket(claim, None, set()))
+    return tickets
+
+
+def test_threads_that_arrive_while_a_group_is_stored_go_together_in_the_next() -> None:
+    groups: list[list[Ticket]] = []
+    first_stored, release = threading.Event(), threading.Event()
+
+    def store(group: list[Ticket]) -> None:
+        groups.append(group)
+        if len(groups) == 1:
+            first_stored.set()
+            assert release.wait(5)
+        for ticket in group:
+            ticket.done = True
+
+    commit = GroupCommit(store)
+    first, *others = _tickets(5)
+    leader = threading.Thread(target=commit.join, args=(first,))
+    leader.start()
+    assert first_stored.wait(5)
+    followers = [threading.Thread(target=commit.join, args=(t,)) for t in others]
+    for thread in followers:
+        thread.start()
+    while len(commit._waiting) < len(others):  # all four are waiting behind the first
+        threading.Event().wait(0.001)
+    release.set()
+    for thread in (leader, *followers):
+        thread.join(5)
+        assert not thread.is_alive()
+    assert [len(group) for group in groups] == [1, 4]
+    assert all(ticket.done for ticket in (first, *others))
+
+
+def test_a_thread_alone_is_stored_at_once() -> None:
+    groups: list[int] = []
+
+    def store(group: list[Ticket]) -> None:
+        groups.append(len(group))
+        for ticket in group:
+            ticket.done = True
+
+    commit = GroupCommit(store)
+    for ticket in _tickets(3):
+        commit.join(ticket)
+    assert groups == [1, 1, 1]
+
+
+def test_tasks_group_and_a_cancelled_waiter_leaves_the_group_to_finish() -> None:
+    asyncio.run(_tasks_group_and_a_cancelled_waiter_leaves_the_group_to_finish())
+
+
+async def _tasks_group_and_a_cancelled_waiter_leaves_the_group_to_finish() -> None:
+    groups: list[list[Ticket]] = []
+    release = asyncio.Event()
+
+    async def store(group: list[Ticket]) -> None:
+        groups.append(group)
+        if len(groups) == 1:
+            await release.wait()
+        for ticket in group:
+            ticket.done = True
+
+    commit = AsyncGroupCommit(store)
+    first, second, third = _tickets(3)
+    leader = asyncio.create_task(commit.join(first))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(commit.join(t)) for t in (second, third)]
+    await asyncio.sleep(0)
+    leader.cancel()  # the first group's call goes on without the task that started it
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*waiting)
+    await commit.wait()
+    assert first.done
+    assert second.done
+    assert third.done
+    assert [len(group) for group in groups] == [1, 2]
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+
+
+class _FailingGroups(hd.MemoryStorage):
+    """complete_many raises the first ``failures`` times: nothing is recorded."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def complete_many(self, completions, **kwargs):  # type: ignore[no-untyped-def]
+        if self.failures:
+            self.failures -= 1
+            raise hd.StorageError("the database went away")
+        return super().complete_many(completions, **kwargs)
+
+
+def test_a_group_that_fails_to_store_is_sent_again_when_its_leases_end(
+    make_dispatcher: Any, httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    storage = _FailingGroups(failures=1)
+    hooks = make_dispatcher(storage=storage, workers=2, lease=0.5, timeout=0.2, poll_interval=0.05)
+    hooks.add_endpoint(httpserver.url_for("/hook"))
+    event = hooks.dispatch("user.created", {"id": 1})
+
+    def delivered() -> bool:
+        [delivery] = storage.list_deliveries(event_id=event.id)
+        return delivery.status is hd.DeliveryStatus.SUCCEEDED
+
+    assert wait_for(delivered)  # once its lease ended: drain() does not wait for that
+    assert len(httpserver.log) == 2  # at-least-once: sent again, not lost
+    assert "recording the attempt of" in caplog.text
