@@ -249,7 +249,16 @@ def test_ten_sigkills_at_random_moments_lose_nothing(
         """
         import sys, time
         import hookdispatch as hd
-        storage = hd.SQLiteStorage(sys.argv[1])
+
+        class GroupNotingStorage(hd.SQLiteStorage):
+            def complete_many(self, completions, **options):
+                result = super().complete_many(completions, **options)
+                if len(completions) > 1:  # a group commit of several successes
+                    with open(sys.argv[2], "a") as noted:
+                        noted.write(f"{len(completions)}\\n")
+                return result
+
+        storage = GroupNotingStorage(sys.argv[1])
         local = hd.TargetPolicy.local()
         with hd.Dispatcher(
             storage=storage, workers=8, timeout=1.0, lease=2.0, targets=local
@@ -259,10 +268,13 @@ def test_ten_sigkills_at_random_moments_lose_nothing(
                 time.sleep(0.05)
         """
     )
+    groups = tmp_path / "groups"  # the children note each group commit of 2 or more
     rng = random.Random(2024)
     for _ in range(10):
         child = subprocess.Popen(
-            [sys.executable, "-c", worker, str(path)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", worker, str(path), str(groups)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "started"
@@ -283,10 +295,13 @@ def test_ten_sigkills_at_random_moments_lose_nothing(
     received = [entry[0].headers["webhook-id"] for entry in httpserver.log]
     assert set(received) == {event.id for event in events}
     duplicates = len(received) - len(set(received))
+    grouped = [int(n) for n in groups.read_text().split()] if groups.exists() else []
     print(
         f"\n10 SIGKILLs: {kills_received} requests before the last start,"
-        f" {len(received)} in all for {len(events)} events, {duplicates} duplicates"
+        f" {len(received)} in all for {len(events)} events, {duplicates} duplicates;"
+        f" {len(grouped)} group commits of 2 or more before the kills"
     )
+    assert grouped, "the killed workers stored successes in groups (the batched path)"
 
 
 class GatedReceiver:

@@ -378,7 +378,14 @@ WORKER = textwrap.dedent(
             next(self.sent)
             return super().send(request)
 
-    storage = hd.PostgresStorage(dsn, schema=schema, max_connections=workers + 2)
+    class GroupCountingStorage(hd.PostgresStorage):
+        groups = []  # how many completions each group commit stored
+
+        def complete_many(self, completions, **options):
+            self.groups.append(len(completions))
+            return super().complete_many(completions, **options)
+
+    storage = GroupCountingStorage(dsn, schema=schema, max_connections=workers + 2)
     transport = CountingTransport(max_connections=workers)
     hooks = hd.Dispatcher(
         storage=storage,
@@ -393,7 +400,9 @@ WORKER = textwrap.dedent(
     hooks.close(timeout=10)
     transport.close()
     storage.close()
-    print(json.dumps({"sent": next(CountingTransport.sent)}), flush=True)
+    groups = GroupCountingStorage.groups
+    print(json.dumps({"sent": next(CountingTransport.sent), "largest": max(groups, default=0),
+                      "grouped": sum(n for n in groups if n > 1)}), flush=True)
     """
 )
 
@@ -471,11 +480,14 @@ def test_four_processes_share_10000_deliveries(
     counts = Counter(received)
     duplicates = len(received) - len(counts)
     sent = [output["sent"] for output in outputs]
+    grouped = sum(output["grouped"] for output in outputs)
     print(
         f"\n{events} events, {processes} processes x {workers} workers: stored in {stored:.1f} s,"
         f" all delivered in {elapsed:.1f} s; requests per process {sent};"
-        f" duplicates: {duplicates}"
+        f" duplicates: {duplicates}; {grouped} successes recorded in groups of 2 or more"
+        f" (largest {max(output['largest'] for output in outputs)})"
     )
+    assert grouped > 0, "the workers' group commit stored several successes at once"
     assert set(counts) == event_ids, "every event arrives, and nothing else"
     succeeded = storage.list_deliveries(status=hd.DeliveryStatus.SUCCEEDED)
     assert len(succeeded) == events
