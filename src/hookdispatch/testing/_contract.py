@@ -1170,6 +1170,26 @@ class ContractTests(StorageHarness):
         held = storage.complete(taken_over, *outcome(taken_over, "failed", now=at(71)))
         equal(held, False, "complete() by a stale worker after its delivery was pruned")
 
+    def test_complete_many_with_a_pruned_delivery_records_the_others(self) -> None:
+        storage = self.storage
+        store_events(storage, 1)
+        stale = _claim_one(storage, now=0)
+        fresh = _claim_one(storage, now=61)  # the stale lease ran out: taken over...
+        storage.complete(fresh, *outcome(fresh, "succeeded", now=at(62)))
+        _prune_all(storage, older_than=at(1000))  # ...finished and pruned
+        store_events(storage, 2)
+        others = storage.claim(now=at(63), lease_until=at(123), limit=2)
+        results: tuple[Result, ...] = ("succeeded", "failed", "succeeded")
+        completions = [
+            (claim, *outcome(claim, result, now=at(64)))
+            for claim, result in zip([others[0], stale, others[1]], results, strict=True)
+        ]
+        held, _ = storage.complete_many(completions, now=at(64), lease_until=at(124))
+        equal(held, [True, False, True], "complete_many() with a pruned delivery in the group")
+        for claim, attempt, state in (completions[0], completions[2]):
+            equal(storage.get_delivery(claim.delivery.id), state, "the others are recorded")
+            equal(storage.list_attempts(claim.delivery.id), [attempt], "their attempts")
+
     def test_prune_deletes_old_finished_work_and_keeps_the_rest(self) -> None:
         storage = self.storage
         one, two = make_endpoint(), make_endpoint()
