@@ -4,12 +4,15 @@
     python -m benchmarks --quick    # small counts, ~2 minutes: checks the harness itself
 
 Sections, in order: the receiver's own ceiling; the main comparison against the
-instant receiver (raw ceilings, hookdispatch, Celery); call latency and the batch
-path; the receiver that answers after 100 ms at 8, 64 and 256 in flight; throughput
-against workers/concurrency; SQLite as its backlog grows; dispatch() as endpoints
-and tenants grow (fan-out); one tenant's burst and another tenant's events
-(fairness, about a minute per storage). Then docs/benchmarks.md
-and one chart per question, docs/img/benchmarks-*.png, are written.
+instant receiver (raw ceilings, hookdispatch, Celery); call latency (beside one
+INSERT+COMMIT on the same database) and the batch path; PostgreSQL as a job queue
+(PgQueuer's enqueue and default worker against hookdispatch draining stored
+deliveries with an instant transport); the receiver that answers after 100 ms at
+8, 64 and 256 in flight; throughput against workers/concurrency; SQLite as its
+backlog grows; dispatch() as endpoints and tenants grow (fan-out); one tenant's
+burst and another tenant's events (fairness, about a minute per storage). Then
+docs/benchmarks.md and one chart per question, docs/img/benchmarks-*.png, are
+written.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from . import (
     fairness,
     fanout,
     harness,
+    pgqueuer_peer,
     receiver_check,
     report,
     scale,
@@ -61,7 +65,8 @@ def machine(plan: Plan, quick: bool) -> dict[str, object]:
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
         model = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
     versions = {}
-    for package in ("hookdispatch", "httpx", "aiohttp", "celery", "redis", "psycopg"):
+    packages = ("hookdispatch", "httpx", "aiohttp", "celery", "redis", "psycopg")
+    for package in (*packages, "pgqueuer", "asyncpg"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     return {
@@ -97,11 +102,13 @@ def run(
         results.receiver = vars(ceiling)
         folder = stack.enter_context(storages.temporary_folder())
         found = {"memory": storages.memory(), "SQLite": storages.sqlite(folder)}
-        postgres = stack.enter_context(storages.postgres())
+        postgres = stack.enter_context(storages.postgres_database())
+        dsn = None
         if postgres is None:
             results.skipped.append("PostgreSQL: no server answered on 127.0.0.1:5432")
         else:
-            found["PostgreSQL"] = postgres[0]
+            dsn = postgres[0]
+            found["PostgreSQL"] = storages.postgres_storage(dsn)
             results.machine["postgresql"] = postgres[1]
         redis = stack.enter_context(celery_runs.redis_server(redis_port))
         peer = None
@@ -122,9 +129,16 @@ def run(
         if "latency" in sections:
             with celery_worker(peer, slow, plan.workers) as worker:
                 log(f"call latency, the consumer waiting on a {plan.delay * 1000:.0f} ms receiver")
-                results.latency = suite.calls(plan, slow, found, worker, busy=False)
+                results.latency = suite.calls(
+                    plan, slow, found, worker, busy=False, folder=folder, dsn=dsn
+                )
             log("dispatch_many")
             results.batch = suite.batches(plan, instant, found)
+        if "queue" in sections:
+            log("PostgreSQL as a job queue: PgQueuer and hookdispatch draining stored work")
+            results.machine["pgqueuer_driver"] = pgqueuer_peer.driver()
+            results.queue, skipped = suite.queues(plan, instant, found, dsn)
+            results.skipped += skipped
         if "slow" in sections:
             log(f"receiver answering after {plan.delay * 1000:.0f} ms")
             results.slow = suite.slow(plan, slow, peer)
@@ -193,7 +207,7 @@ def celery_worker(
         yield worker
 
 
-SECTIONS = ("throughput", "latency", "slow", "curve", "backlog", "fanout", "fairness")
+SECTIONS = ("throughput", "latency", "queue", "slow", "curve", "backlog", "fanout", "fairness")
 
 
 def main() -> None:

@@ -1,5 +1,7 @@
 """The raw ceilings: the same POSTs from bare HTTP clients, with nothing else to do.
 
+* ``http.client``: N threads, each with its own keep-alive ``HTTPConnection``: the
+  thread pool's true ceiling (the standard library's client, nothing on top);
 * ``httpx.Client``: one thread in a loop, or shared by N threads;
 * ``httpx.AsyncClient`` and ``aiohttp``: N coroutines over one pooled client;
 * httpx over the ``httpx-aiohttp`` transport, where installed.
@@ -7,19 +9,32 @@
 No signing, no storage, no retries: what a hand-rolled loop achieves at best.
 Each returns a :class:`~benchmarks.harness.Run` in deliveries per second; every
 loop stops at ``count`` requests or at the time limit.
+
+The storage ceilings: one single-row INSERT and its COMMIT, on the same database
+as the storage and with its settings, timed one call at a time like ``dispatch()``
+(:func:`insert_commit_sqlite`, :func:`insert_commit_postgres`): a ``dispatch()``
+stores one event and its delivery, so this is the least a durable one can cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import itertools
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
 
+from hookdispatch.storage import _sqlite
+
 from .harness import BODY, HEADERS, Deadline, Run
+from .latency import percentiles, timed
 
 
 def _run(done: int, count: int, began: float, cpu_began: float) -> Run:
@@ -54,6 +69,40 @@ def httpx_threads(url: str, count: int, threads: int, limit: float) -> Run:
             for worker in workers:
                 worker.join()
         return _run(count - remaining[0], count, deadline.began, cpu_began)
+
+
+def http_client_threads(url: str, count: int, threads: int, limit: float) -> Run:
+    """``threads`` threads, each with its own keep-alive ``http.client.HTTPConnection``.
+
+    They share one counter of requests left; each reads the whole response before
+    its next request. Accounting as :func:`httpx_threads`.
+    """
+    parts = urlsplit(url)
+    host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
+    lock = threading.Lock()
+    remaining = [count]
+    deadline = Deadline(limit)
+    cpu_began = time.process_time()
+
+    def work() -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=limit + 5)
+        try:
+            while not deadline.expired:
+                with lock:
+                    if remaining[0] == 0:
+                        return
+                    remaining[0] -= 1
+                connection.request("POST", path, body=BODY, headers=HEADERS)
+                connection.getresponse().read()
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return _run(count - remaining[0], count, deadline.began, cpu_began)
 
 
 async def _pool(count: int, concurrency: int, limit: float, send: Callable[[], Awaitable[None]]):
@@ -117,3 +166,61 @@ def httpx_over_aiohttp(url: str, count: int, concurrency: int, limit: float) -> 
     return asyncio.run(
         _httpx_async(url, count, concurrency, limit, httpx_aiohttp.AiohttpTransport())
     )
+
+
+ROW_BODY = BODY.decode().ljust(200)
+"""The INSERT ceilings' row body: about the size of a stored webhook body."""
+
+_tables = itertools.count()
+
+
+def insert_commit_sqlite(folder: Path, count: int, limit: float) -> Run:
+    """``BEGIN IMMEDIATE; INSERT one row; COMMIT`` per call on a fresh SQLite file: µs.
+
+    The connection is opened as SQLiteStorage opens its own (autocommit, explicit
+    ``BEGIN IMMEDIATE``), with its pragmas: ``synchronous = NORMAL``, its page size,
+    WAL. The file goes in ``folder``, beside the storages' files.
+    """
+    path = folder / f"insert-commit-{next(_tables)}.db"
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    try:
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA page_size = {getattr(_sqlite, 'PAGE_SIZE', 2048)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise RuntimeError(f"{path}: journal_mode is {mode}, not WAL")
+        conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, body TEXT)")
+        ids = (f"row_{n:012d}" for n in itertools.count())
+
+        def call() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (?, ?)", (next(ids), ROW_BODY))
+            conn.execute("COMMIT")
+
+        samples = timed(call, count, limit)
+    finally:
+        conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return percentiles(samples)
+
+
+def insert_commit_postgres(dsn: str, count: int, limit: float) -> Run:
+    """``INSERT INTO t VALUES (%s, %s)`` per call, one connection in autocommit: µs.
+
+    One round trip is the INSERT and its COMMIT. ``dsn``: the benchmark's throwaway
+    database (``synchronous_commit = off``, as PostgresStorage is measured there).
+    """
+    import psycopg
+
+    table = f"insert_commit_{next(_tables)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY, body TEXT)")
+        try:
+            ids = (f"row_{n:012d}" for n in itertools.count())
+            insert = f"INSERT INTO {table} VALUES (%s, %s)"
+            samples = timed(lambda: conn.execute(insert, (next(ids), ROW_BODY)), count, limit)
+        finally:
+            conn.execute(f"DROP TABLE {table}")
+    return percentiles(samples)

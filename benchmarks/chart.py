@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 from .harness import Series
-from .results import Results, Row
+from .results import PGQUEUER_ENQUEUE, Results, Row
 
 WIDTH = 7.2
 """Inches: at :data:`DPI`, 720 px, the width of the docs' text column."""
@@ -77,6 +77,16 @@ def _latency(ax: Any, results: Results) -> None:
         ax.plot([v for _, v in busy], [n for n, _ in busy], "kx", label="p50, consumer busy")
     ax.legend()
     ax.set_title("What the caller pays per webhook\nbars: p50, consumer waiting")
+
+
+def _drains(results: Results) -> list[Row]:
+    """The queue section's drains: PgQueuer's default worker and hookdispatch's."""
+    return [row for row in results.queue if row.name != PGQUEUER_ENQUEUE]
+
+
+def _queue(ax: Any, results: Results) -> None:
+    _bars(ax, _drains(results), xlabel="per second (median, min–max)")
+    ax.set_title("Draining stored work, instant transport\nblue: hookdispatch · red: PgQueuer")
 
 
 def _slow(ax: Any, results: Results) -> None:
@@ -140,6 +150,7 @@ CHARTS: dict[str, tuple[Any, Any, Any]] = {
         lambda r: r.latency or r.batch,
         lambda r: 1.8 + 0.32 * len(r.latency + r.batch),
     ),
+    "queue": (_queue, _drains, lambda r: 1.6 + 0.32 * len(_drains(r))),
     "slow": (_slow, lambda r: r.slow, lambda r: 5.2),
     "curve": (_curve, lambda r: r.curve, lambda r: 3.6),
     "backlog": (_backlog, lambda r: r.backlog_claim, lambda r: 3.6),

@@ -4,14 +4,20 @@ The clock runs from the first ``dispatch()`` to the moment every delivery is
 recorded as succeeded in storage (``drain``), so storage writes, signing and the
 enqueue calls are all inside it. Each measurement starts on fresh storage, outside
 the clock; a run that hits its time limit counts what was delivered by then.
+
+:func:`instant_drain` measures the queue alone, as a job queue is measured: the
+events are stored first, then a ``Dispatcher`` whose transport answers 200 at once,
+with no I/O, works through them (claim, sign, record the attempt, complete).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import warnings
+from datetime import UTC, datetime
 
 import hookdispatch as hd
 
@@ -124,3 +130,66 @@ def async_pool(
 
 def _succeeded(storage: hd.Storage, count: int) -> int:
     return len(storage.list_deliveries(status=hd.DeliveryStatus.SUCCEEDED, limit=count))
+
+
+class InstantTransport(hd.Transport):
+    """Answers every request 200 at once, without I/O: no network, no receiver."""
+
+    OK = hd.Response(status_code=200, headers={}, body=b"")
+
+    def send(self, request: hd.Request) -> hd.Response:
+        return self.OK
+
+    def close(self) -> None:
+        pass
+
+
+STORE_BATCH = 5_000
+
+_serial = itertools.count()
+
+
+def store_pending(storage: hd.Storage, url: str, count: int) -> None:
+    """``count`` events of one endpoint (added here), each with one delivery due now,
+    stored straight through ``storage.add_events``: no dispatcher is running."""
+    now = datetime.now(UTC)
+    endpoint = hd.Endpoint.create(url, now=now)
+    storage.add_endpoint(endpoint)
+    while count > 0:
+        batch = []
+        for _ in range(min(count, STORE_BATCH)):
+            event = hd.Event.create(EVENT_TYPE, DATA, now=now, id=f"evt_drain_{next(_serial):012d}")
+            batch.append((event, [hd.Delivery.create(event, endpoint, now=now)]))
+        storage.add_events(batch)
+        count -= len(batch)
+
+
+def instant_drain(
+    url: str, make_storage: StorageFactory, count: int, workers: int, limit: float
+) -> Run:
+    """``count`` stored deliveries, then ``Dispatcher(workers=N)`` with
+    :class:`InstantTransport` until ``drain()`` returns: deliveries/s.
+
+    The clock runs from the dispatcher's creation to ``drain()`` returning; every
+    delivery must then be recorded as succeeded (a run cut by ``limit`` counts those
+    that were).
+    """
+    storage = make_storage()
+    hooks = None
+    try:
+        store_pending(storage, url, count)
+        deadline = Deadline(limit)
+        cpu = time.process_time()
+        hooks = hd.Dispatcher(
+            storage=storage, workers=workers, targets=LOCAL, transport=InstantTransport()
+        )
+        drained = hooks.drain(timeout=deadline.remaining)
+        elapsed, cpu = time.perf_counter() - deadline.began, time.process_time() - cpu
+        delivered = _succeeded(storage, count)
+        if drained and delivered < count:
+            raise RuntimeError(f"drained with {delivered} of {count} deliveries succeeded")
+    finally:
+        if hooks is not None:
+            hooks.close(timeout=0)
+        storage.close()
+    return _result(delivered, count, elapsed, cpu)

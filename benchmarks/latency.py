@@ -29,7 +29,8 @@ from .hookdispatch_runs import LOCAL
 from .storages import StorageFactory
 
 
-def _percentiles(samples: list[float]) -> Run:
+def percentiles(samples: list[float]) -> Run:
+    """p50 (``value``) and p99 of ``samples`` µs."""
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     return Run(statistics.median(ordered), cut=False, p99=p99)
@@ -70,7 +71,7 @@ def dispatch_latency(
     finally:
         hooks.close(timeout=0)
         storage.close()
-    return _percentiles(samples)
+    return percentiles(samples)
 
 
 def delay_latency(worker: Worker, count: int, limit: float, *, wait: bool) -> Run:
@@ -86,7 +87,7 @@ def delay_latency(worker: Worker, count: int, limit: float, *, wait: bool) -> Ru
     else:
         worker.purge()
         time.sleep(1)  # the tasks it had prefetched finish
-    return _percentiles(samples)
+    return percentiles(samples)
 
 
 def batch_per_event(url: str, make_storage: StorageFactory, batch: int) -> Run:

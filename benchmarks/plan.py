@@ -16,7 +16,8 @@ class Plan:
     levels: tuple[int, ...] = (8, 64, 256)  # in flight against the slow receiver
     waves: int = 15  # slow receiver: each measurement sends waves x N requests
     latency_calls: int = 1000  # timed one by one, back to back
-    batch: int = 1000  # events per dispatch_many() call, one call per round
+    batch: int = 1000  # events per dispatch_many() call (and PgQueuer enqueue), one per round
+    drain: int = 5000  # stored jobs/deliveries each drain measurement works through
     backlogs: tuple[int, ...] = (1_000, 100_000, 1_000_000)
     claims: int = 200  # claim(limit=8) calls per round at each backlog
     backlog_deliveries: int = 2000
@@ -40,6 +41,7 @@ QUICK = Plan(
     waves=2,
     latency_calls=200,
     batch=200,
+    drain=500,
     backlogs=(1_000, 10_000, 30_000),
     claims=30,
     backlog_deliveries=200,

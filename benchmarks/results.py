@@ -10,6 +10,23 @@ from typing import Any
 from .harness import Series
 
 CELERY = "Celery + Redis, threads 8"
+PGQUEUER_ENQUEUE = "PgQueuer enqueue(), one batch"
+PGQUEUER_DRAIN = "PgQueuer default worker: drain"
+
+
+def raw_http_client(threads: int) -> str:
+    """The thread pool's ceiling: ``threads`` threads, each its own ``http.client`` connection."""
+    return f"raw http.client, {threads} threads"
+
+
+def insert_commit(storage: str) -> str:
+    """The storage's ceiling: one single-row INSERT and its COMMIT."""
+    return f"INSERT+COMMIT, one row ({storage})"
+
+
+def instant_drain(storage: str, workers: int) -> str:
+    """A ``Dispatcher`` working through stored deliveries, its transport answering at once."""
+    return f"Dispatcher workers={workers} drain ({storage})"
 
 
 @dataclass
@@ -30,6 +47,8 @@ class Results:
     latency: list[Row] = field(default_factory=list)  # consumer waiting on a slow receiver
     latency_busy: list[Row] = field(default_factory=list)  # consumer delivering as calls come
     batch: list[Row] = field(default_factory=list)
+    # PostgreSQL as a job queue: PgQueuer's enqueue and drain, hookdispatch's instant drain
+    queue: list[Row] = field(default_factory=list)
     slow: dict[int, list[Row]] = field(default_factory=dict)
     curve: dict[str, dict[int, Series]] = field(default_factory=dict)
     backlog_claim: dict[int, Series] = field(default_factory=dict)
@@ -80,6 +99,7 @@ class Results:
             latency=rows(data["latency"]),
             latency_busy=rows(data.get("latency_busy", [])),
             batch=rows(data["batch"]),
+            queue=rows(data.get("queue", [])),
             slow={int(key): rows(value) for key, value in data["slow"].items()},
             curve={key: by_int(value) for key, value in data["curve"].items()},
             backlog_claim=by_int(data["backlog_claim"]),

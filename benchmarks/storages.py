@@ -90,8 +90,13 @@ def postgres() -> Iterator[tuple[StorageFactory, str] | None]:
             yield None
             return
         dsn, version = found
+        yield postgres_storage(dsn), version
 
-        def make() -> hd.Storage:
-            return hd.PostgresStorage(dsn, schema=f"bench_{next(_numbers)}", max_connections=12)
 
-        yield make, version
+def postgres_storage(dsn: str) -> StorageFactory:
+    """A fresh schema of the database ``dsn`` for every storage made."""
+
+    def make() -> hd.Storage:
+        return hd.PostgresStorage(dsn, schema=f"bench_{next(_numbers)}", max_connections=12)
+
+    return make

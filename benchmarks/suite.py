@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import hookdispatch as hd
 
-from . import ceilings, hookdispatch_runs, latency
+from . import ceilings, hookdispatch_runs, latency, pgqueuer_peer
 from .celery_runs import Worker
-from .harness import Run, Series, interleaved
+from .harness import Run, Series, interleaved, log
 from .plan import Plan
 from .receiver import Receiver
-from .results import CELERY, Row
+from .results import (
+    CELERY,
+    PGQUEUER_DRAIN,
+    PGQUEUER_ENQUEUE,
+    Row,
+    insert_commit,
+    instant_drain,
+    raw_http_client,
+)
 from .storages import StorageFactory, memory
 
 Candidate = tuple[str, str, str | None, Callable[[], Run]]
@@ -35,15 +44,30 @@ def _measure(candidates: list[Candidate], rounds: int, title: str) -> list[Row]:
 def throughput(
     plan: Plan, receiver: Receiver, storages: dict[str, StorageFactory], worker: Worker | None
 ) -> list[Row]:
-    """The main comparison against the instant receiver: deliveries/s."""
+    """The main comparison against the instant receiver: deliveries/s.
+
+    The thread pool and Celery are compared with raw ``http.client`` in as many
+    threads (the standard library's client, one connection per thread); the raw
+    httpx rows stay as ceilings of their own (what httpx costs on top)."""
     url, count, limit = receiver.url, plan.count, plan.limit
     workers, concurrency = plan.workers, plan.concurrency
     one = "raw httpx.Client, 1 thread"
-    threads = f"raw httpx.Client, {workers} threads"
+    threads = raw_http_client(workers)
     aiohttp = f"raw aiohttp, {concurrency} tasks"
     found: list[Candidate] = [
         (one, "ceiling", None, lambda: ceilings.httpx_threads(url, count, 1, limit)),
-        (threads, "ceiling", None, lambda: ceilings.httpx_threads(url, count, workers, limit)),
+        (
+            threads,
+            "ceiling",
+            None,
+            lambda: ceilings.http_client_threads(url, count, workers, limit),
+        ),
+        (
+            f"raw httpx.Client, {workers} threads",
+            "ceiling",
+            None,
+            lambda: ceilings.httpx_threads(url, count, workers, limit),
+        ),
         (aiohttp, "ceiling", None, lambda: ceilings.aiohttp_raw(url, count, concurrency, limit)),
         (
             f"raw httpx.AsyncClient, {concurrency} tasks",
@@ -123,18 +147,34 @@ def calls(
     worker: Worker | None,
     *,
     busy: bool,
+    folder: Path | None = None,
+    dsn: str | None = None,
 ) -> list[Row]:
-    """``dispatch()`` and ``.delay()`` per call; ``busy``: the consumer delivers them all."""
+    """``dispatch()`` and ``.delay()`` per call; ``busy``: the consumer delivers them all.
+
+    With ``folder`` (SQLite) and ``dsn`` (PostgreSQL), each storage's ceiling too:
+    one single-row INSERT and its COMMIT on the same database, right after the
+    ``dispatch()`` it bounds.
+    """
     url, count, limit = receiver.url, plan.latency_calls, plan.limit * 2
-    found: list[Candidate] = [
-        (
-            f"dispatch() ({label})",
-            "hookdispatch",
-            DELAY_CALL if worker else None,
-            lambda make=make: latency.dispatch_latency(url, make, count, limit, wait=busy),
+    bounds: dict[str, Callable[[], Run]] = {}
+    if folder is not None:
+        bounds["SQLite"] = lambda: ceilings.insert_commit_sqlite(folder, count, limit)
+    if dsn is not None:
+        bounds["PostgreSQL"] = lambda: ceilings.insert_commit_postgres(dsn, count, limit)
+    found: list[Candidate] = []
+    for label, make in storages.items():
+        bound = bounds.get(label)
+        found.append(
+            (
+                f"dispatch() ({label})",
+                "hookdispatch",
+                insert_commit(label) if bound else DELAY_CALL if worker else None,
+                lambda make=make: latency.dispatch_latency(url, make, count, limit, wait=busy),
+            )
         )
-        for label, make in storages.items()
-    ]
+        if bound is not None:
+            found.append((insert_commit(label), "ceiling", None, bound))
     if worker is not None:
         found.append(
             (
@@ -226,3 +266,54 @@ def curve(plan: Plan, receiver: Receiver) -> dict[str, dict[int, Series]]:
             n: found[f"async {n}"] for n in plan.curve_concurrency if f"async {n}" in found
         },
     }
+
+
+def queues(
+    plan: Plan, receiver: Receiver, storages: dict[str, StorageFactory], dsn: str | None
+) -> tuple[list[Row], list[str]]:
+    """PostgreSQL as a job queue: PgQueuer's batch enqueue and its default worker
+    draining stored jobs, against hookdispatch's ``Dispatcher`` draining stored
+    deliveries with a transport that answers at once (every storage: PostgreSQL is
+    the comparison, the others show the dispatcher's own cost). Also returns why a
+    candidate was left out."""
+    workers, limit = plan.workers, plan.limit * 2
+    found: list[Candidate] = []
+    skipped: list[str] = []
+    driver = pgqueuer_peer.driver()
+    if dsn is None:
+        skipped.append("PgQueuer: no PostgreSQL server")
+    elif driver is None:
+        skipped.append("PgQueuer: not installed (the bench extra installs it)")
+    else:
+        try:
+            pgqueuer_peer.install(dsn)
+        except Exception as exc:  # its rows say "not measured"; the run goes on
+            skipped.append(f"PgQueuer: its schema could not be installed ({exc})")
+            log(f"  {skipped[-1]}")
+        else:
+            found += [
+                (
+                    PGQUEUER_ENQUEUE,
+                    "peer",
+                    None,
+                    lambda: pgqueuer_peer.enqueue(dsn, plan.batch, limit),
+                ),
+                (
+                    PGQUEUER_DRAIN,
+                    "peer",
+                    None,
+                    lambda: pgqueuer_peer.drain(dsn, plan.drain, limit),
+                ),
+            ]
+    for label, make in storages.items():
+        found.append(
+            (
+                instant_drain(label, workers),
+                "hookdispatch",
+                PGQUEUER_DRAIN,
+                lambda make=make: hookdispatch_runs.instant_drain(
+                    receiver.url, make, plan.drain, workers, limit
+                ),
+            )
+        )
+    return _measure(found, plan.rounds, "queue drain"), skipped

@@ -38,6 +38,15 @@ def results() -> Results:
         machine={"date": "2026-12-07", "cpus": 2, "python": "3.11", "plan": {"delay": 0.1}},
         throughput=rows,
         latency=[Row("dispatch() (memory)", "hookdispatch", None, series(30.0))],
+        queue=[
+            Row("PgQueuer default worker: drain", "peer", None, series(3000.0)),
+            Row(
+                "Dispatcher workers=8 drain (PostgreSQL)",
+                "hookdispatch",
+                "PgQueuer default worker: drain",
+                series(800.0),
+            ),
+        ],
         slow={
             n: [Row(f"Dispatcher workers={n} (memory)", "hookdispatch", None, series(n * 9.0))]
             for n in (8, 64, 256)
@@ -60,7 +69,7 @@ def test_one_readable_chart_per_question_next_to_its_table(
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
     drawn = chart.draw(results(), tmp_path)
-    assert set(drawn) == {"throughput", "latency", "slow", "curve", "backlog"}
+    assert set(drawn) == {"throughput", "latency", "queue", "slow", "curve", "backlog"}
     assert all((tmp_path / file).is_file() for file in drawn.values())
     for figure in figures:
         width, _ = figure.get_size_inches()
