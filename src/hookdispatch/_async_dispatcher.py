@@ -524,9 +524,9 @@ class AsyncDispatcher(Driver):
         try:
             ticket = self._ticket(claim, success, held_back)
             if ticket is not None:
-                if self._storage.blocking:  # stored with what other tasks have
+                if self._grouped:  # stored with what other tasks have
                     await self._group.join(ticket)
-                else:  # a storage that never blocks gains nothing from a group
+                else:
                     self._settle([ticket])
             claims, report = self._stored_ticket(ticket)
             if report is not None:

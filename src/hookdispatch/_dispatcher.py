@@ -561,7 +561,10 @@ class Dispatcher(Driver):
                 held_back = self._hold_slot()
             ticket = self._ticket(claim, success, held_back)
             if ticket is not None:
-                self._group.join(ticket)  # stored with whatever other workers have
+                if self._grouped:  # stored with what other workers have
+                    self._group.join(ticket)
+                else:
+                    self._settle([ticket])
             claims, report = self._stored_ticket(ticket)
             if report is not None:
                 self._emit(report)  # the slot is still held: drain() waits for this

@@ -705,6 +705,14 @@ class Driver:
             return None
         return Ticket(claim, success, held_back)
 
+    @property
+    def _grouped(self) -> bool:
+        """Whether workers' tickets go through the group commit: with a storage that
+        blocks. One that never does (MemoryStorage) makes no transactions to share,
+        and the group's lock and wake-ups would only cost: each worker stores its
+        own ticket at once."""
+        return self._storage.blocking
+
     def _settle(self, tickets: list[Ticket]) -> None:
         """Storage work: a group of workers' tickets in one storage call
         (:meth:`Storage.complete_many`): their successes recorded, and as many
