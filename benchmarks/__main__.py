@@ -8,9 +8,12 @@ instant receiver (raw ceilings, hookdispatch, Celery); call latency (beside one
 INSERT+COMMIT on the same database) and the batch path; PostgreSQL as a job queue
 (PgQueuer's enqueue and default worker against hookdispatch draining stored
 deliveries with an instant transport); the receiver that answers after 100 ms at
-8, 64 and 256 in flight; throughput against workers/concurrency; SQLite as its
-backlog grows; dispatch() as endpoints and tenants grow (fan-out); one tenant's
-burst and another tenant's events (fairness, about a minute per storage). Then
+8, 64 and 256 in flight; throughput against workers/concurrency; SQLite and
+PostgreSQL as their backlog grows to a million pending deliveries; dispatch() as
+endpoints and tenants grow (fan-out); one tenant's burst and another tenant's
+events (fairness, about a minute per storage); where a durable delivery's CPU time
+goes (profile: this checkout under yappi, beside the stored profile of the code
+before the group commit, benchmarks/data/profile-before-9c077d7.json). Then
 docs/benchmarks.md and one chart per question, docs/img/benchmarks-*.png, are
 written.
 """
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
+import json
 import os
 import platform
 import sqlite3
@@ -37,6 +42,7 @@ from . import (
     fanout,
     harness,
     pgqueuer_peer,
+    profile,
     receiver_check,
     report,
     scale,
@@ -146,18 +152,29 @@ def run(
             log("throughput against workers/concurrency")
             results.curve = suite.curve(plan, instant)
         if "backlog" in sections:
+            backlog = {
+                "levels": list(plan.backlogs),
+                "rounds": plan.rounds,
+                "claims": plan.claims,
+                "deliveries": plan.backlog_deliveries,
+                "limit": plan.limit * 4,
+            }
             log("SQLite backlog")
-            claim, rate, query, fill = scale.backlog_curve(
-                instant,
-                folder,
-                levels=list(plan.backlogs),
-                rounds=plan.rounds,
-                claims=plan.claims,
-                deliveries=plan.backlog_deliveries,
-                limit=plan.limit * 4,
-            )
+            claim, rate, query, fill = scale.backlog_curve(instant, folder, **backlog)
             results.backlog_claim, results.backlog_rate = claim, rate
             results.backlog_plan, results.backlog_fill = query, fill
+            if postgres is not None:
+                log("PostgreSQL backlog")
+                with storages.postgres_database() as database:  # dropped once measured
+                    if database is None:
+                        results.skipped.append("PostgreSQL backlog: no database could be made")
+                    else:
+                        claim, rate, query, fill, notes = scale.postgres_backlog_curve(
+                            instant, database[0], **backlog
+                        )
+                        results.backlog_pg_claim, results.backlog_pg_rate = claim, rate
+                        results.backlog_pg_plan, results.backlog_pg_fill = query, fill
+                        results.backlog_pg_notes = notes
         if "fanout" in sections:
             for name, make in found.items():
                 log(f"fan-out, {name}: dispatch() at {', '.join(map(str, plan.fanout_sizes))}")
@@ -190,6 +207,20 @@ def run(
             )
             if fairness_before is not None:
                 results.machine["fairness_before"] = str(fairness_before)
+        if "profile" in sections:
+            results.profile = {}
+            if importlib.util.find_spec("yappi") is None:
+                results.skipped.append("profile: yappi is not installed")
+            else:
+                log(f"profile: Dispatcher(workers=8), {plan.profile_count:,} POSTs, under yappi")
+                makers = {"SQLite": found["SQLite"]}
+                if "PostgreSQL" in found:
+                    makers["PostgreSQL"] = found["PostgreSQL"]
+                results.profile["after"] = profile.section(instant.url, makers, plan.profile_count)
+            if profile.BEFORE.exists():
+                results.profile["before"] = json.loads(profile.BEFORE.read_text())
+            else:
+                results.skipped.append(f"profile before: {profile.BEFORE} is missing")
         results.receiver["busiest"] = instant.busiest
     results.skipped += [f"{name} failed ({error})" for name, error in harness.failed.items()]
     return results
@@ -207,7 +238,17 @@ def celery_worker(
         yield worker
 
 
-SECTIONS = ("throughput", "latency", "queue", "slow", "curve", "backlog", "fanout", "fairness")
+SECTIONS = (
+    "throughput",
+    "latency",
+    "queue",
+    "slow",
+    "curve",
+    "backlog",
+    "fanout",
+    "fairness",
+    "profile",
+)
 
 
 def main() -> None:

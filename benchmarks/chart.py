@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
 
+from . import profile
 from .harness import Series
 from .results import PGQUEUER_ENQUEUE, Results, Row
 
@@ -126,20 +127,82 @@ def _curve(ax: Any, results: Results) -> None:
     ax.grid(alpha=0.3)
 
 
-def _backlog(ax: Any, results: Results) -> None:
-    sizes = list(results.backlog_claim)
-    claims = list(results.backlog_claim.values())
-    ax.errorbar(sizes, [s.median for s in claims], yerr=_whiskers(claims), marker="o", color="C0")
-    ax.set_xscale("log")
-    ax.set_xlabel("pending deliveries in SQLite")
-    ax.set_ylabel("claim(limit=8), µs", color="C0")
-    ax.set_ylim(bottom=0)
-    rates = [results.backlog_rate[size] for size in sizes]
-    twin = ax.twinx()
-    twin.errorbar(sizes, [s.median for s in rates], yerr=_whiskers(rates), marker="s", color="C1")
-    twin.set_ylabel("deliveries/s, workers=8", color="C1")
-    twin.set_ylim(bottom=0)
-    ax.set_title("SQLite: flat as the backlog grows")
+BACKEND_COLORS = {"SQLite": "C0", "PostgreSQL": "C2"}
+
+
+def _backlogs(results: Results) -> dict[str, tuple[dict[int, Series], dict[int, Series]]]:
+    """The backends whose backlog was measured: (claim µs, deliveries/s) by size."""
+    found = {
+        "SQLite": (results.backlog_claim, results.backlog_rate),
+        "PostgreSQL": (results.backlog_pg_claim, results.backlog_pg_rate),
+    }
+    return {name: pair for name, pair in found.items() if pair[0]}
+
+
+def _backlog(axes: Any, results: Results) -> None:
+    claim_ax, rate_ax = axes
+    for name, (claims, rates) in _backlogs(results).items():
+        color = BACKEND_COLORS[name]
+        sizes = list(claims)
+        series = list(claims.values())
+        claim_ax.errorbar(
+            sizes,
+            [s.median for s in series],
+            yerr=_whiskers(series),
+            marker="o",
+            color=color,
+        )
+        p99 = [s.median_of("p99") for s in series]
+        if all(value is not None for value in p99):
+            claim_ax.plot(sizes, p99, linestyle=":", marker=".", color=color)
+        points = [size for size in sizes if size in rates]
+        if points:
+            done = [rates[size] for size in points]
+            rate_ax.errorbar(
+                points,
+                [s.median for s in done],
+                yerr=_whiskers(done),
+                marker="s",
+                color=color,
+                label=name,
+            )
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("pending deliveries")
+        ax.grid(alpha=0.3)
+    claim_ax.set_yscale("log")
+    claim_ax.set_ylabel("µs per call")
+    claim_ax.set_title("claim(limit=8): p50, p99 dotted")
+    rate_ax.set_ylabel("deliveries/s")
+    rate_ax.set_ylim(bottom=0)
+    rate_ax.set_title("Dispatcher(workers=8)")
+    rate_ax.legend()
+
+
+def _profiles(results: Results) -> list[tuple[str, dict[str, float], float]]:
+    """(bar label, components in µs per delivery, total) of each profile measured."""
+    bars = []
+    for backend in ("SQLite", "PostgreSQL"):
+        for side in ("before", "after"):
+            data = (results.profile.get(side) or {}).get("backends", {}).get(backend)
+            if data and data.get("total_us") and "functions" in data:
+                parts = profile.split(data["functions"], data["total_us"])
+                bars.append((f"{backend}, {side}", parts, data["total_us"]))
+    return bars
+
+
+def _profile(ax: Any, results: Results) -> None:
+    bars = _profiles(results)[::-1]
+    names = [name for name, _, _ in bars]
+    left = [0.0] * len(bars)
+    for index, component in enumerate(bars[0][1]):
+        shares = [parts[component] / total * 100 for _, parts, total in bars]
+        ax.barh(names, shares, left=left, color=f"C{index}", label=component)
+        left = [a + b for a, b in zip(left, shares, strict=True)]
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of the CPU time per delivery, % (under yappi)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.35, -0.25), ncol=2, frameon=False)
+    ax.set_title("Where a durable delivery's CPU time goes")
 
 
 CHARTS: dict[str, tuple[Any, Any, Any]] = {
@@ -153,9 +216,12 @@ CHARTS: dict[str, tuple[Any, Any, Any]] = {
     "queue": (_queue, _drains, lambda r: 1.6 + 0.32 * len(_drains(r))),
     "slow": (_slow, lambda r: r.slow, lambda r: 5.2),
     "curve": (_curve, lambda r: r.curve, lambda r: 3.6),
-    "backlog": (_backlog, lambda r: r.backlog_claim, lambda r: 3.6),
+    "backlog": (_backlog, _backlogs, lambda r: 3.6),
+    "profile": (_profile, _profiles, lambda r: 2.2 + 0.35 * len(_profiles(r))),
 }
 """The charts, one per section of the report that has one."""
+COLUMNS = {"backlog": 2}
+"""Charts of side-by-side panels: their draw function gets that many axes."""
 
 
 def draw(results: Results, folder: Path) -> dict[str, str]:
@@ -167,7 +233,8 @@ def draw(results: Results, folder: Path) -> dict[str, str]:
         for name, (panel, present, height) in CHARTS.items():
             if not present(results):
                 continue
-            figure, ax = plt.subplots(figsize=(WIDTH, height(results)))
+            columns = COLUMNS.get(name, 1)
+            figure, ax = plt.subplots(1, columns, figsize=(WIDTH, height(results)))
             panel(ax, results)
             figure.tight_layout()
             file = f"benchmarks-{name}.png"

@@ -21,6 +21,7 @@ class Plan:
     backlogs: tuple[int, ...] = (1_000, 100_000, 1_000_000)
     claims: int = 200  # claim(limit=8) calls per round at each backlog
     backlog_deliveries: int = 2000
+    profile_count: int = 3000  # POSTs of each profiled Dispatcher(workers=8) run
     curve_workers: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     curve_concurrency: tuple[int, ...] = (1, 4, 16, 64, 256)
     curve_count: int = 1500
@@ -45,6 +46,7 @@ QUICK = Plan(
     backlogs=(1_000, 10_000, 30_000),
     claims=30,
     backlog_deliveries=200,
+    profile_count=500,
     curve_workers=(1, 8),
     curve_concurrency=(1, 64),
     curve_count=200,

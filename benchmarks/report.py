@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from . import profile
 from .fairness import IN_TURN
 from .fairness import table as fairness_rows
 from .harness import Series
@@ -223,6 +225,20 @@ def targets(results: Results) -> list[Target]:
                 f"{'> ' if row['a_last'] is None else ''}{share:.1f}× sooner",
             )
         )
+    levels = plan.get("backlogs") or [1_000, 1_000_000]
+    for name, (claims, _, _) in backlogs(results).items():
+        sizes = sorted(claims) if len(claims) >= 2 else [levels[0], levels[-1]]
+        first, last = sizes[0], sizes[-1]
+        what = f"claim(limit=8) p50 ({name}) flat: at {last:,} pending ≤ 2 × at {first:,}"
+        if len(claims) < 2:
+            found.append(Target(what, NOT_MEASURED, None))
+            continue
+        low, high = claims[first].median, claims[last].median
+        found.append(
+            Target(
+                what, f"{micros(high)} vs {micros(low)} µs", high <= 2 * low, f"{high / low:.2f}×"
+            )
+        )
     absolute(
         "AsyncDispatcher, 256 in flight, 100 ms receiver ≥ 2,000/s",
         _median(results.slow.get(256, []), "AsyncDispatcher concurrency=256 (memory)"),
@@ -381,21 +397,62 @@ def curve_table(results: Results) -> list[str]:
     return lines
 
 
+BACKENDS = ("SQLite", "PostgreSQL")
+
+
+def backlogs(
+    results: Results,
+) -> dict[str, tuple[dict[int, Series], dict[int, Series], dict[int, float]]]:
+    """Each backend's backlog: (claim µs, deliveries/s, fill seconds) by pending
+    deliveries; empty dicts for a backend not measured."""
+    return {
+        "SQLite": (results.backlog_claim, results.backlog_rate, results.backlog_fill),
+        "PostgreSQL": (results.backlog_pg_claim, results.backlog_pg_rate, results.backlog_pg_fill),
+    }
+
+
 def backlog_table(results: Results) -> list[str]:
     lines = [
-        "| pending deliveries | claim(limit=8) p50 µs | min–max | p99 µs"
+        "| storage | pending deliveries | claim(limit=8) p50 µs | min–max | p99 µs"
         " | Dispatcher workers=8, deliveries/s | min–max | filled in |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for level, claim in results.backlog_claim.items():
-        deliveries = results.backlog_rate[level]
-        lines.append(
-            f"| {level:,} | {micros(claim.median)}{cut_mark(claim)} | {spread(claim, micros)}"
-            f" | {optional(claim.median_of('p99'), micros)} | {rate(deliveries.median)}"
-            f"{cut_mark(deliveries)} | {spread(deliveries, rate)}"
-            f" | {results.backlog_fill.get(level, 0):.1f} s |"
-        )
+    for name, (claims, rates, fills) in backlogs(results).items():
+        if not claims:
+            lines.append(f"| {name} |  | {NOT_MEASURED} |  |  |  |  |  |")
+            continue
+        for level, claim in claims.items():
+            deliveries = rates.get(level)
+            delivered = (
+                "|"
+                if deliveries is None
+                else (
+                    f"{rate(deliveries.median)}{cut_mark(deliveries)} | {spread(deliveries, rate)}"
+                )
+            )
+            lines.append(
+                f"| {name} | {level:,} | {micros(claim.median)}{cut_mark(claim)}"
+                f" | {spread(claim, micros)} | {optional(claim.median_of('p99'), micros)}"
+                f" | {delivered} | {fills.get(level, 0):.1f} s |"
+            )
     return lines
+
+
+def backlog_postgres_note(results: Results) -> str:
+    """What PostgreSQL's planner knew when the claims were timed."""
+    notes = results.backlog_pg_notes
+    analyzed = [level for level, done in notes.get("analyzed", {}).items() if done]
+    autovacuum = notes.get("autovacuum")
+    server = f" This server runs with `autovacuum = {autovacuum}`." if autovacuum else ""
+    if not notes.get("analyzed"):
+        return server
+    if analyzed:
+        return (
+            f"{server} Autovacuum had analyzed the table by the end of the rounds at"
+            f" {', '.join(f'{level:,}' for level in analyzed)} pending deliveries: those"
+            " rounds' claims may have been timed with statistics, the others without."
+        )
+    return f"{server} The table was never analyzed while its claims were timed."
 
 
 def fanout_table(results: Results) -> list[str]:
@@ -420,6 +477,168 @@ def fanout_table(results: Results) -> list[str]:
         ]
         for name, (p50, each) in results.fanout_wide.items():
             lines.append(f"| {name} | {micros(p50)} | {each:.1f} |")
+    return lines
+
+
+SIDES = ("before", "after")
+
+
+def profile_parts(
+    results: Results, side: str, backend: str
+) -> tuple[dict[str, float], dict[str, Any]] | None:
+    """One side's profile of ``backend``: its components (µs per delivery, from the
+    inclusive times it stored, through :func:`benchmarks.profile.split`) and the
+    whole summary; None when not measured."""
+    found = results.profile.get(side) or {}
+    data = found.get("backends", {}).get(backend)
+    if not data or not data.get("total_us"):
+        return None
+    if "functions" not in data:  # only the components, as some other version split them
+        return dict(data.get("components", {})), data
+    return profile.split(data["functions"], data["total_us"]), data
+
+
+def profile_table(results: Results, backend: str) -> list[str]:
+    """µs per delivery and share of each component, before and after."""
+    sides = {side: profile_parts(results, side, backend) for side in SIDES}
+    lines = [
+        "| component | before µs/delivery | share | after µs/delivery | share |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in [*(c.name for c in profile.COMPONENTS), profile.OTHER, ""]:
+        cells = []
+        for found in sides.values():
+            if found is None:
+                cells.append(f"{NOT_MEASURED} | ")
+                continue
+            parts, data = found
+            value = parts.get(name, 0.0) if name else data["total_us"]
+            cells.append(f"{micros(value)} | {value / data['total_us']:.1%}")
+        lines.append(f"| {name or '**total**'} | {' | '.join(cells)} |")
+    return lines
+
+
+def profile_top(results: Results, backend: str) -> list[str]:
+    """The functions with the most CPU time of their own, before and after, side by side."""
+    sides = {side: profile_parts(results, side, backend) for side in SIDES}
+    tops = {
+        side: [] if found is None else found[1].get("top", [])[: profile.TOP]
+        for side, found in sides.items()
+    }
+    lines = [
+        "| # | before: function | µs | share | after: function | µs | share |",
+        "|---:|---|---:|---:|---|---:|---:|",
+    ]
+    for rank in range(max(len(top) for top in tops.values())):
+        cells = []
+        for side, top in tops.items():
+            if rank >= len(top):
+                cells.append(" |  | ")
+                continue
+            where, own = top[rank]
+            where = where.replace(" (hookdispatch/", " (")  # the library's own files
+            total = sides[side][1]["total_us"]  # type: ignore[index]
+            cells.append(f"`{where}` | {micros(own)} | {own / total:.1%}")
+        lines.append(f"| {rank + 1} | {' | '.join(cells)} |")
+    return lines
+
+
+def profile_section(results: Results, chart: Sequence[str] = ()) -> list[str]:
+    """The profile section; ``chart``: its chart's lines, placed after the tables."""
+    after = results.profile.get("after") or {}
+    before = results.profile.get("before") or {}
+    meta = after.get("meta") or before.get("meta") or {}
+    then = before.get("meta", {})
+    count = meta.get("count", 3000)
+    profiler = meta.get("profiler", "yappi")
+    lines = [
+        "## Where a durable delivery's CPU time goes (profile)",
+        "",
+        f"`Dispatcher(workers={meta.get('workers', 8)})` on SQLite and on PostgreSQL"
+        f" delivering {count:,} POSTs to the instant receiver, run as in the throughput"
+        f" table, under {profiler} (every thread, CPU time): the CPU time per delivery,"
+        " split into components by the inclusive time of the functions each is made of"
+        " (listed below), and the functions with the most time of their own. The"
+        " profiler's hook runs on every Python call, so these µs per delivery are several"
+        " times those of a run without it (the throughput table's sender CPU): **compare"
+        " the shares**.",
+        "",
+    ]
+    if then:
+        load = then.get("load")
+        lines.append(
+            f"*Before*: the code of commit `{then.get('commit') or '?'}` (before issue 16's"
+            f" group commit), {then.get('count', count):,} POSTs, measured on this machine on"
+            f" {then.get('date', '?')} by `{then.get('command', 'python -m benchmarks.profile')}`"
+            " (a `git worktree` of that commit: a fresh process imports its `src`, the harness"
+            " is this checkout's), stored in"
+            f" `benchmarks/data/{profile.BEFORE.name}`."
+            + (
+                f" The machine's 1-minute load average was {load[0]:.1f} to {load[1]:.1f}"
+                " then: it is shared, and CPU time, though less disturbed by other work than"
+                " wall time, is not immune."
+                if load
+                else ""
+            )
+        )
+    else:
+        lines.append(
+            f"*Before*: {NOT_MEASURED} (`benchmarks/data/{profile.BEFORE.name}` is missing)."
+        )
+    lines[-1] += (
+        " *After*: this checkout's code, measured in this run."
+        if after
+        else f" *After*: {NOT_MEASURED} in this run."
+    )
+    for backend in BACKENDS:
+        lines += ["", f"### {backend}", "", *profile_table(results, backend)]
+        sides = {side: profile_parts(results, side, backend) for side in SIDES}
+        measured = {side: found[1] for side, found in sides.items() if found is not None}
+        rates = [
+            f"{rate(data['rate'])}{' †' if data.get('cut') else ''} deliveries/s {side}"
+            for side, data in measured.items()
+            if data.get("rate")
+        ]
+        harness = [
+            f"{micros(data['harness_us'])} µs per delivery {side}"
+            for side, data in measured.items()
+            if data.get("harness_us") is not None
+        ]
+        if rates or harness:
+            lines += [
+                "",
+                "; ".join(
+                    ([f"Under the profiler: {', '.join(rates)}"] if rates else [])
+                    + (
+                        [
+                            "left out of the total, setting up and checking the run (a fresh"
+                            " storage, the endpoint, the final count of successes, closing): "
+                            + ", ".join(harness)
+                        ]
+                        if harness
+                        else []
+                    )
+                )
+                + ".",
+            ]
+        if any(data.get("top") for data in measured.values()):
+            lines += [
+                "",
+                f"The {profile.TOP} functions with the most CPU time of their own"
+                " (µs per delivery, share of the total):",
+                "",
+                *profile_top(results, backend),
+            ]
+    lines += list(chart)
+    lines += [
+        "",
+        "What each component is made of (inclusive CPU time, callees included):",
+        "",
+        "| component | functions |",
+        "|---|---|",
+        *(f"| {c.name} | {c.what} |" for c in profile.COMPONENTS),
+        f"| {profile.OTHER} | {profile.OTHER_WHAT} |",
+    ]
     return lines
 
 
@@ -495,7 +714,8 @@ CHART_ALT = {
     "queue": "Deliveries or jobs per second draining stored work on PostgreSQL",
     "slow": "Deliveries per second against a slow receiver",
     "curve": "Deliveries per second by workers and concurrency",
-    "backlog": "SQLite claims and throughput as the backlog grows",
+    "backlog": "SQLite and PostgreSQL claims and throughput as the backlog grows",
+    "profile": "Shares of a durable delivery's CPU time, before and after the group commit",
 }
 
 
@@ -623,18 +843,40 @@ def render(results: Results, *, images: Mapping[str, str]) -> str:
             *curve_table(results),
             *chart("curve"),
         ]
-    if results.backlog_claim:
+    if results.backlog_claim or results.backlog_pg_claim:
         parts += [
             "",
-            "## SQLite as its backlog grows",
+            "## SQLite and PostgreSQL as their backlog grows",
             "",
-            "The claim stays flat because the due query walks the partial index on"
-            " `next_attempt_at`; SQLite's plan for it:"
-            f" `{results.backlog_plan}`.",
-            "",
-            *backlog_table(results),
-            *chart("backlog"),
+            "One store per backend grows through the sizes: one event each, its one"
+            " delivery due now. At each size, `claim(limit=8)` is timed call by call (the"
+            " workers' query), then a `Dispatcher(workers=8)` delivers part of the backlog"
+            " to the instant receiver; between rounds the claimed rows are released and the"
+            " delivered ones replaced, so each round sees the same backlog. The claim stays"
+            " flat because the due query walks the partial index on `next_attempt_at`."
+            + (f" SQLite's plan for it: `{results.backlog_plan}`." if results.backlog_plan else ""),
         ]
+        if results.backlog_pg_claim:
+            parts += [
+                "",
+                "PostgreSQL's backlog is filled by `INSERT … SELECT … FROM generate_series`"
+                " into the tables `PostgresStorage` created (its endpoint added through the"
+                " storage, so that its subscriptions exist), in a throwaway database of its"
+                " own. Nobody runs `ANALYZE` after a fill: a real backlog arrives faster than"
+                " autovacuum analyzes it, so the claims are timed as a worker sees them right"
+                " after the burst."
+                + backlog_postgres_note(results)
+                + (
+                    " Its plan for the claim's due query (inside `claim_due_v7`, which runs it"
+                    f" with `enable_sort = off`), planned generically as the function's:"
+                    f" `{results.backlog_pg_plan}`."
+                    if results.backlog_pg_plan
+                    else ""
+                ),
+            ]
+        parts += ["", *backlog_table(results), *chart("backlog")]
+    if results.profile:
+        parts += ["", *profile_section(results, chart("profile"))]
     if results.fanout:
         parts += [
             "",

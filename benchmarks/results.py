@@ -29,6 +29,16 @@ def instant_drain(storage: str, workers: int) -> str:
     return f"Dispatcher workers={workers} drain ({storage})"
 
 
+def pg_notes(notes: dict[str, Any]) -> dict[str, Any]:
+    """``backlog_pg_notes`` from JSON: its per-level maps keyed by int again."""
+    return {
+        key: {int(level): item for level, item in value.items()}
+        if isinstance(value, dict)
+        else value
+        for key, value in notes.items()
+    }
+
+
 @dataclass
 class Row:
     """One candidate of a table: ``ceiling`` names the row it is compared with."""
@@ -55,6 +65,13 @@ class Results:
     backlog_rate: dict[int, Series] = field(default_factory=dict)
     backlog_plan: str = ""
     backlog_fill: dict[int, float] = field(default_factory=dict)
+    # The same backlog on PostgreSQL (filled by SQL, never analyzed by us)
+    backlog_pg_claim: dict[int, Series] = field(default_factory=dict)
+    backlog_pg_rate: dict[int, Series] = field(default_factory=dict)
+    backlog_pg_plan: str = ""
+    backlog_pg_fill: dict[int, float] = field(default_factory=dict)
+    # {"autovacuum": the server's setting, "analyzed": {level: bool}, "reltuples": {level: n}}
+    backlog_pg_notes: dict[str, Any] = field(default_factory=dict)
     # backend -> [[endpoints registered, dispatch() p50 µs, p99 µs], ...]
     fanout: dict[str, list[list[float]]] = field(default_factory=dict)
     # backend -> [dispatch() p50 µs, µs per delivery] for one tenant with 1,000 endpoints
@@ -62,6 +79,10 @@ class Results:
     # backend -> one row per variant of the noisy neighbour (benchmarks/fairness.py):
     # {"label", "b_last", "a_last", "a_pending", "dispatch_a"}, seconds from B's dispatch
     fairness: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Where a durable delivery's CPU time goes (benchmarks/profile.py): {"after": the
+    # run's own profile, "before": the stored one of an older commit}, each
+    # {"meta": {...}, "backends": {backend: profile.summarize()'s dict}}
+    profile: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
     def row(self, table: list[Row], name: str) -> Row | None:
@@ -106,8 +127,16 @@ class Results:
             backlog_rate=by_int(data["backlog_rate"]),
             backlog_plan=data["backlog_plan"],
             backlog_fill={int(key): value for key, value in data["backlog_fill"].items()},
+            backlog_pg_claim=by_int(data.get("backlog_pg_claim", {})),
+            backlog_pg_rate=by_int(data.get("backlog_pg_rate", {})),
+            backlog_pg_plan=data.get("backlog_pg_plan", ""),
+            backlog_pg_fill={
+                int(key): value for key, value in data.get("backlog_pg_fill", {}).items()
+            },
+            backlog_pg_notes=pg_notes(data.get("backlog_pg_notes", {})),
             fanout=data.get("fanout", {}),
             fanout_wide=data.get("fanout_wide", {}),
             fairness=data.get("fairness", {}),
+            profile=data.get("profile", {}),
             skipped=data["skipped"],
         )

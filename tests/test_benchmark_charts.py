@@ -14,7 +14,7 @@ import pytest
 
 matplotlib = pytest.importorskip("matplotlib", reason="matplotlib (the test extra) draws charts")
 
-from benchmarks import chart, report  # noqa: E402
+from benchmarks import chart, profile, report  # noqa: E402
 from benchmarks.harness import Run, Series  # noqa: E402
 from benchmarks.results import Results, Row  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
@@ -54,7 +54,29 @@ def results() -> Results:
         curve={"Dispatcher (threads)": {n: series(n * 100.0) for n in (1, 2, 4, 8)}},
         backlog_claim={n: series(300.0) for n in (1_000, 100_000)},
         backlog_rate={n: series(2000.0) for n in (1_000, 100_000)},
+        backlog_pg_claim={n: series(900.0) for n in (1_000, 100_000)},
+        backlog_pg_rate={n: series(800.0) for n in (1_000, 100_000)},
+        profile={side: {"backends": {name: profiled() for name in BACKENDS}} for side in SIDES},
     )
+
+
+BACKENDS = ("SQLite", "PostgreSQL")
+SIDES = ("before", "after")
+
+
+def profiled() -> dict[str, Any]:
+    """A profile summary: µs per delivery of the functions the components name."""
+    functions = dict.fromkeys(profile.functions(), 0.0)
+    functions.update(
+        {
+            "_dispatcher.py:dispatch": 300.0,
+            "_dispatcher.py:_send": 600.0,
+            "_dispatching.py:_begin": 100.0,
+            "_dispatching.py:_finish": 50.0,
+            "_group_commit.py:GroupCommit.join": 250.0,
+        }
+    )
+    return {"total_us": 1500.0, "functions": functions, "top": [], "rate": 400.0}
 
 
 def test_one_readable_chart_per_question_next_to_its_table(
@@ -69,7 +91,15 @@ def test_one_readable_chart_per_question_next_to_its_table(
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
     drawn = chart.draw(results(), tmp_path)
-    assert set(drawn) == {"throughput", "latency", "queue", "slow", "curve", "backlog"}
+    assert set(drawn) == {
+        "throughput",
+        "latency",
+        "queue",
+        "slow",
+        "curve",
+        "backlog",
+        "profile",
+    }
     assert all((tmp_path / file).is_file() for file in drawn.values())
     for figure in figures:
         width, _ = figure.get_size_inches()

@@ -2,8 +2,8 @@
 
 Made-up results (the figures do not matter, the arithmetic and the wording do):
 the targets against the true ceilings (raw http.client, one INSERT+COMMIT,
-PgQueuer), "not measured" where a row is missing, and a JSON round trip that
-keeps the new rows.
+PgQueuer), the backlog's flatness on SQLite and PostgreSQL, "not measured" where
+a row is missing, and a JSON round trip that keeps the new rows.
 """
 
 # The report is typeset: multiplication signs for ratios.
@@ -11,13 +11,14 @@ keeps the new rows.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("aiohttp", reason="the benchmarks import aiohttp (the test extra)")
 
-from benchmarks import report
+from benchmarks import report, scale
 from benchmarks.harness import Run, Series
 from benchmarks.results import (
     CELERY,
@@ -173,3 +174,91 @@ def test_the_new_rows_survive_a_json_round_trip(tmp_path: Path) -> None:
     assert loaded.queue == found.queue
     assert loaded.latency == found.latency
     assert report.render(loaded, images={}) == report.render(found, images={})
+
+
+def with_backlogs(found: Results, *, postgres: bool = True) -> Results:
+    levels = (1_000, 100_000, 1_000_000)
+    found.machine["plan"]["backlogs"] = list(levels)
+    found.backlog_claim = {
+        n: series(v, v * 4) for n, v in zip(levels, (40.0, 42.0, 60.0), strict=True)
+    }
+    found.backlog_rate = {n: series(2000.0) for n in levels}
+    found.backlog_fill = {n: n / 20_000 for n in levels}
+    found.backlog_plan = "SEARCH d USING INDEX deliveries_due (next_attempt_at<?)"
+    if postgres:
+        found.backlog_pg_claim = {
+            n: series(v, v * 3) for n, v in zip(levels, (300.0, 320.0, 900.0), strict=True)
+        }
+        found.backlog_pg_rate = {n: series(900.0) for n in levels}
+        found.backlog_pg_fill = {n: n / 25_000 for n in levels}
+        found.backlog_pg_plan = "Limit; LockRows; Nested Loop; Index Scan using deliveries_due"
+        found.backlog_pg_notes = {
+            "autovacuum": "on",
+            "analyzed": {1_000: False, 100_000: False, 1_000_000: True},
+            "reltuples": {1_000: -1.0, 100_000: -1.0, 1_000_000: 1e6},
+        }
+    return found
+
+
+def test_the_backlog_targets_ask_each_backend_to_stay_flat() -> None:
+    goals = by_goal(with_backlogs(results()))
+    sqlite = goals["claim(limit=8) p50 (SQLite) flat: at 1,000,000 pending ≤ 2 × at 1,000"]
+    assert (sqlite.measured, sqlite.ratio, sqlite.met) == ("60.0 vs 40.0 µs", "1.50×", True)
+    postgres = goals["claim(limit=8) p50 (PostgreSQL) flat: at 1,000,000 pending ≤ 2 × at 1,000"]
+    assert (postgres.measured, postgres.ratio, postgres.met) == ("900 vs 300 µs", "3.00×", False)
+
+    # Without PostgreSQL (or without the section): its target is not measured.
+    goals = by_goal(with_backlogs(results(), postgres=False))
+    what = "claim(limit=8) p50 (PostgreSQL) flat: at 1,000,000 pending ≤ 2 × at 1,000"
+    assert (goals[what].measured, goals[what].met) == ("not measured", None)
+    assert by_goal(Results())[what].measured == "not measured"
+
+
+def test_the_backlog_table_shows_both_backends_and_how_postgresql_was_filled() -> None:
+    page = report.render(with_backlogs(results()), images={"backlog": "img/b.png"})
+    assert "## SQLite and PostgreSQL as their backlog grows" in page
+    assert "| SQLite | 1,000,000 | 60.0 | 54.0–66.0 | 240 | 2,000 | 1,800–2,200 | 50.0 s |" in page
+    assert "| PostgreSQL | 1,000 | 300 | 270–330 | 900 | 900 | 810–990 | 0.0 s |" in page
+    assert "`INSERT … SELECT … FROM generate_series`" in page
+    assert "Nobody runs `ANALYZE` after a fill" in page
+    assert "`autovacuum = on`" in page
+    assert "analyzed the table by the end of the rounds at 1,000,000 pending" in page
+    assert "`Limit; LockRows; Nested Loop; Index Scan using deliveries_due`" in page
+
+    page = report.render(with_backlogs(results(), postgres=False), images={})
+    assert "| PostgreSQL |  | not measured |" in page
+    assert "generate_series" not in page
+
+
+def test_the_backlogs_survive_a_json_round_trip(tmp_path: Path) -> None:
+    found = with_backlogs(results())
+    path = tmp_path / "results.json"
+    found.save(path)
+    loaded = Results.load(path)
+    assert loaded.backlog_pg_claim == found.backlog_pg_claim
+    assert loaded.backlog_pg_notes == found.backlog_pg_notes  # levels are ints again
+    assert report.render(loaded, images={}) == report.render(found, images={})
+
+    # Results saved before PostgreSQL's backlog was measured still load.
+    data = json.loads(path.read_text())
+    for name in [key for key in data if key.startswith("backlog_pg") or key == "profile"]:
+        del data[name]
+    path.write_text(json.dumps(data))
+    older = Results.load(path)
+    assert older.backlog_pg_claim == {}
+    assert older.profile == {}
+    report.render(older, images={})
+
+
+def test_the_postgresql_plan_keeps_the_nodes() -> None:
+    explained = [
+        "Limit  (cost=0.56..1.20 rows=8 width=38)",
+        "  ->  LockRows  (cost=0.56..80.31 rows=1000 width=38)",
+        "        ->  Nested Loop  (cost=0.56..70.31 rows=1000 width=38)",
+        "              Join Filter: (d.endpoint_id = e.id)",
+        "              ->  Index Scan using deliveries_due on deliveries d  (cost=0.42..8.44)",
+        "                    Index Cond: (next_attempt_at <= $1)",
+    ]
+    assert scale.plan_nodes(explained) == (
+        "Limit; LockRows; Nested Loop; Index Scan using deliveries_due on deliveries d"
+    )
