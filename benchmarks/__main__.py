@@ -41,6 +41,7 @@ from . import (
     fairness,
     fanout,
     harness,
+    hookdispatch_runs,
     pgqueuer_peer,
     profile,
     receiver_check,
@@ -252,6 +253,7 @@ SECTIONS = (
 
 
 def main() -> None:
+    hookdispatch_runs.quiet()
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts (~2 minutes)")
     parser.add_argument(

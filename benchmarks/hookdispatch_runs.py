@@ -27,9 +27,13 @@ from .storages import StorageFactory
 # The receivers are on 127.0.0.1 over plain http: local on purpose.
 LOCAL = hd.TargetPolicy.local()
 
-# A run cut at its time limit closes with deliveries pending: expected, not news.
-logging.getLogger("hookdispatch").setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", category=ResourceWarning)
+
+def quiet() -> None:
+    """A run cut at its time limit closes with deliveries pending: expected, not news.
+    Called by each measurement, not on import (a test importing this module keeps
+    the library's warnings)."""
+    logging.getLogger("hookdispatch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=ResourceWarning)
 
 
 def _result(delivered: int, count: int, elapsed: float, cpu: float) -> Run:
@@ -38,6 +42,7 @@ def _result(delivered: int, count: int, elapsed: float, cpu: float) -> Run:
 
 def inline(url: str, make_storage: StorageFactory, count: int, limit: float) -> Run:
     """``workers=0``: each ``dispatch()`` returns once its delivery is done."""
+    quiet()
     storage = make_storage()
     with hd.Dispatcher(storage=storage, workers=0, targets=LOCAL) as hooks:
         hooks.add_endpoint(url)
@@ -56,6 +61,7 @@ def thread_pool(
     url: str, make_storage: StorageFactory, count: int, workers: int, limit: float
 ) -> Run:
     """``workers=N``: this thread dispatches, N worker threads deliver."""
+    quiet()
     storage = make_storage()
     hooks = hd.Dispatcher(storage=storage, workers=workers, targets=LOCAL)
     try:
@@ -85,6 +91,7 @@ async def _async_pool(
     limit: float,
     transport: type[hd.AsyncTransport] | None,
 ) -> Run:
+    quiet()
     storage = make_storage()
     sender = None if transport is None else transport(targets=LOCAL)  # type: ignore[call-arg]
     hooks = hd.AsyncDispatcher(
@@ -174,6 +181,7 @@ def instant_drain(
     delivery must then be recorded as succeeded (a run cut by ``limit`` counts those
     that were).
     """
+    quiet()
     storage = make_storage()
     hooks = None
     try:

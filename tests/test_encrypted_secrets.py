@@ -54,6 +54,7 @@ DECRYPTS = {
     "claim",
     "complete_and_claim",
     "complete_many",
+    "add_event_and_claim",
 }
 
 

@@ -268,13 +268,38 @@ class AsyncDispatcher(Driver):
                 transaction=transaction,
                 endpoints=endpoints,
             )
-        else:
+        elif self._capacity == 0:
             event, stored = await self._call(
                 self._store_event, event_type, data, id, now, tenant=tenant
             )
+        else:
+            return await self._dispatch_and_lease(event_type, data, id, now, tenant)
         if stored:
             self._dispatched([event.id])
             await self._after_store(event.id)
+        return event
+
+    async def _dispatch_and_lease(
+        self, event_type: str, data: JSON, id: str | None, now: datetime, tenant: str
+    ) -> Event:
+        """Background mode: as :meth:`Dispatcher.dispatch`, the deliveries that free
+        slots can start now are leased in the same storage call, and started."""
+        event = self._checked_event(event_type, data, id, now, tenant)
+        self._start()
+        held, held_back = self._lease_slots()
+        claims: list[Claim] = []
+        try:
+            event, stored, claims = await self._call(
+                self._store_and_lease, event, now, held, held_back
+            )
+        finally:
+            more = self._return_slots(held, claims)
+        if stored:
+            self._dispatched([event.id])
+            for claim in claims:
+                self._spawn(claim)
+            if more or not held:
+                self._notify()  # what is left of the event's deliveries: the pump's
         return event
 
     async def dispatch_many(
@@ -457,13 +482,17 @@ class AsyncDispatcher(Driver):
                 self._slots.claiming -= 1
             self._slots.started(claims)
             for claim in claims:
-                task = asyncio.create_task(self._work(claim))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(claim)
             if not claims:
                 assert self._settled is not None
                 self._settled.set()  # nothing due: drain() may be waiting for this
                 await self._wait_for_change(self._idle_wait(await self._call(self._next_due)))
+
+    def _spawn(self, claim: Claim) -> None:
+        """Start a task on a claimed delivery (its slot is counted already)."""
+        task = asyncio.create_task(self._work(claim))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _work(self, claim: Claim | None) -> None:
         """Attempt a claim; then, while work is due, claim the next one in this task.

@@ -315,12 +315,36 @@ class Dispatcher(Driver):
         event within ``poll_interval`` of your commit.
         """
         self._check_dispatch(transaction)
-        event, stored = self._store_event(
-            event_type, data, id, self._clock(), tenant=tenant, transaction=transaction
-        )
+        now = self._clock()
+        if transaction is not None or self._capacity == 0:
+            event, stored = self._store_event(
+                event_type, data, id, now, tenant=tenant, transaction=transaction
+            )
+            if stored:
+                self._dispatched([event.id])
+                self._after_store(event.id)
+            return event
+        # Background mode: the deliveries that free workers can start now are leased
+        # in the same storage call and handed to them, with no poll and no second
+        # transaction (see Storage.add_event_and_claim).
+        event = self._checked_event(event_type, data, id, now, tenant)
+        with self._cond:
+            held, held_back = self._lease_slots()
+        claims: list[Claim] = []
+        try:
+            event, stored, claims = self._store_and_lease(event, now, held, held_back)
+        finally:
+            with self._cond:
+                more = self._return_slots(held, claims)
+                if held:
+                    self._cond.notify_all()  # the slots are back: drain() may be waiting
         if stored:
             self._dispatched([event.id])
-            self._after_store(event.id)
+            assert self._pool is not None
+            for claim in claims:
+                self._pool.submit(self._work, claim)
+            if more or not held:
+                self._notify()  # what is left of the event's deliveries: the pump's
         return event
 
     def dispatch_many(
@@ -336,7 +360,9 @@ class Dispatcher(Driver):
         InvalidEventError naming its position, and nothing is stored); the batch is
         written in one storage call, far cheaper per event than ``dispatch`` in a
         loop. Returns the events in order (for a known id, the stored one). Inline
-        mode then delivers them all before returning.
+        mode then delivers them all before returning. Python's cyclic garbage
+        collector is paused while the batch is built and stored (every object it
+        makes lives until then), unless it is off already.
         """
         self._check_open()
         results = self._store_events(items, self._clock(), tenant=tenant)

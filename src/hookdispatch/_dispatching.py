@@ -36,6 +36,7 @@ from ._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
 from ._operations import (
     check_options,
     check_transaction_mode,
+    checked_event,
     end_endpoint_rotation,
     lease_lost,
     log_attempt,
@@ -47,6 +48,7 @@ from ._operations import (
     set_endpoint_enabled,
     store_endpoint,
     store_event,
+    store_event_and_claim,
     store_events,
     store_redelivery,
     stored_event,
@@ -461,6 +463,53 @@ class Driver:
             tenant=tenant,
             catalog=self._catalog,
         )
+
+    def _store_and_lease(
+        self, event: Event, now: datetime, limit: int, held_back: set[str]
+    ) -> tuple[Event, bool, list[Claim]]:
+        """Storage work: a checked event stored, and up to ``limit`` of its deliveries
+        leased in the same call, for the slots :meth:`_lease_slots` held."""
+        return store_event_and_claim(
+            self._storage,
+            event,
+            now=now,
+            lease_until=now + self._lease,
+            limit=limit,
+            exclude_endpoints=held_back,
+        )
+
+    def _checked_event(
+        self, event_type: str, data: JSON, id: str | None, now: datetime, tenant: str
+    ) -> Event:
+        """A new event, checked under this driver's payload limit and catalog."""
+        return checked_event(
+            event_type,
+            data,
+            id=id,
+            now=now,
+            max_bytes=self._max_payload_bytes,
+            tenant=tenant,
+            catalog=self._catalog,
+        )
+
+    def _lease_slots(self) -> tuple[int, set[str]]:
+        """Before a background dispatch stores its event: hold every free worker slot,
+        for the deliveries it leases at once (the pump cannot hand them out
+        meanwhile, nor drain() find the dispatcher idle). How many, and the
+        endpoints to skip. Give them back with :meth:`_return_slots`."""
+        free = self._slots.free
+        if free <= 0 or self._stopping:
+            return 0, set()
+        self._slots.reserve(free)
+        return free, self._slots.held_back()
+
+    def _return_slots(self, held: int, claims: list[Claim]) -> bool:
+        """After the dispatch's storage call: the held slots back, the claims in
+        flight. Whether the pump should look for more (every held slot was filled:
+        the event may have more deliveries due)."""
+        self._slots.release(held)
+        self._slots.started(claims)
+        return held > 0 and len(claims) == held
 
     def _store_test(
         self, endpoint_id: str, event_type: str, data: JSON | None, tenant: str | None

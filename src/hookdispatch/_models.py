@@ -9,13 +9,14 @@ constructors trust their arguments (storage backends use them to rebuild rows).
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import json
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -53,8 +54,10 @@ __all__ = [
     "check_metadata",
     "check_tenant",
     "generate_secret",
+    "new_deliveries",
     "new_delivery",
     "new_id",
+    "new_ids",
     "subscription_keys",
 ]
 
@@ -146,6 +149,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{time.time_ns() // 1_000_000:012x}{next(_id_sequence) & _MASK_64:016x}"
 
 
+def new_ids(prefix: str) -> Iterator[str]:
+    """New ids as :func:`new_id` makes them, as many as asked for, for one batch: all
+    with the millisecond this was called in (the batch's), each with the counter's
+    next value. Half the cost of ``new_id`` per id."""
+    head = f"{prefix}_{time.time_ns() // 1_000_000:012x}"
+    for number in _id_sequence:
+        yield f"{head}{number & _MASK_64:016x}"
+
+
 _MASK_64 = (1 << 64) - 1
 
 
@@ -183,6 +195,87 @@ def _to_the_second(now: datetime) -> tuple[datetime, str]:
 
 # One encoder for every event: json.dumps() with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+try:
+    from _json import make_encoder as _make_c_encoder  # what _ENCODER runs, in C
+except ImportError:  # pragma: no cover - an interpreter without CPython's _json
+    _make_c_encoder = None  # type: ignore[assignment, misc]
+
+
+def _encode_data(data: JSON) -> str:
+    """``data`` as ``_ENCODER`` encodes it. CPython's C encoder called directly, as
+    ``_ENCODER.encode`` calls it (a fresh one: its markers catch circular data),
+    without ``encode``'s and ``iterencode``'s Python layers: a third less for the
+    small data of most events."""
+    if _make_c_encoder is None:  # pragma: no cover
+        return _ENCODER.encode(data)
+    return "".join(_make_c_encoder({}, *_C_ENCODER_OPTIONS)(data, 0))
+
+
+_C_ENCODER_OPTIONS = (
+    _ENCODER.default,
+    json.encoder.encode_basestring,  # ensure_ascii=False's string encoder
+    None,  # indent
+    _ENCODER.key_separator,
+    _ENCODER.item_separator,
+    _ENCODER.sort_keys,
+    _ENCODER.skipkeys,
+    _ENCODER.allow_nan,
+)
+"""What ``_ENCODER.iterencode`` gives the C encoder after its markers."""
+
+
+def _event_body(
+    event_id: str, event_type: str, created_text: str, data: JSON, max_bytes: int
+) -> bytes:
+    """The body of a new event (see :class:`Event`), checked: JSON, at most
+    :data:`MAX_DATA_DEPTH` deep, at most ``max_bytes``. Raises InvalidEventError.
+
+    The envelope is written around the encoded data: its strings (a checked id and
+    type, an RFC 3339 time) need no escaping, so the bytes are those of the
+    envelope encoded whole. For data that does not encode, the envelope is encoded
+    whole, as it always was, so that the error reads as it always did.
+    """
+    try:
+        body = "".join(
+            (
+                '{"id":"',
+                event_id,
+                '","event":"',
+                event_type,
+                '","created_at":"',
+                created_text,
+                '","data":',
+                _encode_data(data),
+                "}",
+            )
+        ).encode()
+    except (RecursionError, TypeError, ValueError):
+        body = _encoded_envelope(event_id, event_type, created_text, data)
+    if _nests_deeper_than(body, MAX_DATA_DEPTH + 1):  # +1: the envelope
+        raise InvalidEventError(_TOO_DEEP)
+    if len(body) > max_bytes:
+        raise InvalidEventError(
+            f"event body is {len(body):,} bytes, over the {max_bytes:,}-byte limit; send"
+            " a reference the receiver can fetch (an id or a URL) instead of the data,"
+            " or raise max_payload_bytes"
+        )
+    return body
+
+
+def _encoded_envelope(event_id: str, event_type: str, created_text: str, data: JSON) -> bytes:
+    """The body encoded whole, its errors as InvalidEventError (see ``_event_body``)."""
+    document = {"id": event_id, "event": event_type, "created_at": created_text, "data": data}
+    try:
+        return _ENCODER.encode(document).encode()
+    except RecursionError:
+        raise InvalidEventError(_TOO_DEEP) from None
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise InvalidEventError(
+            f"event data is not JSON: {exc}. Pass dicts, lists, str, int, finite float,"
+            " bool or None (convert datetimes, decimals and sets first)"
+        ) from None
+
 
 _TOO_DEEP = (
     f"event data is nested too deeply to encode as JSON (the limit is {MAX_DATA_DEPTH}"
@@ -272,6 +365,7 @@ def check_tenant(tenant: object) -> str:
     return tenant
 
 
+@functools.lru_cache(maxsize=4096)  # every dispatch asks, for the app's few types
 def subscription_keys(event_type: str) -> tuple[str, ...]:
     """Every subscription pattern that matches ``event_type``, most specific first.
 
@@ -322,37 +416,9 @@ class Event:
         tenant = DEFAULT_TENANT if tenant is DEFAULT_TENANT else check_tenant(tenant)
         event_id = new_id("evt") if id is None else _check_id(id, what="event id")
         created_at, created_text = _to_the_second(now)
-        document = {
-            "id": event_id,
-            "event": event_type,
-            "created_at": created_text,
-            "data": data,
-        }
-        try:
-            body = _ENCODER.encode(document).encode()
-        except RecursionError:
-            raise InvalidEventError(_TOO_DEEP) from None
-        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-            raise InvalidEventError(
-                f"event data is not JSON: {exc}. Pass dicts, lists, str, int, finite float,"
-                " bool or None (convert datetimes, decimals and sets first)"
-            ) from None
-        if _nests_deeper_than(body, MAX_DATA_DEPTH + 1):  # +1: the envelope
-            raise InvalidEventError(_TOO_DEEP)
-        if len(body) > max_bytes:
-            raise InvalidEventError(
-                f"event body is {len(body):,} bytes, over the {max_bytes:,}-byte limit; send"
-                " a reference the receiver can fetch (an id or a URL) instead of the data,"
-                " or raise max_payload_bytes"
-            )
-        return cls(
-            id=event_id,
-            type=event_type,
-            created_at=created_at,
-            data=data,
-            body=body,
-            tenant=tenant,
-        )
+        body = _event_body(event_id, event_type, created_text, data, max_bytes)
+        # Positional: the fields' order (id, type, created_at, data, body, tenant).
+        return cls(event_id, event_type, created_at, data, body, tenant)
 
     @classmethod
     def from_body(cls, body: bytes, *, tenant: str = DEFAULT_TENANT) -> Event:
@@ -809,19 +875,26 @@ class Delivery:
 
 def new_delivery(event: Event, endpoint_id: str, now: datetime) -> Delivery:
     """:meth:`Delivery.create` for an endpoint known by its id (fan-out in a store)."""
+    # Positional, in the fields' order: id, event_id, endpoint_id, status,
+    # attempt_count, next_attempt_at, last_error, created_at, updated_at, tenant,
+    # event_type (a third cheaper than by keyword, on every dispatch).
     return Delivery(
-        id=new_id("dlv"),
-        event_id=event.id,
-        endpoint_id=endpoint_id,
-        status=DeliveryStatus.PENDING,
-        attempt_count=0,
-        next_attempt_at=now,
-        last_error=None,
-        created_at=now,
-        updated_at=now,
-        tenant=event.tenant,
-        event_type=event.type,
-    )
+        new_id("dlv"), event.id, endpoint_id, _PENDING, 0, now, None, now, now,
+        event.tenant, event.type,
+    )  # fmt: skip
+
+
+def new_deliveries(
+    event: Event, endpoint_ids: Iterable[str], now: datetime, ids: Iterator[str]
+) -> list[Delivery]:
+    """:func:`new_delivery` for each of ``endpoint_ids``, with ids from ``ids``
+    (:func:`new_ids`, for a batch)."""
+    event_id, tenant, event_type = event.id, event.tenant, event.type
+    fields = (_PENDING, 0, now, None, now, now, tenant, event_type)
+    return [Delivery(next(ids), event_id, endpoint_id, *fields) for endpoint_id in endpoint_ids]
+
+
+_PENDING = DeliveryStatus.PENDING
 
 
 def _short_body(body: bytes) -> str:

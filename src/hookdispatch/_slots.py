@@ -54,13 +54,14 @@ class WorkerSlots:
             or (endpoint not in self._proven and busy >= self._unproven_share)
         }
 
-    def reserve(self) -> None:
-        """Hold one slot while its worker claims its next delivery (see ``release``)."""
-        self._busy += 1
+    def reserve(self, count: int = 1) -> None:
+        """Hold slots while their claim is under way: one while a worker claims its
+        next delivery, the free ones while a dispatch leases its own (see ``release``)."""
+        self._busy += count
 
-    def release(self) -> None:
-        """Give back a slot held by ``reserve``."""
-        self._busy -= 1
+    def release(self, count: int = 1) -> None:
+        """Give back slots held by ``reserve``."""
+        self._busy -= count
 
     def started(self, claims: Iterable[Claim]) -> None:
         """Count claimed deliveries as in flight."""

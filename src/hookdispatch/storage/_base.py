@@ -182,6 +182,48 @@ class Storage(abc.ABC):
         endpoints = self.endpoints_for(event.tenant, event.type)
         return self.add_event(event, [Delivery.create(event, e, now=now) for e in endpoints])
 
+    def add_event_and_claim(
+        self,
+        event: Event,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        exclude_endpoints: Collection[str] = (),
+    ) -> tuple[bool, list[Claim]]:
+        """``add_event_to_subscribers(event, now=now)``, then lease up to ``limit`` of
+        its deliveries: ``claim(limit=limit, event_id=event.id, …)``.
+
+        A dispatch that finds worker slots free hands its new deliveries to them at
+        once, instead of waking a poller to claim them in a second transaction. The
+        event is stored (or not: an id stored already) exactly as
+        ``add_event_to_subscribers`` stores it, and the claims are leased exactly as
+        that ``claim`` would lease them: the endpoints in ``exclude_endpoints`` are
+        left alone, and the rest of the deliveries stay due for any worker. Returns
+        whether the event was new, and the claims (none for an event stored
+        already, or for ``limit`` 0).
+
+        Optional. SQLiteStorage stores the leased deliveries leased in the same
+        transaction, and PostgresStorage in the same statement. The default makes the
+        two calls; a claim that fails after the event was stored is logged and
+        returns no delivery (the dispatcher's pump claims them later).
+        """
+        stored = self.add_event_to_subscribers(event, now=now)
+        if not stored or limit <= 0:
+            return stored, []
+        try:
+            claims = self.claim(
+                now=now,
+                lease_until=lease_until,
+                limit=limit,
+                event_id=event.id,
+                exclude_endpoints=exclude_endpoints,
+            )
+        except Exception:
+            logger.exception("claiming the new event's deliveries failed; the pump takes over")
+            claims = []
+        return stored, claims
+
     def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
         """Store many events with their deliveries; one ``add_event`` result per event.
 

@@ -373,6 +373,25 @@ class EncryptedStorage(Storage):
         )
         return held, self._opened_claims(claims)
 
+    def add_event_and_claim(
+        self,
+        event: Event,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        exclude_endpoints: Collection[str] = (),
+    ) -> tuple[bool, list[Claim]]:
+        """``inner``'s ``add_event_and_claim``, the claims' endpoints decrypted."""
+        stored, claims = self._inner.add_event_and_claim(
+            event,
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            exclude_endpoints=exclude_endpoints,
+        )
+        return stored, self._opened_claims(claims)
+
     def complete_many(
         self,
         completions: Sequence[tuple[Claim, Attempt, Delivery]],

@@ -61,6 +61,11 @@ class _Taking:
         self.skipped: list[tuple[str, tuple[datetime, int, str]]] = []
 
 
+_BATCH_HOLD = 1000
+"""Events ``add_events`` stores per hold of the lock: the workers' claims wait for a
+few milliseconds at most."""
+
+
 class MemoryStorage(Storage):
     """A :class:`Storage` held in dictionaries behind one lock.
 
@@ -205,6 +210,24 @@ class MemoryStorage(Storage):
             self._events[event.id] = event
             self._store_new(deliveries)
             return True
+
+    def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
+        """Each event as :meth:`add_event` stores it, the lock taken once per
+        :data:`_BATCH_HOLD` events rather than once per event."""
+        stored: list[bool] = []
+        for start in range(0, len(batch), _BATCH_HOLD):
+            with self._lock:
+                events = self._events
+                for event, deliveries in batch[start : start + _BATCH_HOLD]:
+                    if event.id in events:
+                        stored.append(False)
+                        continue
+                    for delivery in deliveries:
+                        self._endpoint(delivery.endpoint_id)  # all or nothing: check first
+                    events[event.id] = event
+                    self._store_new(deliveries)
+                    stored.append(True)
+        return stored
 
     def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import os
 import sqlite3
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlite_utils
+from attrs import evolve
 
 from .._core import Claim
 from .._listing import DeliveryQuery, EndpointQuery
@@ -296,22 +298,6 @@ def _endpoints_for_sql(patterns: int, *, columns: str = _ENDPOINT_COLUMNS) -> st
         f"SELECT {columns} FROM endpoints e WHERE e.id IN (SELECT endpoint_id"
         f" FROM subscriptions WHERE tenant = ? AND pattern IN ({', '.join('?' * patterns)}))"
         " AND e.enabled ORDER BY e.created_at, e.rowid"
-    )
-
-
-def _delivery_params(d: Delivery) -> tuple[Any, ...]:
-    return (
-        d.id,
-        d.event_id,
-        d.endpoint_id,
-        d.status.value,
-        d.attempt_count,
-        None if d.next_attempt_at is None else _ts(d.next_attempt_at),
-        d.last_error,
-        _ts(d.created_at),
-        _ts(d.updated_at),
-        d.tenant,
-        d.event_type,
     )
 
 
@@ -733,24 +719,78 @@ class SQLiteStorage(Storage):
         """One write transaction: the event, its subscribers' ids (the fan-out index,
         through the writer, whose pages are warm) and its deliveries."""
         keys = subscription_keys(event.type)
+        find = _endpoints_for_sql(len(keys), columns="id")
+        params, at = _event_params(event), _ts(now)
         with self._write() as conn:
-            if conn.execute(_INSERT_EVENT, _event_params(event)).rowcount == 0:
+            if conn.execute(_INSERT_EVENT, params).rowcount == 0:
                 return False
-            subscribers = conn.execute(
-                _endpoints_for_sql(len(keys), columns="id"), (event.tenant, *keys)
-            ).fetchall()
-            _insert_deliveries(conn, [new_delivery(event, row[0], now) for row in subscribers])
+            subscribers = conn.execute(find, (event.tenant, *keys)).fetchall()
+            # new_delivery(event, endpoint_id, now) of each, as _insert_deliveries
+            # writes them, without making the Delivery.
+            rows = [(new_id("dlv"), event.id, row[0], event.type) for row in subscribers]
+            _insert_rows(
+                conn, _INSERT_DELIVERIES, _NEW_DELIVERY_ROW, rows, shared=(at, event.tenant)
+            )
             return True
 
-    def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
-        """The whole batch in one transaction: one commit instead of one per event."""
-        stored: list[bool] = []
+    def add_event_and_claim(
+        self,
+        event: Event,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        exclude_endpoints: Collection[str] = (),
+    ) -> tuple[bool, list[Claim]]:
+        """One write transaction, as ``add_event_to_subscribers``'s: the deliveries it
+        leases go in leased already (due at ``lease_until``, under a new lease), so
+        the claim costs no statement of its own."""
+        if limit <= 0:
+            return self.add_event_to_subscribers(event, now=now), []
+        keys = subscription_keys(event.type)
+        lease = new_id("lse")
         with self._write() as conn:
-            for event, deliveries in batch:
-                cursor = conn.execute(_INSERT_EVENT, _event_params(event))
-                stored.append(cursor.rowcount == 1)
-                if stored[-1]:
-                    _insert_deliveries(conn, deliveries)
+            if conn.execute(_INSERT_EVENT, _event_params(event)).rowcount == 0:
+                return False, []
+            rows = conn.execute(_endpoints_for_sql(len(keys)), (event.tenant, *keys)).fetchall()
+            endpoints = [self._endpoint_of(tuple(row)) for row in rows]
+            deliveries: list[Delivery] = []
+            claims: list[Claim] = []
+            for endpoint in endpoints:
+                delivery = new_delivery(event, endpoint.id, now)
+                if len(claims) < limit and endpoint.id not in exclude_endpoints:
+                    delivery = evolve(delivery, next_attempt_at=lease_until)
+                    claims.append(Claim(delivery, endpoint, event.type, event.body, lease))
+                deliveries.append(delivery)
+            _insert_leased(conn, deliveries, claims, lease)
+        return True, claims
+
+    def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
+        """The whole batch in one transaction: one commit instead of one per event.
+
+        The events go in many rows per statement (``_insert_events``), and when every
+        one of them went in (new ids, none twice: what ``total_changes`` counts) so
+        do their deliveries. Otherwise (an id stored already, or twice in the batch)
+        that is rolled back to a savepoint and the events go in one at a time, to
+        learn which went in; then the deliveries of those.
+        """
+        with self._write() as conn:
+            conn.execute("SAVEPOINT add_events")
+            before = conn.total_changes
+            _insert_events(conn, [event for event, _ in batch])
+            if conn.total_changes - before == len(batch):
+                conn.execute("RELEASE add_events")
+                stored = [True] * len(batch)
+            else:
+                conn.execute("ROLLBACK TO add_events")
+                conn.execute("RELEASE add_events")
+                stored = [
+                    conn.execute(_INSERT_EVENT, _event_params(event)).rowcount == 1
+                    for event, _ in batch
+                ]
+            _insert_deliveries(
+                conn, [d for (_, ds), new in zip(batch, stored, strict=True) if new for d in ds]
+            )
         return stored
 
     def add_event_in_transaction(
@@ -1222,6 +1262,18 @@ def _insert_subscriptions(
     )
 
 
+def _insert_leased(
+    conn: sqlite3.Connection, deliveries: list[Delivery], claims: list[Claim], lease: str
+) -> None:
+    """New deliveries, those of ``claims`` under ``lease`` (``add_event_and_claim``)."""
+    leased = {claim.delivery.id for claim in claims}
+    conn.executemany(
+        f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}, lease)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(*_delivery_params(d), lease if d.id in leased else None) for d in deliveries],
+    )
+
+
 _INSERT_ATTEMPT = (
     "INSERT INTO attempts (id, delivery_id, number, started_at, duration,"
     " status_code, failure, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -1262,17 +1314,119 @@ def _update_delivery(conn: sqlite3.Connection, claim: Claim, delivery: Delivery)
 
 _INSERT_EVENTS = "INSERT OR IGNORE INTO events (id, type, created_at, body, tenant) VALUES"
 _INSERT_EVENT = f"{_INSERT_EVENTS} (?, ?, ?, ?, ?)"
+_EVENT_ROW = "({0}, {1}, {2}, {3}, {4})"
+_NEW_EVENT_ROW = "({0}, {1}, ?1, {2}, ?2)"  # created_at ?1 and tenant ?2: a batch's
 
 
 def _event_params(event: Event) -> tuple[Any, ...]:
     return (event.id, event.type, _ts(event.created_at), event.body, event.tenant)
 
 
+def _insert_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+    """``_INSERT_EVENT`` of every one of ``events``, many per statement; when they
+    share their time and tenant (a batch), those go in once per statement."""
+    if not events:
+        return
+    at, tenant = events[0].created_at, events[0].tenant
+    if all((e.created_at is at or e.created_at == at) and e.tenant == tenant for e in events):
+        rows = [(e.id, e.type, e.body) for e in events]
+        _insert_rows(conn, _INSERT_EVENTS, _NEW_EVENT_ROW, rows, shared=(_ts(at), tenant))
+    else:
+        _insert_rows(conn, _INSERT_EVENTS, _EVENT_ROW, [_event_params(e) for e in events])
+
+
+_INSERT_DELIVERIES = f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES"
+_DELIVERY_ROW = "({0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10})"
+# As new_delivery() makes them: pending, no attempt yet, due when made (?1), of one
+# tenant (?2); each its id, event id, endpoint id and event type.
+_NEW_DELIVERY_ROW = "({0}, {1}, {2}, 'pending', 0, ?1, NULL, ?1, ?1, ?2, {3})"
+
+
 def _insert_deliveries(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
-    conn.executemany(
-        f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [_delivery_params(d) for d in deliveries],
+    """Every one of ``deliveries``, many per statement; when all are new ones made
+    at one time for one tenant (a dispatch's, a batch's), with the values they share
+    bound once per statement (``_NEW_DELIVERY_ROW``)."""
+    if not deliveries:
+        return
+    at, tenant = deliveries[0].created_at, deliveries[0].tenant
+    if all(
+        d.status is DeliveryStatus.PENDING
+        and d.attempt_count == 0
+        and d.last_error is None
+        and (d.created_at is at or d.created_at == at)
+        and (d.updated_at is at or d.updated_at == at)
+        and (d.next_attempt_at is at or d.next_attempt_at == at)
+        and d.tenant == tenant
+        for d in deliveries
+    ):
+        rows = [(d.id, d.event_id, d.endpoint_id, d.event_type) for d in deliveries]
+        _insert_rows(conn, _INSERT_DELIVERIES, _NEW_DELIVERY_ROW, rows, shared=(_ts(at), tenant))
+    else:
+        rows = [_delivery_params(d) for d in deliveries]
+        _insert_rows(conn, _INSERT_DELIVERIES, _DELIVERY_ROW, rows)
+
+
+def _delivery_params(d: Delivery) -> tuple[Any, ...]:
+    return (
+        d.id,
+        d.event_id,
+        d.endpoint_id,
+        d.status.value,
+        d.attempt_count,
+        None if d.next_attempt_at is None else _ts(d.next_attempt_at),
+        d.last_error,
+        _ts(d.created_at),
+        _ts(d.updated_at),
+        d.tenant,
+        d.event_type,
     )
+
+
+_ROWS_PER_STATEMENT = 32
+"""The most rows one statement of ``_insert_rows`` inserts. Measured (10,000 events
+and their deliveries): 8 to 128 rows a statement cost the same per row, but a
+statement's first run on a connection compiles it, at about the cost of inserting
+its rows: 1.5 ms for 256 events, 0.2 ms for 32."""
+
+
+def _insert_rows(
+    conn: sqlite3.Connection,
+    insert: str,
+    row: str,
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    shared: Sequence[Any] = (),
+) -> None:
+    """``insert`` (``INSERT … VALUES`` without the rows) of every one of ``rows``,
+    many rows per statement: ``row`` is one row's values, ``{0}``, ``{1}``… standing
+    for its own parameters, ``?1``, ``?2``… for ``shared``, bound once per statement.
+
+    Measured (10,000 deliveries): a third to a half of the time of ``executemany``,
+    which binds, steps and resets the statement, and releases the GIL, once per row.
+    Statements hold a power of two of rows, at most :data:`_ROWS_PER_STATEMENT`, so
+    that six shapes serve every batch size (sqlite3 caches 128 statements), and no
+    statement binds more than the 999 values a SQLite build may limit it to.
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    most = _ROWS_PER_STATEMENT
+    start = 0
+    while start < len(rows):
+        count = min(most, 1 << ((len(rows) - start).bit_length() - 1))
+        chunk = rows[start : start + count]
+        sql = _rows_sql(insert, row, width, len(shared), count)
+        conn.execute(sql, [*shared, *itertools.chain.from_iterable(chunk)])
+        start += count
+
+
+@functools.cache
+def _rows_sql(insert: str, row: str, width: int, shared: int, count: int) -> str:
+    """``insert`` with ``count`` rows of ``row``, numbering their parameters after
+    the ``shared`` ones (see ``_insert_rows``)."""
+    numbers = itertools.count(shared + 1)
+    rows = (row.format(*(f"?{next(numbers)}" for _ in range(width))) for _ in range(count))
+    return f"{insert} {', '.join(rows)}"
 
 
 @contextlib.contextmanager

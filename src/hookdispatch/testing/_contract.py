@@ -421,6 +421,54 @@ class ContractTests(StorageHarness):
         equal(storage.add_event_to_subscribers(lonely, now=at(9)), True, "no subscribers")
         equal(storage.list_deliveries(event_id=lonely.id), [], "an event nobody wants")
 
+    def test_add_event_and_claim_stores_and_leases_what_it_may(self) -> None:
+        storage = self.storage
+        subscribed = [make_endpoint(tenant="acct_a", created_at=at(n)) for n in range(5)]
+        for endpoint in (*subscribed, make_endpoint(tenant="acct_b")):
+            storage.add_endpoint(endpoint)
+        excluded = subscribed[0].id
+        event = make_event(type="user.created", tenant="acct_a")
+        stored, claims = storage.add_event_and_claim(
+            event, now=at(7), lease_until=at(67), limit=3, exclude_endpoints=[excluded]
+        )
+        equal(stored, True, "add_event_and_claim() of a new event")
+        equal(storage.get_event(event.id), event, "the event as stored")
+        deliveries = {d.id: d for d in storage.list_deliveries(event_id=event.id)}
+        equal(
+            sorted(d.endpoint_id for d in deliveries.values()),
+            sorted(e.id for e in subscribed),
+            "one delivery per subscribed endpoint, as add_event_to_subscribers stores them",
+        )
+        equal(len(claims), 3, "claims: as many as the limit")
+        equal(len({c.delivery.id for c in claims}), 3, "three different deliveries")
+        by_id = {e.id: e for e in subscribed}
+        for claim in claims:
+            check(claim.delivery.endpoint_id != excluded, "an excluded endpoint is left alone")
+            equal(deliveries[claim.delivery.id], claim.delivery, "Claim.delivery as stored")
+            equal(claim.delivery.next_attempt_at, at(67), "a claimed delivery's lease end")
+            equal(claim.delivery.attempt_count, 0, "a claimed new delivery's attempts")
+            equal(claim.endpoint, by_id[claim.delivery.endpoint_id], "Claim.endpoint")
+            equal((claim.event_type, claim.body), (event.type, event.body), "Claim's event")
+        rest = storage.claim(now=at(8), lease_until=at(68), limit=10)
+        equal(
+            sorted(c.delivery.id for c in rest),
+            sorted(set(deliveries) - {c.delivery.id for c in claims}),
+            "the deliveries it did not lease stay due, the excluded endpoint's included",
+        )
+        claimed = claims[0]
+        attempt, state = outcome(claimed, "succeeded", now=at(9))
+        equal(storage.complete(claimed, attempt, state), True, "complete() under that lease")
+        again = make_event(id=event.id, type="user.created", tenant="acct_a", n=2)
+        equal(
+            storage.add_event_and_claim(again, now=at(10), lease_until=at(70), limit=5),
+            (False, []),
+            "add_event_and_claim() of a known event id: nothing stored, nothing claimed",
+        )
+        other = make_event(type="user.created", tenant="acct_a", n=3)
+        stored, claims = storage.add_event_and_claim(other, now=at(11), lease_until=at(71), limit=0)
+        equal((stored, claims), (True, []), "limit=0: stored, nothing claimed")
+        equal(len(storage.list_deliveries(event_id=other.id)), 5, "its deliveries, all due")
+
     def test_add_events_stores_a_batch_each_id_once(self) -> None:
         storage = self.storage
         endpoint = make_endpoint()

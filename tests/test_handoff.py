@@ -1,0 +1,77 @@
+"""A dispatch that finds workers free hands them its deliveries in the same storage call."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pytest_httpserver import HTTPServer
+
+import hookdispatch as hd
+
+from receivers import wait_for
+
+
+class _Counting(hd.SQLiteStorage):
+    """Counts the claims made apart from a dispatch, and the dispatches' own leases."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lock = threading.Lock()
+        self.claims = 0  # leased by claim() or complete_many() (the pump, workers' next)
+        self.handed = 0  # deliveries leased by add_event_and_claim()
+
+    def claim(self, **options: Any) -> list[hd.Claim]:
+        claims = super().claim(**options)
+        with self.lock:
+            self.claims += len(claims)
+        return claims
+
+    def complete_many(self, completions: Any, **options: Any) -> tuple[list[bool], list[hd.Claim]]:
+        held, claims = super().complete_many(completions, **options)
+        with self.lock:
+            self.claims += len(claims)
+        return held, claims
+
+    def add_event_and_claim(self, event: hd.Event, **options: Any) -> tuple[bool, list[hd.Claim]]:
+        stored, claims = super().add_event_and_claim(event, **options)
+        with self.lock:
+            self.handed += len(claims)
+        return stored, claims
+
+
+def test_free_workers_get_a_dispatchs_deliveries_without_a_claim_of_their_own(
+    make_dispatcher: Any, httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    storage = _Counting(tmp_path / "hooks.db")
+    hooks = make_dispatcher(storage=storage, workers=4, poll_interval=60)
+    for _ in range(3):
+        hooks.add_endpoint(httpserver.url_for("/hook"))
+    assert hooks.drain(timeout=5)  # the pump's first look finds nothing: then it sleeps
+    before = storage.claims
+    event = hooks.dispatch("user.created", {"id": 1})
+    assert wait_for(lambda: len(httpserver.log) == 3)
+    assert hooks.drain(timeout=5)
+    statuses = {d.status for d in storage.list_deliveries(event_id=event.id)}
+    assert statuses == {hd.DeliveryStatus.SUCCEEDED}
+    assert storage.handed == 3, "the dispatch leased its 3 deliveries for the 3 free workers"
+    assert storage.claims == before, "no other claim took them"
+
+
+def test_a_dispatch_with_more_deliveries_than_free_workers_leaves_the_rest_to_them(
+    make_dispatcher: Any, httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    storage = _Counting(tmp_path / "hooks.db")
+    hooks = make_dispatcher(storage=storage, workers=2, poll_interval=60)
+    for _ in range(5):
+        hooks.add_endpoint(httpserver.url_for("/hook"))
+    assert hooks.drain(timeout=5)
+    event = hooks.dispatch("user.created", {"id": 1})
+    assert wait_for(lambda: len(httpserver.log) == 5)
+    assert hooks.drain(timeout=5)
+    statuses = [d.status for d in storage.list_deliveries(event_id=event.id)]
+    assert statuses == [hd.DeliveryStatus.SUCCEEDED] * 5
+    assert storage.handed == 2, "as many as there were free workers"
+    assert storage.claims >= 3, "the other 3 were claimed as workers came free"
