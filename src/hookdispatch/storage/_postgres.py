@@ -606,29 +606,37 @@ def _completion_columns(
     """The arrays of ``_COMPLETE_MANY``: one per column."""
     columns: tuple[list[Any], ...] = tuple([] for _ in range(15))
     for claim, attempt, delivery in completions:
-        for column, value in zip(
-            columns,
-            (
-                attempt.id,
-                attempt.delivery_id,
-                attempt.number,
-                attempt.started_at,
-                attempt.duration,
-                attempt.status_code,
-                None if attempt.failure is None else attempt.failure.value,
-                attempt.error,
-                attempt.response_body,
-                delivery.status.value,
-                delivery.attempt_count,
-                delivery.next_attempt_at,
-                delivery.last_error,
-                delivery.updated_at,
-                claim.lease,
-            ),
-            strict=True,
-        ):
+        values = (*_attempt_values(attempt), *_outcome_values(delivery), claim.lease)
+        for column, value in zip(columns, values, strict=True):
             column.append(value)
     return columns
+
+
+def _attempt_values(attempt: Attempt) -> tuple[Any, ...]:
+    """An attempt's row, in the order of ``_ATTEMPT_COLUMNS``."""
+    return (
+        attempt.id,
+        attempt.delivery_id,
+        attempt.number,
+        attempt.started_at,
+        attempt.duration,
+        attempt.status_code,
+        None if attempt.failure is None else attempt.failure.value,
+        attempt.error,
+        attempt.response_body,
+    )
+
+
+def _outcome_values(delivery: Delivery) -> tuple[Any, ...]:
+    """What completing a delivery stores of it: status, attempt count, next attempt,
+    last error and update time."""
+    return (
+        delivery.status.value,
+        delivery.attempt_count,
+        delivery.next_attempt_at,
+        delivery.last_error,
+        delivery.updated_at,
+    )
 
 
 # Deliveries from one array per column: any number of rows in one statement.
@@ -1495,21 +1503,9 @@ class PostgresStorage(Storage):
             (
                 query,
                 (
-                    attempt.id,
+                    *_attempt_values(attempt),
                     attempt.delivery_id,
-                    attempt.number,
-                    attempt.started_at,
-                    attempt.duration,
-                    attempt.status_code,
-                    None if attempt.failure is None else attempt.failure.value,
-                    attempt.error,
-                    attempt.response_body,
-                    attempt.delivery_id,
-                    delivery.status.value,
-                    delivery.attempt_count,
-                    delivery.next_attempt_at,
-                    delivery.last_error,
-                    delivery.updated_at,
+                    *_outcome_values(delivery),
                     delivery.id,
                     claim.lease,
                     delivery.status is DeliveryStatus.FAILED,
