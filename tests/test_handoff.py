@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
+import pytest
 from pytest_httpserver import HTTPServer
 
 import hookdispatch as hd
@@ -75,3 +77,45 @@ def test_a_dispatch_with_more_deliveries_than_free_workers_leaves_the_rest_to_th
     assert statuses == [hd.DeliveryStatus.SUCCEEDED] * 5
     assert storage.handed == 2, "as many as there were free workers"
     assert storage.claims >= 3, "the other 3 were claimed as workers came free"
+
+
+class _Held(hd.SQLiteStorage):
+    """add_event_and_claim waits until the test lets it go on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entered, self.go_on = threading.Event(), threading.Event()
+
+    def add_event_and_claim(self, event: hd.Event, **options: Any) -> tuple[bool, list[hd.Claim]]:
+        self.entered.set()
+        assert self.go_on.wait(10)
+        return super().add_event_and_claim(event, **options)
+
+
+def test_a_cancelled_async_dispatch_still_starts_what_it_leased(
+    httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    storage = _Held(tmp_path / "hooks.db")
+
+    async def main() -> None:
+        async with hd.AsyncDispatcher(storage=storage, concurrency=4, poll_interval=60) as hooks:
+            await hooks.add_endpoint(httpserver.url_for("/hook"))
+            assert await hooks.drain(timeout=5)
+            dispatching = asyncio.create_task(hooks.dispatch("user.created", {"id": 1}))
+            assert await asyncio.to_thread(storage.entered.wait, 5)
+            dispatching.cancel()  # the caller gives up while the event is being stored
+            storage.go_on.set()
+            with pytest.raises(asyncio.CancelledError):
+                await dispatching
+            # Stored, and leased for a free worker: sent now, not after the 60 s lease.
+            for _ in range(200):
+                if httpserver.log:
+                    break
+                await asyncio.sleep(0.025)
+            assert len(httpserver.log) == 1
+            assert await hooks.drain(timeout=5)
+        [delivery] = storage.list_deliveries()
+        assert delivery.status is hd.DeliveryStatus.SUCCEEDED
+
+    asyncio.run(main())

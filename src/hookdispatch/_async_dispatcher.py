@@ -288,10 +288,14 @@ class AsyncDispatcher(Driver):
         self._start()
         held, held_back = self._lease_slots()
         claims: list[Claim] = []
+        call = asyncio.ensure_future(self._call(self._store_and_lease, event, now, held, held_back))
         try:
-            event, stored, claims = await self._call(
-                self._store_and_lease, event, now, held, held_back
-            )
+            event, stored, claims = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # The caller gave up, not the storage call: what it leases still goes
+            # to the workers when it ends, rather than waiting out its leases.
+            call.add_done_callback(self._start_leased)
+            raise
         finally:
             more = self._return_slots(held, claims)
         if stored:
@@ -487,6 +491,17 @@ class AsyncDispatcher(Driver):
                 assert self._settled is not None
                 self._settled.set()  # nothing due: drain() may be waiting for this
                 await self._wait_for_change(self._idle_wait(await self._call(self._next_due)))
+
+    def _start_leased(self, call: asyncio.Future[tuple[Event, bool, list[Claim]]]) -> None:
+        """When a cancelled dispatch's storage call ends: start what it leased (its
+        slots were given back at the cancellation). Closing: the leases run out
+        and the deliveries are claimed again."""
+        if call.cancelled() or call.exception() is not None or self._stopping:
+            return
+        _, _, claims = call.result()
+        self._slots.started(claims)
+        for claim in claims:
+            self._spawn(claim)
 
     def _spawn(self, claim: Claim) -> None:
         """Start a task on a claimed delivery (its slot is counted already)."""
