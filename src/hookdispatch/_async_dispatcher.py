@@ -287,23 +287,24 @@ class AsyncDispatcher(Driver):
         event = self._checked_event(event_type, data, id, now, tenant)
         self._start()
         held, held_back = self._lease_slots()
-        claims: list[Claim] = []
         call = asyncio.ensure_future(self._call(self._store_and_lease, event, now, held, held_back))
         try:
             event, stored, claims = await asyncio.shield(call)
-        except asyncio.CancelledError:
-            # The caller gave up, not the storage call: what it leases still goes
-            # to the workers when it ends, rather than waiting out its leases.
-            call.add_done_callback(self._start_leased)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                # The caller gave up, not the storage call: what it leases still goes
+                # to the workers when it ends, rather than waiting out its leases.
+                call.add_done_callback(self._start_leased)
+            if self._return_slots(held, []):
+                self._notify()
             raise
-        finally:
-            more = self._return_slots(held, claims)
+        wake = self._return_slots(held, claims)
         if stored:
             self._dispatched([event.id])
             for claim in claims:
                 self._spawn(claim)
-            if more or not held:
-                self._notify()  # what is left of the event's deliveries: the pump's
+        if wake:
+            self._notify()  # what is left of the event's deliveries: the pump's
         return event
 
     async def dispatch_many(
@@ -470,7 +471,9 @@ class AsyncDispatcher(Driver):
         """Background mode: claim due work while slots are free; else wait."""
         while not self._stopping:
             if self._slots.free <= 0:
+                self._pump_needs_slots = True
                 await self._wait_for_change(None)
+                self._pump_needs_slots = False
                 # Let the other attempts finishing in this turn of the loop free
                 # their slots too, so one claim serves several of them.
                 await asyncio.sleep(0)

@@ -330,21 +330,23 @@ class Dispatcher(Driver):
         event = self._checked_event(event_type, data, id, now, tenant)
         with self._cond:
             held, held_back = self._lease_slots()
-        claims: list[Claim] = []
         try:
             event, stored, claims = self._store_and_lease(event, now, held, held_back)
-        finally:
+        except BaseException:
             with self._cond:
-                more = self._return_slots(held, claims)
-                if held:
-                    self._cond.notify_all()  # the slots are back: drain() may be waiting
+                wake = self._return_slots(held, [])
+            if wake:
+                self._notify()
+            raise
+        with self._cond:
+            wake = self._return_slots(held, claims)
         if stored:
             self._dispatched([event.id])
             assert self._pool is not None
             for claim in claims:
                 self._pool.submit(self._work, claim)
-            if more or not held:
-                self._notify()  # what is left of the event's deliveries: the pump's
+        if wake:
+            self._notify()  # what is left of the event's deliveries: the pump's
         return event
 
     def dispatch_many(
@@ -530,7 +532,9 @@ class Dispatcher(Driver):
         while True:
             with self._cond:
                 while self._slots.free <= 0 and not self._stopping:
+                    self._pump_needs_slots = True
                     self._cond.wait()
+                self._pump_needs_slots = False
                 if self._stopping:
                     return
                 limit = self._slots.free

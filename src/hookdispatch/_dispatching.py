@@ -287,6 +287,7 @@ class Driver:
         self._catalog: Catalog | None = catalog
         self._capacity = capacity  # 0: inline
         self._slots = WorkerSlots(capacity)
+        self._pump_needs_slots = False  # the pump waits for a free slot
         self._stopping = False
         self._closed = False
 
@@ -505,11 +506,14 @@ class Driver:
 
     def _return_slots(self, held: int, claims: list[Claim]) -> bool:
         """After the dispatch's storage call: the held slots back, the claims in
-        flight. Whether the pump should look for more (every held slot was filled:
-        the event may have more deliveries due)."""
+        flight. Whether to wake the pump: for a dispatch that held no slot, as ever;
+        when every held slot was filled (the event may have more deliveries due);
+        and when slots came back unused while the pump waits for free ones (it may
+        have found none because this dispatch held them). Not otherwise: an idle
+        pump woken for nothing would make a claim that finds nothing."""
         self._slots.release(held)
         self._slots.started(claims)
-        return held > 0 and len(claims) == held
+        return not held or len(claims) == held or self._pump_needs_slots
 
     def _store_test(
         self, endpoint_id: str, event_type: str, data: JSON | None, tenant: str | None
