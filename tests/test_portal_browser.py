@@ -192,6 +192,14 @@ def all_css(driver: Any, selector: str) -> list[Any]:
     return list(driver.find_elements(By.CSS_SELECTOR, selector))
 
 
+def wait_for_navigation(driver: Any, *, away_from: str, seconds: float = 10.0) -> None:
+    """Wait until the browser has left ``away_from``: a click that submits a form can
+    return before the browser has followed the answer's redirect."""
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    WebDriverWait(driver, seconds).until(lambda d: d.current_url != away_from)
+
+
 def click_link(driver: Any, text: str) -> None:
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
@@ -253,6 +261,7 @@ def test_the_guides_flow_end_to_end(
     # Replay it once the receiver is back: it succeeds.
     receiver.status, receiver.body = 200, "ok"
     by_css(driver, "#replay").click()
+    wait_for_navigation(driver, away_from=failed_url)
     assert driver.current_url != failed_url
     assert by_css(driver, "h1 .status").text.lower() == "succeeded"
     assert len(receiver.requests) == 3
