@@ -221,7 +221,9 @@ def test_the_guides_flow_end_to_end(
     for event_type in ("user.created", "invoice.paid"):
         by_css(driver, f'input[name="events"][value="{event_type}"]').click()
     shot(driver, "add-endpoint")
+    adding = driver.current_url
     by_css(driver, "form.form button[type=submit]").click()
+    wait_for_navigation(driver, away_from=adding)
     assert "/endpoints/ep_" in driver.current_url, driver.page_source[-3000:]
     [endpoint] = hooks.endpoints(tenant="acct_a")
     assert endpoint.events == ("user.created", "invoice.paid")
@@ -237,7 +239,9 @@ def test_the_guides_flow_end_to_end(
     click_link(driver, "Send test event")
     assert json.loads(by_css(driver, "#data").get_attribute("value")) == {"user_id": "user_78451"}
     shot(driver, "test-event")
+    testing = driver.current_url
     by_css(driver, "#send-test").click()
+    wait_for_navigation(driver, away_from=testing)
     assert "/deliveries/dlv_" in driver.current_url
     assert by_css(driver, "h1 .status").text.lower() == "succeeded"
     assert "HTTP 200" in by_css(driver, ".attempt").text
@@ -249,7 +253,9 @@ def test_the_guides_flow_end_to_end(
     # The receiver fails: the failed attempt shows its response body.
     receiver.status, receiver.body = 503, "maintenance: back at 16:00 UTC"
     driver.get(f"{server.base}/endpoints/{endpoint.id}/test?type=invoice.paid")
+    testing = driver.current_url
     by_css(driver, "#send-test").click()
+    wait_for_navigation(driver, away_from=testing)
     assert by_css(driver, "h1 .status").text.lower() == "failed"
     attempt = by_css(driver, ".attempt-failed")
     assert "HTTP 503" in attempt.text
