@@ -14,6 +14,7 @@ __all__ = ["postgres_back_to", "result_columns", "sqlite_back_to"]
 
 _SQLITE_UNDO: dict[int, tuple[str, ...]] = {
     # The undo of the migration that brought the file to this version.
+    10: ("DROP TABLE fanout",),
     9: tuple(
         f"DROP INDEX {name}"
         for name in ("deliveries_failed", "deliveries_failed_tenant", "deliveries_failed_endpoint")

@@ -226,6 +226,21 @@ def _migrate_9(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _migrate_10(db: sqlite_utils.Database) -> None:
+    """Deliveries written out in bulk: a dispatch stores its event and one row here
+    listing its subscribers (one short row in a table with no index of its own,
+    where the deliveries' row costs ten index entries); the next claim, or the
+    next read or change of deliveries, writes out the deliveries of every row here
+    at once and deletes the rows (see ``_settle``). ``endpoints``: a JSON array of
+    endpoint ids; ``deliveries``: their delivery ids, or NULL for new ones."""
+    db.execute(
+        "CREATE TABLE fanout (seq INTEGER PRIMARY KEY,"
+        " event_id TEXT NOT NULL REFERENCES events(id), at REAL NOT NULL,"
+        " tenant TEXT NOT NULL, event_type TEXT NOT NULL, endpoints TEXT NOT NULL,"
+        " deliveries TEXT)"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_1,
     _migrate_2,
@@ -236,6 +251,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_7,
     _migrate_8,
     _migrate_9,
+    _migrate_10,
 ]
 """Schema migrations; the n-th brings ``PRAGMA user_version`` from n to n + 1."""
 
@@ -505,13 +521,16 @@ class SQLiteStorage(Storage):
             # checkpoint syncs those bytes: the hot pages are index leaves and short
             # delivery rows, so 2 KiB pages write half the bytes of 4 KiB ones.
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            conn.create_function("hookdispatch_delivery_id", 0, _new_delivery_id)
         with self._connections_lock:
             self._opened.append(conn)
         return conn
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that holds the write lock from its first statement.
+    def _write(self, *, settle: int = 0) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds the write lock from its first statement;
+        ``settle``: first write out the deliveries of that many ``fanout`` rows, the
+        oldest (see ``_settle``).
 
         Every write of this process goes through one connection, the writer: the
         write lock serialises writes anyway, and a connection drops its whole page
@@ -525,6 +544,8 @@ class SQLiteStorage(Storage):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    if settle:
+                        _settle(conn, settle)
                     yield conn
                     conn.execute("COMMIT")
                 except BaseException:
@@ -669,8 +690,9 @@ class SQLiteStorage(Storage):
 
     def delete_endpoint(self, endpoint_id: str, *, now: datetime) -> int:
         """One transaction: the row hidden and its secrets erased, its subscriptions
-        dropped, its pending deliveries (found through deliveries_endpoint) cancelled."""
-        with self._write() as conn:
+        dropped, its pending deliveries (found through deliveries_endpoint) cancelled:
+        those still in ``fanout`` written out first."""
+        with self._write(settle=_EVERY) as conn:
             row = conn.execute(
                 "SELECT tenant, events FROM endpoints WHERE id = ? AND deleted_at IS NULL",
                 (endpoint_id,),
@@ -716,20 +738,17 @@ class SQLiteStorage(Storage):
             raise
 
     def add_event_to_subscribers(self, event: Event, *, now: datetime) -> bool:
-        """One write transaction: the event, its subscribers' ids (the fan-out index,
-        through the writer, whose pages are warm) and its deliveries."""
+        """One write transaction of two short inserts: the event, and its subscribers'
+        ids (found through the fan-out index, by the same statement) as one row of
+        ``fanout``, from which the deliveries, new ones made at ``now``, are written
+        out in bulk by the next claim or read of deliveries (see ``_settle``)."""
         keys = subscription_keys(event.type)
-        find = _endpoints_for_sql(len(keys), columns="id")
-        params, at = _event_params(event), _ts(now)
         with self._write() as conn:
-            if conn.execute(_INSERT_EVENT, params).rowcount == 0:
+            if conn.execute(_INSERT_EVENT, _event_params(event)).rowcount == 0:
                 return False
-            subscribers = conn.execute(find, (event.tenant, *keys)).fetchall()
-            # new_delivery(event, endpoint_id, now) of each, as _insert_deliveries
-            # writes them, without making the Delivery.
-            rows = [(new_id("dlv"), event.id, row[0], event.type) for row in subscribers]
-            _insert_rows(
-                conn, _INSERT_DELIVERIES, _NEW_DELIVERY_ROW, rows, shared=(at, event.tenant)
+            conn.execute(
+                _fan_out_sql(len(keys)),
+                (event.id, _ts(now), event.tenant, event.type, event.tenant, *keys),
             )
             return True
 
@@ -859,6 +878,18 @@ class SQLiteStorage(Storage):
             ):
                 raise UnknownEndpointError(f"no endpoint with id {delivery.endpoint_id!r}")
 
+    def _settle_all(self) -> None:
+        """Write out the deliveries of every dispatch stored so far, so that the read
+        that follows sees them all: a chunk per transaction (``_settle``), up to the
+        newest ``fanout`` row there is now. When there is none (most often), one
+        probe of an empty table."""
+        last = self._read(_LAST_UNSETTLED, small=True)[0][0]
+        while last is not None:
+            with self._write() as conn:
+                settled = _settle(conn, _SETTLE_CHUNK)
+            if settled is None or settled >= last:
+                return
+
     def get_event(self, event_id: str) -> Event:
         rows = self._read("SELECT body, tenant FROM events WHERE id = ?", (event_id,))
         if not rows:
@@ -866,6 +897,7 @@ class SQLiteStorage(Storage):
         return Event.from_body(rows[0][0], tenant=rows[0][1])
 
     def get_delivery(self, delivery_id: str) -> Delivery:
+        self._settle_all()
         rows = self._read(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
         )
@@ -884,6 +916,7 @@ class SQLiteStorage(Storage):
         where, params = delivery_filter(
             event_id=event_id, endpoint_id=endpoint_id, status=status, mark="?"
         )
+        self._settle_all()
         sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries{where}"
         sql += " ORDER BY created_at, rowid"
         if limit is not None:
@@ -894,6 +927,7 @@ class SQLiteStorage(Storage):
     def find_deliveries(self, query: DeliveryQuery) -> list[Delivery]:
         """One indexed range scan: see :func:`~._rows.delivery_query`."""
         where, order, params = delivery_query(query, mark="?", moment=_ts)
+        self._settle_all()
         rows = self._read(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries{where}{order}", params)
         return [delivery_from_row(row, _dt) for row in rows]
 
@@ -924,7 +958,9 @@ class SQLiteStorage(Storage):
         # workers, not attackers, so it needs no system call for randomness
         if event_id is None:
             self._walk_if_due(now)
-        with self._write() as conn:
+        # (An event's own claim, inline mode's, writes out every dispatch waiting:
+        # its own may be the newest.)
+        with self._write(settle=_SETTLE_CHUNK if event_id is None else _EVERY) as conn:
             rows = self._claim_rows(
                 conn,
                 lease,
@@ -949,7 +985,7 @@ class SQLiteStorage(Storage):
         """Both in one transaction: one commit, and the pages both touch written once."""
         lease = new_id("lse")
         self._walk_if_due(now)
-        with self._write() as conn:
+        with self._write(settle=_SETTLE_CHUNK) as conn:
             held = self._complete(conn, claim, attempt, delivery)
             rows = self._claim_rows(
                 conn,
@@ -976,7 +1012,7 @@ class SQLiteStorage(Storage):
         lease = new_id("lse")
         if limit > 0:
             self._walk_if_due(now)
-        with self._write() as conn:
+        with self._write(settle=_SETTLE_CHUNK if limit > 0 else 0) as conn:
             held = self._complete_group(conn, completions)
             rows = (
                 self._claim_rows(
@@ -1157,11 +1193,12 @@ class SQLiteStorage(Storage):
 
     def pending_by_endpoint(self, *, limit: int) -> list[tuple[str, int]]:
         """One query over the pending deliveries (the partial index deliveries_due)."""
+        self._settle_all()
         rows = self._read(_PENDING_BY_ENDPOINT, (limit,))
         return [(endpoint_id, count) for endpoint_id, count in rows]
 
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
-        with self._write() as conn:
+        with self._write(settle=_EVERY) as conn:
             cursor = conn.execute(
                 "UPDATE deliveries SET next_attempt_at = ? WHERE endpoint_id = ?"
                 " AND status = 'pending' AND lease IS NULL AND next_attempt_at < ?",
@@ -1171,6 +1208,7 @@ class SQLiteStorage(Storage):
 
     def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
         only_event = "" if event_id is None else "AND d.event_id = ?"
+        self._settle_all()
         rows = self._read(
             "SELECT d.next_attempt_at FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id"
             f" WHERE d.status = 'pending' {only_event} AND e.enabled = 1"
@@ -1198,7 +1236,7 @@ class SQLiteStorage(Storage):
         is left, so a long run does not walk the old events again on every call)."""
         check_prune_limit(limit)
         before = _ts(older_than)
-        with self._write() as conn:
+        with self._write(settle=_EVERY) as conn:  # no event is pruned before its deliveries
             doomed = conn.execute(_PRUNABLE_DELIVERIES, (before, limit)).fetchall()
             ids = [(delivery_id,) for delivery_id, _ in doomed]
             conn.executemany("DELETE FROM attempts WHERE delivery_id = ?", ids)
@@ -1272,6 +1310,66 @@ def _insert_leased(
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(*_delivery_params(d), lease if d.id in leased else None) for d in deliveries],
     )
+
+
+# Deliveries written out in bulk -------------------------------------------------------
+
+_SETTLE_CHUNK = 1024
+"""The most ``fanout`` rows (dispatches) a claim writes out the deliveries of before
+it claims: a backlog left by stopped workers is written out a chunk per claim, so no
+transaction holds the write lock for long."""
+
+_EVERY = 1 << 62
+"""``settle`` for all ``fanout`` rows (``LIMIT`` takes a 64-bit integer)."""
+
+
+@functools.cache
+def _fan_out_sql(patterns: int) -> str:
+    """The ``fanout`` row of an event whose type ``patterns`` patterns match: its
+    subscribers' ids, in ``endpoints_for``'s order, as a JSON array; no row when it
+    has none. Parameters: event id, now, tenant, event type; then the subscribers
+    query's (tenant and patterns)."""
+    find = _endpoints_for_sql(patterns, columns="id")
+    return (
+        "INSERT INTO fanout (event_id, at, tenant, event_type, endpoints)"
+        f" SELECT ?, ?, ?, ?, json_group_array(id) FROM ({find}) HAVING count(*)"
+    )
+
+
+_LAST_TO_SETTLE = "SELECT max(seq) FROM (SELECT seq FROM fanout ORDER BY seq LIMIT ?)"
+_LAST_UNSETTLED = "SELECT max(seq) FROM fanout"
+# One new delivery per (fanout row, endpoint), in the order they were dispatched,
+# each with its id from the row (a batch's) or a new one; pending, or cancelled if
+# its endpoint was deleted since (by a process of a version before this table:
+# those of this one write deliveries out before they delete).
+_SETTLE = (
+    f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"
+    " SELECT CASE WHEN f.deliveries IS NULL THEN hookdispatch_delivery_id()"
+    " ELSE json_extract(f.deliveries, '$[' || j.key || ']') END, f.event_id, j.value,"
+    " CASE WHEN e.deleted_at IS NULL THEN 'pending' ELSE 'cancelled' END, 0,"
+    " CASE WHEN e.deleted_at IS NULL THEN f.at END,"
+    f" CASE WHEN e.deleted_at IS NULL THEN NULL ELSE '{ENDPOINT_DELETED}' END,"
+    " f.at, coalesce(e.deleted_at, f.at), f.tenant, f.event_type"
+    " FROM fanout f, json_each(f.endpoints) j JOIN endpoints e ON e.id = j.value"
+    " WHERE f.seq <= ? ORDER BY f.seq, j.key"
+)
+
+
+def _settle(conn: sqlite3.Connection, limit: int) -> int | None:
+    """Write out the deliveries of the oldest ``limit`` rows of ``fanout`` and delete
+    the rows, in ``conn``'s write transaction: two statements for any number of
+    deliveries, each index written once per page rather than once per dispatch.
+    The last ``seq`` written out, or None when there was nothing to write out (one
+    probe of an empty table)."""
+    last: int | None = conn.execute(_LAST_TO_SETTLE, (limit,)).fetchone()[0]
+    if last is not None:
+        conn.execute(_SETTLE, (last,))
+        conn.execute("DELETE FROM fanout WHERE seq <= ?", (last,))
+    return last
+
+
+def _new_delivery_id() -> str:
+    return new_id("dlv")
 
 
 _INSERT_ATTEMPT = (
