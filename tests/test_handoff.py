@@ -22,11 +22,13 @@ class _Counting(hd.SQLiteStorage):
         self.lock = threading.Lock()
         self.claims = 0  # leased by claim() or complete_many() (the pump, workers' next)
         self.handed = 0  # deliveries leased by add_event_and_claim()
+        self.pump_calls = 0  # calls of claim(): the pump's
 
     def claim(self, **options: Any) -> list[hd.Claim]:
         claims = super().claim(**options)
         with self.lock:
             self.claims += len(claims)
+            self.pump_calls += 1
         return claims
 
     def complete_many(self, completions: Any, **options: Any) -> tuple[list[bool], list[hd.Claim]]:
@@ -119,3 +121,25 @@ def test_a_cancelled_async_dispatch_still_starts_what_it_leased(
         assert delivery.status is hd.DeliveryStatus.SUCCEEDED
 
     asyncio.run(main())
+
+
+def test_a_worker_that_finds_nothing_more_due_does_not_wake_the_pump_to_look_again(
+    make_dispatcher: Any, httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    """Each dispatch is handed to an idle worker, which records it and asks for its
+    next delivery in the same call; the storage has none, so the worker stops. The
+    pump, idle, is not woken by that to make a claim of its own that would find
+    nothing too (before: one such claim per delivery, and under asyncio one more
+    thread hop for the next due time)."""
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    storage = _Counting(tmp_path / "hooks.db")
+    hooks = make_dispatcher(storage=storage, workers=4, poll_interval=60)
+    hooks.add_endpoint(httpserver.url_for("/hook"))
+    assert hooks.drain(timeout=5)
+    before = storage.pump_calls
+    for n in range(20):
+        hooks.dispatch("user.created", {"n": n})
+        assert wait_for(lambda n=n: len(httpserver.log) == n + 1)
+        assert hooks.drain(timeout=5)
+    assert storage.handed == 20
+    assert storage.pump_calls - before <= 2, "the pump stayed asleep"

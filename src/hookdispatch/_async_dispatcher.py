@@ -521,6 +521,7 @@ class AsyncDispatcher(Driver):
         with the tasks finishing meanwhile (see :mod:`._group_commit`).
         """
         attempts = 0
+        ran_dry = False  # the last claim found nothing due: no need to wake the pump
         try:
             while claim is not None:
                 endpoint_id = claim.endpoint.id
@@ -539,7 +540,7 @@ class AsyncDispatcher(Driver):
                 finally:
                     if self._slots.finished(endpoint_id, succeeded=succeeded):
                         self._notify()  # more slots may go to this endpoint now: the pump's job
-                claim = await self._claim_next(claim, success)
+                claim, ran_dry = await self._claim_next(claim, success)
                 # An attempt need not suspend (a refused target, a storage that never
                 # blocks), so yield now and then: a long run of those cannot hold the
                 # loop. Not after every attempt: that would run every task's ends
@@ -551,7 +552,8 @@ class AsyncDispatcher(Driver):
                 if attempts % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
         finally:
-            self._notify()  # a slot is free: the pump may need it
+            if not ran_dry or self._pump_needs_slots:
+                self._notify()  # a slot is free: the pump may need it
             assert self._settled is not None
             self._settled.set()
 
@@ -561,13 +563,15 @@ class AsyncDispatcher(Driver):
 
     async def _claim_next(
         self, claim: Claim, success: tuple[Attempt, Delivery] | None
-    ) -> Claim | None:
+    ) -> tuple[Claim | None, bool]:
         """This task's next delivery, if one is due; ``success`` (of ``claim``) is
-        stored in the same storage call. None when stopping (after recording)."""
+        stored in the same storage call. None when stopping (after recording). And
+        whether the storage was asked and had nothing due (see ``_ran_dry``)."""
         if success is None and self._stopping:
-            return None
+            return None, False
         held_back = self._hold_slot()
         claims: list[Claim] = []
+        ticket: Ticket | None = None
         try:
             ticket = self._ticket(claim, success, held_back)
             if ticket is not None:
@@ -580,7 +584,7 @@ class AsyncDispatcher(Driver):
                 self._emit(report)  # the slot is still held: drain() waits for this
         finally:
             next_claim = self._release_slot(claims)
-        return next_claim
+        return next_claim, self._ran_dry(ticket)
 
     # Lifecycle ----------------------------------------------------------------------
 

@@ -553,9 +553,15 @@ class Dispatcher(Driver):
                 self._idle()
 
     def _idle(self) -> None:
-        wait = self._idle_wait(self._next_due())
+        """Wait until woken (``_wake``: new work, a slot an endpoint may fill), due
+        work's time, or ``poll_interval``. The condition is shared (drain(), a
+        worker's free slot): its other notifications are not a reason to claim."""
+        give_up = time.monotonic() + self._idle_wait(self._next_due())
         with self._cond:
-            if not self._wake and not self._stopping and wait > 0:
+            while not self._wake and not self._stopping:
+                wait = give_up - time.monotonic()
+                if wait <= 0:
+                    return
                 self._cond.wait(wait)
 
     def _work(self, claim: Claim | None) -> None:

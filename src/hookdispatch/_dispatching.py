@@ -815,6 +815,19 @@ class Driver:
         report = report_of(ticket.claim, *ticket.success, held=ticket.held, disabled=None)
         return ticket.claims, report
 
+    @staticmethod
+    def _ran_dry(ticket: Ticket | None) -> bool:
+        """Whether a stored ticket asked for a next delivery and the storage had none
+        due (for an endpoint not held back): a worker that stops for that need not
+        wake the pump, whose claim would find nothing either. New work wakes it;
+        so does a held-back endpoint's slot coming free."""
+        return (
+            ticket is not None
+            and not ticket.failed
+            and ticket.held_back is not None
+            and not ticket.claims
+        )
+
     def _release_slot(self, claims: list[Claim]) -> Claim | None:
         """Give back the slot ``_hold_slot`` kept; what was claimed is in flight now.
         The worker's next delivery, if it claimed one."""
