@@ -39,6 +39,7 @@ _SQLITE_UNDO: dict[int, tuple[str, ...]] = {
 }
 
 _POSTGRES_UNDO: dict[int, tuple[str, ...]] = {
+    11: ("DROP TABLE {s}.fanout",),
     10: tuple(
         "DROP INDEX {s}." + name
         for name in ("deliveries_failed", "deliveries_failed_tenant", "deliveries_failed_endpoint")

@@ -75,6 +75,7 @@ def test_schema_version_tables_and_indexes(
             "deliveries",
             "attempts",
             "subscriptions",
+            "fanout",
         }
         indexes = dict(
             conn.execute(

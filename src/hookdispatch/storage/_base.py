@@ -177,7 +177,11 @@ class Storage(abc.ABC):
 
         The default makes the two calls. A backend overrides it to do both in one
         transaction, or one round trip: PostgresStorage looks the endpoints up in the
-        statement that stores the event.
+        statement that stores the event. A backend may also store who gets the event
+        in a form of its own and write the delivery rows later (SQLiteStorage and
+        PostgresStorage do, in bulk, at a claim), as long as every method that reads
+        or changes deliveries, from any process, behaves as if they had been
+        written here.
         """
         endpoints = self.endpoints_for(event.tenant, event.type)
         return self.add_event(event, [Delivery.create(event, e, now=now) for e in endpoints])
