@@ -314,3 +314,34 @@ def test_a_store_of_the_version_before_opens_and_fans_out_in_bulk(store: Store) 
     assert store.count("fanout") == 1
     claims = storage.claim(now=LATER, lease_until=LATER + LEASE, limit=8)
     assert [c.delivery.event_id for c in claims] == [old.id, new.id]
+
+
+@pytest.mark.parametrize("excluded", [0, 1, 5], ids=["none held back", "one", "all"])
+def test_a_dispatch_to_free_workers_leases_some_and_leaves_the_rest_in_fanout(
+    store: Store, excluded: int
+) -> None:
+    """``add_event_and_claim``: at most ``limit`` leased, to endpoints not held back;
+    the others wait in one fanout row. Every delivery once, each with its own id."""
+    storage = store.storage
+    endpoints = subscribe(storage, 5)
+    held_back = {e.id for e in endpoints[:excluded]}
+    event = hd.Event.create("user.created", {"n": 1}, now=NOW)
+    stored, claims = storage.add_event_and_claim(
+        event, now=NOW, lease_until=NOW + LEASE, limit=2, exclude_endpoints=held_back
+    )
+    assert stored
+    leasable = [e.id for e in endpoints if e.id not in held_back]
+    assert [c.endpoint.id for c in claims] == leasable[:2]
+    assert [c.delivery.next_attempt_at for c in claims] == [NOW + LEASE] * len(claims)
+    assert (store.count("fanout"), store.count("deliveries")) == (1, len(claims))
+
+    deliveries = storage.list_deliveries(event_id=event.id)
+    assert len({d.id for d in deliveries}) == 5, "no delivery lost, no id given twice"
+    assert sorted(d.endpoint_id for d in deliveries) == sorted(e.id for e in endpoints)
+    by_id = {d.id: d for d in deliveries}
+    for claim in claims:
+        assert by_id[claim.delivery.id] == claim.delivery
+    later = storage.claim(now=LATER, lease_until=LATER + LEASE, limit=8)
+    assert sorted(c.endpoint.id for c in later) == sorted(
+        e.id for e in endpoints if e.id not in {c.endpoint.id for c in claims}
+    )

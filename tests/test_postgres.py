@@ -411,14 +411,21 @@ WORKER = textwrap.dedent(
 def store_events(
     storage: hd.Storage, endpoint: hd.Endpoint, count: int, *, threads: int
 ) -> set[str]:
-    """Store ``count`` events for ``endpoint`` from ``threads`` threads; their ids."""
+    """Store ``count`` events for ``endpoint`` from ``threads`` threads; their ids.
+
+    Half as ``dispatch()`` stores them (a fanout row, whose delivery a claim or a
+    read writes out), half with their delivery written at once.
+    """
     ids: list[str] = []
 
     def store(part: int) -> None:
         for n in range(part, count, threads):
             now = datetime.now(UTC)
             event = hd.Event.create("order.paid", {"n": n}, now=now)
-            storage.add_event(event, [hd.Delivery.create(event, endpoint, now=now)])
+            if n % 2:
+                storage.add_event(event, [hd.Delivery.create(event, endpoint, now=now)])
+            else:
+                assert storage.add_event_to_subscribers(event, now=now)
             ids.append(event.id)
 
     workers = [threading.Thread(target=store, args=(part,)) for part in range(threads)]

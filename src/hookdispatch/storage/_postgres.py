@@ -745,10 +745,11 @@ _SETTLE_INTERVAL = 0.05
 after one of this object's own writes them out too. The statement costs a claim
 about a tenth of its time even when there is nothing to write out (measured: a
 Dispatcher(workers=8) draining stored deliveries, 7% slower with it in every claim)."""
-# dispatch() with worker slots free: _INSERT_EVENT_TO_SUBSCRIBERS, with the first
-# %(limit)s deliveries to endpoints not in %(excluded)s made leased (due at the
-# lease's end, under %(lease)s). One row for the event stored or not, then one per
-# leased delivery: its id and its endpoint as stored.
+# dispatch() with worker slots free: the first %(limit)s deliveries to endpoints not
+# in %(excluded)s go in leased (due at the lease's end, under %(lease)s), the others
+# in one fanout row as _INSERT_EVENT_TO_FANOUT's do, each with the id the leased ones'
+# expression gives it (by its place among all the subscribers). One row for the
+# event stored or not, then one per leased delivery: its id and its endpoint.
 _INSERT_EVENT_AND_CLAIM = (
     "WITH event AS ("
     " INSERT INTO {schema}.events (id, type, created_at, body, tenant)"
@@ -760,13 +761,17 @@ _INSERT_EVENT_AND_CLAIM = (
     " WHERE tenant = %(tenant)s AND pattern = ANY(%(patterns)s)) AND e.enabled),"
     " picked AS (SELECT s.id, s.n, s.free AND row_number() OVER"
     " (PARTITION BY s.free ORDER BY s.n) <= %(limit)s AS leased FROM subscriber s),"
+    " numbered AS (SELECT p.id, p.n, p.leased, coalesce((%(ids)s::text[])[p.n],"
+    " %(base)s || '_' || lpad(p.n::text, 6, '0')) AS delivery_id FROM picked p"
+    " WHERE EXISTS (SELECT 1 FROM event)),"
     f" delivery AS (INSERT INTO {{schema}}.deliveries ({_DELIVERY_COLUMNS}, lease)"
-    " SELECT coalesce((%(ids)s::text[])[p.n], %(base)s || '_' || lpad(p.n::text, 6, '0')),"
-    " %(event_id)s, p.id, 'pending', 0,"
-    " CASE WHEN p.leased THEN %(lease_until)s ELSE %(at)s END, NULL, %(at)s, %(at)s,"
-    " %(tenant)s, %(type)s, CASE WHEN p.leased THEN %(lease)s END"
-    " FROM picked p WHERE EXISTS (SELECT 1 FROM event)"
-    f"{_ON_CONFLICT} RETURNING id, endpoint_id, lease)"
+    " SELECT n.delivery_id, %(event_id)s, n.id, 'pending', 0, %(lease_until)s, NULL,"
+    " %(at)s, %(at)s, %(tenant)s, %(type)s, %(lease)s FROM numbered n WHERE n.leased"
+    f"{_ON_CONFLICT} RETURNING id, endpoint_id, lease),"
+    " fan AS (INSERT INTO {schema}.fanout (event_id, at, tenant, event_type, endpoints, ids, base)"
+    " SELECT %(event_id)s, %(at)s, %(tenant)s, %(type)s, array_agg(n.id ORDER BY n.n),"
+    " array_agg(n.delivery_id ORDER BY n.n), %(base)s FROM numbered n WHERE NOT n.leased"
+    " HAVING count(*) > 0)"
     f" SELECT s.stored, d.id, {', '.join('e.' + c for c in _ENDPOINT_COLUMNS.split(', '))}"
     " FROM (SELECT count(*) AS stored FROM event) s LEFT JOIN (delivery d"
     " JOIN {schema}.endpoints e ON e.id = d.endpoint_id) ON d.lease IS NOT NULL"
@@ -1242,7 +1247,7 @@ class PostgresStorage(Storage):
     ) -> tuple[bool, list[Claim]]:
         """One statement, as ``add_event_to_subscribers``'s (one round trip): the
         deliveries it leases go in leased already, and come back with their
-        endpoints."""
+        endpoints; the others go in one ``fanout`` row, as that method's do."""
         if limit <= 0:
             return self.add_event_to_subscribers(event, now=now), []
         lease = new_id("lse")
@@ -1256,6 +1261,7 @@ class PostgresStorage(Storage):
         [result] = self._run((self._q(_INSERT_EVENT_AND_CLAIM), params))
         if not result.rows or not result.rows[0][0]:
             return False, []
+        self._fanned_out = True  # (when some were not leased: see _claim_settling)
         claims = []
         for row in result.rows:
             if row[1] is None:

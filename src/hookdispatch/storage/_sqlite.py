@@ -763,7 +763,8 @@ class SQLiteStorage(Storage):
     ) -> tuple[bool, list[Claim]]:
         """One write transaction, as ``add_event_to_subscribers``'s: the deliveries it
         leases go in leased already (due at ``lease_until``, under a new lease), so
-        the claim costs no statement of its own."""
+        the claim costs no statement of its own; the others (past ``limit``, or to
+        an endpoint held back) go in one ``fanout`` row, as that method's do."""
         if limit <= 0:
             return self.add_event_to_subscribers(event, now=now), []
         keys = subscription_keys(event.type)
@@ -772,16 +773,21 @@ class SQLiteStorage(Storage):
             if conn.execute(_INSERT_EVENT, _event_params(event)).rowcount == 0:
                 return False, []
             rows = conn.execute(_endpoints_for_sql(len(keys)), (event.tenant, *keys)).fetchall()
-            endpoints = [self._endpoint_of(tuple(row)) for row in rows]
-            deliveries: list[Delivery] = []
             claims: list[Claim] = []
-            for endpoint in endpoints:
-                delivery = new_delivery(event, endpoint.id, now)
-                if len(claims) < limit and endpoint.id not in exclude_endpoints:
-                    delivery = evolve(delivery, next_attempt_at=lease_until)
+            rest: list[str] = []
+            for row in rows:
+                if len(claims) < limit and row[0] not in exclude_endpoints:
+                    delivery = evolve(new_delivery(event, row[0], now), next_attempt_at=lease_until)
+                    endpoint = self._endpoint_of(tuple(row))
                     claims.append(Claim(delivery, endpoint, event.type, event.body, lease))
-                deliveries.append(delivery)
-            _insert_leased(conn, deliveries, claims, lease)
+                else:
+                    rest.append(row[0])
+            if claims:
+                _insert_leased(conn, claims, lease)
+            if rest:
+                conn.execute(
+                    _INSERT_FANOUT, (event.id, _ts(now), event.tenant, event.type, json.dumps(rest))
+                )
         return True, claims
 
     def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
@@ -1300,15 +1306,12 @@ def _insert_subscriptions(
     )
 
 
-def _insert_leased(
-    conn: sqlite3.Connection, deliveries: list[Delivery], claims: list[Claim], lease: str
-) -> None:
-    """New deliveries, those of ``claims`` under ``lease`` (``add_event_and_claim``)."""
-    leased = {claim.delivery.id for claim in claims}
+def _insert_leased(conn: sqlite3.Connection, claims: list[Claim], lease: str) -> None:
+    """The new deliveries of ``claims``, under ``lease`` (``add_event_and_claim``)."""
     conn.executemany(
         f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}, lease)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(*_delivery_params(d), lease if d.id in leased else None) for d in deliveries],
+        [(*_delivery_params(claim.delivery), lease) for claim in claims],
     )
 
 
@@ -1336,6 +1339,9 @@ def _fan_out_sql(patterns: int) -> str:
     )
 
 
+_INSERT_FANOUT = (
+    "INSERT INTO fanout (event_id, at, tenant, event_type, endpoints) VALUES (?, ?, ?, ?, ?)"
+)
 _LAST_TO_SETTLE = "SELECT max(seq) FROM (SELECT seq FROM fanout ORDER BY seq LIMIT ?)"
 _LAST_UNSETTLED = "SELECT max(seq) FROM fanout"
 # One new delivery per (fanout row, endpoint), in the order they were dispatched,
