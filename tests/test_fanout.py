@@ -11,6 +11,7 @@ every reader and writer behaves as if the deliveries had been written at once.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -196,7 +197,7 @@ def test_every_read_of_deliveries_sees_what_another_storage_object_dispatched(
 def test_a_claim_writes_out_the_oldest_chunk_and_claims_from_it(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store.module, "_SETTLE_CHUNK", 4)
+    monkeypatch.setattr(store.module, "_SETTLE_ROWS", 4)
     storage = store.storage
     subscribe(storage, 1)
     events = [dispatch(storage, n=n) for n in range(10)]
@@ -229,7 +230,7 @@ def test_an_events_own_claim_finds_it_behind_a_backlog(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Inline mode claims the deliveries of the event it just stored, by its id."""
-    monkeypatch.setattr(store.module, "_SETTLE_CHUNK", 2)
+    monkeypatch.setattr(store.module, "_SETTLE_ROWS", 2)
     storage = store.storage
     subscribe(storage, 1)
     events = [dispatch(storage, n=n) for n in range(5)]
@@ -345,3 +346,129 @@ def test_a_dispatch_to_free_workers_leases_some_and_leaves_the_rest_in_fanout(
     assert sorted(c.endpoint.id for c in later) == sorted(
         e.id for e in endpoints if e.id not in {c.endpoint.id for c in claims}
     )
+
+
+def pg_store(store: Store) -> hd.PostgresStorage:
+    if store.module is not _postgres:
+        pytest.skip("PostgreSQL only: SQLite's writes never overlap")
+    assert isinstance(store.storage, hd.PostgresStorage)
+    return store.storage
+
+
+def test_deleting_an_endpoint_while_other_processes_write_out_leaves_nothing_pending(
+    store: Store,
+    postgres_dsn: str,  # noqa: F811 - the fixture
+) -> None:
+    """The interleaving a hostile review found: another process's write-out holds an
+    old row (G) while the delete starts; a dispatch (E) commits; a third process
+    writes E's row out, its delivery pending, before the delete commits. Every
+    delivery to the deleted endpoint must come out cancelled."""
+    import psycopg  # noqa: PLC0415 - PostgreSQL only
+
+    storage = pg_store(store)
+    [endpoint] = subscribe(storage, 1)
+    settle = storage._settling(claim=True)
+    g = dispatch(storage, n=1)
+    first = psycopg.connect(postgres_dsn)
+    second = psycopg.connect(postgres_dsn)
+    try:
+        first.execute(settle[0], {**settle[1], "rows": 1})  # holds G's row, uncommitted
+        done: dict[str, int] = {}
+        deleting = threading.Thread(
+            target=lambda: done.update(n=storage.delete_endpoint(endpoint.id, now=LATER))
+        )
+        deleting.start()
+        time.sleep(0.3)  # the delete now waits for G
+        e = dispatch(storage, n=2)
+        second.execute(settle[0], settle[1])  # writes E's row out, before the delete commits
+        first.commit()
+        threading.Timer(0.3, second.commit).start()
+        deleting.join(timeout=30)
+        assert not deleting.is_alive()
+    finally:
+        first.close()
+        second.close()
+    statuses = {
+        event.id: [d.status for d in storage.list_deliveries(event_id=event.id)] for event in (g, e)
+    }
+    assert statuses == {
+        g.id: [hd.DeliveryStatus.CANCELLED],
+        e.id: [hd.DeliveryStatus.CANCELLED],
+    }
+    assert storage.pending_by_endpoint(limit=5) == []
+
+
+def test_a_read_writes_out_a_backlog_a_chunk_per_transaction(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store.module, "_SETTLE_ROWS", 3)
+    storage = store.storage
+    subscribe(storage, 2)
+    events = [dispatch(storage, n=n) for n in range(10)]
+    assert len(storage.list_deliveries()) == 20
+    assert store.count("fanout") == 0
+    assert {d.event_id for d in storage.list_deliveries()} == {e.id for e in events}
+
+
+def test_a_claim_writes_out_no_more_deliveries_than_its_cap_past_one_row(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wide fan-outs: a chunk is capped by deliveries too (but takes one row, however
+    wide, so that it always moves on)."""
+    monkeypatch.setattr(store.module, "_SETTLE_DELIVERIES", 5)
+    monkeypatch.setattr(store.module, "_SETTLE_INTERVAL", 0.0, raising=False)  # PostgreSQL
+    storage = store.storage
+    subscribe(storage, 3)
+    for n in range(4):
+        dispatch(storage, n=n)
+    storage.claim(now=LATER, lease_until=LATER + LEASE, limit=1)
+    assert (store.count("fanout"), store.count("deliveries")) == (2, 6)
+    monkeypatch.setattr(store.module, "_SETTLE_DELIVERIES", 1)
+    storage.claim(now=LATER, lease_until=LATER + LEASE, limit=1)
+    assert (store.count("fanout"), store.count("deliveries")) == (1, 9)
+
+
+def test_an_event_an_older_process_pruned_drops_its_row_with_a_warning(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL (SQLite's foreign key refuses that prune instead)."""
+    storage = pg_store(store)
+    subscribe(storage, 1)
+    event = dispatch(storage)
+    store.execute("DELETE FROM {s}.events WHERE id = %s", (event.id,))
+    with caplog.at_level("WARNING", logger="hookdispatch"):
+        assert storage.list_deliveries() == []
+    assert store.count("fanout") == 0
+    assert "1 dispatched events were deleted before their deliveries" in caplog.text
+
+
+def test_prune_keeps_an_event_that_still_has_a_fanout_row(store: Store) -> None:
+    """A dispatch that commits between the prune's write-out and its delete."""
+    storage = pg_store(store)
+    subscribe(storage, 1)
+    event = dispatch(storage)
+    # As if the row had come in after the write-out: prune's own statement alone.
+    [result] = storage._run(
+        (storage._q(_postgres._PRUNE), {"before": LATER + timedelta(days=1), "limit": 100})
+    )
+    assert result.rows[0][0] == 0
+    assert storage.get_event(event.id) == event
+    assert [d.event_id for d in storage.list_deliveries()] == [event.id]
+
+
+def test_the_fanout_table_is_vacuumed_as_its_rows_come_and_go(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dead rows would slow every write-out while autovacuum is off or behind."""
+    storage = pg_store(store)
+    monkeypatch.setattr(_postgres, "_VACUUM_EVERY", 5)
+    vacuums: list[None] = []
+    vacuum = storage._vacuum_fanout
+    monkeypatch.setattr(storage, "_vacuum_fanout", lambda: vacuums.append(vacuum()))
+    subscribe(storage, 1)
+    for n in range(6):
+        dispatch(storage, n=n)
+    with caplog.at_level("INFO", logger="hookdispatch"):
+        storage.list_deliveries()
+    assert len(vacuums) == 1
+    assert "VACUUM of the fanout table failed" not in caplog.text

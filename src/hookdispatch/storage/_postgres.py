@@ -678,29 +678,23 @@ _INSERT_EVENT = (
 )
 
 
-# dispatch(): fan-out and storing in one statement, one round trip. The subscribers
-# are found as _ENDPOINTS_FOR finds them, numbered in creation order; the n-th
-# delivery takes the n-th of the ids the caller made, and past those (a fan-out
-# wider than the caller guessed) the base id with the number appended.
-_INSERT_EVENT_TO_SUBSCRIBERS = (
-    "WITH event AS ("
-    " INSERT INTO {schema}.events (id, type, created_at, body, tenant)"
-    " VALUES (%(event_id)s, %(type)s, %(event_at)s, %(body)s, %(tenant)s)"
-    " ON CONFLICT (id) DO NOTHING RETURNING id),"
-    " subscriber AS (SELECT e.id, row_number() OVER (ORDER BY e.created_at, e.seq) AS n"
-    " FROM {schema}.endpoints e WHERE e.id IN (SELECT endpoint_id FROM {schema}.subscriptions"
-    " WHERE tenant = %(tenant)s AND pattern = ANY(%(patterns)s)) AND e.enabled),"
-    f" delivery AS (INSERT INTO {{schema}}.deliveries ({_DELIVERY_COLUMNS})"
-    " SELECT coalesce((%(ids)s::text[])[s.n], %(base)s || '_' || lpad(s.n::text, 6, '0')),"
-    " %(event_id)s, s.id, 'pending', 0, %(at)s, NULL, %(at)s, %(at)s, %(tenant)s, %(type)s"
-    f" FROM subscriber s WHERE EXISTS (SELECT 1 FROM event){_ON_CONFLICT})"
-    " SELECT count(*) FROM event"
-)
+def _delivery_id(ids: str, base: str, n: str) -> str:
+    """SQL for the id of a dispatch's ``n``-th delivery (by its subscriber's place in
+    creation order): the n-th of the ``ids`` the caller made, and past those (a
+    fan-out wider than the caller guessed) the ``base`` id with the number appended
+    (six digits at least: never cut short, never the same twice)."""
+    return (
+        f"coalesce(({ids})[{n}], {base} || '_' || lpad({n}::text,"
+        f" greatest(6, length({n}::text)), '0'))"
+    )
+
+
 _GUESSED_FAN_OUT = 4
-# dispatch() with no worker slot to fill: the event, and its subscribers' ids (found
-# as _INSERT_EVENT_TO_SUBSCRIBERS finds them, in the same order) as one row of
-# fanout, from which _SETTLE writes the deliveries out, with the ids the same
-# expression gives them. No row for an event stored already, or without subscribers.
+# dispatch() with no worker slot to fill, in one statement (one round trip): the
+# event, and its subscribers' ids (found as _ENDPOINTS_FOR finds them, in creation
+# order) as one row of fanout, from which _SETTLE writes the deliveries out, with
+# the ids _delivery_id gives them. No row for an event stored already, or without
+# subscribers.
 _INSERT_EVENT_TO_FANOUT = (
     "WITH event AS ("
     " INSERT INTO {schema}.events (id, type, created_at, body, tenant)"
@@ -714,37 +708,57 @@ _INSERT_EVENT_TO_FANOUT = (
     " AND EXISTS (SELECT 1 FROM event) HAVING count(*) > 0)"
     " SELECT count(*) FROM event"
 )
-# Write out the deliveries of the oldest fanout rows, up to %(settle)s of them, and
-# delete the rows: one new delivery per (row, endpoint), in dispatch order; pending,
-# or cancelled if its endpoint was deleted since (by an older process: this
-# version writes them out before it deletes). ``{lock}``: SKIP LOCKED for a claim,
-# which leaves rows another claim is writing out to it; nothing for a read, which
-# waits for that claim to commit and then sees its deliveries (the read is the
-# next statement of the same transaction, with a snapshot of its own).
+# Write out the deliveries of the oldest fanout rows and delete the rows: at most
+# %(rows)s rows, and no row past the one that makes %(deliveries)s deliveries (a
+# transaction stays short however wide the fan-outs). One new delivery per (row,
+# endpoint), in dispatch order; pending, or cancelled if its endpoint was deleted
+# since. Each endpoint is read FOR KEY SHARE: delete_endpoint() locks its row FOR
+# UPDATE first, so a write-out that meets an endpoint being deleted waits for the
+# delete and then sees it deleted. Every row is found through an index (LATERAL
+# with LIMIT: a plan that cannot become a hash join over a whole table, whatever
+# the statistics of fanout, whose rows come and go). ``{lock}``: SKIP LOCKED for a
+# claim, which leaves rows another is writing out to it; nothing for a read, which
+# waits for that one to commit and then sees its deliveries (the read is a later
+# statement of the same transaction, with a snapshot of its own). Returns the rows
+# locked, the rows written out, and those dropped because their event is gone (an
+# older process's prune: logged).
 _SETTLE = (
-    "WITH f AS (DELETE FROM {{schema}}.fanout WHERE seq IN (SELECT seq FROM {{schema}}.fanout"
-    " ORDER BY seq LIMIT %(settle)s FOR UPDATE{lock}) RETURNING *)"
-    f" INSERT INTO {{{{schema}}}}.deliveries ({_DELIVERY_COLUMNS})"
-    " SELECT coalesce(f.ids[u.n], f.base || '_' || lpad(u.n::text, 6, '0')), f.event_id,"
-    " u.endpoint_id, CASE WHEN e.deleted_at IS NULL THEN 'pending' ELSE 'cancelled' END, 0,"
-    " CASE WHEN e.deleted_at IS NULL THEN f.at END,"
+    "WITH locked AS MATERIALIZED (SELECT seq, cardinality(endpoints) AS width"
+    " FROM {{schema}}.fanout ORDER BY seq LIMIT %(rows)s FOR UPDATE{lock}),"
+    " picked AS MATERIALIZED (SELECT seq FROM (SELECT seq,"
+    " sum(width) OVER (ORDER BY seq) - width AS before FROM locked) w"
+    " WHERE before < %(deliveries)s),"
+    " f AS (DELETE FROM {{schema}}.fanout WHERE seq IN (SELECT seq FROM picked) RETURNING *),"
+    " known AS MATERIALIZED (SELECT f.*, ev.found FROM f LEFT JOIN LATERAL"
+    " (SELECT true AS found FROM {{schema}}.events WHERE id = f.event_id LIMIT 1) ev ON true),"
+    f" written AS (INSERT INTO {{{{schema}}}}.deliveries ({_DELIVERY_COLUMNS})"
+    f" SELECT {_delivery_id('k.ids', 'k.base', 'u.n')}, k.event_id, u.endpoint_id,"
+    " CASE WHEN e.deleted_at IS NULL THEN 'pending' ELSE 'cancelled' END, 0,"
+    " CASE WHEN e.deleted_at IS NULL THEN k.at END,"
     " CASE WHEN e.deleted_at IS NOT NULL THEN %(deleted)s END,"
-    " f.at, coalesce(e.deleted_at, f.at), f.tenant, f.event_type"
-    " FROM f CROSS JOIN LATERAL unnest(f.endpoints) WITH ORDINALITY AS u(endpoint_id, n)"
-    " JOIN {{schema}}.endpoints e ON e.id = u.endpoint_id"
-    " WHERE EXISTS (SELECT 1 FROM {{schema}}.events ev WHERE ev.id = f.event_id)"
-    " ORDER BY f.seq, u.n ON CONFLICT (id) DO NOTHING"
+    " k.at, coalesce(e.deleted_at, k.at), k.tenant, k.event_type"
+    " FROM known k CROSS JOIN LATERAL unnest(k.endpoints) WITH ORDINALITY AS u(endpoint_id, n)"
+    " CROSS JOIN LATERAL (SELECT deleted_at FROM {{schema}}.endpoints"
+    " WHERE id = u.endpoint_id FOR KEY SHARE) e"
+    " WHERE k.found ORDER BY k.seq, u.n ON CONFLICT (id) DO NOTHING)"
+    " SELECT (SELECT count(*) FROM locked), (SELECT count(*) FROM known),"
+    " (SELECT count(*) FROM known WHERE found IS NULL)"
 )
 _SETTLE_FOR_CLAIM = _SETTLE.format(lock=" SKIP LOCKED")
 _SETTLE_FOR_READ = _SETTLE.format(lock="")
-_SETTLE_CHUNK = 1024
-"""The most fanout rows a claim writes out before it claims (see SQLiteStorage's)."""
-_EVERY = 1 << 62
+_SETTLE_ROWS = 1024
+"""The most fanout rows (dispatches) one write-out takes (see SQLiteStorage's)."""
+_SETTLE_DELIVERIES = 10_000
+"""... and the most deliveries, but for a single row wider than that."""
 _SETTLE_INTERVAL = 0.05
 """Seconds between the claims that write out other processes' dispatches: a claim
 after one of this object's own writes them out too. The statement costs a claim
 about a tenth of its time even when there is nothing to write out (measured: a
 Dispatcher(workers=8) draining stored deliveries, 7% slower with it in every claim)."""
+_VACUUM_EVERY = 10_000
+"""Rows of fanout this object deletes between two ``VACUUM`` of the table: its rows
+come and go, and the dead ones slow every write-out until vacuumed, when
+autovacuum is off or slow to come (see ``_after_settling``)."""
 # dispatch() with worker slots free: the first %(limit)s deliveries to endpoints not
 # in %(excluded)s go in leased (due at the lease's end, under %(lease)s), the others
 # in one fanout row as _INSERT_EVENT_TO_FANOUT's do, each with the id the leased ones'
@@ -761,8 +775,8 @@ _INSERT_EVENT_AND_CLAIM = (
     " WHERE tenant = %(tenant)s AND pattern = ANY(%(patterns)s)) AND e.enabled),"
     " picked AS (SELECT s.id, s.n, s.free AND row_number() OVER"
     " (PARTITION BY s.free ORDER BY s.n) <= %(limit)s AS leased FROM subscriber s),"
-    " numbered AS (SELECT p.id, p.n, p.leased, coalesce((%(ids)s::text[])[p.n],"
-    " %(base)s || '_' || lpad(p.n::text, 6, '0')) AS delivery_id FROM picked p"
+    " numbered AS (SELECT p.id, p.n, p.leased,"
+    f" {_delivery_id('%(ids)s::text[]', '%(base)s', 'p.n')} AS delivery_id FROM picked p"
     " WHERE EXISTS (SELECT 1 FROM event)),"
     f" delivery AS (INSERT INTO {{schema}}.deliveries ({_DELIVERY_COLUMNS}, lease)"
     " SELECT n.delivery_id, %(event_id)s, n.id, 'pending', 0, %(lease_until)s, NULL,"
@@ -982,6 +996,7 @@ class PostgresStorage(Storage):
         self._rotation = Rotation()  # whose turn it is: see claim()
         self._fanned_out = False  # stored a fanout row since a claim last wrote them out
         self._settle_at = 0.0  # time.monotonic() when a claim writes them out anyway
+        self._settled_since_vacuum = 0  # fanout rows deleted since the last VACUUM
         if isinstance(dsn_or_pool, ConnectionPool):
             self._owns_pool = False
             self._pool = dsn_or_pool
@@ -1176,11 +1191,22 @@ class PostgresStorage(Storage):
             " AND status = 'pending' RETURNING 1)"
             " SELECT (SELECT count(*) FROM endpoint), (SELECT count(*) FROM cancelled)"
         )
-        _, result = self._run(
-            self._settling(),
+        # The row locked first, then what waits in fanout written out (a write-out
+        # elsewhere that meets this endpoint waits for the lock, then writes its
+        # deliveries cancelled; one past it already is waited for by the lock),
+        # then the deliveries cancelled. SKIP LOCKED: never wait for a write-out
+        # that may be waiting for this lock.
+        self._settle_backlog()
+        lock = self._q(
+            "SELECT 1 FROM {schema}.endpoints WHERE id = %s AND deleted_at IS NULL FOR UPDATE"
+        )
+        _, settle, result = self._run(
+            (lock, (endpoint_id,)),
+            self._settling(claim=True),
             (query, {"now": now, "id": endpoint_id, "error": ENDPOINT_DELETED}),
             retry=False,
         )
+        self._settled(settle)
         found, cancelled = result.rows[0]
         if not found:
             raise UnknownEndpointError(f"no endpoint with id {endpoint_id!r}")
@@ -1213,15 +1239,64 @@ class PostgresStorage(Storage):
         return bool(result.rows[0][0])
 
     def _settling(self, *, claim: bool = False) -> Statement:
-        """``_SETTLE``, to run first in a transaction that reads or changes deliveries:
-        for a claim, the oldest chunk nobody else is writing out; otherwise every
-        row (a read then sees every delivery of every dispatch that has returned)."""
-        if claim:
-            return self._q(_SETTLE_FOR_CLAIM), {
-                "settle": _SETTLE_CHUNK,
-                "deleted": ENDPOINT_DELETED,
-            }
-        return self._q(_SETTLE_FOR_READ), {"settle": _EVERY, "deleted": ENDPOINT_DELETED}
+        """``_SETTLE``, to run first in a transaction that claims (``claim``: the
+        oldest rows nobody else is writing out) or reads or changes deliveries (the
+        oldest rows, waiting for those another transaction is writing out). Hand
+        its result to :meth:`_settled`."""
+        query = _SETTLE_FOR_CLAIM if claim else _SETTLE_FOR_READ
+        params = {
+            "rows": _SETTLE_ROWS,
+            "deliveries": _SETTLE_DELIVERIES,
+            "deleted": ENDPOINT_DELETED,
+        }
+        return self._q(query), params
+
+    def _settled(self, result: _Result) -> bool:
+        """After a ``_SETTLE``: rows dropped for want of their event are logged, and
+        the table is vacuumed every :data:`_VACUUM_EVERY` rows. Whether rows may be
+        left (a full chunk taken, or some of it left for the next)."""
+        locked, written, dropped = result.rows[0]
+        if dropped:
+            logger.warning(
+                "%d dispatched events were deleted before their deliveries were written"
+                " out (pruned by a process of an older hookdispatch?): their deliveries"
+                " are dropped",
+                dropped,
+            )
+        if written:
+            self._settled_since_vacuum += written
+            if self._settled_since_vacuum >= _VACUUM_EVERY:
+                self._settled_since_vacuum = 0
+                self._vacuum_fanout()
+        return bool(locked >= _SETTLE_ROWS or written < locked)
+
+    def _vacuum_fanout(self) -> None:
+        """``VACUUM`` fanout, whose rows come and go, so that the dead ones do not slow
+        every write-out while autovacuum is off or behind. Skipped on a connection
+        outside autocommit (a pool of yours), and when another process is vacuuming
+        it; a failure (a role that does not own the table) is logged, never raised."""
+        try:
+            with self._pool.connection() as conn:
+                if conn.autocommit:
+                    conn.execute(self._q("VACUUM (ANALYZE, SKIP_LOCKED) {schema}.fanout"))
+        except psycopg.Error as exc:
+            logger.info("VACUUM of the fanout table failed: %s", exc)
+
+    def _settle_backlog(self) -> None:
+        """Write out every dispatch waiting, a chunk per transaction (a backlog left by
+        stopped workers can be large)."""
+        while self._settled(self._run(self._settling())[0]):
+            pass
+
+    def _read_settled(self, *statements: Statement, retry: bool = True) -> list[_Result]:
+        """``statements`` in one transaction, after a ``_SETTLE`` in it: they see the
+        deliveries of every dispatch that has returned. One round trip, unless a
+        backlog is waiting: then it is written out first, a chunk per transaction."""
+        while True:
+            settle, *results = self._run(self._settling(), *statements, retry=retry)
+            if not self._settled(settle):
+                return results
+            self._settle_backlog()
 
     def _claim_settling(self) -> list[Statement]:
         """What a claim runs first: ``_settling(claim=True)`` after this object stored
@@ -1407,7 +1482,7 @@ class PostgresStorage(Storage):
 
     def get_delivery(self, delivery_id: str) -> Delivery:
         select = self._q(f"SELECT {_DELIVERY_COLUMNS} FROM {{schema}}.deliveries WHERE id = %s")
-        _, result = self._run(self._settling(), (select, (delivery_id,)))
+        [result] = self._read_settled((select, (delivery_id,)))
         if not result.rows:
             raise UnknownDeliveryError(f"no delivery with id {delivery_id!r}")
         return delivery_from_row(result.rows[0], _utc)
@@ -1428,14 +1503,14 @@ class PostgresStorage(Storage):
         if limit is not None:
             query += " LIMIT %s"
             params.append(limit)
-        _, result = self._run(self._settling(), (self._q(query), params))
+        [result] = self._read_settled((self._q(query), params))
         return [delivery_from_row(row, _utc) for row in result.rows]
 
     def find_deliveries(self, query: DeliveryQuery) -> list[Delivery]:
         """One indexed range scan: see :func:`~._rows.delivery_query`."""
         where, order, params = delivery_query(query, mark="%s", moment=lambda moment: moment)
         select = self._q(f"SELECT {_DELIVERY_COLUMNS} FROM {{schema}}.deliveries{where}{order}")
-        _, result = self._run(self._settling(), (select, params))
+        [result] = self._read_settled((select, params))
         return [delivery_from_row(row, _utc) for row in result.rows]
 
     # Work ---------------------------------------------------------------------------
@@ -1473,10 +1548,14 @@ class PostgresStorage(Storage):
             exclude_endpoints=exclude_endpoints,
         )
         if event_id is None:
-            first = [*self._claim_settling(), (_CLAIM_SETTINGS, ())]
-        else:  # inline mode's claim: its event may be the newest waiting
-            first = [self._settling()]
-        *_, result = self._run(*first, statement)
+            settle = self._claim_settling()
+            results = self._run(*settle, (_CLAIM_SETTINGS, ()), statement)
+            if settle:
+                self._settled(results[0])
+            return self._claimed(results[-1].rows, taking)
+        # Inline mode's claim of the event it stored: every dispatch waiting is
+        # written out first (its own may be the newest).
+        [result] = self._read_settled(statement)
         return self._claimed(result.rows, taking)
 
     def _claim_statement(
@@ -1639,14 +1718,20 @@ class PostgresStorage(Storage):
             statements.append((_COMPLETION_SETTINGS, ()))
             statements.append((self._q(_COMPLETE_MANY), _completion_columns(completions)))
         taking = None
+        settled_at: int | None = None
         if limit > 0:
             statement, taking = self._claim_statement(
                 now=now, lease_until=lease_until, limit=limit, exclude_endpoints=exclude_endpoints
             )
-            statements += [*self._claim_settling(), (_CLAIM_SETTINGS, ()), statement]
+            settle = self._claim_settling()
+            if settle:
+                settled_at = len(statements)
+            statements += [*settle, (_CLAIM_SETTINGS, ()), statement]
         if not statements:
             return [], []
         results = self._run(*statements, binary=True)
+        if settled_at is not None:
+            self._settled(results[settled_at])
         held = [False] * len(completions)
         if completions:
             for (number,) in results[1].rows:
@@ -1660,12 +1745,12 @@ class PostgresStorage(Storage):
             " WHERE status = 'pending' GROUP BY endpoint_id ORDER BY n DESC, endpoint_id"
             " LIMIT %s"
         )
-        _, result = self._run(self._settling(), (select, (limit,)))
+        [result] = self._read_settled((select, (limit,)))
         return [(endpoint_id, int(count)) for endpoint_id, count in result.rows]
 
     def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
         if event_id is None:
-            _, result = self._run(self._settling(), (self._q("SELECT {schema}.next_due()"), ()))
+            [result] = self._read_settled((self._q("SELECT {schema}.next_due()"), ()))
         else:
             select = self._q(
                 "SELECT d.next_attempt_at FROM {schema}.deliveries d"
@@ -1673,13 +1758,12 @@ class PostgresStorage(Storage):
                 " WHERE d.event_id = %s AND d.status = 'pending' AND e.enabled"
                 " AND d.next_attempt_at IS NOT NULL ORDER BY d.next_attempt_at LIMIT 1"
             )
-            _, result = self._run(self._settling(), (select, (event_id,)))
+            [result] = self._read_settled((select, (event_id,)))
         due = result.rows[0][0] if result.rows else None
         return None if due is None else _utc(due)
 
     def list_attempts(self, delivery_id: str) -> list[Attempt]:
-        _, known, attempts = self._run(
-            self._settling(),
+        known, attempts = self._read_settled(
             (self._q("SELECT 1 FROM {schema}.deliveries WHERE id = %s"), (delivery_id,)),
             (
                 self._q(
@@ -1704,8 +1788,9 @@ class PostgresStorage(Storage):
         params = {"before": older_than, "limit": limit}
         for try_number in (1, 2):
             try:
-                # No event is pruned before its deliveries are written out.
-                _, result = self._run(self._settling(), (self._q(_PRUNE), params))
+                # No event is pruned before its deliveries are written out (nor
+                # while it has a fanout row: see _PRUNE).
+                [result] = self._read_settled((self._q(_PRUNE), params))
             except StorageError as exc:
                 if try_number == 1 and isinstance(exc.__cause__, ForeignKeyViolation):
                     continue
@@ -1724,6 +1809,8 @@ class PostgresStorage(Storage):
 # lookup in deliveries_event per event (an anti-join would read every delivery).
 # FOR UPDATE SKIP LOCKED: a row another pruner holds is left to it, and so is an
 # event that a redelivery is adding a delivery to (its foreign key check locks it).
+# An event with a fanout row (a dispatch that committed after this transaction's
+# write-out) has deliveries to come: it stays (fanout is short: one hashed scan).
 _PRUNE = """
 WITH doomed AS MATERIALIZED (
     SELECT id, event_id FROM {schema}.deliveries
@@ -1753,6 +1840,7 @@ orphans AS MATERIALIZED (
     SELECT e.id FROM candidates c JOIN {schema}.events e ON e.id = c.id
     WHERE e.created_at < %(before)s
         AND (SELECT count(*) FROM {schema}.deliveries d WHERE d.event_id = c.id) = c.doomed
+        AND e.id NOT IN (SELECT event_id FROM {schema}.fanout)
     LIMIT %(limit)s
     FOR UPDATE OF e SKIP LOCKED
 ),
@@ -1787,7 +1875,7 @@ def _event_params(event: Event, deliveries: Sequence[Delivery]) -> tuple[Any, ..
 
 
 def _fan_out_params(event: Event, now: datetime) -> dict[str, Any]:
-    """The parameters of ``_INSERT_EVENT_TO_SUBSCRIBERS`` (and of
+    """The parameters of ``_INSERT_EVENT_TO_FANOUT`` (and of
     ``_INSERT_EVENT_AND_CLAIM``, which takes a few more)."""
     return {
         "event_id": event.id,

@@ -527,10 +527,10 @@ class SQLiteStorage(Storage):
         return conn
 
     @contextlib.contextmanager
-    def _write(self, *, settle: int = 0) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, settle: bool = False) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds the write lock from its first statement;
-        ``settle``: first write out the deliveries of that many ``fanout`` rows, the
-        oldest (see ``_settle``).
+        ``settle``: a claim's, which first writes out a chunk of the oldest
+        ``fanout`` rows (see ``_settle``).
 
         Every write of this process goes through one connection, the writer: the
         write lock serialises writes anyway, and a connection drops its whole page
@@ -545,7 +545,7 @@ class SQLiteStorage(Storage):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     if settle:
-                        _settle(conn, settle)
+                        _settle(conn, _SETTLE_ROWS, _SETTLE_DELIVERIES)
                     yield conn
                     conn.execute("COMMIT")
                 except BaseException:
@@ -692,7 +692,9 @@ class SQLiteStorage(Storage):
         """One transaction: the row hidden and its secrets erased, its subscriptions
         dropped, its pending deliveries (found through deliveries_endpoint) cancelled:
         those still in ``fanout`` written out first."""
-        with self._write(settle=_EVERY) as conn:
+        self._settle_all()  # a chunk per transaction, then what came meanwhile:
+        with self._write() as conn:
+            _settle(conn, _EVERY, _EVERY)
             row = conn.execute(
                 "SELECT tenant, events FROM endpoints WHERE id = ? AND deleted_at IS NULL",
                 (endpoint_id,),
@@ -892,7 +894,7 @@ class SQLiteStorage(Storage):
         last = self._read(_LAST_UNSETTLED, small=True)[0][0]
         while last is not None:
             with self._write() as conn:
-                settled = _settle(conn, _SETTLE_CHUNK)
+                settled = _settle(conn, _SETTLE_ROWS, _SETTLE_DELIVERIES)
             if settled is None or settled >= last:
                 return
 
@@ -964,9 +966,11 @@ class SQLiteStorage(Storage):
         # workers, not attackers, so it needs no system call for randomness
         if event_id is None:
             self._walk_if_due(now)
-        # (An event's own claim, inline mode's, writes out every dispatch waiting:
-        # its own may be the newest.)
-        with self._write(settle=_SETTLE_CHUNK if event_id is None else _EVERY) as conn:
+        if event_id is not None:
+            # Inline mode's claim of the event it stored: every dispatch waiting is
+            # written out first (its own may be the newest).
+            self._settle_all()
+        with self._write(settle=True) as conn:
             rows = self._claim_rows(
                 conn,
                 lease,
@@ -991,7 +995,7 @@ class SQLiteStorage(Storage):
         """Both in one transaction: one commit, and the pages both touch written once."""
         lease = new_id("lse")
         self._walk_if_due(now)
-        with self._write(settle=_SETTLE_CHUNK) as conn:
+        with self._write(settle=True) as conn:
             held = self._complete(conn, claim, attempt, delivery)
             rows = self._claim_rows(
                 conn,
@@ -1018,7 +1022,7 @@ class SQLiteStorage(Storage):
         lease = new_id("lse")
         if limit > 0:
             self._walk_if_due(now)
-        with self._write(settle=_SETTLE_CHUNK if limit > 0 else 0) as conn:
+        with self._write(settle=limit > 0) as conn:
             held = self._complete_group(conn, completions)
             rows = (
                 self._claim_rows(
@@ -1204,7 +1208,9 @@ class SQLiteStorage(Storage):
         return [(endpoint_id, count) for endpoint_id, count in rows]
 
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
-        with self._write(settle=_EVERY) as conn:
+        self._settle_all()
+        with self._write() as conn:
+            _settle(conn, _EVERY, _EVERY)  # what came meanwhile
             cursor = conn.execute(
                 "UPDATE deliveries SET next_attempt_at = ? WHERE endpoint_id = ?"
                 " AND status = 'pending' AND lease IS NULL AND next_attempt_at < ?",
@@ -1242,7 +1248,9 @@ class SQLiteStorage(Storage):
         is left, so a long run does not walk the old events again on every call)."""
         check_prune_limit(limit)
         before = _ts(older_than)
-        with self._write(settle=_EVERY) as conn:  # no event is pruned before its deliveries
+        self._settle_all()  # no event is pruned before its deliveries are written out
+        with self._write() as conn:
+            _settle(conn, _EVERY, _EVERY)  # what came meanwhile
             doomed = conn.execute(_PRUNABLE_DELIVERIES, (before, limit)).fetchall()
             ids = [(delivery_id,) for delivery_id, _ in doomed]
             conn.executemany("DELETE FROM attempts WHERE delivery_id = ?", ids)
@@ -1317,10 +1325,13 @@ def _insert_leased(conn: sqlite3.Connection, claims: list[Claim], lease: str) ->
 
 # Deliveries written out in bulk -------------------------------------------------------
 
-_SETTLE_CHUNK = 1024
-"""The most ``fanout`` rows (dispatches) a claim writes out the deliveries of before
-it claims: a backlog left by stopped workers is written out a chunk per claim, so no
-transaction holds the write lock for long."""
+_SETTLE_ROWS = 1024
+"""The most ``fanout`` rows (dispatches) one write-out takes: a backlog left by
+stopped workers is written out a chunk per claim (or per transaction, before a
+read), so that no transaction holds the write lock for long..."""
+_SETTLE_DELIVERIES = 10_000
+"""... and no row past the one that makes this many deliveries (but for a single
+row wider than that: one dispatch's fan-out)."""
 
 _EVERY = 1 << 62
 """``settle`` for all ``fanout`` rows (``LIMIT`` takes a 64-bit integer)."""
@@ -1342,7 +1353,11 @@ def _fan_out_sql(patterns: int) -> str:
 _INSERT_FANOUT = (
     "INSERT INTO fanout (event_id, at, tenant, event_type, endpoints) VALUES (?, ?, ?, ?, ?)"
 )
-_LAST_TO_SETTLE = "SELECT max(seq) FROM (SELECT seq FROM fanout ORDER BY seq LIMIT ?)"
+_LAST_TO_SETTLE = (
+    "SELECT max(seq) FROM (SELECT seq, sum(json_array_length(endpoints)) OVER (ORDER BY seq)"
+    " - json_array_length(endpoints) AS before FROM (SELECT seq, endpoints FROM fanout"
+    " ORDER BY seq LIMIT ?)) WHERE before < ?"
+)
 _LAST_UNSETTLED = "SELECT max(seq) FROM fanout"
 # One new delivery per (fanout row, endpoint), in the order they were dispatched,
 # each with its id from the row (a batch's) or a new one; pending, or cancelled if
@@ -1361,13 +1376,14 @@ _SETTLE = (
 )
 
 
-def _settle(conn: sqlite3.Connection, limit: int) -> int | None:
-    """Write out the deliveries of the oldest ``limit`` rows of ``fanout`` and delete
-    the rows, in ``conn``'s write transaction: two statements for any number of
-    deliveries, each index written once per page rather than once per dispatch.
-    The last ``seq`` written out, or None when there was nothing to write out (one
-    probe of an empty table)."""
-    last: int | None = conn.execute(_LAST_TO_SETTLE, (limit,)).fetchone()[0]
+def _settle(conn: sqlite3.Connection, rows: int, deliveries: int) -> int | None:
+    """Write out the deliveries of the oldest ``rows`` rows of ``fanout`` (no row
+    past the one that makes ``deliveries`` deliveries) and delete the rows, in
+    ``conn``'s write transaction: two statements for any number of deliveries, each
+    index written once per page rather than once per dispatch. The last ``seq``
+    written out, or None when there was nothing to write out (one probe of an
+    empty table)."""
+    last: int | None = conn.execute(_LAST_TO_SETTLE, (rows, deliveries)).fetchone()[0]
     if last is not None:
         conn.execute(_SETTLE, (last,))
         conn.execute("DELETE FROM fanout WHERE seq <= ?", (last,))
