@@ -27,6 +27,7 @@ was made, ``--json`` saving it::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
@@ -313,9 +314,19 @@ def section(url: str, makers: Mapping[str, storages.StorageFactory], count: int)
             "hookdispatch": str(Path(hookdispatch.__file__).resolve().parent.parent),
             "python": platform.python_version(),
             "load": [load, os.getloadavg()[0]],  # 1-minute load average, before and after
+            "machine": machine_text(),
         },
         "backends": backends,
     }
+
+
+def machine_text() -> str:
+    """Which machine measured: CPUs, their model, the kernel (a stored *before* may
+    come from another machine than the run that shows it beside its *after*)."""
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
+        model = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
+    return f"{os.cpu_count()} CPUs ({model or platform.processor()}), Linux {platform.release()}"
 
 
 def measure_here(count: int) -> dict[str, Any]:

@@ -568,8 +568,9 @@ def profile_section(results: Results, chart: Sequence[str] = ()) -> list[str]:
         load = then.get("load")
         lines.append(
             f"*Before*: the code of commit `{then.get('commit') or '?'}` (before issue 16's"
-            f" group commit), {then.get('count', count):,} POSTs, measured on this machine on"
-            f" {then.get('date', '?')} by `{then.get('command', 'python -m benchmarks.profile')}`"
+            f" group commit), {then.get('count', count):,} POSTs, measured on"
+            f" {then.get('machine', 'this machine')} on {then.get('date', '?')} by"
+            f" `{then.get('command', 'python -m benchmarks.profile')}`"
             " (a `git worktree` of that commit: a fresh process imports its `src`, the harness"
             " is this checkout's), stored in"
             f" `benchmarks/data/{profile.BEFORE.name}`."
