@@ -127,12 +127,16 @@ class AsyncDispatcher(Driver):
         """Run a storage call off the event loop (unless the storage never blocks)."""
         if not self._storage.blocking:
             return function(*args, **kwargs)
+        return await self._submit(function, *args, **kwargs)
+
+    def _submit(
+        self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> asyncio.Future[T]:
+        """A storage call on a storage thread, as a future of its result."""
+        call = functools.partial(function, *args, **kwargs)
         if self._executor is None:  # closed: reads still work, on the default executor
-            return await asyncio.to_thread(function, *args, **kwargs)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, functools.partial(function, *args, **kwargs)
-        )
+            return asyncio.ensure_future(asyncio.to_thread(call))
+        return asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     # Endpoints ----------------------------------------------------------------------
 
@@ -287,14 +291,23 @@ class AsyncDispatcher(Driver):
         event = self._checked_event(event_type, data, id, now, tenant)
         self._start()
         held, held_back = self._lease_slots()
-        call = asyncio.ensure_future(self._call(self._store_and_lease, event, now, held, held_back))
         try:
-            event, stored, claims = await asyncio.shield(call)
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                # The caller gave up, not the storage call: what it leases still goes
-                # to the workers when it ends, rather than waiting out its leases.
-                call.add_done_callback(self._start_leased)
+            if self._storage.blocking:
+                call = self._submit(self._store_and_lease, event, now, held, held_back)
+                try:
+                    event, stored, claims = await asyncio.shield(call)
+                except asyncio.CancelledError:
+                    # The caller gave up, not the storage call: what it leases still
+                    # goes to the workers when it ends, rather than waiting out its
+                    # leases.
+                    call.add_done_callback(self._start_leased)
+                    raise
+            else:
+                # A storage that never blocks: the call cannot be cancelled halfway,
+                # and needs no task of its own nor a turn of the loop (a third of
+                # the CPU time per delivery: AsyncDispatcher on MemoryStorage).
+                event, stored, claims = self._store_and_lease(event, now, held, held_back)
+        except BaseException:
             if self._return_slots(held, []):
                 self._notify()
             raise
