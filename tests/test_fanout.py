@@ -238,6 +238,19 @@ def test_an_events_own_claim_finds_it_behind_a_backlog(
     assert [c.delivery.event_id for c in claims] == [events[-1].id]
 
 
+def test_an_events_own_claim_behind_a_backlog_keeps_what_it_leased(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim is not a read: made again after the backlog is written out, its first
+    leases would be lost (to wait out the lease) and the event seem to have nothing."""
+    monkeypatch.setattr(store.module, "_SETTLE_ROWS", 2)
+    storage = store.storage
+    subscribe(storage, 1)
+    events = [dispatch(storage, n=n) for n in range(3)]
+    claims = storage.claim(now=LATER, lease_until=LATER + LEASE, limit=5, event_id=events[0].id)
+    assert [c.delivery.event_id for c in claims] == [events[0].id]
+
+
 def test_deleting_an_endpoint_cancels_deliveries_not_written_out_yet(store: Store) -> None:
     storage = store.storage
     kept, deleted = subscribe(storage, 2)

@@ -1289,9 +1289,10 @@ class PostgresStorage(Storage):
             pass
 
     def _read_settled(self, *statements: Statement, retry: bool = True) -> list[_Result]:
-        """``statements`` in one transaction, after a ``_SETTLE`` in it: they see the
-        deliveries of every dispatch that has returned. One round trip, unless a
-        backlog is waiting: then it is written out first, a chunk per transaction."""
+        """``statements`` (reads: they may run twice) in one transaction, after a
+        ``_SETTLE`` in it: they see the deliveries of every dispatch that has
+        returned. One round trip, unless a backlog is waiting: then it is written
+        out, a chunk per transaction, and the statements run again."""
         while True:
             settle, *results = self._run(self._settling(), *statements, retry=retry)
             if not self._settled(settle):
@@ -1553,9 +1554,16 @@ class PostgresStorage(Storage):
             if settle:
                 self._settled(results[0])
             return self._claimed(results[-1].rows, taking)
-        # Inline mode's claim of the event it stored: every dispatch waiting is
-        # written out first (its own may be the newest).
-        [result] = self._read_settled(statement)
+        # Inline mode's claim of the event it stored, after a write-out of what
+        # waits (its own may be the newest). When a backlog waits and the claim found
+        # nothing, the backlog is written out and the claim made again (it leased
+        # nothing to lose); when it found some, the inline loop claims the rest
+        # after next_due_at(), which writes everything out.
+        written, result = self._run(self._settling(), statement)
+        if self._settled(written) and not result.rows:
+            self._settle_backlog()
+            written, result = self._run(self._settling(), statement)
+            self._settled(written)
         return self._claimed(result.rows, taking)
 
     def _claim_statement(
@@ -1790,7 +1798,9 @@ class PostgresStorage(Storage):
             try:
                 # No event is pruned before its deliveries are written out (nor
                 # while it has a fanout row: see _PRUNE).
-                [result] = self._read_settled((self._q(_PRUNE), params))
+                self._settle_backlog()
+                settle, result = self._run(self._settling(), (self._q(_PRUNE), params))
+                self._settled(settle)
             except StorageError as exc:
                 if try_number == 1 and isinstance(exc.__cause__, ForeignKeyViolation):
                     continue

@@ -1334,7 +1334,7 @@ _SETTLE_DELIVERIES = 10_000
 row wider than that: one dispatch's fan-out)."""
 
 _EVERY = 1 << 62
-"""``settle`` for all ``fanout`` rows (``LIMIT`` takes a 64-bit integer)."""
+"""``_settle``'s limits for every ``fanout`` row (``LIMIT`` takes a 64-bit integer)."""
 
 
 @functools.cache
