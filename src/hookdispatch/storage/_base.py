@@ -208,7 +208,8 @@ class Storage(abc.ABC):
         already, or for ``limit`` 0).
 
         Optional. SQLiteStorage stores the leased deliveries leased in the same
-        transaction, and PostgresStorage in the same statement. The default makes the
+        transaction, PostgresStorage in the same statement, and MemoryStorage under
+        one hold of its lock. The default makes the
         two calls; a claim that fails after the event was stored is logged and
         returns no delivery (the dispatcher's pump claims them later).
         """

@@ -14,7 +14,15 @@ from attrs import evolve
 
 from .._core import Claim
 from .._listing import DeliveryQuery, EndpointQuery
-from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event, subscription_keys
+from .._models import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+    Event,
+    new_delivery,
+    subscription_keys,
+)
 from ..exceptions import (
     InvalidInputError,
     UnknownDeliveryError,
@@ -190,16 +198,52 @@ class MemoryStorage(Storage):
 
     def endpoints_for(self, tenant: str, event_type: str) -> list[Endpoint]:
         with self._lock:
-            found: dict[str, Endpoint] = {}
-            for pattern in subscription_keys(event_type):
-                for endpoint_id in self._subscribers.get((tenant, pattern), ()):
-                    endpoint = self._endpoints[endpoint_id]
-                    if endpoint.enabled:
-                        found[endpoint_id] = endpoint
+            return self._endpoints_for(tenant, event_type)
+
+    def _endpoints_for(self, tenant: str, event_type: str) -> list[Endpoint]:
+        """``endpoints_for``, the lock held."""
+        found: dict[str, Endpoint] = {}
+        for pattern in subscription_keys(event_type):
+            for endpoint_id in self._subscribers.get((tenant, pattern), ()):
+                endpoint = self._endpoints[endpoint_id]
+                if endpoint.enabled:
+                    found[endpoint_id] = endpoint
         rank = self._rank
         return sorted(found.values(), key=lambda endpoint: (endpoint.created_at, rank[endpoint.id]))
 
     # Events and deliveries ----------------------------------------------------------
+
+    def add_event_to_subscribers(self, event: Event, *, now: datetime) -> bool:
+        """The fan-out and the event with its deliveries under one hold of the lock."""
+        return self.add_event_and_claim(event, now=now, lease_until=now, limit=0)[0]
+
+    def add_event_and_claim(
+        self,
+        event: Event,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        exclude_endpoints: Collection[str] = (),
+    ) -> tuple[bool, list[Claim]]:
+        """Under one hold of the lock: the fan-out, the event and its deliveries, and
+        the leases of the first ``limit`` of them to endpoints not excluded (every
+        subscriber is enabled, and each delivery due at ``now``: as ``claim`` of the
+        event would lease them)."""
+        with self._lock:
+            if event.id in self._events:
+                return False, []
+            endpoints = self._endpoints_for(event.tenant, event.type)
+            deliveries = [new_delivery(event, endpoint.id, now) for endpoint in endpoints]
+            self._events[event.id] = event
+            self._store_new(deliveries)
+            claims: list[Claim] = []
+            for delivery in deliveries:
+                if len(claims) >= limit:
+                    break
+                if delivery.endpoint_id not in exclude_endpoints:
+                    claims.append(self._lease(delivery, lease_until))
+            return True, claims
 
     def add_event(self, event: Event, deliveries: Sequence[Delivery]) -> bool:
         with self._lock:
