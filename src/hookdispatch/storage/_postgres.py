@@ -13,9 +13,9 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from attrs import frozen
@@ -569,6 +569,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
 
 logger = logging.getLogger("hookdispatch")
 
+_T = TypeVar("_T")
+
 _LOCK_NAMESPACE = 0x686B64  # "hkd": first key of the migrations' advisory lock
 
 _ENDPOINT_COLUMNS = (
@@ -1045,13 +1047,37 @@ class PostgresStorage(Storage):
         """Run ``statements`` in one transaction and return their results.
 
         One statement on an autocommit connection (our pool's) is its own transaction:
-        one round trip, no BEGIN and COMMIT. When the connection turns out broken (the
-        server restarted), the pool's idle connections are checked and replaced, and the
-        call is tried once more if ``retry``: only for calls whose repetition is
-        harmless, since the first try may have committed. ``binary``: parameters and
-        results in PostgreSQL's binary format (arrays of thousands: several times
-        cheaper to encode than text).
+        one round trip, no BEGIN and COMMIT. ``retry``: see :meth:`_connected`.
+        ``binary``: parameters and results in PostgreSQL's binary format (arrays of
+        thousands: several times cheaper to encode than text).
         """
+
+        def run(conn: psycopg.Connection[Any]) -> list[_Result]:
+            if len(statements) == 1 and conn.autocommit:
+                cursors = [conn.execute(*statements[0], binary=binary)]
+            else:
+                # Pipelined: BEGIN, the statements and COMMIT go out together, one
+                # round trip in all instead of one each.
+                pipeline = conn.pipeline() if _PIPELINE else contextlib.nullcontext()
+                with pipeline, conn.transaction():
+                    cursors = [
+                        conn.execute(query, params, binary=binary) for query, params in statements
+                    ]
+            return [
+                _Result(cursor.rowcount, cursor.fetchall() if cursor.description else [])
+                for cursor in cursors
+            ]
+
+        return self._connected(run, retry=retry)
+
+    def _connected(
+        self, work: Callable[[psycopg.Connection[Any]], _T], *, retry: bool = True
+    ) -> _T:
+        """``work`` on a connection of the pool, psycopg's errors raised as
+        StorageError. When the connection turns out broken (the server restarted),
+        the pool's idle connections are checked and replaced, and ``work`` is tried
+        once more if ``retry``: only for work whose repetition is harmless, since the
+        first try may have committed."""
         if self._closed:
             raise StorageError("this PostgresStorage is closed; open a new one")
         tries = 2 if retry else 1
@@ -1059,21 +1085,7 @@ class PostgresStorage(Storage):
             conn: psycopg.Connection[Any] | None = None
             try:
                 with self._pool.connection() as conn:
-                    if len(statements) == 1 and conn.autocommit:
-                        cursors = [conn.execute(*statements[0], binary=binary)]
-                    else:
-                        # Pipelined: BEGIN, the statements and COMMIT go out together,
-                        # one round trip in all instead of one each.
-                        pipeline = conn.pipeline() if _PIPELINE else contextlib.nullcontext()
-                        with pipeline, conn.transaction():
-                            cursors = [
-                                conn.execute(query, params, binary=binary)
-                                for query, params in statements
-                            ]
-                    return [
-                        _Result(cursor.rowcount, cursor.fetchall() if cursor.description else [])
-                        for cursor in cursors
-                    ]
+                    return work(conn)
             except psycopg.Error as exc:
                 if try_number < tries and conn is not None and conn.broken:
                     # A server restart breaks every idle connection: replace them all.
@@ -1395,19 +1407,17 @@ class PostgresStorage(Storage):
         """Store new ``events`` and their ``deliveries`` by COPY, in one transaction:
         ``True`` once committed; ``False``, nothing stored, when an id is taken (a
         unique violation). A broken connection is replaced and the COPY tried once
-        more, as :meth:`_run` does; a retry after a commit finds the ids taken.
+        more (:meth:`_connected`); a retry after a commit finds the ids taken.
 
         Only deliveries of ``events`` go in, as ``_INSERT_EVENTS`` stores them.
         """
         if not events:
             return True
-        if self._closed:
-            raise StorageError("this PostgresStorage is closed; open a new one")
         ids = {event.id for event in events}
-        for try_number in (1, 2):
-            conn: psycopg.Connection[Any] | None = None
+
+        def copy_rows(conn: psycopg.Connection[Any]) -> bool:
             try:
-                with self._pool.connection() as conn, conn.transaction():
+                with conn.transaction():
                     cursor = conn.cursor()
                     # psycopg's bytea dumper, which it runs in C; the one registered by
                     # default (dbapi20's, which takes Binary() too) is Python: a third
@@ -1421,17 +1431,11 @@ class PostgresStorage(Storage):
                         copy.set_types(_DELIVERY_TYPES)
                         for row in _delivery_rows(deliveries, ids):
                             copy.write_row(row)
-                return True
             except UniqueViolation:
                 return False
-            except psycopg.Error as exc:
-                if try_number == 1 and conn is not None and conn.broken:
-                    logger.info("PostgreSQL connection broken (%s); reconnecting", exc)
-                    with _translated():
-                        self._pool.check()
-                    continue
-                raise StorageError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+            return True
+
+        return self._connected(copy_rows)
 
     def add_event_in_transaction(
         self, connection: object, event: Event, deliveries: Sequence[Delivery]
