@@ -232,12 +232,11 @@ def _migrate_10(db: sqlite_utils.Database) -> None:
     where the deliveries' row costs ten index entries); the next claim, or the
     next read or change of deliveries, writes out the deliveries of every row here
     at once and deletes the rows (see ``_settle``). ``endpoints``: a JSON array of
-    endpoint ids; ``deliveries``: their delivery ids, or NULL for new ones."""
+    endpoint ids."""
     db.execute(
         "CREATE TABLE fanout (seq INTEGER PRIMARY KEY,"
         " event_id TEXT NOT NULL REFERENCES events(id), at REAL NOT NULL,"
-        " tenant TEXT NOT NULL, event_type TEXT NOT NULL, endpoints TEXT NOT NULL,"
-        " deliveries TEXT)"
+        " tenant TEXT NOT NULL, event_type TEXT NOT NULL, endpoints TEXT NOT NULL)"
     )
 
 
@@ -1360,13 +1359,12 @@ _LAST_TO_SETTLE = (
 )
 _LAST_UNSETTLED = "SELECT max(seq) FROM fanout"
 # One new delivery per (fanout row, endpoint), in the order they were dispatched,
-# each with its id from the row (a batch's) or a new one; pending, or cancelled if
+# each with a new id; pending, or cancelled if
 # its endpoint was deleted since (by a process of a version before this table:
 # those of this one write deliveries out before they delete).
 _SETTLE = (
     f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"
-    " SELECT CASE WHEN f.deliveries IS NULL THEN hookdispatch_delivery_id()"
-    " ELSE json_extract(f.deliveries, '$[' || j.key || ']') END, f.event_id, j.value,"
+    " SELECT hookdispatch_delivery_id(), f.event_id, j.value,"
     " CASE WHEN e.deleted_at IS NULL THEN 'pending' ELSE 'cancelled' END, 0,"
     " CASE WHEN e.deleted_at IS NULL THEN f.at END,"
     f" CASE WHEN e.deleted_at IS NULL THEN NULL ELSE '{ENDPOINT_DELETED}' END,"
