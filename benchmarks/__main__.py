@@ -50,7 +50,7 @@ from . import (
     storages,
     suite,
 )
-from .harness import SENDER_CORE, pin
+from .harness import SENDER_CORE, cpu_model, pin
 from .harness import log as _log
 from .plan import FULL, QUICK, Plan
 from .receiver import Receiver
@@ -68,9 +68,6 @@ DOCS = ROOT / "docs"
 
 
 def machine(plan: Plan, quick: bool) -> dict[str, object]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
-        model = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
     versions = {}
     packages = ("hookdispatch", "httpx", "aiohttp", "celery", "redis", "psycopg")
     for package in (*packages, "pgqueuer", "asyncpg"):
@@ -79,7 +76,7 @@ def machine(plan: Plan, quick: bool) -> dict[str, object]:
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
-        "cpu_model": model,
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "system": f"{platform.system()} {platform.release()}",
         "sqlite": sqlite3.sqlite_version,

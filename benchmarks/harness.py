@@ -9,6 +9,7 @@ rotated order) so that drift on a shared machine hits all candidates alike.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import statistics
@@ -27,6 +28,13 @@ DATA = {"user_id": "user_78451", "plan": "Pro"}
 
 SENDER_CORE = 0
 RECEIVER_CORE = 1
+
+
+def cpu_model() -> str:
+    """The CPUs' model name ("" where /proc/cpuinfo does not say)."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
+        return next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
+    return ""
 
 
 def pin(pid: int, core: int) -> None:

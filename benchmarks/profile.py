@@ -27,7 +27,6 @@ was made, ``--json`` saving it::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
 import json
@@ -323,10 +322,8 @@ def section(url: str, makers: Mapping[str, storages.StorageFactory], count: int)
 def machine_text() -> str:
     """Which machine measured: CPUs, their model, the kernel (a stored *before* may
     come from another machine than the run that shows it beside its *after*)."""
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
-        model = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
-    return f"{os.cpu_count()} CPUs ({model or platform.processor()}), Linux {platform.release()}"
+    model = harness.cpu_model() or platform.processor()
+    return f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}"
 
 
 def measure_here(count: int) -> dict[str, Any]:
