@@ -201,9 +201,12 @@ def wait_for_navigation(driver: Any, *, away_from: str, seconds: float = 10.0) -
 
 
 def click_link(driver: Any, text: str) -> None:
+    """Follow a link, and wait until the browser has left the page it was on."""
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
+    leaving = driver.current_url
     driver.find_element(By.PARTIAL_LINK_TEXT, text).click()
+    wait_for_navigation(driver, away_from=leaving)
 
 
 def test_the_guides_flow_end_to_end(
@@ -230,8 +233,10 @@ def test_the_guides_flow_end_to_end(
     assert driver.current_url.startswith(f"{server.base}/endpoints/{endpoint.id}")
     assert endpoint.secret not in driver.page_source  # hidden until revealed
 
-    # Reveal the secret.
+    # Reveal the secret (a form: its answer is the page at .../secret).
+    showing = driver.current_url
     by_css(driver, "#reveal-secret").click()
+    wait_for_navigation(driver, away_from=showing)
     assert by_css(driver, "#secret-value").text == endpoint.secret
     assert endpoint.secret not in driver.current_url
 
