@@ -1,7 +1,7 @@
 """Two versions of hookdispatch side by side, in one run: did a change cost throughput?
 
     python -m benchmarks.ab OLD_SRC [NEW_SRC] [--events N] [--rounds R]
-                            [--storages memory,SQLite]
+                            [--storages memory,SQLite,PostgreSQL]
 
 ``OLD_SRC`` and ``NEW_SRC`` are ``src`` folders of two checkouts (a ``git worktree``
 of the commit before a change, say; ``NEW_SRC`` defaults to this checkout's). Each
@@ -10,9 +10,9 @@ measurement runs in a fresh process that imports hookdispatch from one of them
 receiver in its own process on its own core, the rounds interleaved so that drift
 on a shared machine hits both alike: ``Dispatcher(workers=8)`` on
 ``SocketTransport`` and ``AsyncDispatcher(concurrency=64)`` on ``AsyncioTransport``,
-memory storage (``--storages memory,SQLite`` adds both senders on a fresh SQLite file
-each measurement), as in ``python -m benchmarks``. Prints medians, ranges, and the
-new/old ratio of each.
+memory storage (``--storages memory,SQLite,PostgreSQL`` adds both senders on a fresh
+SQLite file, and on a throwaway PostgreSQL database, each measurement), as in
+``python -m benchmarks``. Prints medians, ranges, and the new/old ratio of each.
 """
 
 from __future__ import annotations
@@ -32,11 +32,17 @@ ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 120.0
 
 _MEASURE = """
-import json, sys
+import contextlib, json, sys
 from benchmarks import hookdispatch_runs, storages
 kind, url, count, storage = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-with storages.temporary_folder() as folder:
-    make = storages.sqlite(folder) if storage == "SQLite" else storages.memory()
+with storages.temporary_folder() as folder, contextlib.ExitStack() as stack:
+    if storage == "PostgreSQL":
+        found = stack.enter_context(storages.postgres())
+        if found is None:
+            sys.exit("no PostgreSQL server answers on 127.0.0.1:5432")
+        make = found[0]
+    else:
+        make = storages.sqlite(folder) if storage == "SQLite" else storages.memory()
     if kind == "threads":
         run = hookdispatch_runs.thread_pool(url, make, count, 8, {limit})
     else:
@@ -48,7 +54,7 @@ KINDS = {
     "threads": "Dispatcher workers=8 ({storage}, SocketTransport)",
     "async": "AsyncDispatcher concurrency=64 ({storage}, AsyncioTransport)",
 }
-STORAGES = ("memory", "SQLite")
+STORAGES = ("memory", "SQLite", "PostgreSQL")
 
 
 def measure(
