@@ -39,6 +39,7 @@ _SQLITE_UNDO: dict[int, tuple[str, ...]] = {
 }
 
 _POSTGRES_UNDO: dict[int, tuple[str, ...]] = {
+    12: ("DROP FUNCTION {s}.complete_and_claim_v1",),
     11: ("DROP TABLE {s}.fanout",),
     10: tuple(
         "DROP INDEX {s}." + name

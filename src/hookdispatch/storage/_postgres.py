@@ -10,7 +10,9 @@ Needs the ``postgres`` extra: ``pip install 'hookdispatch[postgres]'``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -135,6 +137,10 @@ def _claim_due_function(
 _ALL_ENDPOINT_COLUMNS = (*_FAILURES, *_TENANT, *_PREVIOUS_SECRET, *_MANAGEMENT)
 
 
+_CLAIM_PARAMETERS = ("now", "lease_until", "lease", "limit", "excluded")
+"""The named parameters of ``_CLAIM_DUE``, in ``claim_due_v7``'s order."""
+
+
 def _claim_due_statement() -> str:
     """``claim_due_v7``'s query as a statement of its own, with named parameters.
 
@@ -147,12 +153,20 @@ def _claim_due_statement() -> str:
         "claim_due_v7", extra=_ALL_ENDPOINT_COLUMNS, delivery_columns=True
     )
     body = function.split("$$")[1].strip()
-    for number, name in enumerate(("now", "lease_until", "lease", "limit", "excluded"), 1):
+    for number, name in enumerate(_CLAIM_PARAMETERS, 1):
         body = body.replace(f"${number}", f"%({name})s")
     return body
 
 
 _CLAIM_DUE = _claim_due_statement()
+_NO_CLAIM: dict[str, Any] = {
+    "now": None,
+    "lease_until": None,
+    "lease": None,
+    "limit": 0,
+    "excluded": [],
+}
+"""``_CLAIM_DUE``'s parameters for ``complete_and_claim_v1`` with nothing to claim."""
 # The claim and the group commit's statements are prepared, and run with one plan
 # planned once per connection (planning them costs more than running them). That
 # plan must stay right at any table size, so it is the one that is: every row
@@ -761,6 +775,79 @@ _VACUUM_EVERY = 10_000
 """Rows of fanout this object deletes between two ``VACUUM`` of the table: its rows
 come and go, and the dead ones slow every write-out until vacuumed, when
 autovacuum is off or slow to come (see ``_after_settling``)."""
+
+
+def _numbered(statement: str, names: Sequence[str] = (), *, first: int = 1) -> str:
+    """``statement`` with a function's parameters: each ``%s`` in turn, or else
+    ``%(name)s`` for each of ``names`` in turn, becomes ``$first``, ``$first + 1``..."""
+    numbers = itertools.count(first)
+    for name in names:
+        statement = statement.replace(f"%({name})s", f"${next(numbers)}")
+    if not names:
+        statement = re.sub("%s", lambda _: f"${next(numbers)}", statement)
+    assert "%" not in statement, statement
+    return statement
+
+
+def _complete_and_claim_function() -> str:
+    """complete_and_claim_v1: a group commit's whole transaction, one statement (one
+    round trip, nothing to BEGIN or COMMIT, no settings sent first): a write-out
+    (``_SETTLE_FOR_CLAIM``) when $21 > 0, the completions $1..$15 (``_COMPLETE_MANY``)
+    and a claim of $19 (``claim_due_v7``'s statement, $16..$20), each built from the
+    text of the statement it runs, so the two paths cannot drift apart.
+
+    Its first row carries no delivery (``id`` NULL): the numbers of the completions
+    whose lease held (``held``) and the write-out's counts (NULL: none ran). The
+    claimed rows follow, with ``claim_due_v7``'s columns. PL/pgSQL under the
+    claims' settings (see :data:`_INDEXED_PLANS` and ``claim_due_v8``), so each
+    statement is planned once per connection, with a plan that holds at any size.
+    """
+    claim = _claim_due_function("claim_due_v7", extra=_ALL_ENDPOINT_COLUMNS, delivery_columns=True)
+    columns = claim.split("RETURNS TABLE (", 1)[1].split(") LANGUAGE", 1)[0]
+    claiming = claim.split("$$")[1]
+    assert set(re.findall(r"\$(\d+)", claiming)) == {"1", "2", "3", "4", "5"}, claiming
+    claiming = re.sub(r"\$(\d+)", lambda m: f"${int(m[1]) + 15}", claiming)
+    update = "UPDATE {schema}.deliveries d SET next_attempt_at"
+    assert claiming.count(update) == 1
+    claiming = claiming.replace(update, f", claimed AS ({update}") + (
+        ") SELECT claimed.*, NULL::integer[], NULL::bigint, NULL::bigint, NULL::bigint FROM claimed"
+    )
+    settling = _numbered(_SETTLE_FOR_CLAIM, ("rows", "deliveries", "deleted"), first=21)
+    completing = _numbered(_COMPLETE_MANY)
+    assert completing.endswith(" SELECT n FROM delivery")
+    completing = completing.removesuffix(" SELECT n FROM delivery")
+    return f"""
+        CREATE FUNCTION {{schema}}.complete_and_claim_v1(
+            text[], text[], integer[], timestamptz[], float8[], integer[], text[], text[],
+            bytea[], text[], integer[], timestamptz[], text[], timestamptz[], text[],
+            timestamptz, timestamptz, text, integer, text[], integer, integer, text
+        ) RETURNS TABLE ({columns}, held integer[], settle_locked bigint,
+            settle_written bigint, settle_dropped bigint
+        ) LANGUAGE plpgsql VOLATILE
+        SET enable_sort = off SET enable_incremental_sort = off SET enable_seqscan = off
+        SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+        SET plan_cache_mode = force_generic_plan AS $$
+        #variable_conflict use_column
+        BEGIN
+            IF $21 > 0 THEN
+                {settling}
+                    INTO settle_locked, settle_written, settle_dropped;
+            END IF;
+            IF cardinality($1) > 0 THEN
+                {completing} SELECT coalesce(array_agg(n), '{{{{}}}}') INTO held FROM delivery;
+            END IF;
+            RETURN NEXT;
+            IF $19 > 0 THEN
+                RETURN QUERY {claiming.strip()};
+            END IF;
+        END
+        $$
+        """
+
+
+# Version 12 (see MIGRATIONS): built from the statements above.
+MIGRATIONS.append((_complete_and_claim_function(),))
+
 # dispatch() with worker slots free: the first %(limit)s deliveries to endpoints not
 # in %(excluded)s go in leased (due at the lease's end, under %(lease)s), the others
 # in one fanout row as _INSERT_EVENT_TO_FANOUT's do, each with the id the leased ones'
@@ -930,6 +1017,14 @@ def _translated() -> Iterator[None]:
 
 Statement = tuple[bytes, Sequence[Any] | Mapping[str, Any]]
 
+
+def _has_rows(cursor: psycopg.Cursor[Any]) -> bool:
+    """Whether ``cursor``'s statement returned rows (zero or more): what
+    ``cursor.description`` tells, without building its column objects."""
+    result = cursor.pgresult
+    return result is not None and result.status == psycopg.pq.ExecStatus.TUPLES_OK
+
+
 # Pipeline mode needs libpq 14 or later (psycopg's binary package bundles one).
 _PIPELINE = psycopg.Pipeline.is_supported()
 
@@ -1064,7 +1159,7 @@ class PostgresStorage(Storage):
                         conn.execute(query, params, binary=binary) for query, params in statements
                     ]
             return [
-                _Result(cursor.rowcount, cursor.fetchall() if cursor.description else [])
+                _Result(cursor.rowcount, cursor.fetchall() if _has_rows(cursor) else [])
                 for cursor in cursors
             ]
 
@@ -1722,33 +1817,68 @@ class PostgresStorage(Storage):
         limit: int = 0,
         exclude_endpoints: Collection[str] = (),
     ) -> tuple[list[bool], list[Claim]]:
-        """One transaction of two statements, sent together (pipeline mode: one round
-        trip): every completion from one array per column (under
-        :data:`_COMPLETION_SETTINGS`), then the claim (under :data:`_CLAIM_SETTINGS`)."""
-        statements: list[Statement] = []
-        if completions:
-            statements.append((_COMPLETION_SETTINGS, ()))
-            statements.append((self._q(_COMPLETE_MANY), _completion_columns(completions)))
+        """One statement (one round trip, one transaction), ``complete_and_claim_v1``:
+        the write-out a claim makes now and then (see :meth:`_claim_settling`), every
+        completion from one array per column, and the claim. A claim of tenants in
+        turn (several with due work) runs ``claim_due_v8`` instead, in a transaction
+        of statements sent together (:meth:`_complete_and_claim_in_turn`)."""
         taking = None
-        settled_at: int | None = None
+        claiming: Mapping[str, Any] = _NO_CLAIM
+        settle = False
         if limit > 0:
             statement, taking = self._claim_statement(
                 now=now, lease_until=lease_until, limit=limit, exclude_endpoints=exclude_endpoints
             )
-            settle = self._claim_settling()
-            if settle:
-                settled_at = len(statements)
-            statements += [*settle, (_CLAIM_SETTINGS, ()), statement]
-        if not statements:
+            if taking.tenants:
+                return self._complete_and_claim_in_turn(completions, statement, taking)
+            assert isinstance(statement[1], Mapping)
+            claiming, settle = statement[1], bool(self._claim_settling())
+        elif not completions:
             return [], []
+        query = self._q(
+            "SELECT * FROM {schema}.complete_and_claim_v1(" + ", ".join(["%s"] * 23) + ")"
+        )
+        params = (
+            *_completion_columns(completions),
+            *(claiming[name] for name in _CLAIM_PARAMETERS),
+            _SETTLE_ROWS if settle else 0,
+            _SETTLE_DELIVERIES,
+            ENDPOINT_DELETED,
+        )
+        [result] = self._run((query, params), binary=True)
+        summary, *rows = result.rows
+        numbers, settled = summary[-4], summary[-3:]
+        if settle:
+            self._settled(_Result(1, [settled]))
+        held = [False] * len(completions)
+        for number in numbers or ():
+            held[number - 1] = True
+        return held, [] if taking is None else self._claimed(rows, taking)
+
+    def _complete_and_claim_in_turn(
+        self,
+        completions: Sequence[tuple[Claim, Attempt, Delivery]],
+        claim: Statement,
+        taking: _Taking,
+    ) -> tuple[list[bool], list[Claim]]:
+        """``complete_many`` with a claim of tenants in turn: one transaction, its
+        statements sent together (pipeline mode: one round trip), every completion
+        (under :data:`_COMPLETION_SETTINGS`), a write-out when one is due, then the
+        claim (under :data:`_CLAIM_SETTINGS`)."""
+        statements: list[Statement] = []
+        if completions:
+            statements.append((_COMPLETION_SETTINGS, ()))
+            statements.append((self._q(_COMPLETE_MANY), _completion_columns(completions)))
+        settle = self._claim_settling()
+        statements += [*settle, (_CLAIM_SETTINGS, ()), claim]
         results = self._run(*statements, binary=True)
-        if settled_at is not None:
-            self._settled(results[settled_at])
+        if settle:
+            self._settled(results[-3])
         held = [False] * len(completions)
         if completions:
             for (number,) in results[1].rows:
                 held[number - 1] = True
-        return held, [] if taking is None else self._claimed(results[-1].rows, taking)
+        return held, self._claimed(results[-1].rows, taking)
 
     def pending_by_endpoint(self, *, limit: int) -> list[tuple[str, int]]:
         """One query over the pending deliveries (the partial index deliveries_due)."""

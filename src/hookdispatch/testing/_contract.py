@@ -825,6 +825,29 @@ class ContractTests(StorageHarness):
         rest = storage.claim(now=at(100), lease_until=at(160), limit=100)
         equal(len(rest), 43 + 13, "claim(limit=100) of the 56 due deliveries left")
 
+    def test_complete_many_claims_tenants_in_turn_as_claim_does(self) -> None:
+        # A group's next deliveries take the same turns: acct_a's burst, due first
+        # and served last, does not crowd out acct_b's few.
+        storage = self.storage
+        a, b = make_endpoint(tenant="acct_a"), make_endpoint(tenant="acct_b")
+        for endpoint in (a, b):
+            storage.add_endpoint(endpoint)
+        burst = _store_due(storage, a, [n * 0.01 for n in range(20)])
+        few = _store_due(storage, b, [10.0 + n for n in range(3)])
+        [first] = storage.claim(now=at(100), lease_until=at(160), limit=1)
+        equal(first.delivery.id, burst[0].id, "claim(limit=1): acct_a's earliest, first in turn")
+        completion = (first, *outcome(first, "succeeded", now=at(101), retry_at=at(200)))
+        held, claims = storage.complete_many(
+            [completion], now=at(101), lease_until=at(161), limit=6
+        )
+        equal(held, [True], "complete_many() of the claimed delivery")
+        equal(
+            sorted(c.delivery.id for c in claims),
+            sorted(_ids(burst[1:4] + few)),
+            "complete_many(limit=6) after acct_a was served: 3 of each tenant, acct_b's 3"
+            " and acct_a's next 3 (in turn, not acct_a's 6 earliest due)",
+        )
+
     def test_claims_in_turn_leave_excluded_and_disabled_endpoints_alone(self) -> None:
         storage = self.storage
         a_held, a_free = make_endpoint(tenant="acct_a"), make_endpoint(tenant="acct_a")
