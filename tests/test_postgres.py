@@ -6,6 +6,7 @@ The storage contract itself is checked by the conformance suite (test_conformanc
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -255,8 +256,12 @@ def test_a_closed_storage_refuses_work(storage: hd.PostgresStorage) -> None:
 def test_bad_arguments_are_invalid_input(postgres_dsn: str) -> None:  # noqa: F811
     with pytest.raises(hd.InvalidInputError, match="connection string"):
         hd.PostgresStorage(42)  # type: ignore[arg-type]
-    with pytest.raises(hd.InvalidInputError, match="schema"):
-        hd.PostgresStorage(postgres_dsn, schema="")
+    for schema in ("", "x" * 64, "é" * 32, "a$$b", "a\x00b"):
+        with pytest.raises(hd.InvalidInputError, match="schema must be a name"):
+            hd.PostgresStorage(postgres_dsn, schema=schema)
+    longest = "s" + secrets.token_hex(31)  # 63 bytes: kept whole, and with a $ is fine
+    longest = longest[:40] + "$" + longest[41:]
+    hd.PostgresStorage(postgres_dsn, schema=longest).close()
 
 
 def test_a_pool_of_yours_is_used_and_left_open(

@@ -705,6 +705,8 @@ def _delivery_id(ids: str, base: str, n: str) -> str:
     )
 
 
+_NAME_BYTES = 63
+"""The longest name PostgreSQL keeps whole (``NAMEDATALEN - 1``): it cuts longer ones."""
 _GUESSED_FAN_OUT = 4
 # dispatch() with no worker slot to fill, in one statement (one round trip): the
 # event, and its subscribers' ids (found as _ENDPOINTS_FOR finds them, in creation
@@ -1083,8 +1085,19 @@ class PostgresStorage(Storage):
         max_connections: int = 10,
         connect_timeout: float = 10.0,
     ) -> None:
-        if not isinstance(schema, str) or not schema:
-            raise InvalidInputError("schema must be a non-empty string such as 'hookdispatch'")
+        if (
+            not isinstance(schema, str)
+            or not schema
+            or len(schema.encode()) > _NAME_BYTES
+            or "\x00" in schema
+            or "$$" in schema
+        ):
+            # PostgreSQL cuts longer names short (two would share one schema), and
+            # "$$" would end the functions' bodies, which are written in $$ quotes.
+            raise InvalidInputError(
+                f"schema must be a name of 1 to {_NAME_BYTES} bytes, without NUL or '$$',"
+                " such as 'hookdispatch'"
+            )
         if max_connections < 1:
             raise InvalidInputError("max_connections must be at least 1")
         self.schema = schema
