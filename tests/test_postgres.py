@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool
 import hookdispatch as hd
 from downgrade import postgres_back_to, result_columns
 from hookdispatch.storage._postgres import MIGRATIONS
+from hookdispatch.testing._samples import outcome
 from pg_fixtures import new_schema, postgres_admin_dsn, postgres_dsn  # noqa: F401 - fixtures
 
 NOW = datetime(2024, 6, 30, 15, 41, 23, 123456, tzinfo=UTC)
@@ -201,6 +202,102 @@ def test_tables_stay_in_their_own_schema(
     assert two.list_deliveries() == []
     one.close()
     two.close()
+
+
+def test_deleting_an_endpoint_while_a_worker_records_its_outcome_never_deadlocks(
+    storage: hd.PostgresStorage,
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    """A worker recording a final outcome holds its delivery, then wants the endpoint's
+    row (its run of failures); the delete holds that row, then wants the endpoint's
+    deliveries. The worker's side is played by a connection of ours taking the same
+    locks in the same order, the delete's by delete_endpoint() itself, waiting for
+    the delivery when the worker asks for the row: PostgreSQL used to break that
+    deadlock after a second by failing one of them."""
+    fill(storage, 1)
+    [delivery] = storage.list_deliveries()
+    quoted = f'"{schema}"'
+    with psycopg.connect(postgres_dsn) as worker:
+        worker.execute(
+            f"UPDATE {quoted}.deliveries SET updated_at = updated_at WHERE id = %s",
+            (delivery.id,),
+        )
+        outcome: list[object] = []
+        deleting = threading.Thread(
+            target=lambda: outcome.append(
+                storage.delete_endpoint(delivery.endpoint_id, now=NOW + LEASE)
+            )
+        )
+        deleting.start()
+        with psycopg.connect(postgres_dsn, autocommit=True) as watch:
+            deadline = time.monotonic() + 10
+            while not watch.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%%cancelled%%' AND pid <> pg_backend_pid()"
+            ).fetchall():
+                assert time.monotonic() < deadline, "the delete never waited for the delivery"
+                time.sleep(0.002)
+        started = time.monotonic()
+        worker.execute(
+            f"UPDATE {quoted}.endpoints SET consecutive_failures = consecutive_failures + 1"
+            " WHERE id = %s",
+            (delivery.endpoint_id,),
+        )
+        waited = time.monotonic() - started
+        worker.commit()
+    deleting.join(timeout=10)
+    assert outcome == [1]  # its one pending delivery cancelled
+    assert waited < 0.9  # let through by the delete, not by deadlock detection (1 s)
+    [cancelled] = storage.list_deliveries()
+    assert cancelled.status is hd.DeliveryStatus.CANCELLED
+
+
+def test_a_transaction_postgresql_rolls_back_to_break_a_deadlock_is_run_again(
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    """Should a deadlock arise all the same, the storage's side, when PostgreSQL
+    picks it, is run again: the worker's outcome is recorded, not lost to an error.
+    Another connection holds the endpoint's row, and asks for the delivery once the
+    storage's complete() holds it and waits for the row."""
+    quick = psycopg.conninfo.make_conninfo(postgres_dsn, options="-c deadlock_timeout=50ms")
+    storage = hd.PostgresStorage(quick, schema=schema)
+    fill(storage, 1)
+    [claim] = storage.claim(now=NOW, lease_until=NOW + LEASE, limit=1)
+    quoted = f'"{schema}"'
+    with psycopg.connect(postgres_dsn) as other:
+        other.execute(
+            f"UPDATE {quoted}.endpoints SET description = description WHERE id = %s",
+            (claim.endpoint.id,),
+        )
+        held: list[bool] = []
+        completing = threading.Thread(
+            target=lambda: held.append(
+                storage.complete(claim, *outcome(claim, "failed", now=NOW + LEASE / 2))
+            )
+        )
+        completing.start()
+        with psycopg.connect(postgres_dsn, autocommit=True) as watch:
+            deadline = time.monotonic() + 10
+            while not watch.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%%consecutive_failures%%' AND pid <> pg_backend_pid()"
+            ).fetchall():
+                assert time.monotonic() < deadline, "complete() never waited for the endpoint"
+                time.sleep(0.002)
+        other.execute(
+            f"UPDATE {quoted}.deliveries SET updated_at = updated_at WHERE id = %s",
+            (claim.delivery.id,),
+        )
+        other.commit()
+    completing.join(timeout=10)
+    assert held == [True]
+    [delivery] = storage.list_deliveries()
+    assert delivery.status is hd.DeliveryStatus.FAILED
+    assert len(storage.list_attempts(delivery.id)) == 1
+    assert storage.get_endpoint(claim.endpoint.id).consecutive_failures == 1
+    storage.close()
 
 
 # Connections and errors -----------------------------------------------------------------

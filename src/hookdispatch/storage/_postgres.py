@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import psycopg
 from attrs import frozen
 from psycopg import sql
-from psycopg.errors import ForeignKeyViolation, UniqueViolation
+from psycopg.errors import DeadlockDetected, ForeignKeyViolation, LockNotAvailable, UniqueViolation
 from psycopg.types.string import BytesBinaryDumper
 from psycopg_pool import ConnectionPool
 
@@ -1027,6 +1027,17 @@ def _has_rows(cursor: psycopg.Cursor[Any]) -> bool:
     return result is not None and result.status == psycopg.pq.ExecStatus.TUPLES_OK
 
 
+_DELETE_LOCK_TIMEOUT = b"SET LOCAL lock_timeout = '100ms'"
+_DELETE_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+"""``delete_endpoint``'s pauses between tries that gave up waiting for a lock (after
+``_DELETE_LOCK_TIMEOUT``); the try after the last one waits as long as it takes."""
+_DEADLOCK_TRIES = 3
+"""How many times a transaction is run when PostgreSQL keeps choosing it to break a
+deadlock: it rolls the whole transaction back, so running it again is safe. The
+statements take their locks so that none should arise (see ``delete_endpoint``);
+where one still does, it costs ``deadlock_timeout`` (1 s by default) and a second
+run, not an error."""
+
 # Pipeline mode needs libpq 14 or later (psycopg's binary package bundles one).
 _PIPELINE = psycopg.Pipeline.is_supported()
 
@@ -1160,7 +1171,7 @@ class PostgresStorage(Storage):
         thousands: several times cheaper to encode than text).
         """
 
-        def run(conn: psycopg.Connection[Any]) -> list[_Result]:
+        def once(conn: psycopg.Connection[Any]) -> list[_Result]:
             if len(statements) == 1 and conn.autocommit:
                 cursors = [conn.execute(*statements[0], binary=binary)]
             else:
@@ -1175,6 +1186,23 @@ class PostgresStorage(Storage):
                 _Result(cursor.rowcount, cursor.fetchall() if _has_rows(cursor) else [])
                 for cursor in cursors
             ]
+
+        def run(conn: psycopg.Connection[Any]) -> list[_Result]:
+            for try_number in range(1, _DEADLOCK_TRIES + 1):
+                try:
+                    return once(conn)
+                except DeadlockDetected:
+                    # PostgreSQL rolled this transaction back, whole, to let the
+                    # other one through: running it again is safe.
+                    if try_number == _DEADLOCK_TRIES:
+                        raise
+                    logger.info(
+                        "PostgreSQL broke a deadlock by rolling this transaction back;"
+                        " running it again (%d of %d)",
+                        try_number + 1,
+                        _DEADLOCK_TRIES,
+                    )
+            raise AssertionError("unreachable")  # pragma: no cover
 
         return self._connected(run, retry=retry)
 
@@ -1320,12 +1348,25 @@ class PostgresStorage(Storage):
         lock = self._q(
             "SELECT 1 FROM {schema}.endpoints WHERE id = %s AND deleted_at IS NULL FOR UPDATE"
         )
-        _, settle, result = self._run(
+        deleting = (
             (lock, (endpoint_id,)),
             self._settling(claim=True),
             (query, {"now": now, "id": endpoint_id, "error": ENDPOINT_DELETED}),
-            retry=False,
         )
+        # A worker recording the outcome of one of its deliveries holds the delivery,
+        # then wants this row (to count a failure, or reset the count): waiting for
+        # the delivery while holding the row would deadlock with it. So the delete
+        # waits briefly, and if the lock does not come, lets go of everything and
+        # tries again a little later; the last try waits as long as it takes.
+        for pause in (*_DELETE_PAUSES, None):
+            impatient = () if pause is None else ((_DELETE_LOCK_TIMEOUT, ()),)
+            try:
+                *_, settle, result = self._run(*impatient, *deleting, retry=False)
+                break
+            except StorageError as exc:
+                if pause is None or not isinstance(exc.__cause__, LockNotAvailable):
+                    raise
+                time.sleep(pause)
         self._settled(settle)
         found, cancelled = result.rows[0]
         if not found:
