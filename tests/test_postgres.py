@@ -204,6 +204,20 @@ def test_tables_stay_in_their_own_schema(
     two.close()
 
 
+def wait_for_a_lock_wait(dsn: str, statement_part: str) -> None:
+    """Return once another session's statement holding ``statement_part`` waits
+    for a lock (within 10 s)."""
+    with psycopg.connect(dsn, autocommit=True) as watch:
+        deadline = time.monotonic() + 10
+        while not watch.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND position(%s in query) > 0 AND pid <> pg_backend_pid()",
+            (statement_part,),
+        ).fetchall():
+            assert time.monotonic() < deadline, f"no statement with {statement_part} waited"
+            time.sleep(0.002)
+
+
 def test_deleting_an_endpoint_while_a_worker_records_its_outcome_never_deadlocks(
     storage: hd.PostgresStorage,
     postgres_dsn: str,  # noqa: F811
@@ -223,21 +237,14 @@ def test_deleting_an_endpoint_while_a_worker_records_its_outcome_never_deadlocks
             f"UPDATE {quoted}.deliveries SET updated_at = updated_at WHERE id = %s",
             (delivery.id,),
         )
-        outcome: list[object] = []
+        deleted: list[int] = []
         deleting = threading.Thread(
-            target=lambda: outcome.append(
+            target=lambda: deleted.append(
                 storage.delete_endpoint(delivery.endpoint_id, now=NOW + LEASE)
             )
         )
         deleting.start()
-        with psycopg.connect(postgres_dsn, autocommit=True) as watch:
-            deadline = time.monotonic() + 10
-            while not watch.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE '%%cancelled%%' AND pid <> pg_backend_pid()"
-            ).fetchall():
-                assert time.monotonic() < deadline, "the delete never waited for the delivery"
-                time.sleep(0.002)
+        wait_for_a_lock_wait(postgres_dsn, "cancelled")  # the delete's, on the delivery
         started = time.monotonic()
         worker.execute(
             f"UPDATE {quoted}.endpoints SET consecutive_failures = consecutive_failures + 1"
@@ -247,7 +254,7 @@ def test_deleting_an_endpoint_while_a_worker_records_its_outcome_never_deadlocks
         waited = time.monotonic() - started
         worker.commit()
     deleting.join(timeout=10)
-    assert outcome == [1]  # its one pending delivery cancelled
+    assert deleted == [1]  # its one pending delivery cancelled
     assert waited < 0.9  # let through by the delete, not by deadlock detection (1 s)
     [cancelled] = storage.list_deliveries()
     assert cancelled.status is hd.DeliveryStatus.CANCELLED
@@ -278,14 +285,7 @@ def test_a_transaction_postgresql_rolls_back_to_break_a_deadlock_is_run_again(
             )
         )
         completing.start()
-        with psycopg.connect(postgres_dsn, autocommit=True) as watch:
-            deadline = time.monotonic() + 10
-            while not watch.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE '%%consecutive_failures%%' AND pid <> pg_backend_pid()"
-            ).fetchall():
-                assert time.monotonic() < deadline, "complete() never waited for the endpoint"
-                time.sleep(0.002)
+        wait_for_a_lock_wait(postgres_dsn, "consecutive_failures")  # on the endpoint
         other.execute(
             f"UPDATE {quoted}.deliveries SET updated_at = updated_at WHERE id = %s",
             (claim.delivery.id,),
