@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 import hookdispatch as hd
+from pg_fixtures import new_schema, postgres_admin_dsn, postgres_dsn  # noqa: F401 - fixtures
 
 from drivers import DRIVERS
 from receivers import never_answer, raw_server, wait_for
@@ -144,14 +146,54 @@ def test_restarted_dispatcher_picks_up_pending_deliveries(
     storage.close()
 
 
-CHILDREN = {
-    "sync": """
+# How a child process opens the store of the test: argv[1:4] is what
+# Durable.argv gives (kind, file or DSN, schema).
+OPEN_STORE = """
 import sys
 import hookdispatch as hd
 
-path, url = sys.argv[1], sys.argv[2]
+STORE = hd.SQLiteStorage if sys.argv[1] == "SQLite" else hd.PostgresStorage
+
+def open_store(store=STORE):
+    if sys.argv[1] == "SQLite":
+        return store(sys.argv[2])
+    return store(sys.argv[2], schema=sys.argv[3])
+"""
+
+
+@dataclass(frozen=True)
+class Durable:
+    """A durable store for a crash test: a SQLite file, or a PostgreSQL schema."""
+
+    kind: str
+    target: str  # the file, or the DSN
+    schema: str = ""
+
+    @property
+    def argv(self) -> list[str]:
+        return [self.kind, self.target, self.schema]
+
+    def open(self) -> hd.Storage:
+        if self.kind == "SQLite":
+            return hd.SQLiteStorage(self.target)
+        return hd.PostgresStorage(self.target, schema=self.schema)
+
+
+@pytest.fixture(params=["SQLite", "PostgreSQL"])
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Durable:
+    """Each durable store: SQLite, and PostgreSQL where a server answers (a skip
+    saying so where none does; a failure under CI=true)."""
+    if request.param == "SQLite":
+        return Durable("SQLite", str(tmp_path / "hooks.db"))
+    return Durable("PostgreSQL", request.getfixturevalue("postgres_dsn"), new_schema())
+
+
+CHILDREN = {
+    "sync": OPEN_STORE
+    + """
+url = sys.argv[4]
 hooks = hd.Dispatcher(
-    storage=hd.SQLiteStorage(path),
+    storage=open_store(),
     workers=4,
     timeout=1.0,
     lease=2.0,
@@ -165,13 +207,12 @@ while True:
     print(event.id, flush=True)
     n += 1
 """,
-    "async": """
+    "async": OPEN_STORE
+    + """
 import asyncio
-import sys
-import hookdispatch as hd
 
-async def main(path, url):
-    storage = hd.SQLiteStorage(path)
+async def main(url):
+    storage = open_store()
     async with hd.AsyncDispatcher(
         storage=storage, concurrency=4, timeout=1.0, lease=2.0, targets=hd.TargetPolicy.local()
     ) as hooks:
@@ -183,20 +224,19 @@ async def main(path, url):
             print(event.id, flush=True)
             n += 1
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+asyncio.run(main(sys.argv[4]))
 """,
 }
 
 
 @pytest.mark.slow
 def test_sigkill_mid_run_loses_no_accepted_event(
-    httpserver: HTTPServer, tmp_path: Path, driver: str
+    httpserver: HTTPServer, durable: Durable, driver: str
 ) -> None:
     httpserver.expect_request("/hook").respond_with_data("")
-    path = tmp_path / "hooks.db"
-    hd.SQLiteStorage(path).close()  # create the schema before the child starts
+    durable.open().close()  # create the schema before the child starts
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILDREN[driver], str(path), httpserver.url_for("/hook")],
+        [sys.executable, "-c", CHILDREN[driver], *durable.argv, httpserver.url_for("/hook")],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -211,7 +251,7 @@ def test_sigkill_mid_run_loses_no_accepted_event(
     before_restart = len(httpserver.log)
     accepted += [line.strip() for line in child.stdout.read().splitlines() if line.strip()]
 
-    storage = hd.SQLiteStorage(path)
+    storage = durable.open()
     with DRIVERS[driver](storage=storage, workers=4, timeout=1.0, lease=2.0) as hooks:
         # Deliveries the child held under a lease become due when the lease ends.
         def all_delivered() -> bool:
@@ -231,12 +271,11 @@ def test_sigkill_mid_run_loses_no_accepted_event(
 
 @pytest.mark.slow
 def test_ten_sigkills_at_random_moments_lose_nothing(
-    httpserver: HTTPServer, tmp_path: Path
+    httpserver: HTTPServer, durable: Durable, tmp_path: Path
 ) -> None:
     """2,000 events delivered by a child that is SIGKILLed 10 times and restarted."""
     httpserver.expect_request("/hook").respond_with_data("")
-    path = tmp_path / "hooks.db"
-    storage = hd.SQLiteStorage(path)
+    storage = durable.open()
     now = datetime.now(UTC)
     endpoint = hd.Endpoint.create(httpserver.url_for("/hook"), now=now)
     storage.add_endpoint(endpoint)
@@ -245,20 +284,19 @@ def test_ten_sigkills_at_random_moments_lose_nothing(
         [(event, [hd.Delivery.create(event, endpoint, now=now)]) for event in events]
     )
     storage.close()
-    worker = textwrap.dedent(
+    worker = OPEN_STORE + textwrap.dedent(
         """
-        import sys, time
-        import hookdispatch as hd
+        import time
 
-        class GroupNotingStorage(hd.SQLiteStorage):
+        class GroupNotingStorage(STORE):
             def complete_many(self, completions, **options):
                 result = super().complete_many(completions, **options)
                 if len(completions) > 1:  # a group commit of several successes
-                    with open(sys.argv[2], "a") as noted:
+                    with open(sys.argv[4], "a") as noted:
                         noted.write(f"{len(completions)}\\n")
                 return result
 
-        storage = GroupNotingStorage(sys.argv[1])
+        storage = open_store(GroupNotingStorage)
         local = hd.TargetPolicy.local()
         with hd.Dispatcher(
             storage=storage, workers=8, timeout=1.0, lease=2.0, targets=local
@@ -272,7 +310,7 @@ def test_ten_sigkills_at_random_moments_lose_nothing(
     rng = random.Random(2024)
     for _ in range(10):
         child = subprocess.Popen(
-            [sys.executable, "-c", worker, str(path), str(groups)],
+            [sys.executable, "-c", worker, *durable.argv, str(groups)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -283,7 +321,7 @@ def test_ten_sigkills_at_random_moments_lose_nothing(
         child.wait()
     kills_received = len(httpserver.log)
 
-    storage = hd.SQLiteStorage(path)
+    storage = durable.open()
     with hd.Dispatcher(storage=storage, workers=8, timeout=1.0, lease=2.0) as last:
 
         def everything_delivered() -> bool:
@@ -297,7 +335,7 @@ def test_ten_sigkills_at_random_moments_lose_nothing(
     duplicates = len(received) - len(set(received))
     grouped = [int(n) for n in groups.read_text().split()] if groups.exists() else []
     print(
-        f"\n10 SIGKILLs: {kills_received} requests before the last start,"
+        f"\n{durable.kind}, 10 SIGKILLs: {kills_received} requests before the last start,"
         f" {len(received)} in all for {len(events)} events, {duplicates} duplicates;"
         f" {len(grouped)} group commits of 2 or more before the kills"
     )
