@@ -172,6 +172,9 @@ def test_headers_must_be_a_mapping() -> None:
         {"nan": float("nan")},
         {1: "not a string key"},
         ["not", "an", "object"],
+        {"nul": "a\0b"},  # PostgreSQL's jsonb cannot hold it
+        {"nul\0key": 1},
+        {"deep": [{"nul": ["\0"]}]},
     ],
 )
 def test_invalid_metadata_is_refused(metadata: Any) -> None:
@@ -183,6 +186,10 @@ def test_invalid_metadata_is_refused(metadata: Any) -> None:
 def test_invalid_descriptions_are_refused(description: Any) -> None:
     with pytest.raises(hd.InvalidEndpointError, match="description"):
         endpoint(description=description)
+
+
+def test_metadata_may_hold_a_backslash_and_u0000_as_text() -> None:
+    assert endpoint(metadata={"text": "\\u0000"}).metadata == {"text": "\\u0000"}
 
 
 def test_headers_and_metadata_are_immutable_copies() -> None:

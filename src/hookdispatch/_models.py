@@ -679,7 +679,24 @@ def check_metadata(metadata: object) -> FrozenMapping[JSON]:
             f"endpoint metadata is {len(encoded):,} bytes as JSON, over the"
             f" {MAX_METADATA_BYTES:,}-byte limit; keep ids and small labels there"
         )
-    return FrozenMapping(json.loads(encoded))  # a copy: later changes to the caller's stay out
+    copy = json.loads(encoded)  # later changes to the caller's stay out
+    if _holds_nul(copy):
+        raise InvalidEndpointError(
+            "endpoint metadata must not hold the NUL character (\\u0000) in a key or a"
+            " string: PostgreSQL cannot store it; remove it"
+        )
+    return FrozenMapping(copy)
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether decoded JSON has the NUL character in a string or a key."""
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any("\0" in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 @frozen
