@@ -1027,6 +1027,31 @@ def _has_rows(cursor: psycopg.Cursor[Any]) -> bool:
     return result is not None and result.status == psycopg.pq.ExecStatus.TUPLES_OK
 
 
+def _holds_nul(value: object) -> bool:
+    """Whether statement parameters (nested tuples, lists and dicts) hold a str
+    with a NUL character, which PostgreSQL's text cannot."""
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(item) for item in value.values())
+    return False
+
+
+def _without_nul(value: Any) -> Any:
+    """Statement parameters with each NUL character of a str replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\0", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_without_nul(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _without_nul(item) for key, item in value.items()}
+    return value
+
+
 _DELETE_LOCK_TIMEOUT = b"SET LOCAL lock_timeout = '100ms'"
 _DELETE_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 """``delete_endpoint``'s pauses between tries that gave up waiting for a lock (after
@@ -1188,8 +1213,17 @@ class PostgresStorage(Storage):
             ]
 
         def run(conn: psycopg.Connection[Any]) -> list[_Result]:
+            nonlocal statements
             for try_number in range(1, _DEADLOCK_TRIES + 1):
                 try:
+                    return once(conn)
+                except psycopg.DataError as exc:
+                    # psycopg refuses a NUL in a text parameter before sending it.
+                    # No stored text holds one (ids, types and tenants are checked
+                    # when made), so a lookup with one finds nothing: run it so.
+                    if "NUL" not in str(exc) or not _holds_nul(statements):
+                        raise
+                    statements = tuple((query, _without_nul(p)) for query, p in statements)
                     return once(conn)
                 except DeadlockDetected:
                     # PostgreSQL rolled this transaction back, whole, to let the

@@ -326,6 +326,26 @@ class ContractTests(StorageHarness):
         with raises(UnknownDeliveryError, "list_attempts('dlv_missing')"):
             storage.list_attempts("dlv_missing")
 
+    def test_lookups_with_a_nul_character_find_nothing(self) -> None:
+        # No id, type or tenant holds one (each is checked when made), so none
+        # matches: a NUL from a URL or a form is "not found", never a driver's error.
+        storage = self.storage
+        [delivery] = store_events(storage, 1)
+        nul = delivery.id + "\0"
+        with raises(UnknownEndpointError, "get_endpoint() of an id with a NUL"):
+            storage.get_endpoint(delivery.endpoint_id + "\0")
+        with raises(UnknownEventError, "get_event() of an id with a NUL"):
+            storage.get_event(delivery.event_id + "\0")
+        with raises(UnknownDeliveryError, "get_delivery() of an id with a NUL"):
+            storage.get_delivery(nul)
+        with raises(UnknownDeliveryError, "list_attempts() of an id with a NUL"):
+            storage.list_attempts(nul)
+        equal(storage.list_deliveries(event_id=nul), [], "deliveries of an event id with a NUL")
+        query = DeliveryQuery(event_type="user.created\0", tenant="acct\0")
+        equal(storage.find_deliveries(query), [], "deliveries of a type and tenant with a NUL")
+        equal(storage.endpoints_for("acct\0", "user.created"), [], "a tenant with a NUL")
+        equal(storage.find_endpoints(EndpointQuery(tenant="acct\0")), [], "a tenant's endpoints")
+
     # Events and deliveries ----------------------------------------------------------
 
     def test_event_and_deliveries_round_trip(self) -> None:
