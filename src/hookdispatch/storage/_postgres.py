@@ -1220,7 +1220,8 @@ class PostgresStorage(Storage):
                 except psycopg.DataError as exc:
                     # psycopg refuses a NUL in a text parameter before sending it.
                     # No stored text holds one (ids, types and tenants are checked
-                    # when made), so a lookup with one finds nothing: run it so.
+                    # when made), so a lookup with one finds nothing: run it so (a
+                    # write, of text not checked, stores U+FFFD in its place).
                     if "NUL" not in str(exc) or not _holds_nul(statements):
                         raise
                     statements = tuple((query, _without_nul(p)) for query, p in statements)
