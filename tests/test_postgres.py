@@ -268,12 +268,16 @@ def test_a_transaction_postgresql_rolls_back_to_break_a_deadlock_is_run_again(
     picks it, is run again: the worker's outcome is recorded, not lost to an error.
     Another connection holds the endpoint's row, and asks for the delivery once the
     storage's complete() holds it and waits for the row."""
-    quick = psycopg.conninfo.make_conninfo(postgres_dsn, options="-c deadlock_timeout=50ms")
+    # PostgreSQL looks for a deadlock once per wait, deadlock_timeout into it: the
+    # storage's session looks after the other one has closed the cycle (a few ms
+    # after the storage starts waiting), and the other never looks first.
+    quick = psycopg.conninfo.make_conninfo(postgres_dsn, options="-c deadlock_timeout=500ms")
+    patient = psycopg.conninfo.make_conninfo(postgres_dsn, options="-c deadlock_timeout=20s")
     storage = hd.PostgresStorage(quick, schema=schema)
     fill(storage, 1)
     [claim] = storage.claim(now=NOW, lease_until=NOW + LEASE, limit=1)
     quoted = f'"{schema}"'
-    with psycopg.connect(postgres_dsn) as other:
+    with psycopg.connect(patient) as other:
         other.execute(
             f"UPDATE {quoted}.endpoints SET description = description WHERE id = %s",
             (claim.endpoint.id,),

@@ -1222,10 +1222,9 @@ class PostgresStorage(Storage):
                     # No stored text holds one (ids, types and tenants are checked
                     # when made), so a lookup with one finds nothing: run it so (a
                     # write, of text not checked, stores U+FFFD in its place).
-                    if "NUL" not in str(exc) or not _holds_nul(statements):
-                        raise
+                    if exc.sqlstate is not None or not _holds_nul(statements):
+                        raise  # the server's, or not about a NUL
                     statements = tuple((query, _without_nul(p)) for query, p in statements)
-                    return once(conn)
                 except DeadlockDetected:
                     # PostgreSQL rolled this transaction back, whole, to let the
                     # other one through: running it again is safe.
