@@ -117,6 +117,7 @@ def test_a_cursor_is_opaque_but_round_trips() -> None:
     assert "dlv_" not in cursor
     assert decode_cursor(cursor) == key
     other_version = base64.urlsafe_b64encode(b"2|2024-06-30T15:41:23+00:00|dlv_1").decode()
-    for broken in ("!!!", other_version, cursor.lower()):
+    nul = encode_cursor((key[0], "dlv_\0"))
+    for broken in ("!!!", other_version, cursor.lower(), nul):
         with pytest.raises(hd.InvalidInputError, match="not a cursor"):
             decode_cursor(broken)

@@ -209,7 +209,13 @@ def decode_cursor(cursor: object) -> Key:
         moment = datetime.fromisoformat(created)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         version, moment, row_id = "", None, ""
-    if version != _CURSOR_VERSION or moment is None or moment.tzinfo is None or not row_id:
+    if (
+        version != _CURSOR_VERSION
+        or moment is None
+        or moment.tzinfo is None
+        or not row_id
+        or "\0" in row_id  # no id holds one; PostgreSQL would order it unlike the others
+    ):
         raise InvalidInputError(
             "after is not a cursor this version of hookdispatch made; pass the"
             " next_cursor of a page as it is"
