@@ -2,6 +2,7 @@
 
     python -m benchmarks.ab OLD_SRC [NEW_SRC] [--events N] [--rounds R]
                             [--storages memory,SQLite,PostgreSQL]
+                            [--kinds threads,async,drain]
 
 ``OLD_SRC`` and ``NEW_SRC`` are ``src`` folders of two checkouts (a ``git worktree``
 of the commit before a change, say; ``NEW_SRC`` defaults to this checkout's). Each
@@ -12,7 +13,10 @@ on a shared machine hits both alike: ``Dispatcher(workers=8)`` on
 ``SocketTransport`` and ``AsyncDispatcher(concurrency=64)`` on ``AsyncioTransport``,
 memory storage (``--storages memory,SQLite,PostgreSQL`` adds both senders on a fresh
 SQLite file, and on a throwaway PostgreSQL database, each measurement), as in
-``python -m benchmarks``. Prints medians, ranges, and the new/old ratio of each.
+``python -m benchmarks``. ``--kinds`` picks what is measured (``threads,async`` by
+default); ``drain`` is the queue alone: ``N`` deliveries stored first, then
+``Dispatcher(workers=8)`` with a transport that answers at once, as the PgQueuer
+comparison runs it. Prints medians, ranges, and the new/old ratio of each.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ with storages.temporary_folder() as folder, contextlib.ExitStack() as stack:
         make = storages.sqlite(folder) if storage == "SQLite" else storages.memory()
     if kind == "threads":
         run = hookdispatch_runs.thread_pool(url, make, count, 8, {limit})
+    elif kind == "drain":
+        run = hookdispatch_runs.instant_drain(url, make, count, 8, {limit})
     else:
         run = hookdispatch_runs.async_pool(url, make, count, 64, {limit})
 print(json.dumps({{"rate": run.value, "cut": run.cut, "cpu_us": run.cpu_us}}))
@@ -53,6 +59,7 @@ print(json.dumps({{"rate": run.value, "cut": run.cut, "cpu_us": run.cpu_us}}))
 KINDS = {
     "threads": "Dispatcher workers=8 ({storage}, SocketTransport)",
     "async": "AsyncDispatcher concurrency=64 ({storage}, AsyncioTransport)",
+    "drain": "Dispatcher workers=8 drain ({storage}, instant transport)",
 }
 STORAGES = ("memory", "SQLite", "PostgreSQL")
 
@@ -84,14 +91,16 @@ def main() -> None:
     parser.add_argument(
         "--storages", default="memory", help="comma-separated, of: " + ", ".join(STORAGES)
     )
+    parser.add_argument(
+        "--kinds", default="threads,async", help="comma-separated, of: " + ", ".join(KINDS)
+    )
     options = parser.parse_args()
     versions = {"old": options.old.resolve(), "new": options.new.resolve()}
     chosen = [storage for storage in STORAGES if storage in options.storages.split(",")]
     # (sender kind, storage) -> its row's name
+    kinds = [kind for kind in KINDS if kind in options.kinds.split(",")]
     senders = {
-        (kind, storage): name.format(storage=storage)
-        for storage in chosen
-        for kind, name in KINDS.items()
+        (kind, storage): KINDS[kind].format(storage=storage) for storage in chosen for kind in kinds
     }
     pin(os.getpid(), SENDER_CORE)
     rates: dict[tuple[str, str], list[float]] = {}
