@@ -1214,29 +1214,31 @@ class PostgresStorage(Storage):
 
         def run(conn: psycopg.Connection[Any]) -> list[_Result]:
             nonlocal statements
-            for try_number in range(1, _DEADLOCK_TRIES + 1):
+            runs = 1  # of the transaction, as PostgreSQL rolls it back for deadlocks
+            while True:
                 try:
                     return once(conn)
                 except psycopg.DataError as exc:
                     # psycopg refuses a NUL in a text parameter before sending it.
                     # No stored text holds one (ids, types and tenants are checked
                     # when made), so a lookup with one finds nothing: run it so (a
-                    # write, of text not checked, stores U+FFFD in its place).
+                    # write, of text not checked, stores U+FFFD in its place). Once:
+                    # the statements then hold none.
                     if exc.sqlstate is not None or not _holds_nul(statements):
                         raise  # the server's, or not about a NUL
                     statements = tuple((query, _without_nul(p)) for query, p in statements)
                 except DeadlockDetected:
                     # PostgreSQL rolled this transaction back, whole, to let the
                     # other one through: running it again is safe.
-                    if try_number == _DEADLOCK_TRIES:
+                    if runs == _DEADLOCK_TRIES:
                         raise
+                    runs += 1
                     logger.info(
                         "PostgreSQL broke a deadlock by rolling this transaction back;"
                         " running it again (%d of %d)",
-                        try_number + 1,
+                        runs,
                         _DEADLOCK_TRIES,
                     )
-            raise AssertionError("unreachable")  # pragma: no cover
 
         return self._connected(run, retry=retry)
 
