@@ -54,6 +54,7 @@ __all__ = [
     "check_metadata",
     "check_tenant",
     "generate_secret",
+    "holds_nul",
     "new_deliveries",
     "new_delivery",
     "new_id",
@@ -680,7 +681,7 @@ def check_metadata(metadata: object) -> FrozenMapping[JSON]:
             f" {MAX_METADATA_BYTES:,}-byte limit; keep ids and small labels there"
         )
     copy = json.loads(encoded)  # later changes to the caller's stay out
-    if _holds_nul(copy):
+    if holds_nul(copy):
         raise InvalidEndpointError(
             "endpoint metadata must not hold the NUL character (\\u0000) in a key or a"
             " string: PostgreSQL cannot store it; remove it"
@@ -688,14 +689,16 @@ def check_metadata(metadata: object) -> FrozenMapping[JSON]:
     return FrozenMapping(copy)
 
 
-def _holds_nul(value: object) -> bool:
-    """Whether decoded JSON has the NUL character in a string or a key."""
+def holds_nul(value: object) -> bool:
+    """Whether ``value`` (a str, or lists, tuples and mappings of them: decoded JSON,
+    statement parameters) holds the NUL character in a string or a key, which
+    PostgreSQL's text and jsonb cannot store."""
     if isinstance(value, str):
         return "\0" in value
-    if isinstance(value, dict):
-        return any("\0" in key or _holds_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
+    if isinstance(value, Mapping):
+        return any(holds_nul(key) or holds_nul(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(holds_nul(item) for item in value)
     return False
 
 

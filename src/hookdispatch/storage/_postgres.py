@@ -34,6 +34,7 @@ from .._models import (
     DeliveryStatus,
     Endpoint,
     Event,
+    holds_nul,
     new_id,
     subscription_keys,
 )
@@ -159,13 +160,7 @@ def _claim_due_statement() -> str:
 
 
 _CLAIM_DUE = _claim_due_statement()
-_NO_CLAIM: dict[str, Any] = {
-    "now": None,
-    "lease_until": None,
-    "lease": None,
-    "limit": 0,
-    "excluded": [],
-}
+_NO_CLAIM: dict[str, Any] = {**dict.fromkeys(_CLAIM_PARAMETERS), "limit": 0, "excluded": []}
 """``_CLAIM_DUE``'s parameters for ``complete_and_claim_v1`` with nothing to claim."""
 # The claim and the group commit's statements are prepared, and run with one plan
 # planned once per connection (planning them costs more than running them). That
@@ -1027,18 +1022,6 @@ def _has_rows(cursor: psycopg.Cursor[Any]) -> bool:
     return result is not None and result.status == psycopg.pq.ExecStatus.TUPLES_OK
 
 
-def _holds_nul(value: object) -> bool:
-    """Whether statement parameters (nested tuples, lists and dicts) hold a str
-    with a NUL character, which PostgreSQL's text cannot."""
-    if isinstance(value, str):
-        return "\0" in value
-    if isinstance(value, list | tuple):
-        return any(_holds_nul(item) for item in value)
-    if isinstance(value, dict):
-        return any(_holds_nul(item) for item in value.values())
-    return False
-
-
 def _without_nul(value: Any) -> Any:
     """Statement parameters with each NUL character of a str replaced by U+FFFD."""
     if isinstance(value, str):
@@ -1125,7 +1108,7 @@ class PostgresStorage(Storage):
             not isinstance(schema, str)
             or not schema
             or len(schema.encode()) > _NAME_BYTES
-            or "\x00" in schema
+            or "\0" in schema
             or "$$" in schema
         ):
             # PostgreSQL cuts longer names short (two would share one schema), and
@@ -1224,7 +1207,7 @@ class PostgresStorage(Storage):
                     # when made), so a lookup with one finds nothing: run it so (a
                     # write, of text not checked, stores U+FFFD in its place). Once:
                     # the statements then hold none.
-                    if exc.sqlstate is not None or not _holds_nul(statements):
+                    if exc.sqlstate is not None or not holds_nul(statements):
                         raise  # the server's, or not about a NUL
                     statements = tuple((query, _without_nul(p)) for query, p in statements)
                 except DeadlockDetected:
@@ -1925,15 +1908,15 @@ class PostgresStorage(Storage):
             claiming, settle = statement[1], bool(self._claim_settling())
         elif not completions:
             return [], []
-        query = self._q(
-            "SELECT * FROM {schema}.complete_and_claim_v1(" + ", ".join(["%s"] * 23) + ")"
-        )
         params = (
             *_completion_columns(completions),
             *(claiming[name] for name in _CLAIM_PARAMETERS),
             _SETTLE_ROWS if settle else 0,
             _SETTLE_DELIVERIES,
             ENDPOINT_DELETED,
+        )
+        query = self._q(
+            "SELECT * FROM {schema}.complete_and_claim_v1(" + ", ".join(["%s"] * len(params)) + ")"
         )
         [result] = self._run((query, params), binary=True)
         summary, *rows = result.rows
