@@ -57,35 +57,51 @@ def test_thousand_sqlite_dispatches_cause_no_slow_callback(
 
 
 class ThreadRecordingStorage(hd.SQLiteStorage):
-    """SQLiteStorage that notes the thread of every call the dispatcher makes."""
+    """SQLiteStorage that notes the thread of every call the dispatcher makes, and
+    whether it came through ``without_waiting``."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.threads: set[int] = set()
+        self.calls: list[tuple[int, bool]] = []
+        self._hurried = False
+
+    def without_waiting(self, call: Any) -> Any:
+        self._hurried = True
+        try:
+            return super().without_waiting(call)
+        finally:
+            self._hurried = False
+
+    def _note(self) -> None:
+        self.calls.append((threading.get_ident(), self._hurried))
 
     def claim(self, **options: Any) -> list[hd.storage.Claim]:
-        self.threads.add(threading.get_ident())
+        self._note()
         return super().claim(**options)
 
-    def complete(self, *args: Any) -> bool:
-        self.threads.add(threading.get_ident())
-        return super().complete(*args)
+    def complete_many(self, *args: Any, **options: Any) -> Any:
+        self._note()
+        return super().complete_many(*args, **options)
 
-    def add_event(self, *args: Any) -> bool:
-        self.threads.add(threading.get_ident())
-        return super().add_event(*args)
+    def add_event_and_claim(self, *args: Any, **options: Any) -> Any:
+        self._note()
+        return super().add_event_and_claim(*args, **options)
 
     def next_due_at(self, **options: Any) -> Any:
-        self.threads.add(threading.get_ident())
+        self._note()
         return super().next_due_at(**options)
 
 
-def test_storage_calls_run_off_the_loop_thread(fast_receiver: str, tmp_path: Path) -> None:
-    storage = ThreadRecordingStorage(tmp_path / "hooks.db")
+class WaitingStorage(ThreadRecordingStorage):
+    """The same, as a storage that cannot tell when it would wait (the default)."""
 
+    without_waiting = hd.Storage.without_waiting
+
+
+def _run_fifty(storage: ThreadRecordingStorage, receiver: str) -> int:
     async def main() -> int:
         async with hd.AsyncDispatcher(storage=storage, concurrency=8) as hooks:
-            await hooks.add_endpoint(fast_receiver)
+            await hooks.add_endpoint(receiver)
             for n in range(50):
                 await hooks.dispatch("user.created", {"n": n})
             assert await hooks.drain(timeout=30)
@@ -93,8 +109,27 @@ def test_storage_calls_run_off_the_loop_thread(fast_receiver: str, tmp_path: Pat
 
     loop_thread = asyncio.run(main())
     storage.close()
-    assert storage.threads
-    assert loop_thread not in storage.threads
+    return loop_thread
+
+
+def test_storage_calls_run_on_the_loop_only_without_waiting(
+    fast_receiver: str, tmp_path: Path
+) -> None:
+    storage = ThreadRecordingStorage(tmp_path / "hooks.db")
+    loop_thread = _run_fifty(storage, fast_receiver)
+    on_the_loop = [hurried for thread, hurried in storage.calls if thread == loop_thread]
+    assert on_the_loop, "SQLite's short calls run on the loop"
+    assert all(on_the_loop), "only through without_waiting"
+    assert any(thread != loop_thread for thread, _ in storage.calls), "the others in threads"
+
+
+def test_a_storage_that_cannot_tell_runs_every_call_off_the_loop(
+    fast_receiver: str, tmp_path: Path
+) -> None:
+    storage = WaitingStorage(tmp_path / "hooks.db")
+    loop_thread = _run_fifty(storage, fast_receiver)
+    assert storage.calls
+    assert loop_thread not in {thread for thread, _ in storage.calls}
 
 
 def test_the_check_above_can_fail(caplog: pytest.LogCaptureFixture) -> None:

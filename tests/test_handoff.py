@@ -82,7 +82,10 @@ def test_a_dispatch_with_more_deliveries_than_free_workers_leaves_the_rest_to_th
 
 
 class _Held(hd.SQLiteStorage):
-    """add_event_and_claim waits until the test lets it go on."""
+    """add_event_and_claim waits until the test lets it go on: in a storage thread
+    (a call made on the loop through without_waiting cannot be cancelled halfway)."""
+
+    without_waiting = hd.Storage.without_waiting
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

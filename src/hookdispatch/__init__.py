@@ -56,6 +56,7 @@ from .exceptions import (
     UnknownDeliveryError,
     UnknownEndpointError,
     UnknownEventError,
+    WouldBlockError,
 )
 from .storage import MemoryStorage, SQLiteStorage, Storage
 from .transports import (
@@ -132,6 +133,7 @@ __all__ = [
     "UnknownDeliveryError",
     "UnknownEndpointError",
     "UnknownEventError",
+    "WouldBlockError",
     "__version__",
     "generate_secret",
     "sign_hex",

@@ -46,6 +46,7 @@ from ._reporting import AttemptReport
 from ._targets import TargetPolicy
 from ._types import JSON, Clock, utc_now
 from .catalog import Catalog
+from .exceptions import WouldBlockError
 from .storage import Storage
 from .telemetry import OpenTelemetry
 from .transports import AsyncTransport
@@ -111,6 +112,11 @@ class AsyncDispatcher(Driver):
             if storage.blocking
             else None
         )
+        # A blocking storage that can say when it would wait: the delivery loop's
+        # short calls try the loop first (see _quick).
+        self._hurry = storage.blocking and (
+            type(storage).without_waiting is not Storage.without_waiting
+        )
         self._changed: asyncio.Event | None = None  # wakes the pump
         # Set when a task runs out of work or the pump finds nothing due: wakes drain().
         self._settled: asyncio.Event | None = None
@@ -128,6 +134,21 @@ class AsyncDispatcher(Driver):
         if not self._storage.blocking:
             return function(*args, **kwargs)
         return await self._submit(function, *args, **kwargs)
+
+    async def _quick(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A short storage call of the delivery loop (a group's outcomes, the pump's
+        claim; a dispatch's is made the same way): on the loop when the storage can
+        make it without waiting (:meth:`Storage.without_waiting`: SQLite, unless
+        another writer holds the file or a checkpoint is due), else as
+        :meth:`_call`. The hop to a thread and back costs more than such a call:
+        on SQLite, trying the loop first gave 2.8x the deliveries per second
+        (``python -m benchmarks.ab``)."""
+        if self._hurry:
+            try:
+                return self._storage.without_waiting(functools.partial(function, *args, **kwargs))
+            except WouldBlockError:
+                pass  # nothing was done: in a thread, then
+        return await self._call(function, *args, **kwargs)
 
     def _submit(
         self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
@@ -292,7 +313,16 @@ class AsyncDispatcher(Driver):
         self._start()
         held, held_back = self._lease_slots()
         try:
-            if self._storage.blocking:
+            leased = None
+            if self._hurry:
+                # No task and no turn of the loop, as for a storage that never blocks.
+                with contextlib.suppress(WouldBlockError):  # nothing done: a thread, then
+                    leased = self._storage.without_waiting(
+                        functools.partial(self._store_and_lease, event, now, held, held_back)
+                    )
+            if leased is not None:
+                event, stored, claims = leased
+            elif self._storage.blocking:
                 call = self._submit(self._store_and_lease, event, now, held, held_back)
                 try:
                     event, stored, claims = await asyncio.shield(call)
@@ -495,7 +525,7 @@ class AsyncDispatcher(Driver):
             self._changed.clear()
             self._slots.claiming += 1
             try:
-                claims = await self._call(
+                claims = await self._quick(
                     self._claim_for_pump, self._clock(), self._slots.free, self._slots.held_back()
                 )
             finally:
@@ -571,8 +601,9 @@ class AsyncDispatcher(Driver):
             self._settled.set()
 
     async def _store_group(self, tickets: list[Ticket]) -> None:
-        """A group of tickets, stored off the event loop: one thread hop for them all."""
-        await self._call(self._settle, tickets)
+        """A group of tickets, stored in one call: on the loop if the storage can
+        without waiting, else in a thread (one hop for them all)."""
+        await self._quick(self._settle, tickets)
 
     async def _claim_next(
         self, claim: Claim, success: tuple[Attempt, Delivery] | None

@@ -69,6 +69,7 @@ from .exceptions import (
     UnknownDeliveryError,
     UnknownEndpointError,
     UnknownEventError,
+    WouldBlockError,
 )
 from .storage import Storage
 from .telemetry import OpenTelemetry
@@ -711,11 +712,14 @@ class Driver:
 
     def _claim_for_pump(self, now: datetime, limit: int, held_back: set[str]) -> list[Claim]:
         """Storage work: lease up to ``limit`` due deliveries, skipping the held-back
-        endpoints. A failure is logged, and claims nothing."""
+        endpoints. A failure is logged, and claims nothing (WouldBlockError, under
+        :meth:`Storage.without_waiting`, is raised: nothing was claimed)."""
         try:
             return self._storage.claim(
                 now=now, lease_until=now + self._lease, limit=limit, exclude_endpoints=held_back
             )
+        except WouldBlockError:
+            raise
         except Exception:
             logger.exception("claiming due deliveries failed; trying again shortly")
             return []
@@ -772,7 +776,9 @@ class Driver:
         deliveries leased as they want, skipping what any of them holds back. A
         failure is logged: none of the successes was recorded (their deliveries are
         sent again when their leases end), and the pump takes over from the workers.
-        Never raises; marks every ticket done."""
+        Marks every ticket done and never raises, except WouldBlockError (under
+        :meth:`Storage.without_waiting`: nothing stored, the tickets not done)."""
+        done = True
         try:
             completions = [(t.claim, *t.success) for t in tickets if t.success is not None]
             wanting = [t for t in tickets if t.held_back is not None]
@@ -793,6 +799,9 @@ class Driver:
                         lease_lost(ticket.success[1])
             for ticket, claimed in zip(wanting, claims, strict=False):
                 ticket.claims = [claimed]
+        except WouldBlockError:
+            done = False
+            raise
         except Exception:
             for ticket in tickets:
                 ticket.failed = True
@@ -802,7 +811,7 @@ class Driver:
                 logger.exception("claiming the next delivery failed; the pump takes over")
         finally:
             for ticket in tickets:
-                ticket.done = True
+                ticket.done = done
 
     def _stored_ticket(self, ticket: Ticket | None) -> tuple[list[Claim], AttemptReport | None]:
         """A stored ticket's claims, and its success's report once it is recorded

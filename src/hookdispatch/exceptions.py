@@ -15,6 +15,7 @@ catches all of them. The tree::
     │   └── DispatcherClosedError
     ├── MissingDependencyError (ImportError) an optional extra is not installed
     ├── StorageError                        the storage backend failed or holds data we cannot read
+    │   └── WouldBlockError                 Storage.without_waiting: the call must wait
     └── TransportError                      one attempt got no usable HTTP response
         ├── DeliveryTimeout                 the per-attempt total deadline passed
         ├── ConnectError                    DNS, refused, unreachable
@@ -52,6 +53,7 @@ __all__ = [
     "UnknownDeliveryError",
     "UnknownEndpointError",
     "UnknownEventError",
+    "WouldBlockError",
 ]
 
 
@@ -120,6 +122,14 @@ class MissingDependencyError(HookDispatchError, ImportError):
 
 class StorageError(HookDispatchError):
     """The storage backend failed, or holds data this version cannot read."""
+
+
+class WouldBlockError(StorageError):
+    """Raised by :meth:`Storage.without_waiting` before anything changed: the call
+    would have to wait (for a lock another thread or process holds, a sync to disk,
+    a network round trip). Run it where waiting is fine: a thread, not an event
+    loop. The async dispatcher does that itself; you only meet this error when
+    calling ``without_waiting`` yourself."""
 
 
 class TransportError(HookDispatchError):

@@ -48,18 +48,20 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from .._core import Claim
 from .._listing import DeliveryQuery, EndpointQuery
 from .._models import Attempt, Delivery, DeliveryStatus, Endpoint, Event
-from ..exceptions import InvalidInputError, InvalidStateError
+from ..exceptions import InvalidInputError, InvalidStateError, WouldBlockError
 
 __all__ = ["ENDPOINT_DELETED", "Storage", "check_prune_limit"]
 
 logger = logging.getLogger("hookdispatch")
+
+_T = TypeVar("_T")
 
 ENDPOINT_DELETED = "cancelled: its endpoint was deleted"
 """The ``last_error`` of a delivery cancelled by ``delete_endpoint``."""
@@ -81,6 +83,24 @@ class Storage(abc.ABC):
     """Whether methods may block on I/O. The async dispatcher runs the methods of a
     blocking storage in worker threads, never on the event loop; set ``False`` only
     for a backend that does no I/O and holds its locks briefly (like MemoryStorage)."""
+
+    def without_waiting(self, call: Callable[[], _T]) -> _T:
+        """``call()``, work made of this storage's methods, run in the calling thread
+        as long as it need not wait; its result.
+
+        Raises :class:`WouldBlockError`, having changed nothing, when the first write
+        ``call`` makes would have to wait: for a lock another thread or process
+        holds, a sync to disk, a network round trip. (A later write of the same call
+        waits as usual: the first is stored by then.) Other errors propagate as
+        ``call`` raises them. The async dispatcher runs its short hot calls (a
+        dispatch, a group of outcomes, the pump's claim) this way on the event
+        loop, and in a storage thread when this raises.
+
+        This default raises at once, so every call goes to a thread. SQLiteStorage
+        overrides it: its writes take microseconds unless another writer holds
+        the file, and it never syncs to disk inside the call.
+        """
+        raise WouldBlockError(f"{type(self).__name__} may block: run the call in a thread")
 
     # Endpoints ----------------------------------------------------------------------
 

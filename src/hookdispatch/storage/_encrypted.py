@@ -20,8 +20,9 @@ refuses it), so the two never mix.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from attrs import evolve
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -33,6 +34,8 @@ from ..exceptions import InvalidInputError, StorageError, UnknownEndpointError
 from ._base import Storage
 
 __all__ = ["EncryptedStorage"]
+
+_T = TypeVar("_T")
 
 _KEY_HELP = (
     "a Fernet key is 32 random bytes in url-safe base64 (44 characters); make one with"
@@ -87,7 +90,8 @@ class EncryptedStorage(Storage):
     * A secret that no key decrypts raises :class:`StorageError` naming the endpoint.
     * Every other method is forwarded to ``inner`` as it is, so its own
       implementations (batched writes, the outbox, pruning, one-transaction
-      ``complete_and_claim``) are used, and ``blocking`` is ``inner``'s.
+      ``complete_and_claim``) are used, and ``blocking`` and ``without_waiting``
+      are ``inner``'s.
 
     Secrets, tokens and keys never appear in a message, a log line or a ``repr()``.
     Closing it closes ``inner``.
@@ -428,6 +432,11 @@ class EncryptedStorage(Storage):
     def prune(self, *, older_than: datetime, limit: int) -> int:
         """Forwarded to ``inner``."""
         return self._inner.prune(older_than=older_than, limit=limit)
+
+    def without_waiting(self, call: Callable[[], _T]) -> _T:
+        """``inner``'s: ``call`` goes through this storage to ``inner``, in this thread
+        (encrypting and decrypting never wait)."""
+        return self._inner.without_waiting(call)
 
     def close(self) -> None:
         """Close ``inner``."""

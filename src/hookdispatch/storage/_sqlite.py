@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import itertools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -14,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlite_utils
 from attrs import evolve
@@ -38,6 +40,7 @@ from ..exceptions import (
     UnknownDeliveryError,
     UnknownEndpointError,
     UnknownEventError,
+    WouldBlockError,
 )
 from ._base import ENDPOINT_DELETED, Storage, check_prune_limit
 from ._rotation import Rotation, ran_out
@@ -53,6 +56,37 @@ from ._rows import (
 )
 
 __all__ = ["SQLiteStorage"]
+
+logger = logging.getLogger("hookdispatch")
+
+_T = TypeVar("_T")
+
+
+class _Hurry:
+    """The state of one :meth:`SQLiteStorage.without_waiting` call."""
+
+    __slots__ = ("began",)
+
+    def __init__(self) -> None:
+        self.began = False  # a write transaction began: from now on, writes wait
+
+
+_hurry: contextvars.ContextVar[_Hurry | None] = contextvars.ContextVar(
+    "hookdispatch_sqlite_hurry", default=None
+)
+"""Set while a ``without_waiting`` call runs (in its thread and context only: the
+call is synchronous, so no other task or thread sees it)."""
+
+_CHECKPOINT_CHANGES = 500
+"""Rows the writer changes between two checkpoints of the WAL into the database file.
+
+SQLite's own automatic checkpoint (after a commit that leaves 1,000 pages in the
+WAL) runs in whichever commit crosses the line, and syncs the file: on an event
+loop, that would be a stall. So the writer checkpoints itself, after a commit made
+where waiting is fine, once this many rows changed (a dispatch or an outcome
+changes a few rows and writes about twice as many pages: about as often as
+SQLite would); a write ``without_waiting`` that finds a checkpoint due raises
+WouldBlockError, and the thread it then goes to does it."""
 
 
 def _ts(moment: datetime) -> float:
@@ -468,6 +502,8 @@ class SQLiteStorage(Storage):
         self._connections_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None  # see _write
+        self._writer_waits = True  # its busy timeout is busy_timeout (else 0)
+        self._checkpointed = 0  # its total_changes at its last checkpoint
         self._endpoints_seen: dict[tuple[Any, ...], Endpoint] = {}
         self._rotation = Rotation()  # whose turn it is: see claim()
         self._closed = False
@@ -535,13 +571,26 @@ class SQLiteStorage(Storage):
         write lock serialises writes anyway, and a connection drops its whole page
         cache whenever another connection has written, so a single writer keeps
         the pages of the tables and indexes it writes warm.
+
+        Inside :meth:`without_waiting`, the first write raises WouldBlockError
+        instead of waiting for the lock or checkpointing (see ``_begin_hurried``).
         """
-        # Threads of this process queue on a Python lock, which hands over at once;
-        # SQLite's busy handler (left for other processes) sleeps in steps of ms.
-        with self._write_lock:
-            conn = self._writer or self._open_writer()
+        hurry = _hurry.get()
+        if hurry is not None and not hurry.began:
+            conn = self._begin_hurried()
+            hurry.began = True
+        else:
+            # Threads of this process queue on a Python lock, which hands over at
+            # once; SQLite's busy handler (left for other processes) sleeps in
+            # steps of ms.
+            self._write_lock.acquire()
+            conn = None
+        try:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                if conn is None:
+                    conn = self._writer or self._open_writer()
+                    self._wait_when_busy(conn, wait=True)
+                    conn.execute("BEGIN IMMEDIATE")
                 try:
                     if settle:
                         _settle(conn, _SETTLE_ROWS, _SETTLE_DELIVERIES)
@@ -556,13 +605,80 @@ class SQLiteStorage(Storage):
                     raise
             except sqlite3.Error as exc:
                 raise _failed(exc) from exc
+            if hurry is None and self._checkpoint_due(conn):
+                self._checkpoint(conn)
+        finally:
+            self._write_lock.release()
+
+    def _begin_hurried(self) -> sqlite3.Connection:
+        """The writer, holding the write lock, in a transaction begun without waiting;
+        else WouldBlockError, having changed nothing: another thread of this
+        process is writing, another process holds the file's write lock, or a
+        checkpoint is due (it syncs the file: left to a write made in a thread)."""
+        if not self._write_lock.acquire(blocking=False):
+            raise WouldBlockError("another thread of this process is writing")
+        try:
+            conn = self._writer or self._open_writer()
+            if self._checkpoint_due(conn):
+                raise WouldBlockError("a checkpoint is due")
+            try:
+                self._wait_when_busy(conn, wait=False)
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise _failed(exc) from exc
+                raise WouldBlockError("another process holds the write lock") from None
+        except BaseException:
+            self._write_lock.release()
+            raise
+        return conn
+
+    def _wait_when_busy(self, conn: sqlite3.Connection, *, wait: bool) -> None:
+        """Set the writer's busy timeout: ``busy_timeout`` (``wait``) or none (fail at
+        once when another process holds the lock). Only when it changes."""
+        if self._writer_waits != wait:
+            milliseconds = round(self._busy_timeout * 1000) if wait else 0
+            conn.execute(f"PRAGMA busy_timeout = {milliseconds}")
+            self._writer_waits = wait
+
+    def _checkpoint_due(self, conn: sqlite3.Connection) -> bool:
+        changed = conn.total_changes - self._checkpointed
+        return changed < 0 or changed >= _CHECKPOINT_CHANGES  # < 0: the count wrapped
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the database file, without waiting for readers (PASSIVE:
+        what SQLite's automatic checkpoint does). A failure is logged: the commit
+        before it stands, and the next checkpoint tries again."""
+        self._checkpointed = conn.total_changes
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            logger.info("SQLite checkpoint failed (%s); the next one tries again", exc)
+
+    def without_waiting(self, call: Callable[[], _T]) -> _T:
+        """See :meth:`Storage.without_waiting`. The first write of ``call`` raises
+        WouldBlockError instead of waiting for another thread's or process's write
+        or running a checkpoint; with ``synchronous="FULL"`` every commit syncs the
+        file, so this raises at once."""
+        if self._synchronous == "FULL":
+            raise WouldBlockError('synchronous="FULL": every commit syncs the file')
+        token = _hurry.set(_Hurry())
+        try:
+            return call()
+        finally:
+            _hurry.reset(token)
 
     def _open_writer(self) -> sqlite3.Connection:
         with self._connections_lock:
             if self._closed:
                 raise StorageError("this SQLiteStorage is closed; open a new one")
-        self._writer = self._open_connection()
-        return self._writer
+        writer = self._open_connection()
+        # Checkpoints are the writer's own (_CHECKPOINT_CHANGES), made where
+        # waiting is fine.
+        with _translated():
+            writer.execute("PRAGMA wal_autocheckpoint = 0")
+        self._writer, self._writer_waits, self._checkpointed = writer, True, 0
+        return writer
 
     def _read(self, sql: str, params: Sequence[Any] = (), *, small: bool = False) -> list[Any]:
         # A small read (the endpoints, which every dispatch() reads) goes through the
@@ -573,7 +689,13 @@ class SQLiteStorage(Storage):
         # (No context managers: this runs on every dispatch.)
         if small and self._write_lock.acquire(blocking=False):
             try:
-                return self._fetch(self._writer or self._open_writer(), sql, params)
+                conn = self._writer or self._open_writer()
+                if not self._writer_waits:  # as a hurried write left it: a read waits
+                    try:
+                        self._wait_when_busy(conn, wait=True)
+                    except sqlite3.Error as exc:
+                        raise _failed(exc) from exc
+                return self._fetch(conn, sql, params)
             finally:
                 self._write_lock.release()
         conn = self._borrow()

@@ -16,6 +16,7 @@ from ..exceptions import (
     UnknownDeliveryError,
     UnknownEndpointError,
     UnknownEventError,
+    WouldBlockError,
 )
 from ..storage import Storage
 from ._expect import check, equal, raises, skip, utc
@@ -120,6 +121,26 @@ class ContractTests(StorageHarness):
         storage = self.new_storage()
         storage.close()
         storage.close()
+
+    def test_without_waiting_does_the_call_or_nothing(self) -> None:
+        storage = self.storage
+        endpoint, event = make_endpoint(), make_event()
+        storage.add_endpoint(endpoint)
+
+        def dispatch_and_claim() -> list[Claim]:
+            storage.add_event_to_subscribers(event, now=at(1))
+            return storage.claim(now=at(1), lease_until=at(1) + LEASE, limit=5)
+
+        try:
+            claims = storage.without_waiting(dispatch_and_claim)
+        except WouldBlockError:
+            # Before anything changed: the whole call can go to a thread.
+            with raises(UnknownEventError, "get_event() after WouldBlockError"):
+                storage.get_event(event.id)
+            equal(storage.list_deliveries(), [], "deliveries after WouldBlockError")
+            return
+        equal([c.delivery.event_id for c in claims], [event.id], "what the call returned")
+        equal(storage.get_event(event.id), event, "the event the call stored")
 
     # Endpoints ----------------------------------------------------------------------
 
