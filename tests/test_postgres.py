@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from attrs import evolve
 from psycopg_pool import ConnectionPool
 
 import hookdispatch as hd
@@ -50,6 +51,21 @@ def fill(storage: hd.Storage, events: int, *, url: str = "https://example.com/ho
     for n in range(events):
         event = hd.Event.create("user.created", {"n": n}, now=NOW)
         storage.add_event(event, [hd.Delivery.create(event, endpoint, now=NOW)])
+
+
+def test_a_type_holding_a_comma_is_refused_not_split(storage: hd.PostgresStorage) -> None:
+    """dispatch()'s statements send the patterns and ids as one comma-separated
+    parameter. Types are checked when made, so only an Event built around the
+    checks can hold a comma; it must not be split into other types' patterns."""
+    endpoint = hd.Endpoint.create("https://example.com/hooks", now=NOW, events=["user"])
+    storage.add_endpoint(endpoint)
+    event = evolve(hd.Event.create("user.created", {}, now=NOW), type="user,created")
+    with pytest.raises(hd.InvalidInputError, match="','"):
+        storage.add_event_to_subscribers(event, now=NOW)
+    with pytest.raises(hd.InvalidInputError, match="','"):
+        storage.add_event_and_claim(event, now=NOW, lease_until=NOW + LEASE, limit=1)
+    with pytest.raises(hd.UnknownEventError):
+        storage.get_event(event.id)
 
 
 # Schema ---------------------------------------------------------------------------------
