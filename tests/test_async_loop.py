@@ -63,17 +63,17 @@ class ThreadRecordingStorage(hd.SQLiteStorage):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.calls: list[tuple[int, bool]] = []
-        self._hurried = False
+        self._in_without_waiting = False
 
     def without_waiting(self, call: Any) -> Any:
-        self._hurried = True
+        self._in_without_waiting = True
         try:
             return super().without_waiting(call)
         finally:
-            self._hurried = False
+            self._in_without_waiting = False
 
     def _note(self) -> None:
-        self.calls.append((threading.get_ident(), self._hurried))
+        self.calls.append((threading.get_ident(), self._in_without_waiting))
 
     def claim(self, **options: Any) -> list[hd.storage.Claim]:
         self._note()

@@ -68,6 +68,21 @@ def test_a_type_holding_a_comma_is_refused_not_split(storage: hd.PostgresStorage
         storage.get_event(event.id)
 
 
+def test_an_endpoint_id_holding_a_comma_held_back_does_not_fail_dispatches(
+    storage: hd.PostgresStorage,
+) -> None:
+    """Ids are checked when made; one built around the checks, held back from a
+    claim, is left out of the exclusion rather than failing every dispatch."""
+    odd = evolve(hd.Endpoint.create("https://example.com/odd", now=NOW), id="ep_a,b")
+    storage.add_endpoint(odd)
+    event = hd.Event.create("user.created", {}, now=NOW)
+    stored, claims = storage.add_event_and_claim(
+        event, now=NOW, lease_until=NOW + LEASE, limit=1, exclude_endpoints={"ep_a,b"}
+    )
+    assert stored
+    assert len(claims) == 1  # not excluded after all: one slot over its share, at worst
+
+
 # Schema ---------------------------------------------------------------------------------
 
 

@@ -5,12 +5,14 @@ changed nothing, when they would wait."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -20,6 +22,7 @@ from stubs import AsyncRecording
 
 NOW = datetime(2024, 6, 30, 15, 41, 23, tzinfo=UTC)
 HOLD = 0.4  # seconds another process holds the file's write lock
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -200,3 +203,165 @@ def test_the_async_dispatcher_waits_for_a_locked_file_in_a_thread(
     assert sent == 40
     assert stored(storage) == 40
     assert longest_gap < HOLD / 2  # the loop never waited for the lock
+
+
+def hurried_or_in_place(storage: hd.SQLiteStorage, call: Callable[[], object]) -> str:
+    """``call`` without waiting if it can be, else made as a thread would make it;
+    why it could not be, or ""."""
+    try:
+        storage.without_waiting(call)
+    except hd.WouldBlockError as exc:
+        call()
+        return str(exc)
+    return ""
+
+
+def test_large_bodies_checkpoint_by_the_wal_s_size(storage: hd.SQLiteStorage) -> None:
+    """Rows count for little with 200 KB bodies: the WAL file's size sets the pace."""
+    wal = Path(f"{storage.path}-wal")
+    peak = 0
+    for n in range(300):
+        event = hd.Event.create("user.created", {"n": n, "blob": "x" * 200_000}, now=NOW)
+        hurried_or_in_place(
+            storage, functools.partial(storage.add_event_to_subscribers, event, now=NOW)
+        )
+        peak = max(peak, wal.stat().st_size)
+    assert stored(storage) == 300
+    assert peak < 8 * 2**20  # 60 MB of bodies; about 50 MB of WAL counting rows alone
+
+
+def test_after_a_whole_checkpoint_the_next_write_is_made_where_it_may_sync(
+    storage: hd.SQLiteStorage,
+) -> None:
+    """The first write after a checkpoint that copied the whole WAL starts the WAL
+    again and syncs its header: not on an event loop."""
+    reasons = [hurried_or_in_place(storage, dispatch(storage, n)) for n in range(1000)]
+    checkpoints = [n for n, why in enumerate(reasons) if why == "a checkpoint is due"]
+    assert checkpoints
+    for n in checkpoints:
+        assert reasons[n + 1] == "the WAL starts again"
+        assert reasons[n + 2] == ""
+
+
+def test_a_hurried_claim_writes_out_a_short_chunk_of_waiting_dispatches(
+    storage: hd.SQLiteStorage,
+) -> None:
+    for n in range(9):  # 10 endpoints in all
+        storage.add_endpoint(hd.Endpoint.create(f"https://example.com/{n}", now=NOW))
+    for n in range(100):
+        dispatch(storage, n)()  # 1,000 deliveries waiting to be written out
+    storage.add_endpoint(hd.Endpoint.create("https://example.com/x", now=NOW, events=["x"]))
+    later = NOW + timedelta(minutes=1)
+    claims = storage.without_waiting(lambda: storage.claim(now=NOW, lease_until=later, limit=8))
+    assert len(claims) == 8
+    # A hurried chunk is 128 deliveries or so: far from all of them.
+    with sqlite3.connect(storage.path) as conn:
+        written = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+    assert 8 <= written <= 2 * 128
+    assert stored(storage) == 1000  # a read writes out the rest first
+
+
+def test_a_wide_dispatch_is_written_out_by_a_claim_in_a_thread(storage: hd.SQLiteStorage) -> None:
+    for n in range(299):
+        storage.add_endpoint(hd.Endpoint.create(f"https://example.com/{n}", now=NOW))
+    dispatch(storage)()  # one dispatch to 300 endpoints
+    storage.add_endpoint(hd.Endpoint.create("https://example.com/x", now=NOW, events=["x"]))
+    later = NOW + timedelta(minutes=1)
+    with pytest.raises(hd.WouldBlockError, match="300 deliveries"):
+        storage.without_waiting(lambda: storage.claim(now=NOW, lease_until=later, limit=8))
+    assert len(storage.claim(now=NOW, lease_until=later, limit=8)) == 8
+    event = hd.Event.create("user.created", {"n": 1}, now=NOW)
+    with pytest.raises(hd.WouldBlockError, match="subscribers"):
+        storage.without_waiting(
+            lambda: storage.add_event_and_claim(event, now=NOW, lease_until=later, limit=8)
+        )
+    with pytest.raises(hd.UnknownEventError):
+        storage.get_event(event.id)  # rolled back: nothing changed
+
+
+class CountingWrites(hd.SQLiteStorage):
+    """Counts the write transactions of each without_waiting call."""
+
+    def __init__(self, path: Path) -> None:
+        self.per_call: list[int] = []
+        self._count: int | None = None
+        self._thread = 0
+        super().__init__(path)  # (writes: the schema)
+
+    def without_waiting(self, call: Callable[[], T]) -> T:
+        self._count, self._thread = 0, threading.get_ident()
+        try:
+            return super().without_waiting(call)
+        finally:
+            self.per_call.append(self._count)
+            self._count = None
+
+    def _write(self, *, settle: bool = False) -> Any:
+        if self._count is not None and threading.get_ident() == self._thread:
+            self._count += 1  # (not a storage thread's write meanwhile)
+        return super()._write(settle=settle)
+
+
+def test_the_dispatcher_s_hurried_calls_make_one_write_each(tmp_path: Path) -> None:
+    """A later write of a hurried call would wait on the loop: the async dispatcher
+    makes only calls of one write that way."""
+    storage = CountingWrites(tmp_path / "hooks.db")
+    transport = AsyncRecording()
+
+    async def main() -> None:
+        async with hd.AsyncDispatcher(storage=storage, concurrency=8, transport=transport) as hooks:
+            await hooks.add_endpoint("https://example.com/a")
+            await hooks.add_endpoint("https://example.com/b")
+            for n in range(300):
+                await hooks.dispatch("user.created", {"n": n})
+            assert await hooks.drain(timeout=30)
+
+    asyncio.run(main())
+    storage.close()
+    assert len(transport.urls) == 600
+    assert storage.per_call
+    assert max(storage.per_call) == 1
+
+
+def test_dispatching_in_a_loop_lets_other_tasks_run(storage: hd.SQLiteStorage) -> None:
+    """A store made on the loop does not suspend; dispatch() yields now and then."""
+
+    async def main() -> int:
+        ticks = 0
+        stop = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        async with hd.AsyncDispatcher(
+            storage=storage, concurrency=8, transport=AsyncRecording()
+        ) as hooks:
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            before = ticks
+            for n in range(320):
+                await hooks.dispatch("user.created", {"n": n})
+            during = ticks - before
+            stop = True
+            await task
+            assert await hooks.drain(timeout=30)
+        return during
+
+    assert asyncio.run(main()) >= 320 // 32
+
+
+def test_the_default_storage_methods_let_would_block_through() -> None:
+    """A backend with without_waiting and the default complete_many: a claim that is
+    the call's first write raises, and is not logged and dropped as a failure."""
+
+    class Hurried(hd.MemoryStorage):
+        def claim(self, **options: Any) -> list[hd.storage.Claim]:
+            raise hd.WouldBlockError("would wait")
+
+    storage = Hurried()
+    later = NOW + timedelta(minutes=1)
+    with pytest.raises(hd.WouldBlockError):
+        hd.Storage.complete_many(storage, [], now=NOW, lease_until=later, limit=2)

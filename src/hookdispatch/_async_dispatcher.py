@@ -58,7 +58,8 @@ AsyncSleep = Callable[[float], Awaitable[None]]
 """Waits for the given number of seconds without blocking the loop. Injected in tests."""
 
 _YIELD_EVERY = 32
-"""Attempts a task makes between forced yields to the loop (see ``_work``)."""
+"""Attempts a task makes, and dispatches, between forced yields to the loop (see
+``_work`` and ``_dispatch_and_lease``)."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -123,6 +124,7 @@ class AsyncDispatcher(Driver):
         self._pump: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._group = AsyncGroupCommit(self._store_group)
+        self._dispatches = 0  # background dispatch() calls: see _dispatch_and_lease
 
     @property
     def storage(self) -> Storage:
@@ -310,6 +312,12 @@ class AsyncDispatcher(Driver):
         """Background mode: as :meth:`Dispatcher.dispatch`, the deliveries that free
         slots can start now are leased in the same storage call, and started."""
         event = self._checked_event(event_type, data, id, now, tenant)
+        self._dispatches += 1
+        if self._dispatches % _YIELD_EVERY == 0:
+            # A store on the loop does not suspend: a caller dispatching in a loop
+            # would hold the loop. Before storing, so that a cancellation here
+            # stores nothing.
+            await asyncio.sleep(0)
         self._start()
         held, held_back = self._lease_slots()
         try:

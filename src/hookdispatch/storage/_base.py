@@ -244,6 +244,8 @@ class Storage(abc.ABC):
                 event_id=event.id,
                 exclude_endpoints=exclude_endpoints,
             )
+        except WouldBlockError:
+            raise  # the claim was the call's first write (see without_waiting)
         except Exception:
             logger.exception("claiming the new event's deliveries failed; the pump takes over")
             claims = []
@@ -406,6 +408,8 @@ class Storage(abc.ABC):
             claims = self.claim(
                 now=now, lease_until=lease_until, limit=1, exclude_endpoints=exclude_endpoints
             )
+        except WouldBlockError:
+            raise  # the claim was the call's first write (see without_waiting)
         except Exception:
             logger.exception("claiming the next delivery failed; the pump takes over")
             claims = []
@@ -455,6 +459,8 @@ class Storage(abc.ABC):
             claims = self.claim(
                 now=now, lease_until=lease_until, limit=limit, exclude_endpoints=exclude_endpoints
             )
+        except WouldBlockError:
+            raise  # the claim was the call's first write (see without_waiting)
         except Exception:
             logger.exception("claiming the next delivery failed; the pump takes over")
             claims = []

@@ -65,9 +65,10 @@ _T = TypeVar("_T")
 class _Hurry:
     """The state of one :meth:`SQLiteStorage.without_waiting` call."""
 
-    __slots__ = ("began",)
+    __slots__ = ("began", "storage")
 
-    def __init__(self) -> None:
+    def __init__(self, storage: SQLiteStorage) -> None:
+        self.storage = storage  # whose call it is: another's writes wait as usual
         self.began = False  # a write transaction began: from now on, writes wait
 
 
@@ -85,8 +86,21 @@ WAL) runs in whichever commit crosses the line, and syncs the file: on an event
 loop, that would be a stall. So the writer checkpoints itself, after a commit made
 where waiting is fine, once this many rows changed (a dispatch or an outcome
 changes a few rows and writes about twice as many pages: about as often as
-SQLite would); a write ``without_waiting`` that finds a checkpoint due raises
-WouldBlockError, and the thread it then goes to does it."""
+SQLite would), or once the WAL file outgrows :data:`_WAL_BYTES` (large bodies); a
+write ``without_waiting`` that finds a checkpoint due raises WouldBlockError, and
+the thread it then goes to does it."""
+
+_WAL_BYTES = 4 << 20
+"""The WAL's ``journal_size_limit``: SQLite cuts the file back to this size when it
+starts writing it from the beginning again after a checkpoint, so a WAL file larger
+than this holds that many bytes written since (see ``_checkpoint_due``)."""
+
+_HURRIED_SETTLE_ROWS = 64
+_HURRIED_SETTLE_DELIVERIES = 128
+"""A claim ``without_waiting`` writes out at most this chunk of waiting dispatches
+(not ``_SETTLE_ROWS`` and ``_SETTLE_DELIVERIES``): on an event loop, a call's work
+must stay short. A single dispatch wider than twice this waits for a claim made in
+a thread; and so does a hurried dispatch with more subscribers than this."""
 
 
 def _ts(moment: datetime) -> float:
@@ -504,6 +518,8 @@ class SQLiteStorage(Storage):
         self._writer: sqlite3.Connection | None = None  # see _write
         self._writer_waits = True  # its busy timeout is busy_timeout (else 0)
         self._checkpointed = 0  # its total_changes at its last checkpoint
+        self._restart_due = False  # a checkpoint copied the whole WAL: see _begin_hurried
+        self._wal = f"{self.path}-wal"
         self._endpoints_seen: dict[tuple[Any, ...], Endpoint] = {}
         self._rotation = Rotation()  # whose turn it is: see claim()
         self._closed = False
@@ -576,7 +592,11 @@ class SQLiteStorage(Storage):
         instead of waiting for the lock or checkpointing (see ``_begin_hurried``).
         """
         hurry = _hurry.get()
-        if hurry is not None and not hurry.began:
+        if hurry is not None and hurry.storage is not self:
+            hurry = None  # another storage's call: this one's writes wait as usual
+        hurried = hurry is not None and not hurry.began
+        if hurried:
+            assert hurry is not None
             conn = self._begin_hurried()
             hurry.began = True
         else:
@@ -592,7 +612,11 @@ class SQLiteStorage(Storage):
                     self._wait_when_busy(conn, wait=True)
                     conn.execute("BEGIN IMMEDIATE")
                 try:
-                    if settle:
+                    if settle and hurried:
+                        _settle(
+                            conn, _HURRIED_SETTLE_ROWS, _HURRIED_SETTLE_DELIVERIES, hurried=True
+                        )
+                    elif settle:
                         _settle(conn, _SETTLE_ROWS, _SETTLE_DELIVERIES)
                     yield conn
                     conn.execute("COMMIT")
@@ -605,22 +629,29 @@ class SQLiteStorage(Storage):
                     raise
             except sqlite3.Error as exc:
                 raise _failed(exc) from exc
-            if hurry is None and self._checkpoint_due(conn):
-                self._checkpoint(conn)
+            if hurry is None:
+                self._restart_due = False  # this write started the WAL again, if due
+                if self._checkpoint_due(conn):
+                    self._checkpoint(conn)
         finally:
             self._write_lock.release()
 
     def _begin_hurried(self) -> sqlite3.Connection:
         """The writer, holding the write lock, in a transaction begun without waiting;
         else WouldBlockError, having changed nothing: another thread of this
-        process is writing, another process holds the file's write lock, or a
-        checkpoint is due (it syncs the file: left to a write made in a thread)."""
+        process is writing, another process holds the file's write lock, or this
+        write would sync the file (a checkpoint is due, or the WAL starts again
+        after one): left to a write made in a thread."""
         if not self._write_lock.acquire(blocking=False):
             raise WouldBlockError("another thread of this process is writing")
         try:
             conn = self._writer or self._open_writer()
             if self._checkpoint_due(conn):
                 raise WouldBlockError("a checkpoint is due")
+            if self._restart_due:
+                # The first write after a whole checkpoint starts the WAL from its
+                # beginning again, and syncs its new header.
+                raise WouldBlockError("the WAL starts again")
             try:
                 self._wait_when_busy(conn, wait=False)
                 conn.execute("BEGIN IMMEDIATE")
@@ -633,6 +664,11 @@ class SQLiteStorage(Storage):
             raise
         return conn
 
+    def _hurried(self) -> bool:
+        """Whether this thread is in a ``without_waiting`` call of this storage."""
+        hurry = _hurry.get()
+        return hurry is not None and hurry.storage is self
+
     def _wait_when_busy(self, conn: sqlite3.Connection, *, wait: bool) -> None:
         """Set the writer's busy timeout: ``busy_timeout`` (``wait``) or none (fail at
         once when another process holds the lock). Only when it changes."""
@@ -643,17 +679,28 @@ class SQLiteStorage(Storage):
 
     def _checkpoint_due(self, conn: sqlite3.Connection) -> bool:
         changed = conn.total_changes - self._checkpointed
-        return changed < 0 or changed >= _CHECKPOINT_CHANGES  # < 0: the count wrapped
+        if changed < 0 or changed >= _CHECKPOINT_CHANGES:  # < 0: the count wrapped
+            return True
+        if changed == 0:
+            return False
+        try:
+            return os.stat(self._wal).st_size > _WAL_BYTES
+        except OSError:
+            return False  # no WAL file (yet): nothing to copy
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copy the WAL into the database file, without waiting for readers (PASSIVE:
         what SQLite's automatic checkpoint does). A failure is logged: the commit
-        before it stands, and the next checkpoint tries again."""
+        before it stands, and the next checkpoint tries again. When it copied the
+        whole WAL, the next write starts the WAL again (and syncs): ``_restart_due``
+        leaves that write to a thread."""
         self._checkpointed = conn.total_changes
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             logger.info("SQLite checkpoint failed (%s); the next one tries again", exc)
+            return
+        self._restart_due = not busy and log >= 0 and copied == log
 
     def without_waiting(self, call: Callable[[], _T]) -> _T:
         """See :meth:`Storage.without_waiting`. The first write of ``call`` raises
@@ -662,7 +709,7 @@ class SQLiteStorage(Storage):
         file, so this raises at once."""
         if self._synchronous == "FULL":
             raise WouldBlockError('synchronous="FULL": every commit syncs the file')
-        token = _hurry.set(_Hurry())
+        token = _hurry.set(_Hurry(self))
         try:
             return call()
         finally:
@@ -677,6 +724,7 @@ class SQLiteStorage(Storage):
         # waiting is fine.
         with _translated():
             writer.execute("PRAGMA wal_autocheckpoint = 0")
+            writer.execute(f"PRAGMA journal_size_limit = {_WAL_BYTES}")
         self._writer, self._writer_waits, self._checkpointed = writer, True, 0
         return writer
 
@@ -895,7 +943,11 @@ class SQLiteStorage(Storage):
         with self._write() as conn:
             if conn.execute(_INSERT_EVENT, _event_params(event)).rowcount == 0:
                 return False, []
-            rows = conn.execute(_endpoints_for_sql(len(keys)), (event.tenant, *keys)).fetchall()
+            found = conn.execute(_endpoints_for_sql(len(keys)), (event.tenant, *keys))
+            rows = found.fetchmany(_HURRIED_SETTLE_DELIVERIES + 1) if self._hurried() else []
+            if len(rows) > _HURRIED_SETTLE_DELIVERIES:
+                raise WouldBlockError(f"an event with over {len(rows) - 1} subscribers")
+            rows += found.fetchall()
             claims: list[Claim] = []
             rest: list[str] = []
             for row in rows:
@@ -1475,9 +1527,10 @@ _INSERT_FANOUT = (
     "INSERT INTO fanout (event_id, at, tenant, event_type, endpoints) VALUES (?, ?, ?, ?, ?)"
 )
 _LAST_TO_SETTLE = (
-    "SELECT max(seq) FROM (SELECT seq, sum(json_array_length(endpoints)) OVER (ORDER BY seq)"
-    " - json_array_length(endpoints) AS before FROM (SELECT seq, endpoints FROM fanout"
-    " ORDER BY seq LIMIT ?)) WHERE before < ?"
+    "SELECT max(seq), max(upto) FROM (SELECT seq, upto, upto - width AS before FROM"
+    " (SELECT seq, json_array_length(endpoints) AS width, sum(json_array_length(endpoints))"
+    " OVER (ORDER BY seq) AS upto FROM (SELECT seq, endpoints FROM fanout"
+    " ORDER BY seq LIMIT ?))) WHERE before < ?"
 )
 _LAST_UNSETTLED = "SELECT max(seq) FROM fanout"
 # One new delivery per (fanout row, endpoint), in the order they were dispatched,
@@ -1496,14 +1549,20 @@ _SETTLE = (
 )
 
 
-def _settle(conn: sqlite3.Connection, rows: int, deliveries: int) -> int | None:
+def _settle(
+    conn: sqlite3.Connection, rows: int, deliveries: int, *, hurried: bool = False
+) -> int | None:
     """Write out the deliveries of the oldest ``rows`` rows of ``fanout`` (no row
     past the one that makes ``deliveries`` deliveries) and delete the rows, in
     ``conn``'s write transaction: two statements for any number of deliveries, each
     index written once per page rather than once per dispatch. The last ``seq``
     written out, or None when there was nothing to write out (one probe of an
-    empty table)."""
-    last: int | None = conn.execute(_LAST_TO_SETTLE, (rows, deliveries)).fetchone()[0]
+    empty table). ``hurried``: raise WouldBlockError instead, before writing, when
+    the chunk holds more than twice ``deliveries`` (a single wide dispatch)."""
+    last: int | None
+    last, total = conn.execute(_LAST_TO_SETTLE, (rows, deliveries)).fetchone()
+    if hurried and last is not None and total > 2 * deliveries:
+        raise WouldBlockError(f"{total} deliveries wait to be written out")
     if last is not None:
         conn.execute(_SETTLE, (last,))
         conn.execute("DELETE FROM fanout WHERE seq <= ?", (last,))
