@@ -78,22 +78,22 @@ _hurry: contextvars.ContextVar[_Hurry | None] = contextvars.ContextVar(
 """Set while a ``without_waiting`` call runs (in its thread and context only: the
 call is synchronous, so no other task or thread sees it)."""
 
-_CHECKPOINT_CHANGES = 500
-"""Rows the writer changes between two checkpoints of the WAL into the database file.
+_WAL_BYTES = 2 << 20
+"""How much WAL the writer lets pile up before it checkpoints (copies the WAL into
+the database file), and the WAL's ``journal_size_limit``.
 
 SQLite's own automatic checkpoint (after a commit that leaves 1,000 pages in the
-WAL) runs in whichever commit crosses the line, and syncs the file: on an event
-loop, that would be a stall. So the writer checkpoints itself, after a commit made
-where waiting is fine, once this many rows changed (a dispatch or an outcome
-changes a few rows and writes about twice as many pages: about as often as
-SQLite would), or once the WAL file outgrows :data:`_WAL_BYTES` (large bodies); a
-write ``without_waiting`` that finds a checkpoint due raises WouldBlockError, and
-the thread it then goes to does it."""
+WAL: 2 MiB of SQLiteStorage's pages) runs in whichever commit crosses the line, and
+syncs the file: on an event loop, that would be a stall. So once the storage is
+used from one (``_checkpoint_here``), the writer turns it off and checkpoints
+itself, at the same size, after a commit made where waiting is fine; a write
+``without_waiting`` that finds a checkpoint due raises WouldBlockError, and the
+thread it then goes to makes it. The size is the WAL file's: SQLite writes it from
+its beginning again after a checkpoint, and then cuts it back to
+``journal_size_limit``, so a larger file holds that much written since."""
 
-_WAL_BYTES = 4 << 20
-"""The WAL's ``journal_size_limit``: SQLite cuts the file back to this size when it
-starts writing it from the beginning again after a checkpoint, so a WAL file larger
-than this holds that many bytes written since (see ``_checkpoint_due``)."""
+_LOOK_EVERY = 8
+"""Writes between two looks at the WAL file's size (see ``_checkpoint_due``)."""
 
 _HURRIED_SETTLE_ROWS = 64
 _HURRIED_SETTLE_DELIVERIES = 128
@@ -518,8 +518,11 @@ class SQLiteStorage(Storage):
         self._writer: sqlite3.Connection | None = None  # see _write
         self._writer_waits = True  # its busy timeout is busy_timeout (else 0)
         self._checkpointed = 0  # its total_changes at its last checkpoint
+        self._own_checkpoints = False  # see _checkpoint_here
         self._restart_due = False  # a checkpoint copied the whole WAL: see _begin_hurried
         self._wal = f"{self.path}-wal"
+        self._unlooked = 0  # writes since _checkpoint_due last looked at the WAL's size
+        self._checkpoint_seen_due = False  # it saw the WAL over _WAL_BYTES
         self._endpoints_seen: dict[tuple[Any, ...], Endpoint] = {}
         self._rotation = Rotation()  # whose turn it is: see claim()
         self._closed = False
@@ -629,7 +632,7 @@ class SQLiteStorage(Storage):
                     raise
             except sqlite3.Error as exc:
                 raise _failed(exc) from exc
-            if hurry is None:
+            if hurry is None and self._own_checkpoints:
                 self._restart_due = False  # this write started the WAL again, if due
                 if self._checkpoint_due(conn):
                     self._checkpoint(conn)
@@ -646,6 +649,8 @@ class SQLiteStorage(Storage):
             raise WouldBlockError("another thread of this process is writing")
         try:
             conn = self._writer or self._open_writer()
+            if not self._own_checkpoints:
+                self._checkpoint_here(conn)
             if self._checkpoint_due(conn):
                 raise WouldBlockError("a checkpoint is due")
             if self._restart_due:
@@ -678,15 +683,23 @@ class SQLiteStorage(Storage):
             self._writer_waits = wait
 
     def _checkpoint_due(self, conn: sqlite3.Connection) -> bool:
-        changed = conn.total_changes - self._checkpointed
-        if changed < 0 or changed >= _CHECKPOINT_CHANGES:  # < 0: the count wrapped
-            return True
-        if changed == 0:
+        """Whether the WAL holds over ``_WAL_BYTES`` and this writer wrote since its
+        last checkpoint (a WAL that other processes filled is theirs to copy). The
+        file's size is looked at every ``_LOOK_EVERY`` writes: a write's frames are
+        a few pages, and a stat costs about a tenth of a small write."""
+        if self._checkpoint_seen_due:
+            return True  # until a checkpoint is made
+        if conn.total_changes == self._checkpointed:
             return False
+        self._unlooked += 1
+        if self._unlooked < _LOOK_EVERY:
+            return False
+        self._unlooked = 0
         try:
-            return os.stat(self._wal).st_size > _WAL_BYTES
+            self._checkpoint_seen_due = os.stat(self._wal).st_size > _WAL_BYTES
         except OSError:
             return False  # no WAL file (yet): nothing to copy
+        return self._checkpoint_seen_due
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copy the WAL into the database file, without waiting for readers (PASSIVE:
@@ -694,7 +707,7 @@ class SQLiteStorage(Storage):
         before it stands, and the next checkpoint tries again. When it copied the
         whole WAL, the next write starts the WAL again (and syncs): ``_restart_due``
         leaves that write to a thread."""
-        self._checkpointed = conn.total_changes
+        self._checkpointed, self._checkpoint_seen_due = conn.total_changes, False
         try:
             busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
@@ -720,13 +733,20 @@ class SQLiteStorage(Storage):
             if self._closed:
                 raise StorageError("this SQLiteStorage is closed; open a new one")
         writer = self._open_connection()
-        # Checkpoints are the writer's own (_CHECKPOINT_CHANGES), made where
-        # waiting is fine.
+        self._writer, self._writer_waits, self._checkpointed = writer, True, 0
+        if self._own_checkpoints:
+            self._checkpoint_here(writer)
+        return writer
+
+    def _checkpoint_here(self, writer: sqlite3.Connection) -> None:
+        """From now on the writer makes its own checkpoints (``_WAL_BYTES``), where
+        waiting is fine, instead of SQLite's automatic ones: from the first
+        ``without_waiting`` call on (a storage used from threads only keeps
+        SQLite's, which cost its writes nothing to track)."""
         with _translated():
             writer.execute("PRAGMA wal_autocheckpoint = 0")
             writer.execute(f"PRAGMA journal_size_limit = {_WAL_BYTES}")
-        self._writer, self._writer_waits, self._checkpointed = writer, True, 0
-        return writer
+        self._own_checkpoints = True
 
     def _read(self, sql: str, params: Sequence[Any] = (), *, small: bool = False) -> list[Any]:
         # A small read (the endpoints, which every dispatch() reads) goes through the
