@@ -143,7 +143,7 @@ class AsyncDispatcher(Driver):
         make it without waiting (:meth:`Storage.without_waiting`: SQLite, unless
         another writer holds the file or a checkpoint is due), else as
         :meth:`_call`. The hop to a thread and back costs more than such a call:
-        on SQLite, trying the loop first gave 2.8x the deliveries per second
+        on SQLite, trying the loop first gave about 2.5x the deliveries per second
         (``python -m benchmarks.ab``)."""
         if self._hurry:
             try:
