@@ -140,11 +140,10 @@ class AsyncDispatcher(Driver):
     async def _quick(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """A short storage call of the delivery loop (a group's outcomes, the pump's
         claim; a dispatch's is made the same way): on the loop when the storage can
-        make it without waiting (:meth:`Storage.without_waiting`: SQLite, unless
-        another writer holds the file or a checkpoint is due), else as
-        :meth:`_call`. The hop to a thread and back costs more than such a call:
-        on SQLite, trying the loop first gave about 2.5x the deliveries per second
-        (``python -m benchmarks.ab``)."""
+        make it without waiting (:meth:`Storage.without_waiting`, which SQLite
+        implements), else as :meth:`_call`. The hop to a thread and back costs more
+        than such a call: on SQLite, trying the loop first gave about 2.5x the
+        deliveries per second (``python -m benchmarks.ab``)."""
         if self._hurry:
             try:
                 return self._storage.without_waiting(functools.partial(function, *args, **kwargs))

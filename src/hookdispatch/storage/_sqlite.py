@@ -594,9 +594,7 @@ class SQLiteStorage(Storage):
         Inside :meth:`without_waiting`, the first write raises WouldBlockError
         instead of waiting for the lock or checkpointing (see ``_begin_hurried``).
         """
-        hurry = _hurry.get()
-        if hurry is not None and hurry.storage is not self:
-            hurry = None  # another storage's call: this one's writes wait as usual
+        hurry = self._own_hurry()  # (another storage's call: this one's writes wait)
         hurried = hurry is not None and not hurry.began
         if hurried:
             assert hurry is not None
@@ -669,10 +667,10 @@ class SQLiteStorage(Storage):
             raise
         return conn
 
-    def _hurried(self) -> bool:
-        """Whether this thread is in a ``without_waiting`` call of this storage."""
+    def _own_hurry(self) -> _Hurry | None:
+        """The ``without_waiting`` call of this storage this thread is in, if any."""
         hurry = _hurry.get()
-        return hurry is not None and hurry.storage is self
+        return hurry if hurry is not None and hurry.storage is self else None
 
     def _wait_when_busy(self, conn: sqlite3.Connection, *, wait: bool) -> None:
         """Set the writer's busy timeout: ``busy_timeout`` (``wait``) or none (fail at
@@ -964,7 +962,7 @@ class SQLiteStorage(Storage):
             if conn.execute(_INSERT_EVENT, _event_params(event)).rowcount == 0:
                 return False, []
             found = conn.execute(_endpoints_for_sql(len(keys)), (event.tenant, *keys))
-            rows = found.fetchmany(_HURRIED_SETTLE_DELIVERIES + 1) if self._hurried() else []
+            rows = found.fetchmany(_HURRIED_SETTLE_DELIVERIES + 1) if self._own_hurry() else []
             if len(rows) > _HURRIED_SETTLE_DELIVERIES:
                 raise WouldBlockError(f"an event with over {len(rows) - 1} subscribers")
             rows += found.fetchall()
