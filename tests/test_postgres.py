@@ -83,6 +83,29 @@ def test_an_endpoint_id_holding_a_comma_held_back_does_not_fail_dispatches(
     assert len(claims) == 1  # not excluded after all: one slot over its share, at worst
 
 
+def test_a_group_commit_holding_a_nul_stores_it_as_the_replacement_character(
+    storage: hd.PostgresStorage,
+) -> None:
+    """A group's columns go as arrays in text form; a NUL in one of its texts (which
+    PostgreSQL's text cannot hold) is stored as U+FFFD, as in every other write,
+    and the group, an excluded endpoint id with it, is recorded whole."""
+    fill(storage, 2)
+    claims = storage.claim(now=NOW, lease_until=NOW + LEASE, limit=2)
+    completions = []
+    for claim in claims:
+        attempt, state = outcome(claim, "retry", now=NOW, retry_at=NOW + LEASE)
+        attempt = evolve(attempt, error="HTTP 503 \0 busy")
+        completions.append((claim, attempt, evolve(state, last_error="\0")))
+    held, _ = storage.complete_many(
+        completions, now=NOW, lease_until=NOW + LEASE, limit=1, exclude_endpoints={"ep_\0"}
+    )
+    assert held == [True, True]
+    for claim, _, _ in completions:
+        [attempt] = storage.list_attempts(claim.delivery.id)
+        assert attempt.error == "HTTP 503 \ufffd busy"
+        assert storage.get_delivery(claim.delivery.id).last_error == "\ufffd"
+
+
 # Schema ---------------------------------------------------------------------------------
 
 

@@ -1051,6 +1051,40 @@ class ContractTests(StorageHarness):
         held, none = storage.complete_many([], now=at(63), lease_until=at(123), limit=0)
         equal((held, none), ([], []), "complete_many() of nothing, limit=0")
 
+    def test_complete_many_keeps_every_character_and_byte_it_records(self) -> None:
+        # What a receiver answered goes back exactly: texts with the characters an
+        # encoding of arrays or lists could trip on, bodies of every byte. Two
+        # groups, the second claiming while two tenants have due work (a claim in
+        # turn: PostgreSQL sends that group's statement otherwise).
+        storage = self.storage
+        a, b = make_endpoint(tenant="acct_a"), make_endpoint(tenant="acct_b")
+        for endpoint in (a, b):
+            storage.add_endpoint(endpoint)
+        texts = [
+            'a "quoted" \\ backslash \\" and {braces}, commas',
+            "NULL",
+            "",
+            " spaced \t\n ",
+            "ünïcödé ✓ 𝄞",
+            "\\x00ff",
+        ]
+        bodies = [bytes(range(256)), b"", b'{"a": "\\\\"}', b"NULL", b"\\x", b"\x00"]
+        _store_due(storage, a, [n * 0.01 for n in range(8)])
+        _store_due(storage, b, [0.5 + n for n in range(5)])
+        claims = storage.claim(now=at(100), lease_until=at(160), limit=9)
+        equal(len(claims), 9, "claim(limit=9) of 13 due")
+        completions = []
+        for n, claim in enumerate(claims):
+            attempt, state = outcome(claim, "retry", now=at(101), retry_at=at(102))
+            attempt = evolve(attempt, error=texts[n % 6], response_body=bodies[n % 6])
+            completions.append((claim, attempt, evolve(state, last_error=texts[-1 - n % 6])))
+        for group, limit in ((completions[:4], 0), (completions[4:], 4)):
+            held, _ = storage.complete_many(group, now=at(101), lease_until=at(161), limit=limit)
+            equal(held, [True] * len(group), f"complete_many(limit={limit}) of {len(group)}")
+        for claim, attempt, state in completions:
+            equal(storage.list_attempts(claim.delivery.id), [attempt], "the attempt, as recorded")
+            equal(storage.get_delivery(claim.delivery.id), state, "the delivery, as recorded")
+
     def test_complete_many_counts_failures_in_a_row_in_order(self) -> None:
         storage = self.storage
         store_events(storage, 7)
