@@ -11,7 +11,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 import hookdispatch as hd
-from hookdispatch._group_commit import AsyncGroupCommit, GroupCommit, Ticket
+from hookdispatch._group_commit import AsyncGroupCommit, GroupCommit, Lingering, Ticket
 from hookdispatch.storage import Claim
 from hookdispatch.testing._samples import make_delivery, make_endpoint, make_event
 
@@ -48,7 +48,7 @@ def test_threads_that_arrive_while_a_group_is_stored_go_together_in_the_next() -
         for ticket in group:
             ticket.done = True
 
-    commit = GroupCommit(store)
+    commit = GroupCommit(store, lingering=Lingering(lambda: 0))
     first, *others = _tickets(5)
     leader = threading.Thread(target=commit.join, args=(first,))
     leader.start()
@@ -74,10 +74,98 @@ def test_a_thread_alone_is_stored_at_once() -> None:
         for ticket in group:
             ticket.done = True
 
-    commit = GroupCommit(store)
+    commit = GroupCommit(store, lingering=Lingering(lambda: 0))
     for ticket in _tickets(3):
         commit.join(ticket)
     assert groups == [1, 1, 1]
+
+
+class _Clock:
+    """A clock that moves only when told: each wait handed out passes in full."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lingering_waits_only_while_others_are_busy_and_keep_coming() -> None:
+    clock, busy, waiting = _Clock(), [1], [1]
+    lingering = Lingering(lambda: busy[0], clock=clock, max_gap=0.0025)
+    lingering.last_call = 0.001
+    assert list(lingering.waits(lambda: waiting[0])) == []  # alone: stored at once
+    busy[0] = 4
+    lingering.last_call = 0.0
+    assert list(lingering.waits(lambda: waiting[0])) == []  # calls cost nothing yet
+
+    lingering.last_call = 0.001
+    waits = lingering.waits(lambda: waiting[0])
+    assert next(waits) == pytest.approx(0.001)  # up to one call's time for the next
+    clock.now += 0.001
+    assert list(waits) == []  # nobody came within it
+
+    waits = lingering.waits(lambda: waiting[0])
+    seen = []
+    for wait in waits:  # one more arrives within every gap, never all four
+        seen.append(wait)
+        clock.now += wait
+        waiting[0] = 1 + len(seen) % 3
+        busy[0] += 1
+    assert sum(seen) == pytest.approx(0.004)  # four gaps in all
+    waiting[0], busy[0] = 1, 3
+    waits = lingering.waits(lambda: waiting[0])
+    next(waits)
+    waiting[0] = 3  # every busy worker is in: the group goes
+    assert list(waits) == []
+    lingering.last_call = 2.0  # a slow call: the gap stays short
+    waiting[0] = 1
+    assert next(lingering.waits(lambda: waiting[0])) == pytest.approx(0.0025)
+
+
+def test_a_thread_waits_for_a_busy_worker_and_no_longer() -> None:
+    groups: list[int] = []
+
+    def store(group: list[Ticket]) -> None:
+        groups.append(len(group))
+        for ticket in group:
+            ticket.done = True
+
+    lingering = Lingering(lambda: 2, max_gap=30.0)
+    lingering.last_call = 30.0  # it would wait 30 s for the second, and 2 minutes in all
+    commit = GroupCommit(store, lingering=lingering)
+    first, second = _tickets(2)
+    leader = threading.Thread(target=commit.join, args=(first,))
+    leader.start()
+    wait_for(lambda: commit._storing)  # lingering: the other busy worker is not in
+    commit.join(second)
+    leader.join(5)
+    assert not leader.is_alive()
+    assert groups == [2]
+
+
+def test_a_task_waits_for_a_busy_worker_and_no_longer() -> None:
+    asyncio.run(_a_task_waits_for_a_busy_worker_and_no_longer())
+
+
+async def _a_task_waits_for_a_busy_worker_and_no_longer() -> None:
+    groups: list[int] = []
+
+    async def store(group: list[Ticket]) -> None:
+        groups.append(len(group))
+        for ticket in group:
+            ticket.done = True
+
+    lingering = Lingering(lambda: 2, max_gap=30.0)
+    lingering.last_call = 30.0
+    commit = AsyncGroupCommit(store, lingering=lingering)
+    first, second = _tickets(2)
+    leader = asyncio.create_task(commit.join(first))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not groups  # lingering
+    await asyncio.wait_for(asyncio.gather(leader, commit.join(second)), 5)
+    assert groups == [2]
 
 
 def test_tasks_group_and_a_cancelled_waiter_leaves_the_group_to_finish() -> None:
@@ -95,7 +183,7 @@ async def _tasks_group_and_a_cancelled_waiter_leaves_the_group_to_finish() -> No
         for ticket in group:
             ticket.done = True
 
-    commit = AsyncGroupCommit(store)
+    commit = AsyncGroupCommit(store, lingering=Lingering(lambda: 0))
     first, second, third = _tickets(3)
     leader = asyncio.create_task(commit.join(first))
     await asyncio.sleep(0)

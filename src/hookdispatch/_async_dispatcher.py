@@ -28,7 +28,7 @@ from ._dispatching import (
     delivery_query,
     endpoint_query,
 )
-from ._group_commit import AsyncGroupCommit, Ticket
+from ._group_commit import AsyncGroupCommit, Lingering, Ticket
 from ._listing import DEFAULT_PAGE_SIZE, Page, ReplayLinks
 from ._models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -123,7 +123,7 @@ class AsyncDispatcher(Driver):
         self._settled: asyncio.Event | None = None
         self._pump: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._group = AsyncGroupCommit(self._store_group)
+        self._group = AsyncGroupCommit(self._store_group, lingering=Lingering(self._busy_slots))
         self._dispatches = 0  # background dispatch() calls: see _dispatch_and_lease
 
     @property

@@ -28,7 +28,7 @@ from ._dispatching import (
     delivery_query,
     endpoint_query,
 )
-from ._group_commit import GroupCommit
+from ._group_commit import GroupCommit, Lingering
 from ._listing import DEFAULT_PAGE_SIZE, Page, ReplayLinks
 from ._models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -128,7 +128,7 @@ class Dispatcher(Driver):
         )
         self._cond = threading.Condition()
         self._wake = False
-        self._group = GroupCommit(self._settle)
+        self._group = GroupCommit(self._settle, lingering=Lingering(self._busy_slots))
         self._pool: ThreadPoolExecutor | None = None
         self._pump: threading.Thread | None = None
         if workers:

@@ -494,6 +494,11 @@ class Driver:
             catalog=self._catalog,
         )
 
+    def _busy_slots(self) -> int:
+        """How many worker slots are taken, for the group commit's wait (read
+        without the lock: an estimate, see :class:`~._group_commit.Lingering`)."""
+        return self._slots.busy
+
     def _lease_slots(self) -> tuple[int, set[str]]:
         """Before a background dispatch stores its event: hold every free worker slot,
         for the deliveries it leases at once (the pump cannot hand them out

@@ -37,6 +37,11 @@ class WorkerSlots:
         return self.capacity - self._busy
 
     @property
+    def busy(self) -> int:
+        """How many slots are taken: attempts in flight, and slots held meanwhile."""
+        return self._busy
+
+    @property
     def idle(self) -> bool:
         """No attempt is in flight and no claim is under way."""
         return self._busy == 0 and self.claiming == 0
