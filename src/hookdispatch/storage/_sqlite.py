@@ -317,16 +317,29 @@ _DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
     " created_at, updated_at, tenant, event_type"
 )
-# What a claim returns besides the delivery: correlated primary-key lookups, which
-# SQLite allows in RETURNING (a join is not).
+# What a claim returns besides the delivery: the event's type and body, correlated
+# primary-key lookups, which SQLite allows in RETURNING (a join is not). (Not the
+# delivery row's event_type: a delivery stored through add_event may carry none.)
+# The endpoints follow in one query per claim (``_with_endpoints``): a claim's rows
+# share few, and a lookup per column and row cost 13 per delivery.
 _CLAIMED_EVENT = ", ".join(
     f"(SELECT {column} FROM events WHERE events.id = deliveries.event_id)"
     for column in ("type", "body")
 )
-_CLAIMED_ENDPOINT = ", ".join(
-    f"(SELECT {column} FROM endpoints WHERE endpoints.id = deliveries.endpoint_id)"
-    for column in _ENDPOINT_COLUMNS.split(", ")
-)
+
+
+def _with_endpoints(conn: sqlite3.Connection, rows: list[Any]) -> list[tuple[Any, ...]]:
+    """``rows`` (a claim's, each with its delivery's columns first), each followed by
+    its endpoint's row, read in one query in the claim's transaction."""
+    ids = list({row[2] for row in rows})  # endpoint_id
+    if not ids:
+        return []
+    found = conn.execute(
+        f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE id IN ({', '.join('?' * len(ids))})",
+        ids,
+    )
+    endpoints = {row[0]: tuple(row) for row in found}
+    return [(*row, *endpoints[row[2]]) for row in rows]
 
 
 def _endpoint(row: Sequence[Any]) -> Endpoint:
@@ -397,7 +410,7 @@ def _earliest_due(
         " SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id"
         f" WHERE d.status = 'pending' AND d.next_attempt_at <= ?{filters}"
         " AND e.enabled = 1 ORDER BY d.next_attempt_at LIMIT ?)"
-        f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}, {_CLAIMED_ENDPOINT}"
+        f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}"
     )
     return sql, params
 
@@ -427,7 +440,7 @@ def _in_turn_sql(tenants: int, excluded: int) -> str:
         " SELECT id FROM (SELECT id, position,"
         " row_number() OVER (PARTITION BY position ORDER BY due) AS round"
         f" FROM ({probes})) ORDER BY round, position LIMIT ?)"
-        f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}, {_CLAIMED_ENDPOINT}"
+        f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}"
     )
 
 
@@ -446,7 +459,7 @@ def _next_in_turn_sql(tenants: int, excluded: int) -> str:
     return (
         "UPDATE deliveries SET next_attempt_at = ?, lease = ?"
         f" WHERE id = coalesce({', '.join([probe] * tenants)})"
-        f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}, {_CLAIMED_ENDPOINT}"
+        f" RETURNING {_DELIVERY_COLUMNS}, {_CLAIMED_EVENT}"
     )
 
 
@@ -1254,6 +1267,29 @@ class SQLiteStorage(Storage):
         event_id: str | None = None,
         exclude_endpoints: Collection[str],
     ) -> list[Any]:
+        """The claim's rows (see :meth:`_leased_rows`), each with its endpoint's."""
+        rows = self._leased_rows(
+            conn,
+            lease,
+            limit,
+            now=now,
+            lease_until=lease_until,
+            event_id=event_id,
+            exclude_endpoints=exclude_endpoints,
+        )
+        return _with_endpoints(conn, rows)
+
+    def _leased_rows(
+        self,
+        conn: sqlite3.Connection,
+        lease: str,
+        limit: int,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        event_id: str | None = None,
+        exclude_endpoints: Collection[str],
+    ) -> list[Any]:
         """The claim's rows, leased by ``conn``'s open write transaction. One
         statement each: SQLite takes the write lock before it reads, so two
         connections (threads or processes) can never select the same row. Each
@@ -1301,6 +1337,8 @@ class SQLiteStorage(Storage):
         return rows
 
     def _claims(self, rows: list[Any], lease: str) -> list[Claim]:
+        """The claims of a claim statement's rows (a delivery, its event's type and
+        body and, from :func:`_with_endpoints`, its endpoint), oldest first."""
         rows.sort(key=lambda row: row[7])  # created_at: oldest first
         return [
             Claim(
