@@ -102,15 +102,27 @@ def test_lingering_waits_only_while_others_are_busy_and_keep_coming() -> None:
     lingering.last_call = 0.001
     waits = lingering.waits(lambda: waiting[0])
     assert next(waits) == pytest.approx(0.001)  # up to one call's time for the next
+    waiting[0] = 2
+    clock.now += 0.0005
+    assert next(waits) == pytest.approx(0.001)  # one came: wait for the next
     clock.now += 0.001
     assert list(waits) == []  # nobody came within it
 
+    waiting[0] = 1
     waits = lingering.waits(lambda: waiting[0])
+    next(waits)
+    clock.now += 0.0001
+    waiting[0] = 3  # two came in 0.1 ms: the next wait is twice their pace
+    assert next(waits) == pytest.approx(0.0001)
+    clock.now += 0.0001
+    assert list(waits) == []  # nobody came: the group goes, a call's time early
+
+    waiting[0] = 1
     seen = []
-    for wait in waits:  # one more arrives within every gap, never all four
+    for wait in lingering.waits(lambda: waiting[0]):  # one more arrives every gap
         seen.append(wait)
         clock.now += wait
-        waiting[0] = 1 + len(seen) % 3
+        waiting[0] += 1
         busy[0] += 1
     assert sum(seen) == pytest.approx(0.004)  # four gaps in all
     waiting[0], busy[0] = 1, 3
@@ -121,6 +133,30 @@ def test_lingering_waits_only_while_others_are_busy_and_keep_coming() -> None:
     lingering.last_call = 2.0  # a slow call: the gap stays short
     waiting[0] = 1
     assert next(lingering.waits(lambda: waiting[0])) == pytest.approx(0.0025)
+
+
+def test_a_worker_beside_stuck_ones_stops_waiting_for_them() -> None:
+    """Seven workers hold their slots on a receiver that takes seconds; the eighth,
+    alone in every group, waits for them once, not group after group, and waits
+    again once a group forms with others in it."""
+    clock, waiting = _Clock(), [1]
+    lingering = Lingering(lambda: 8, clock=clock)
+    lingering.last_call = 0.001
+
+    def waited() -> float:
+        total = 0.0
+        for wait in lingering.waits(lambda: waiting[0]):
+            clock.now += wait  # nobody comes
+            total += wait
+        return total
+
+    assert waited() == pytest.approx(0.001)  # once: nobody came
+    assert [waited() for _ in range(100)] == [0.0] * 100  # alone again: no wait
+    waiting[0] = 2  # two came in while a call ran: others are sending again
+    assert waited() == pytest.approx(0.001)
+    waiting[0] = 1
+    assert waited() == pytest.approx(0.001)  # alone after company: once more
+    assert waited() == 0.0  # that drew nobody
 
 
 def test_a_thread_waits_for_a_busy_worker_and_no_longer() -> None:
@@ -166,6 +202,31 @@ async def _a_task_waits_for_a_busy_worker_and_no_longer() -> None:
     assert not groups  # lingering
     await asyncio.wait_for(asyncio.gather(leader, commit.join(second)), 5)
     assert groups == [2]
+
+
+def test_a_task_waits_a_loop_turn_for_a_short_gap() -> None:
+    asyncio.run(_a_task_waits_a_loop_turn_for_a_short_gap())
+
+
+async def _a_task_waits_a_loop_turn_for_a_short_gap() -> None:
+    """A gap under the loop's timer floor is one turn of the loop: a task that is
+    ready then joins the group; a wait with nobody ready ends after that turn."""
+    groups: list[int] = []
+
+    async def store(group: list[Ticket]) -> None:
+        groups.append(len(group))
+        for ticket in group:
+            ticket.done = True
+
+    lingering = Lingering(lambda: 3)
+    lingering.last_call = 0.0002  # far below the 1 ms a loop timer keeps
+    commit = AsyncGroupCommit(store, lingering=lingering)
+    first, second, third = _tickets(3)
+    joined = [asyncio.create_task(commit.join(first)), asyncio.create_task(commit.join(second))]
+    await asyncio.wait_for(asyncio.gather(*joined), 5)
+    assert groups == [2]  # the second came in the turn the first waited
+    await asyncio.wait_for(commit.join(third), 5)  # nobody else: one turn, then stored
+    assert groups == [2, 1]
 
 
 def test_tasks_group_and_a_cancelled_waiter_leaves_the_group_to_finish() -> None:

@@ -609,6 +609,10 @@ class Dispatcher(Driver):
                 if claim is None:
                     self._cond.notify_all()  # a slot is free: the pump may need it
 
+    def _busy_slots(self) -> int:
+        with self._cond:  # (the group's lock, then this one: never the other way)
+            return super()._busy_slots()
+
     def _notify(self) -> None:
         with self._cond:
             self._wake = True

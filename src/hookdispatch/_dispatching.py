@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from attrs import evolve, frozen
 
 from ._core import Claim, Outcome, Request, conclude, prepare
-from ._group_commit import Ticket
+from ._group_commit import RECENT, Ticket
 from ._listing import (
     DeliveryQuery,
     EndpointQuery,
@@ -495,9 +495,10 @@ class Driver:
         )
 
     def _busy_slots(self) -> int:
-        """How many worker slots are taken, for the group commit's wait (read
-        without the lock: an estimate, see :class:`~._group_commit.Lingering`)."""
-        return self._slots.busy
+        """How many workers a group commit may wait for (see
+        :class:`~._group_commit.Lingering`): the slots held, but for attempts out
+        longer than :data:`~._group_commit.RECENT` (a slow receiver's)."""
+        return self._slots.coming(within=RECENT)
 
     def _lease_slots(self) -> tuple[int, set[str]]:
         """Before a background dispatch stores its event: hold every free worker slot,

@@ -12,11 +12,12 @@ tickets that arrive meanwhile wait, and go together in the next call.
 Before it takes the group, that worker waits briefly for others who are busy
 (sending, or holding a slot) to hand theirs in (:class:`Lingering`): at most as
 long as the last group's call took between two arrivals, and four times that in
-all; at once when nobody else is busy. A call costs about the same for one
-ticket as for eight, so under load this shares it between more workers (measured
-on 8 threads: about a third more deliveries per second, and a quarter to half
-less CPU per delivery, on SQLite and PostgreSQL) for a wait no longer than a
-call or two; alone, a worker is stored at once, as before.
+all. It does not wait when nobody else is busy, nor, alone, when its last wait
+drew nobody (the others are stuck on slow receivers). A call costs about the
+same for one ticket as for eight, so under load this shares it between more
+workers (measured on 8 threads: about a third more deliveries per second, and a
+quarter to half less CPU per delivery, on SQLite and PostgreSQL) for a wait no
+longer than a call or two.
 
 :class:`GroupCommit` is the face for threads, :class:`AsyncGroupCommit` the one
 for an event loop; what a group's call does is the driver's (``_settle``).
@@ -36,12 +37,17 @@ from attrs import Factory, define
 from ._core import Claim
 from ._models import Attempt, Delivery
 
-__all__ = ["AsyncGroupCommit", "GroupCommit", "Lingering", "Ticket"]
+__all__ = ["RECENT", "AsyncGroupCommit", "GroupCommit", "Lingering", "Ticket"]
 
 MAX_GAP = 0.0025
 """The longest a group waits between two arrivals (s), however long calls take:
 a call slowed by a lock wait or a checkpoint does not make the next group wait
 as long."""
+TIMER_FLOOR = 0.001
+"""The shortest wait an event loop's timer keeps (s): epoll counts whole ms."""
+RECENT = 0.01
+"""A worker whose attempt has been out longer than this (s) is not waited for: its
+receiver is slow, and a group would wait for it in vain (four whole gaps)."""
 
 
 @define(eq=False)
@@ -59,39 +65,56 @@ class Ticket:
 
 class Lingering:
     """How long a group waits for more tickets before its call (pure: the waiting
-    is the caller's). ``busy()``: how many workers hold a slot (sending, waiting
-    here, or storing), read without a lock; a stale count only shortens or
-    lengthens one wait, within its bounds."""
+    is the caller's). ``busy()``: how many workers may hand a ticket in soon
+    (waiting here, storing, or sending for less than :data:`RECENT`); a stale
+    count only shortens or lengthens one wait, within its bounds. ``clock``:
+    seconds, for the bounds."""
 
     def __init__(
         self,
         busy: Callable[[], int],
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.perf_counter,
         max_gap: float = MAX_GAP,
     ) -> None:
         self._busy = busy
-        self._clock = clock
+        self.clock = clock
         self._max_gap = max_gap
         self.last_call = 0.0  # how long the last group's call took (s)
+        self._company = True  # the last wait found others to wait for
 
     def waits(self, waiting: Callable[[], int]) -> Iterator[float]:
         """The waits (s) before the group is taken, one at a time: the caller waits
-        up to each for the next arrival, then asks for the next. Ends when every
-        busy worker has a ticket in (``waiting()``), when one wait passed with no
-        arrival, or when four gaps have passed in all."""
+        up to each for the next arrival, then asks for the next.
+
+        None when every busy worker has a ticket in (``waiting()``), when calls
+        cost nothing yet, or when the group is one ticket alone and the last wait
+        drew nobody: workers busy on a slow receiver hold their slots for seconds,
+        and a worker beside them must not wait for them group after group (it
+        waits again once a group has others in it without waiting). The first
+        wait is as long as the last call took; each next one twice the time the
+        arrivals so far took apiece, no longer (once they stop, the group need not
+        wait a whole call for workers that are not coming). They end once every
+        busy worker is in, once a wait passed with no arrival, or after four calls'
+        time in all."""
         gap = min(self.last_call, self._max_gap)
-        now = self._clock()
+        first = waiting()
+        if gap <= 0 or first >= self._busy() or (first == 1 and not self._company):
+            return
+        began = now = self.clock()
         give_up = now + 4 * gap
+        wait, before = gap, first
         while waiting() < self._busy():
-            left = min(give_up - now, gap)
+            left = min(give_up - now, wait)
             if left <= 0:
-                return
-            before = waiting()
+                break
             yield left
-            now = self._clock()
-            if waiting() == before:
-                return  # nobody came within a gap
+            now = self.clock()
+            if waiting() <= before:
+                break  # nobody came within a wait
+            before = waiting()
+            wait = min(gap, 2 * (now - began) / (before - first))
+        self._company = before > first or first > 1
 
 
 class GroupCommit:
@@ -118,15 +141,18 @@ class GroupCommit:
             if ticket.done:
                 return
             self._storing = True
-            for wait in self._lingering.waits(self._waiting.__len__):
-                self._arrived.wait(wait)
-            group, self._waiting = self._waiting, []
-        began = time.monotonic()
+        lingering, began = self._lingering, None
         try:
+            with self._cond:
+                for wait in lingering.waits(self._waiting.__len__):
+                    self._arrived.wait(wait)
+                group, self._waiting = self._waiting, []
+            began = lingering.clock()
             self._store(group)
         finally:
             with self._cond:
-                self._lingering.last_call = time.monotonic() - began
+                if began is not None:
+                    lingering.last_call = lingering.clock() - began
                 self._storing = False
                 self._cond.notify_all()
 
@@ -160,21 +186,29 @@ class AsyncGroupCommit:
             await asyncio.shield(self._storing)
 
     async def _linger_and_store(self) -> None:
-        """One group: the tickets waiting once it has lingered, stored."""
+        """One group: the tickets waiting once it has lingered, stored.
+
+        A wait shorter than :data:`TIMER_FLOOR` is one turn of the loop (the tasks
+        ready now run, and may hand theirs in): the loop's timers round a shorter
+        one up to a millisecond or more, longer than the calls it waits on."""
         arrived = self._arrived = asyncio.Event()
+        lingering = self._lingering
         try:
-            for wait in self._lingering.waits(self._waiting.__len__):
+            for wait in lingering.waits(self._waiting.__len__):
+                if wait < TIMER_FLOOR:
+                    await asyncio.sleep(0)
+                    continue
                 arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(arrived.wait(), wait)
         finally:
             self._arrived = None
         group, self._waiting = self._waiting, []
-        began = time.monotonic()
+        began = lingering.clock()
         try:
             await self._store(group)
         finally:
-            self._lingering.last_call = time.monotonic() - began
+            lingering.last_call = lingering.clock() - began
 
     async def wait(self) -> None:
         """Return once no group is being stored (closing waits for this)."""

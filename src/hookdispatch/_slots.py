@@ -9,8 +9,9 @@ so a dead receiver cannot occupy every worker while healthy endpoints wait
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 
 from ._core import Claim
 
@@ -20,11 +21,15 @@ __all__ = ["WorkerSlots"]
 class WorkerSlots:
     """``capacity`` attempts may run at once; see the module docstring."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, clock: Callable[[], float] = time.perf_counter) -> None:
         self.capacity = capacity
         self.claiming = 0  # claims under way (the pump's, and workers' own)
         self._busy = 0
+        self._clock = clock
         self._per_endpoint: Counter[str] = Counter()
+        # When each endpoint's attempts in flight started, oldest first (an attempt
+        # that ends is taken for its endpoint's oldest: close enough for ``coming``).
+        self._since: dict[str, deque[float]] = {}
         self._failing: set[str] = set()
         self._proven: set[str] = set()
         # An endpoint not yet seen to succeed may fill half the slots: enough for a
@@ -36,10 +41,17 @@ class WorkerSlots:
         """How many more attempts may start now."""
         return self.capacity - self._busy
 
-    @property
-    def busy(self) -> int:
-        """How many slots are taken: attempts in flight, and slots held meanwhile."""
-        return self._busy
+    def coming(self, *, within: float) -> int:
+        """How many workers may hand work in soon: slots held (not by an attempt in
+        flight), and attempts in flight that started at most ``within`` seconds
+        ago. An attempt out for longer (a receiver slow to answer) is not waited
+        for by a group commit (see ``_group_commit.Lingering``)."""
+        since = self._clock() - within
+        in_flight = recent = 0
+        for starts in self._since.values():
+            in_flight += len(starts)
+            recent += sum(1 for start in starts if start >= since)
+        return self._busy - in_flight + recent
 
     @property
     def idle(self) -> bool:
@@ -70,9 +82,11 @@ class WorkerSlots:
 
     def started(self, claims: Iterable[Claim]) -> None:
         """Count claimed deliveries as in flight."""
+        now = self._clock()
         for claim in claims:
             self._busy += 1
             self._per_endpoint[claim.endpoint.id] += 1
+            self._since.setdefault(claim.endpoint.id, deque()).append(now)
 
     def finished(self, endpoint_id: str, *, succeeded: bool | None) -> bool:
         """One attempt ended; a success clears the endpoint's failing mark.
@@ -86,6 +100,11 @@ class WorkerSlots:
         self._per_endpoint[endpoint_id] -= 1
         if not self._per_endpoint[endpoint_id]:
             del self._per_endpoint[endpoint_id]
+        starts = self._since.get(endpoint_id)
+        if starts:
+            starts.popleft()
+            if not starts:
+                del self._since[endpoint_id]
         if succeeded is None:
             return False
         if succeeded:

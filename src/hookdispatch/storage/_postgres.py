@@ -652,16 +652,19 @@ def _array_literal(values: Sequence[Any]) -> str:
     the elements' type: about 50 us of CPU for the 15 short arrays of a group
     commit, where this takes 3. Every element is quoted (so braces, commas, quotes,
     spaces and the word NULL inside text stay text), with backslashes and double
-    quotes escaped; None is NULL; bytes are bytea's hex form (``\\x...``);
-    datetimes (aware: every one stored is) their ISO form with the offset; numbers
-    their ``str``. A NUL in a text is refused by psycopg as in any parameter (see
-    ``_run``)."""
+    quotes escaped; None is NULL; bytes (and bytearray, memoryview) are bytea's
+    hex form (``\\x...``); datetimes (aware: every one stored is) their ISO form
+    with the offset; numbers their ``str``. A NUL in a text is refused by psycopg
+    as in any parameter (see ``_run``)."""
     items = []
     for value in values:
         if value is None:
             items.append("NULL")
             continue
-        text = "\\x" + value.hex() if isinstance(value, bytes) else str(value)
+        if isinstance(value, bytes | bytearray | memoryview):
+            text = "\\x" + bytes(value).hex()
+        else:
+            text = str(value)
         items.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
     return "{" + ",".join(items) + "}"
 

@@ -1069,6 +1069,8 @@ class ContractTests(StorageHarness):
             "\\x00ff",
         ]
         bodies = [bytes(range(256)), b"", b'{"a": "\\\\"}', b"NULL", b"\\x", b"\x00"]
+        # A transport may read into a bytearray: stored, and read back, as its bytes.
+        kinds = [bytes, bytes, bytearray, bytes, memoryview, bytes]
         _store_due(storage, a, [n * 0.01 for n in range(8)])
         _store_due(storage, b, [0.5 + n for n in range(5)])
         claims = storage.claim(now=at(100), lease_until=at(160), limit=9)
@@ -1076,13 +1078,15 @@ class ContractTests(StorageHarness):
         completions = []
         for n, claim in enumerate(claims):
             attempt, state = outcome(claim, "retry", now=at(101), retry_at=at(102))
-            attempt = evolve(attempt, error=texts[n % 6], response_body=bodies[n % 6])
+            body = kinds[n % 6](bodies[n % 6])
+            attempt = evolve(attempt, error=texts[n % 6], response_body=body)
             completions.append((claim, attempt, evolve(state, last_error=texts[-1 - n % 6])))
         for group, limit in ((completions[:4], 0), (completions[4:], 4)):
             held, _ = storage.complete_many(group, now=at(101), lease_until=at(161), limit=limit)
             equal(held, [True] * len(group), f"complete_many(limit={limit}) of {len(group)}")
         for claim, attempt, state in completions:
-            equal(storage.list_attempts(claim.delivery.id), [attempt], "the attempt, as recorded")
+            stored = evolve(attempt, response_body=bytes(attempt.response_body or b""))
+            equal(storage.list_attempts(claim.delivery.id), [stored], "the attempt, as recorded")
             equal(storage.get_delivery(claim.delivery.id), state, "the delivery, as recorded")
 
     def test_complete_many_counts_failures_in_a_row_in_order(self) -> None:
