@@ -574,7 +574,6 @@ class AsyncDispatcher(Driver):
         ran_dry = False  # the last claim found nothing due: no need to wake the pump
         try:
             while claim is not None:
-                endpoint_id = claim.endpoint.id
                 success: tuple[Attempt, Delivery] | None = None
                 succeeded: bool | None = None  # stays None if the task is cancelled
                 try:
@@ -588,7 +587,7 @@ class AsyncDispatcher(Driver):
                     succeeded = False
                     log_unrecorded(claim)
                 finally:
-                    if self._slots.finished(endpoint_id, succeeded=succeeded):
+                    if self._slots.finished(claim, succeeded=succeeded):
                         self._notify()  # more slots may go to this endpoint now: the pump's job
                 claim, ran_dry = await self._claim_next(claim, success)
                 # An attempt need not suspend (a refused target, a storage that never

@@ -575,7 +575,6 @@ class Dispatcher(Driver):
         PostgreSQL).
         """
         while claim is not None:
-            endpoint_id = claim.endpoint.id
             success: tuple[Attempt, Delivery] | None = None
             try:
                 sent = self._send(claim)
@@ -586,7 +585,7 @@ class Dispatcher(Driver):
             except Exception:
                 log_unrecorded(claim)
             with self._cond:
-                if self._slots.finished(endpoint_id, succeeded=success is not None):
+                if self._slots.finished(claim, succeeded=success is not None):
                     # The endpoint may now fill more slots than were claimed for it:
                     # the pump hands them out (this worker only claims its own next).
                     self._wake = True

@@ -508,7 +508,7 @@ class Driver:
         free = self._slots.free
         if free <= 0 or self._stopping:
             return 0, set()
-        self._slots.reserve(free)
+        self._slots.reserve(free, dispatch=True)
         return free, self._slots.held_back()
 
     def _return_slots(self, held: int, claims: list[Claim]) -> bool:
@@ -518,7 +518,7 @@ class Driver:
         and when slots came back unused while the pump waits for free ones (it may
         have found none because this dispatch held them). Not otherwise: an idle
         pump woken for nothing would make a claim that finds nothing."""
-        self._slots.release(held)
+        self._slots.release(held, dispatch=True)
         self._slots.started(claims)
         return not held or len(claims) == held or self._pump_needs_slots
 

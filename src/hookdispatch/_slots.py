@@ -10,7 +10,7 @@ so a dead receiver cannot occupy every worker while healthy endpoints wait
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 from ._core import Claim
@@ -26,10 +26,9 @@ class WorkerSlots:
         self.claiming = 0  # claims under way (the pump's, and workers' own)
         self._busy = 0
         self._clock = clock
+        self._dispatching = 0  # slots held by dispatch() calls leasing their own
         self._per_endpoint: Counter[str] = Counter()
-        # When each endpoint's attempts in flight started, oldest first (an attempt
-        # that ends is taken for its endpoint's oldest: close enough for ``coming``).
-        self._since: dict[str, deque[float]] = {}
+        self._since: dict[str, float] = {}  # delivery id -> when its attempt started
         self._failing: set[str] = set()
         self._proven: set[str] = set()
         # An endpoint not yet seen to succeed may fill half the slots: enough for a
@@ -42,16 +41,14 @@ class WorkerSlots:
         return self.capacity - self._busy
 
     def coming(self, *, within: float) -> int:
-        """How many workers may hand work in soon: slots held (not by an attempt in
-        flight), and attempts in flight that started at most ``within`` seconds
-        ago. An attempt out for longer (a receiver slow to answer) is not waited
-        for by a group commit (see ``_group_commit.Lingering``)."""
+        """How many workers may hand work in soon: those holding a slot between an
+        attempt and its storage call, and attempts in flight that started at most
+        ``within`` seconds ago. An attempt out for longer (a receiver slow to
+        answer) is not waited for by a group commit (see
+        ``_group_commit.Lingering``), nor is a dispatch() leasing its own."""
         since = self._clock() - within
-        in_flight = recent = 0
-        for starts in self._since.values():
-            in_flight += len(starts)
-            recent += sum(1 for start in starts if start >= since)
-        return self._busy - in_flight + recent
+        recent = sum(1 for start in self._since.values() if start >= since)
+        return self._busy - self._dispatching - len(self._since) + recent
 
     @property
     def idle(self) -> bool:
@@ -71,14 +68,19 @@ class WorkerSlots:
             or (endpoint not in self._proven and busy >= self._unproven_share)
         }
 
-    def reserve(self, count: int = 1) -> None:
+    def reserve(self, count: int = 1, *, dispatch: bool = False) -> None:
         """Hold slots while their claim is under way: one while a worker claims its
-        next delivery, the free ones while a dispatch leases its own (see ``release``)."""
+        next delivery, the free ones while a dispatch leases its own (``dispatch``;
+        see ``release``)."""
         self._busy += count
+        if dispatch:
+            self._dispatching += count
 
-    def release(self, count: int = 1) -> None:
-        """Give back slots held by ``reserve``."""
+    def release(self, count: int = 1, *, dispatch: bool = False) -> None:
+        """Give back slots held by ``reserve`` (with the same ``dispatch``)."""
         self._busy -= count
+        if dispatch:
+            self._dispatching -= count
 
     def started(self, claims: Iterable[Claim]) -> None:
         """Count claimed deliveries as in flight."""
@@ -86,25 +88,23 @@ class WorkerSlots:
         for claim in claims:
             self._busy += 1
             self._per_endpoint[claim.endpoint.id] += 1
-            self._since.setdefault(claim.endpoint.id, deque()).append(now)
+            self._since[claim.delivery.id] = now
 
-    def finished(self, endpoint_id: str, *, succeeded: bool | None) -> bool:
-        """One attempt ended; a success clears the endpoint's failing mark.
+    def finished(self, claim: Claim, *, succeeded: bool | None) -> bool:
+        """``claim``'s attempt ended; a success clears the endpoint's failing mark.
 
         ``succeeded=None``: it ended without an outcome (cancelled), which says
         nothing about the endpoint. Returns True when it lifted a hold: the
         endpoint's first success after failing or since it was first seen. Its due
         work may now take more slots, so the caller should wake whoever claims.
         """
+        endpoint_id = claim.endpoint.id
         self._busy -= 1
         self._per_endpoint[endpoint_id] -= 1
         if not self._per_endpoint[endpoint_id]:
             del self._per_endpoint[endpoint_id]
-        starts = self._since.get(endpoint_id)
-        if starts:
-            starts.popleft()
-            if not starts:
-                del self._since[endpoint_id]
+        # (A delivery out twice, its first lease run out, is counted once.)
+        self._since.pop(claim.delivery.id, None)
         if succeeded is None:
             return False
         if succeeded:

@@ -328,16 +328,19 @@ _CLAIMED_EVENT = ", ".join(
 )
 
 
+# The endpoints of a claim, by primary key: ids as one JSON array, however many.
+_ENDPOINTS_BY_ID = (
+    f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE id IN (SELECT value FROM json_each(?))"
+)
+
+
 def _with_endpoints(conn: sqlite3.Connection, rows: list[Any]) -> list[tuple[Any, ...]]:
     """``rows`` (a claim's, each with its delivery's columns first), each followed by
     its endpoint's row, read in one query in the claim's transaction."""
     ids = list({row[2] for row in rows})  # endpoint_id
     if not ids:
         return []
-    found = conn.execute(
-        f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE id IN ({', '.join('?' * len(ids))})",
-        ids,
-    )
+    found = conn.execute(_ENDPOINTS_BY_ID, (json.dumps(ids),))
     endpoints = {row[0]: tuple(row) for row in found}
     return [(*row, *endpoints[row[2]]) for row in rows]
 
