@@ -496,8 +496,8 @@ class Driver:
 
     def _busy_slots(self) -> int:
         """How many workers a group commit may wait for (see
-        :class:`~._group_commit.Lingering`): the slots held, but for attempts out
-        longer than :data:`~._group_commit.RECENT` (a slow receiver's)."""
+        :class:`~._group_commit.Lingering` and :meth:`WorkerSlots.coming`): none
+        whose attempt has been out longer than :data:`~._group_commit.RECENT`."""
         return self._slots.coming(within=RECENT)
 
     def _lease_slots(self) -> tuple[int, set[str]]:

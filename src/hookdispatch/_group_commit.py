@@ -9,15 +9,16 @@ worker to find no group being stored takes every ticket waiting, its own
 included, and stores them all in one call (:meth:`Storage.complete_many`); the
 tickets that arrive meanwhile wait, and go together in the next call.
 
-Before it takes the group, that worker waits briefly for others who are busy
-(sending, or holding a slot) to hand theirs in (:class:`Lingering`): at most as
-long as the last group's call took between two arrivals, and four times that in
-all. It does not wait when nobody else is busy, nor, alone, when its last wait
-drew nobody (the others are stuck on slow receivers). A call costs about the
-same for one ticket as for eight, so under load this shares it between more
-workers (measured on 8 threads: about a third more deliveries per second, and a
-quarter to half less CPU per delivery, on SQLite and PostgreSQL) for a wait no
-longer than a call or two.
+Before it takes the group, that worker waits briefly for others that may hand
+theirs in soon (:class:`Lingering`): those between their attempt and the group,
+and those whose attempt went out less than :data:`RECENT` ago; at most as long
+as the last group's call took between two arrivals, and four times that in all.
+It does not wait when there is nobody to wait for, nor, alone, when its last
+wait drew nobody. A call costs about the same for one ticket as for eight, so
+under load this shares it between more workers (measured with 8 threads: 1.1 to
+1.3 times the deliveries per second, and a sixth to a third less CPU per
+delivery, on SQLite and PostgreSQL; see docs/scaling.md) for a wait no longer
+than a call or two.
 
 :class:`GroupCommit` is the face for threads, :class:`AsyncGroupCommit` the one
 for an event loop; what a group's call does is the driver's (``_settle``).
@@ -47,7 +48,7 @@ TIMER_FLOOR = 0.001
 """The shortest wait an event loop's timer keeps (s): epoll counts whole ms."""
 RECENT = 0.01
 """A worker whose attempt has been out longer than this (s) is not waited for: its
-receiver is slow, and a group would wait for it in vain (four whole gaps)."""
+receiver is slow, and a group would wait for it in vain."""
 
 
 @define(eq=False)
