@@ -1270,40 +1270,18 @@ class SQLiteStorage(Storage):
         event_id: str | None = None,
         exclude_endpoints: Collection[str],
     ) -> list[Any]:
-        """The claim's rows (see :meth:`_leased_rows`), each with its endpoint's."""
-        rows = self._leased_rows(
-            conn,
-            lease,
-            limit,
-            now=now,
-            lease_until=lease_until,
-            event_id=event_id,
-            exclude_endpoints=exclude_endpoints,
-        )
-        return _with_endpoints(conn, rows)
-
-    def _leased_rows(
-        self,
-        conn: sqlite3.Connection,
-        lease: str,
-        limit: int,
-        *,
-        now: datetime,
-        lease_until: datetime,
-        event_id: str | None = None,
-        exclude_endpoints: Collection[str],
-    ) -> list[Any]:
         """The claim's rows, leased by ``conn``'s open write transaction. One
         statement each: SQLite takes the write lock before it reads, so two
         connections (threads or processes) can never select the same row. Each
-        returns the event and the endpoint too (primary-key lookups)."""
+        returns the event's type and body too (primary-key lookups), and is then
+        followed by its endpoint's row (:func:`_with_endpoints`)."""
         excluded = list(exclude_endpoints)
         rotation = self._rotation
         if event_id is not None or not rotation.contended(now):
             sql, plain = _earliest_due(
                 lease, limit, now=now, lease_until=lease_until, event_id=event_id, excluded=excluded
             )
-            return conn.execute(sql, plain).fetchall()
+            return _with_endpoints(conn, conn.execute(sql, plain).fetchall())
         # One tenant more than can be served: one found without due work (a stale
         # picture) leaves its turn to the next rather than to the earliest due.
         tenants = rotation.turn(now, limit + 1)
@@ -1337,7 +1315,7 @@ class SQLiteStorage(Storage):
         for tenant in ran_out(tenants, counts, cap=cap, full=full):  # until when?
             found = conn.execute(_NEXT_CLAIMABLE, (tenant,)).fetchone()
             rotation.rest(tenant, None if found is None else _dt(found[0]))
-        return rows
+        return _with_endpoints(conn, rows)
 
     def _claims(self, rows: list[Any], lease: str) -> list[Claim]:
         """The claims of a claim statement's rows (a delivery, its event's type and
