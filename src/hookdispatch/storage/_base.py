@@ -50,7 +50,7 @@ import abc
 import logging
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .._core import Claim
 from .._listing import DeliveryQuery, EndpointQuery
@@ -62,6 +62,8 @@ __all__ = ["ENDPOINT_DELETED", "Storage", "check_prune_limit"]
 logger = logging.getLogger("hookdispatch")
 
 _T = TypeVar("_T")
+
+_NEXT_CLAIM_FAILED = "claiming the next delivery failed; the pump takes over"
 
 ENDPOINT_DELETED = "cancelled: its endpoint was deleted"
 """The ``last_error`` of a delivery cancelled by ``delete_endpoint``."""
@@ -236,19 +238,14 @@ class Storage(abc.ABC):
         stored = self.add_event_to_subscribers(event, now=now)
         if not stored or limit <= 0:
             return stored, []
-        try:
-            claims = self.claim(
-                now=now,
-                lease_until=lease_until,
-                limit=limit,
-                event_id=event.id,
-                exclude_endpoints=exclude_endpoints,
-            )
-        except WouldBlockError:
-            raise  # the claim was the call's first write (see without_waiting)
-        except Exception:
-            logger.exception("claiming the new event's deliveries failed; the pump takes over")
-            claims = []
+        claims = self._claim_or_log(
+            "claiming the new event's deliveries failed; the pump takes over",
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            event_id=event.id,
+            exclude_endpoints=exclude_endpoints,
+        )
         return stored, claims
 
     def add_events(self, batch: Sequence[tuple[Event, Sequence[Delivery]]]) -> list[bool]:
@@ -404,15 +401,13 @@ class Storage(abc.ABC):
         logged and returns no delivery (the dispatcher's pump claims it later).
         """
         held = self.complete(claim, attempt, delivery)
-        try:
-            claims = self.claim(
-                now=now, lease_until=lease_until, limit=1, exclude_endpoints=exclude_endpoints
-            )
-        except WouldBlockError:
-            raise  # the claim was the call's first write (see without_waiting)
-        except Exception:
-            logger.exception("claiming the next delivery failed; the pump takes over")
-            claims = []
+        claims = self._claim_or_log(
+            _NEXT_CLAIM_FAILED,
+            now=now,
+            lease_until=lease_until,
+            limit=1,
+            exclude_endpoints=exclude_endpoints,
+        )
         return held, claims
 
     def complete_many(
@@ -455,16 +450,28 @@ class Storage(abc.ABC):
         recorded = [self.complete(*completion) for completion in completions]
         if limit <= 0:
             return recorded, []
-        try:
-            claims = self.claim(
-                now=now, lease_until=lease_until, limit=limit, exclude_endpoints=exclude_endpoints
-            )
-        except WouldBlockError:
-            raise  # the claim was the call's first write (see without_waiting)
-        except Exception:
-            logger.exception("claiming the next delivery failed; the pump takes over")
-            claims = []
+        claims = self._claim_or_log(
+            _NEXT_CLAIM_FAILED,
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            exclude_endpoints=exclude_endpoints,
+        )
         return recorded, claims
+
+    def _claim_or_log(self, failure: str, **options: Any) -> list[Claim]:
+        """``claim(**options)``, for the defaults that claim after a write of their
+        own: a failure is logged (``failure``) and claims nothing, since what was
+        written stands and the dispatcher's pump claims later. WouldBlockError
+        propagates (a claim raises it only as the first write of a
+        :meth:`without_waiting` call, having done nothing)."""
+        try:
+            return self.claim(**options)
+        except WouldBlockError:
+            raise
+        except Exception:
+            logger.exception(failure)
+            return []
 
     def pending_by_endpoint(self, *, limit: int) -> list[tuple[str, int]]:
         """The endpoints with the most pending deliveries, as (endpoint id, count),
