@@ -526,3 +526,33 @@ def test_any_valid_response_cut_anywhere_reads_as_h11_reads_it(
 ) -> None:
     cuts = sorted({int(fraction * len(data)) for fraction in cut_at} - {0, len(data)})
     assert _as_we_read(data, cuts, closed) == _as_h11_reads(data, closed)
+
+
+# The quick reading of a head's field lines (one match per line) against the line by
+# line one: the same fields whenever it takes the lines, and it takes every plain head.
+_HEAD_BYTES = st.sampled_from(
+    [b"a", b"Z", b"-", b":", b" ", b"\t", b"\r", b"\n", b"\0", b"\xe9", b"ok"]
+)
+
+
+@given(st.lists(st.lists(_HEAD_BYTES, max_size=12).map(b"".join), max_size=8))
+@example([b"A: 1", b"a: 2 ", b" folded", b"B:\t"])
+@example([b"X:" + b" " * 3000 + b"\0"])  # a run of blanks, then a byte no value holds
+def test_quick_field_reading_agrees_with_the_line_by_line_one(lines: list[bytes]) -> None:
+    head = b"".join(line + b"\r\n" for line in lines)
+    quick = http11._plain_fields(head, 0, len(head))
+    try:
+        slow: dict[str, str] | None = http11._fields([b"HTTP/1.1 200 OK", *head.split(b"\n")[:-1]])
+    except http11.ResponseError:
+        slow = None
+    if quick is not None:
+        assert quick == slow
+    elif slow is not None:  # refused by the quick reading, taken line by line: not plain
+        assert any(not http11._FIELD_LINE.fullmatch(line + b"\r\n") for line in lines)
+
+
+def test_quick_field_reading_takes_at_most_the_fields_allowed() -> None:
+    head = b"".join(b"F%d: v\r\n" % n for n in range(http11.MAX_HEADER_FIELDS + 1))
+    assert http11._plain_fields(head, 0, len(head)) is None
+    with pytest.raises(http11.ResponseError, match="more than 100 header fields"):
+        http11.ResponseParser(max_body=10).feed(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n")

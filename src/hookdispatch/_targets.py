@@ -123,7 +123,7 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address
     return ()
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, cache_hash=True)  # hashed per attempt (the refusal cache's key)
 class TargetPolicy:
     """Which endpoint URLs and addresses hookdispatch may send to.
 

@@ -43,7 +43,11 @@ _MAX_LENGTH_DIGITS = 18  # under 10**18: any real body, and always a small int
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TOKEN_BYTES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?:[ \t][^\r\n\x00]*)?")
+# A status line with its line ending (CRLF or a bare LF).
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?:[ \t][^\r\n\x00]*+)?\r?\n")
+# One plain header line: a token, a colon, a value without CR, LF or NUL, its line
+# ending. Possessive: no backtracking, whatever the bytes (a run of blanks included).
+_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]++):[ \t]*+([^\r\n\x00]*+)\r?\n")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _checked_names: set[str] = set()
 
@@ -285,15 +289,17 @@ class ResponseParser:
             return -1
         if end - position > MAX_HEAD_BYTES:
             raise ResponseError("the response head is over 64 KiB")
-        lines = buffer[position:end].split(b"\n")
-        status_line = lines[0][:-1] if lines[0].endswith(b"\r") else lines[0]
-        matched = _STATUS_LINE.fullmatch(status_line)
+        matched = _STATUS_LINE.match(buffer, position, end + 1)
         if matched is None:
-            raise ResponseError(f"not an HTTP/1.x status line: {status_line[:40]!r}")
+            first = buffer[position : buffer.find(b"\n", position)].rstrip(b"\r")
+            raise ResponseError(f"not an HTTP/1.x status line: {first[:40]!r}")
         status = int(matched[2])
-        if len(lines) > MAX_HEADER_FIELDS + 1:
-            raise ResponseError(f"more than {MAX_HEADER_FIELDS} header fields")
-        headers = _fields(lines)
+        headers = _plain_fields(buffer, matched.end(), end + 1)
+        if headers is None:  # a line the quick reading does not take: read it line by line
+            lines = buffer[position:end].split(b"\n")
+            if len(lines) > MAX_HEADER_FIELDS + 1:
+                raise ResponseError(f"more than {MAX_HEADER_FIELDS} header fields")
+            headers = _fields(lines)
         if 100 <= status < 200:
             if status == 101:
                 raise ResponseError("the receiver switched protocols (101); webhooks are HTTP")
@@ -363,6 +369,29 @@ def _content_length(field: str) -> str:
     if len(value) > _MAX_LENGTH_DIGITS:  # int() of thousands of digits is slow, then refused
         raise ResponseError(f"the Content-Length is too large ({len(value)} digits)")
     return value
+
+
+def _plain_fields(head: bytes, start: int, end: int) -> dict[str, str] | None:
+    """The header fields of ``head[start:end]`` (whole lines, endings included) when
+    every line is a plain field line, as :func:`_fields` reads them; None when one is
+    not (a continuation line, a malformed one: ``_fields`` then reads them all and
+    says what is wrong), or when there are over ``MAX_HEADER_FIELDS``.
+
+    One regular-expression match per line: the common head, read at a third of the
+    cost of ``_fields``."""
+    headers: dict[str, str] = {}
+    match = _FIELD_LINE.match
+    count = 0
+    while start < end:
+        line = match(head, start, end)
+        if line is None or count == MAX_HEADER_FIELDS:
+            return None
+        count += 1
+        name = line[1].decode("ascii").lower()
+        value = line[2].rstrip(b" \t").decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        start = line.end()
+    return headers
 
 
 def _fields(lines: list[bytes]) -> dict[str, str]:
