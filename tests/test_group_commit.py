@@ -263,6 +263,28 @@ async def _tasks_group_and_a_cancelled_waiter_leaves_the_group_to_finish() -> No
         await leader
 
 
+def test_tasks_waiting_on_a_group_whose_call_is_cancelled_are_cancelled() -> None:
+    asyncio.run(_tasks_waiting_on_a_group_whose_call_is_cancelled_are_cancelled())
+
+
+async def _tasks_waiting_on_a_group_whose_call_is_cancelled_are_cancelled() -> None:
+    """As with ``asyncio.shield`` of the group's task (the loop shutting down, say)."""
+    started = asyncio.Event()
+
+    async def store(group: list[Ticket]) -> None:
+        started.set()
+        await asyncio.Event().wait()  # never stores
+
+    commit = AsyncGroupCommit(store, lingering=Lingering(lambda: 0))
+    waiting = [asyncio.create_task(commit.join(t)) for t in _tickets(2)]
+    await started.wait()
+    assert commit._storing is not None
+    commit._storing.cancel()
+    for task in waiting:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 class _FailingGroups(hd.MemoryStorage):
     """complete_many raises the first ``failures`` times: nothing is recorded."""
 
