@@ -14,6 +14,14 @@ The storage ceilings: one single-row INSERT and its COMMIT, on the same database
 as the storage and with its settings, timed one call at a time like ``dispatch()``
 (:func:`insert_commit_sqlite`, :func:`insert_commit_postgres`): a ``dispatch()``
 stores one event and its delivery, so this is the least a durable one can cost.
+
+The statements a ``dispatch()`` runs, bare (:func:`dispatch_sql_sqlite`,
+:func:`dispatch_sql_postgres`): the storage's own SQL for an event with no worker
+free to lease its delivery (the fan-out path, as in the latency table), run on its
+own tables through a bare connection, every parameter made beforehand. What the
+storage's schema costs a dispatch, with none of hookdispatch's Python around it:
+``dispatch()`` over this is what the library adds, this over INSERT+COMMIT what
+the schema does (the event's two indexes, the fan-out row, the subscriber lookup).
 """
 
 from __future__ import annotations
@@ -25,15 +33,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
 
-from hookdispatch.storage import _sqlite
+import hookdispatch as hd
+from hookdispatch._models import subscription_keys
+from hookdispatch.storage import _postgres, _sqlite
 
-from .harness import BODY, HEADERS, Deadline, Run
+from .harness import BODY, DATA, EVENT_TYPE, HEADERS, Deadline, Run
 from .latency import percentiles, timed
 
 
@@ -223,4 +234,79 @@ def insert_commit_postgres(dsn: str, count: int, limit: float) -> Run:
             samples = timed(lambda: conn.execute(insert, (next(ids), ROW_BODY)), count, limit)
         finally:
             conn.execute(f"DROP TABLE {table}")
+    return percentiles(samples)
+
+
+def _events(storage: hd.Storage, count: int) -> tuple[list[hd.Event], datetime]:
+    """``count`` new events, made now, and one endpoint of ``storage`` subscribed to
+    them (the one a ``dispatch()`` in the latency table finds)."""
+    now = datetime.now(UTC)
+    storage.add_endpoint(hd.Endpoint.create(LOCAL_URL, now=now))
+    return [hd.Event.create(EVENT_TYPE, DATA, now=now) for _ in range(count)], now
+
+
+LOCAL_URL = "http://127.0.0.1:9/never-sent"
+"""The floors' endpoint: nothing is sent to it (no dispatcher runs)."""
+
+
+def dispatch_sql_sqlite(make_storage: Callable[[], hd.Storage], count: int, limit: float) -> Run:
+    """``SQLiteStorage.add_event_to_subscribers``'s transaction per call, bare: µs.
+
+    ``BEGIN IMMEDIATE``, the event's INSERT, the fan-out row's INSERT (its
+    subscribers looked up by the same statement), ``COMMIT``: the storage's own
+    statements, on a connection opened as its own are, to a fresh storage's file.
+    """
+    storage = make_storage()
+    if not isinstance(storage, hd.SQLiteStorage):
+        raise TypeError(f"an SQLiteStorage, not {type(storage).__name__}")
+    try:
+        events, now = _events(storage, count)
+        keys = subscription_keys(EVENT_TYPE)
+        fan_out = _sqlite._fan_out_sql(len(keys))
+        made = iter(
+            [
+                (
+                    _sqlite._event_params(event),
+                    (event.id, _sqlite._ts(now), event.tenant, event.type, event.tenant, *keys),
+                )
+                for event in events
+            ]
+        )
+        conn = storage._open_connection()
+
+        def call() -> None:
+            event, fan = next(made)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_sqlite._INSERT_EVENT, event)
+            conn.execute(fan_out, fan)
+            conn.execute("COMMIT")
+
+        samples = timed(call, count, limit)
+    finally:
+        storage.close()
+    return percentiles(samples)
+
+
+def dispatch_sql_postgres(
+    make_storage: Callable[[], hd.Storage], dsn: str, count: int, limit: float
+) -> Run:
+    """``PostgresStorage.add_event_to_subscribers``'s one statement per call, bare: µs.
+
+    The event, its subscribers looked up and its fan-out row, in one round trip: the
+    storage's own statement, on one connection in autocommit, to a fresh storage's
+    schema in the benchmark's database.
+    """
+    import psycopg
+
+    storage = make_storage()
+    if not isinstance(storage, hd.PostgresStorage):
+        raise TypeError(f"a PostgresStorage, not {type(storage).__name__}")
+    try:
+        events, now = _events(storage, count)
+        statement = storage._q(_postgres._INSERT_EVENT_TO_FANOUT)
+        made = iter([_postgres._fan_out_params(event, now) for event in events])
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            samples = timed(lambda: conn.execute(statement, next(made)), count, limit)
+    finally:
+        storage.close()
     return percentiles(samples)

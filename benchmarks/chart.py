@@ -37,7 +37,13 @@ STYLE = {
     "legend.fontsize": SMALLEST,
 }
 
-COLORS = {"ceiling": "#9e9e9e", "hookdispatch": "#1f77b4", "peer": "#d62728", "batch": "#2ca02c"}
+COLORS = {
+    "ceiling": "#9e9e9e",
+    "floor": "#bdbdbd",
+    "hookdispatch": "#1f77b4",
+    "peer": "#d62728",
+    "batch": "#2ca02c",
+}
 
 
 def _whiskers(series: list[Series]) -> list[list[float]]:

@@ -24,6 +24,11 @@ def insert_commit(storage: str) -> str:
     return f"INSERT+COMMIT, one row ({storage})"
 
 
+def dispatch_sql(storage: str) -> str:
+    """The storage's own statements for a ``dispatch()``, run bare."""
+    return f"dispatch()'s SQL, bare ({storage})"
+
+
 def instant_drain(storage: str, workers: int) -> str:
     """A ``Dispatcher`` working through stored deliveries, its transport answering at once."""
     return f"Dispatcher workers={workers} drain ({storage})"
@@ -44,7 +49,7 @@ class Row:
     """One candidate of a table: ``ceiling`` names the row it is compared with."""
 
     name: str
-    kind: str  # "ceiling", "hookdispatch", "peer"
+    kind: str  # "ceiling", "floor" (a storage's own statements, bare), "hookdispatch", "peer"
     ceiling: str | None
     series: Series
 

@@ -23,6 +23,7 @@ from .results import (
     PGQUEUER_DRAIN,
     PGQUEUER_ENQUEUE,
     Row,
+    dispatch_sql,
     insert_commit,
     instant_drain,
     raw_http_client,
@@ -154,14 +155,24 @@ def calls(
 
     With ``folder`` (SQLite) and ``dsn`` (PostgreSQL), each storage's ceiling too:
     one single-row INSERT and its COMMIT on the same database, right after the
-    ``dispatch()`` it bounds.
+    ``dispatch()`` it bounds; and the storage's own statements for that
+    ``dispatch()``, bare (see :func:`ceilings.dispatch_sql_sqlite`).
     """
     url, count, limit = receiver.url, plan.latency_calls, plan.limit * 2
     bounds: dict[str, Callable[[], Run]] = {}
+    floors: dict[str, Callable[[], Run]] = {}
     if folder is not None:
         bounds["SQLite"] = lambda: ceilings.insert_commit_sqlite(folder, count, limit)
+        if "SQLite" in storages:
+            make_sqlite = storages["SQLite"]
+            floors["SQLite"] = lambda: ceilings.dispatch_sql_sqlite(make_sqlite, count, limit)
     if dsn is not None:
         bounds["PostgreSQL"] = lambda: ceilings.insert_commit_postgres(dsn, count, limit)
+        if "PostgreSQL" in storages:
+            make_pg = storages["PostgreSQL"]
+            floors["PostgreSQL"] = lambda: ceilings.dispatch_sql_postgres(
+                make_pg, dsn, count, limit
+            )
     found: list[Candidate] = []
     for label, make in storages.items():
         bound = bounds.get(label)
@@ -175,6 +186,9 @@ def calls(
         )
         if bound is not None:
             found.append((insert_commit(label), "ceiling", None, bound))
+        floor = floors.get(label)
+        if floor is not None:
+            found.append((dispatch_sql(label), "floor", insert_commit(label), floor))
     if worker is not None:
         found.append(
             (

@@ -26,6 +26,7 @@ from benchmarks.results import (
     PGQUEUER_ENQUEUE,
     Results,
     Row,
+    dispatch_sql,
     insert_commit,
     instant_drain,
     raw_http_client,
@@ -63,6 +64,7 @@ def results() -> Results:
             Row("dispatch() (memory)", "hookdispatch", None, series(12.0, 40.0)),
             Row("dispatch() (SQLite)", "hookdispatch", insert_commit("SQLite"), series(60.0)),
             Row(insert_commit("SQLite"), "ceiling", None, series(20.0, 90.0)),
+            Row(dispatch_sql("SQLite"), "floor", insert_commit("SQLite"), series(50.0)),
             Row(
                 "dispatch() (PostgreSQL)",
                 "hookdispatch",
@@ -129,8 +131,14 @@ def test_the_page_shows_each_ratio_next_to_its_target_and_says_what_the_ceilings
     assert "`http.client.HTTPConnection`" in page
     assert "**INSERT+COMMIT, one row**" in page
     # The latency table: dispatch() over its storage's ceiling, beside it.
-    assert "| **dispatch() (SQLite)** | 60.0 | 54.0–66.0 |  | 3.00× |" in page
-    assert "| INSERT+COMMIT, one row (SQLite) | 20.0 | 18.0–22.0 | 90.0 | ceiling |" in page
+    assert "| **dispatch() (SQLite)** | 60.0 | 54.0–66.0 |  | 3.00× | 1.20× |" in page
+    assert "| INSERT+COMMIT, one row (SQLite) | 20.0 | 18.0–22.0 | 90.0 | ceiling |  |" in page
+    # ... and over the storage's own statements, bare: what hookdispatch's code adds,
+    # beside what the schema adds to the ceiling.
+    assert "**dispatch()'s SQL, bare**" in page
+    assert "| dispatch()'s SQL, bare (SQLite) | 50.0 | 45.0–55.0 |  | 2.50× | floor |  |" in page
+    # Without a floor (PostgreSQL here), the column stays empty.
+    assert "| **dispatch() (PostgreSQL)** | 240 | 216–264 |  | 1.50× |  |" in page
     # The job-queue section: PgQueuer's rows and hookdispatch's against them.
     assert "## PostgreSQL as a job queue: hookdispatch and PgQueuer" in page
     assert "PgQueuer 1.6.0" in page
