@@ -78,19 +78,27 @@ _hurry: contextvars.ContextVar[_Hurry | None] = contextvars.ContextVar(
 """Set while a ``without_waiting`` call runs (in its thread and context only: the
 call is synchronous, so no other task or thread sees it)."""
 
-_WAL_BYTES = 2 << 20
+_WAL_BYTES = 8 << 20
 """How much WAL the writer lets pile up before it checkpoints (copies the WAL into
 the database file), and the WAL's ``journal_size_limit``.
 
-SQLite's own automatic checkpoint (after a commit that leaves 1,000 pages in the
-WAL: 2 MiB of SQLiteStorage's pages) runs in whichever commit crosses the line, and
-syncs the file: on an event loop, that would be a stall. So once the storage is
-used from one (``_checkpoint_here``), the writer turns it off and checkpoints
-itself, at the same size, after a commit made where waiting is fine; a write
+A checkpoint copies the latest copy of each page the WAL holds, and every commit
+appends a new copy of the hot pages (the right-hand leaves of each table and
+index): the longer the WAL, the more of those copies one checkpoint replaces with
+one. 8 MiB instead of SQLite's default 1,000 pages (2 MiB of ours): a delivery's
+share of the checkpoints' CPU went from 9-12 to 6-7 us (AsyncDispatcher, 20,000
+deliveries), for a checkpoint of about 4 ms of CPU instead of 1.6 (and the sync).
+
+SQLite's automatic checkpoint runs in whichever commit crosses the line, and syncs
+the file: on an event loop, that would be a stall. So once the storage is used
+from one (``_checkpoint_here``), the writer turns it off and checkpoints itself,
+at this size, after a commit made where waiting is fine; a write
 ``without_waiting`` that finds a checkpoint due raises WouldBlockError, and the
-thread it then goes to makes it. The size is the WAL file's: SQLite writes it from
-its beginning again after a checkpoint, and then cuts it back to
-``journal_size_limit``, so a larger file holds that much written since."""
+thread it then goes to makes it. Used from threads only, the writer keeps SQLite's
+automatic checkpoint, set to as many pages (``_open_writer``). The size is the WAL
+file's: SQLite writes it from its beginning again after a checkpoint, and then
+cuts it back to ``journal_size_limit``, so a larger file holds that much written
+since."""
 
 _LOOK_EVERY = 8
 """Writes between two looks at the WAL file's size (see ``_checkpoint_due``)."""
@@ -750,6 +758,11 @@ class SQLiteStorage(Storage):
         self._writer, self._writer_waits, self._checkpointed = writer, True, 0
         if self._own_checkpoints:
             self._checkpoint_here(writer)
+        else:  # SQLite's automatic checkpoint, at _WAL_BYTES of this file's pages
+            with _translated():
+                [(page_size,)] = writer.execute("PRAGMA page_size").fetchall()
+                writer.execute(f"PRAGMA wal_autocheckpoint = {_WAL_BYTES // page_size}")
+                writer.execute(f"PRAGMA journal_size_limit = {_WAL_BYTES}")
         return writer
 
     def _checkpoint_here(self, writer: sqlite3.Connection) -> None:
