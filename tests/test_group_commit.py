@@ -285,6 +285,57 @@ async def _tasks_waiting_on_a_group_whose_call_is_cancelled_are_cancelled() -> N
             await task
 
 
+def test_tasks_waiting_on_a_group_whose_call_raises_get_its_exception() -> None:
+    asyncio.run(_tasks_waiting_on_a_group_whose_call_raises_get_its_exception())
+
+
+async def _tasks_waiting_on_a_group_whose_call_raises_get_its_exception() -> None:
+    """``store`` never raises; were anything in its place to, every waiter gets the
+    exception, once, as through ``asyncio.shield``: none waits for ever on a ticket
+    the failed group took."""
+    calls = 0
+
+    async def store(group: list[Ticket]) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("the storage call raised")
+
+    commit = AsyncGroupCommit(store, lingering=Lingering(lambda: 0))
+    waiting = [asyncio.create_task(commit.join(t)) for t in _tickets(2)]
+    done, pending = await asyncio.wait(waiting, timeout=5)
+    assert not pending
+    for task in done:
+        with pytest.raises(RuntimeError, match="the storage call raised"):
+            task.result()
+    assert calls == 1
+
+
+def test_a_cancelled_waiter_leaves_no_future_behind() -> None:
+    asyncio.run(_a_cancelled_waiter_leaves_no_future_behind())
+
+
+async def _a_cancelled_waiter_leaves_no_future_behind() -> None:
+    release = asyncio.Event()
+
+    async def store(group: list[Ticket]) -> None:
+        await release.wait()
+        for ticket in group:
+            ticket.done = True
+
+    commit = AsyncGroupCommit(store, lingering=Lingering(lambda: 0))
+    tickets = _tickets(101)
+    kept = asyncio.create_task(commit.join(tickets[0]))
+    given_up = [asyncio.create_task(commit.join(t)) for t in tickets[1:]]
+    await asyncio.sleep(0)
+    for task in given_up:
+        task.cancel()
+    await asyncio.gather(*given_up, return_exceptions=True)
+    assert len(commit._sleepers) == 1  # the one still waiting
+    release.set()
+    await kept
+    assert tickets[0].done
+
+
 class _FailingGroups(hd.MemoryStorage):
     """complete_many raises the first ``failures`` times: nothing is recorded."""
 

@@ -194,18 +194,30 @@ class AsyncGroupCommit:
                 self._storing.add_done_callback(self._wake)
             sleeper = loop.create_future()
             self._sleepers.append(sleeper)
-            await sleeper
+            try:
+                await sleeper
+            except asyncio.CancelledError:
+                if not sleeper.done() or sleeper.cancelled():  # (not woken: still listed)
+                    with contextlib.suppress(ValueError):
+                        self._sleepers.remove(sleeper)
+                raise
 
     def _wake(self, storing: asyncio.Task[None]) -> None:
-        """Wake the tasks waiting on a group's task that ended. (One whose group's task
-        ended but whose callback had not run yet may be woken by it once more than
-        needed: it finds its ticket not done and waits again.)"""
+        """Wake the tasks waiting on a group's task that ended, with its outcome: its
+        cancellation or its exception (``store`` never raises; anything else that
+        does, the loop closing under it say, reaches every waiter, as through
+        ``asyncio.shield``). One whose group's task ended but whose callback had not
+        run yet may be woken by it once more than needed: it finds its ticket not
+        done and waits again."""
         sleepers, self._sleepers = self._sleepers, []
+        failure = None if storing.cancelled() else storing.exception()
         for sleeper in sleepers:
             if sleeper.done():
                 continue
             if storing.cancelled():
                 sleeper.cancel()
+            elif failure is not None:
+                sleeper.set_exception(failure)
             else:
                 sleeper.set_result(None)
 
