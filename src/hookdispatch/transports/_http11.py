@@ -291,7 +291,8 @@ class ResponseParser:
             raise ResponseError("the response head is over 64 KiB")
         matched = _STATUS_LINE.match(buffer, position, end + 1)
         if matched is None:
-            first = buffer[position : buffer.find(b"\n", position)].rstrip(b"\r")
+            first = buffer[position : buffer.find(b"\n", position)]
+            first = first[:-1] if first.endswith(b"\r") else first
             raise ResponseError(f"not an HTTP/1.x status line: {first[:40]!r}")
         status = int(matched[2])
         headers = _plain_fields(buffer, matched.end(), end + 1)
