@@ -799,7 +799,8 @@ def render(results: Results, *, images: Mapping[str, str]) -> str:
             "The storages' ceiling, **INSERT+COMMIT, one row**: one single-row insert"
             " committed on its own, timed like `dispatch()`. SQLite: a fresh file in the"
             " same folder with SQLiteStorage's settings (WAL, `synchronous = NORMAL`, its"
-            " page size), each call `BEGIN IMMEDIATE`, an INSERT of a 200-byte row,"
+            " page size and checkpoint size), each call `BEGIN IMMEDIATE`, an INSERT of a"
+            " 200-byte row,"
             " `COMMIT`. PostgreSQL: one connection in autocommit to the same throwaway"
             " database (`synchronous_commit = off`), each call one `INSERT`, whose round"
             " trip is the insert and its commit. A `dispatch()` stores its event and"
@@ -816,7 +817,8 @@ def render(results: Results, *, images: Mapping[str, str]) -> str:
             " what the schema adds to the one-row ceiling (the event's two indexes, the"
             " fan-out row, the subscriber lookup); a `dispatch()`'s *vs its SQL, bare* is"
             " what hookdispatch's own code adds (validating and encoding the event, ids,"
-            " the driver's call).",
+            " the driver's call; and in the first few calls, made while workers were"
+            " free, the lease of their deliveries).",
             "",
             *latency_table(results),
             *chart("latency"),

@@ -103,6 +103,17 @@ since."""
 _LOOK_EVERY = 8
 """Writes between two looks at the WAL file's size (see ``_checkpoint_due``)."""
 
+
+def _checkpoint_every(conn: sqlite3.Connection, size: int) -> None:
+    """SQLite's automatic checkpoint on ``conn``, after a commit that leaves ``size``
+    bytes of the file's pages in the WAL, which is cut back to ``size`` when it
+    starts again (the writer's settings, when used from threads only)."""
+    with _translated():
+        [(page_size,)] = conn.execute("PRAGMA page_size").fetchall()
+        conn.execute(f"PRAGMA wal_autocheckpoint = {size // page_size}")
+        conn.execute(f"PRAGMA journal_size_limit = {size}")
+
+
 _HURRIED_SETTLE_ROWS = 64
 _HURRIED_SETTLE_DELIVERIES = 128
 """A claim ``without_waiting`` writes out at most this chunk of waiting dispatches
@@ -755,14 +766,11 @@ class SQLiteStorage(Storage):
             if self._closed:
                 raise StorageError("this SQLiteStorage is closed; open a new one")
         writer = self._open_connection()
-        self._writer, self._writer_waits, self._checkpointed = writer, True, 0
         if self._own_checkpoints:
             self._checkpoint_here(writer)
-        else:  # SQLite's automatic checkpoint, at _WAL_BYTES of this file's pages
-            with _translated():
-                [(page_size,)] = writer.execute("PRAGMA page_size").fetchall()
-                writer.execute(f"PRAGMA wal_autocheckpoint = {_WAL_BYTES // page_size}")
-                writer.execute(f"PRAGMA journal_size_limit = {_WAL_BYTES}")
+        else:
+            _checkpoint_every(writer, _WAL_BYTES)
+        self._writer, self._writer_waits, self._checkpointed = writer, True, 0
         return writer
 
     def _checkpoint_here(self, writer: sqlite3.Connection) -> None:
