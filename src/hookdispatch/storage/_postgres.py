@@ -22,7 +22,10 @@ from typing import Any, TypeVar
 import psycopg
 from attrs import frozen
 from psycopg import sql
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from psycopg.errors import DeadlockDetected, ForeignKeyViolation, LockNotAvailable, UniqueViolation
+from psycopg.pq import Format
 from psycopg.types.string import BytesBinaryDumper
 from psycopg_pool import ConnectionPool
 
@@ -636,12 +639,17 @@ def _completion_columns(
 ) -> tuple[str, ...]:
     """The arrays of ``_COMPLETE_MANY``, one per column, each in PostgreSQL's text
     form (see :func:`_array_literal`)."""
-    columns: tuple[list[Any], ...] = tuple([] for _ in range(15))
-    for claim, attempt, delivery in completions:
-        values = (*_attempt_values(attempt), *_outcome_values(delivery), claim.lease)
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return tuple(_array_literal(column) for column in columns)
+    if not completions:  # (a claim alone)
+        return ("{}",) * _COMPLETION_COLUMNS
+    rows = [
+        (*_attempt_values(attempt), *_outcome_values(delivery), claim.lease)
+        for claim, attempt, delivery in completions
+    ]
+    return tuple(_array_literal(column) for column in zip(*rows, strict=True))
+
+
+_COMPLETION_COLUMNS = 15
+"""The arrays ``_COMPLETE_MANY`` takes: an attempt's 9 columns, a delivery's 5, the lease."""
 
 
 def _array_literal(values: Sequence[Any]) -> str:
@@ -656,16 +664,21 @@ def _array_literal(values: Sequence[Any]) -> str:
     hex form (``\\x...``); datetimes (aware: every one stored is) their ISO form
     with the offset; numbers their ``str``. A NUL in a text is refused by psycopg
     as in any parameter (see ``_run``)."""
-    items = []
+    items: list[str] = []
+    append = items.append
     for value in values:
         if value is None:
-            items.append("NULL")
+            append("NULL")
             continue
-        if isinstance(value, bytes | bytearray | memoryview):
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, bytes | bytearray | memoryview):
             text = "\\x" + bytes(value).hex()
         else:
             text = str(value)
-        items.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        if "\\" in text or '"' in text:  # (ids, numbers and times hold neither)
+            text = text.replace("\\", "\\\\").replace('"', '\\"')
+        append(f'"{text}"')
     return "{" + ",".join(items) + "}"
 
 
@@ -1073,6 +1086,9 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+_ENDPOINTS_SEEN = 1024
+"""The most Endpoints ``_endpoint_of`` keeps (it starts afresh when full)."""
+
 _DELETE_LOCK_TIMEOUT = b"SET LOCAL lock_timeout = '100ms'"
 _DELETE_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 """``delete_endpoint``'s pauses between tries that gave up waiting for a lock (after
@@ -1086,6 +1102,26 @@ run, not an error."""
 
 # Pipeline mode needs libpq 14 or later (psycopg's binary package bundles one).
 _PIPELINE = psycopg.Pipeline.is_supported()
+
+
+class _JsonbAsText(Loader):
+    """A jsonb value as its text, not decoded: the claims' endpoint columns, so that
+    a row is hashable and its Endpoint built once (``PostgresStorage._endpoint_of``)."""
+
+    def load(self, data: Buffer) -> str:
+        return bytes(data).decode()
+
+
+class _JsonbBinaryAsText(Loader):
+    """The same in binary results, whose jsonb is a version byte (1), then the text."""
+
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> str:
+        raw = bytes(data)
+        if raw[:1] != b"\x01":
+            raise psycopg.DataError(f"unknown jsonb binary format version {raw[:1]!r}")
+        return raw[1:].decode()
 
 
 @frozen
@@ -1164,6 +1200,7 @@ class PostgresStorage(Storage):
         self._fanned_out = False  # stored a fanout row since a claim last wrote them out
         self._settle_at = 0.0  # time.monotonic() when a claim writes them out anyway
         self._settled_since_vacuum = 0  # fanout rows deleted since the last VACUUM
+        self._endpoints_seen: dict[tuple[Any, ...], Endpoint] = {}  # see _endpoint_of
         if isinstance(dsn_or_pool, ConnectionPool):
             self._owns_pool = False
             self._pool = dsn_or_pool
@@ -1207,27 +1244,37 @@ class PostgresStorage(Storage):
         return query
 
     def _run(
-        self, *statements: Statement, retry: bool = True, binary: bool = False
+        self,
+        *statements: Statement,
+        retry: bool = True,
+        binary: bool = False,
+        json_as_text: bool = False,
     ) -> list[_Result]:
         """Run ``statements`` in one transaction and return their results.
 
         One statement on an autocommit connection (our pool's) is its own transaction:
         one round trip, no BEGIN and COMMIT. ``retry``: see :meth:`_connected`.
         ``binary``: parameters and results in PostgreSQL's binary format (arrays of
-        thousands: several times cheaper to encode than text).
+        thousands: several times cheaper to encode than text). ``json_as_text``:
+        jsonb values come back as their text, not decoded (a claim's rows).
         """
+
+        def execute(conn: psycopg.Connection[Any], statement: Statement) -> psycopg.Cursor[Any]:
+            cursor = conn.cursor(binary=binary)
+            if json_as_text:  # (this cursor's own adapters: the connection's are untouched)
+                cursor.adapters.register_loader("jsonb", _JsonbAsText)
+                cursor.adapters.register_loader("jsonb", _JsonbBinaryAsText)
+            return cursor.execute(*statement)
 
         def once(conn: psycopg.Connection[Any]) -> list[_Result]:
             if len(statements) == 1 and conn.autocommit:
-                cursors = [conn.execute(*statements[0], binary=binary)]
+                cursors = [execute(conn, statements[0])]
             else:
                 # Pipelined: BEGIN, the statements and COMMIT go out together, one
                 # round trip in all instead of one each.
                 pipeline = conn.pipeline() if _PIPELINE else contextlib.nullcontext()
                 with pipeline, conn.transaction():
-                    cursors = [
-                        conn.execute(query, params, binary=binary) for query, params in statements
-                    ]
+                    cursors = [execute(conn, statement) for statement in statements]
             return [
                 _Result(cursor.rowcount, cursor.fetchall() if _has_rows(cursor) else [])
                 for cursor in cursors
@@ -1555,7 +1602,7 @@ class PostgresStorage(Storage):
             # rather than made to fail every dispatch.
             "excluded": _names([e for e in exclude_endpoints if "," not in e]),
         }
-        [result] = self._run((self._q(_INSERT_EVENT_AND_CLAIM), params))
+        [result] = self._run((self._q(_INSERT_EVENT_AND_CLAIM), params), json_as_text=True)
         if not result.rows or not result.rows[0][0]:
             return False, []
         self._fanned_out = True  # (when some were not leased: see _claim_settling)
@@ -1563,7 +1610,7 @@ class PostgresStorage(Storage):
         for row in result.rows:
             if row[1] is None:
                 continue  # the event's row, when it leased nothing
-            endpoint = _endpoint(row[2:])
+            endpoint = self._endpoint_of(row[2:])
             delivery = Delivery(
                 id=row[1],
                 event_id=event.id,
@@ -1763,7 +1810,7 @@ class PostgresStorage(Storage):
         )
         if event_id is None:
             settle = self._claim_settling()
-            results = self._run(*settle, (_CLAIM_SETTINGS, ()), statement)
+            results = self._run(*settle, (_CLAIM_SETTINGS, ()), statement, json_as_text=True)
             if settle:
                 self._settled(results[0])
             return self._claimed(results[-1].rows, taking)
@@ -1772,10 +1819,10 @@ class PostgresStorage(Storage):
         # nothing, the backlog is written out and the claim made again (it leased
         # nothing to lose); when it found some, the inline loop claims the rest
         # after next_due_at(), which writes everything out.
-        written, result = self._run(self._settling(), statement)
+        written, result = self._run(self._settling(), statement, json_as_text=True)
         if self._settled(written) and not result.rows:
             self._settle_backlog()
-            written, result = self._run(self._settling(), statement)
+            written, result = self._run(self._settling(), statement, json_as_text=True)
             self._settled(written)
         return self._claimed(result.rows, taking)
 
@@ -1848,7 +1895,7 @@ class PostgresStorage(Storage):
         claims = [
             Claim(
                 delivery=delivery_from_row(row, _utc),
-                endpoint=_endpoint(row[DELIVERY_WIDTH + 2 :]),
+                endpoint=self._endpoint_of(row[DELIVERY_WIDTH + 2 :]),
                 event_type=row[DELIVERY_WIDTH],
                 body=bytes(row[DELIVERY_WIDTH + 1]),
                 lease=lease,
@@ -1857,6 +1904,18 @@ class PostgresStorage(Storage):
         ]
         claims.sort(key=lambda claim: claim.delivery.created_at)
         return claims
+
+    def _endpoint_of(self, row: tuple[Any, ...]) -> Endpoint:
+        """The Endpoint of a claim's row (its jsonb as text: ``json_as_text``), built
+        once per distinct row: a claim's rows name few endpoints, mostly the same
+        ones as the last claim's. Any change to the endpoint's row is a new key."""
+        key = (*row[:3], tuple(row[3]), *row[4:])
+        endpoint = self._endpoints_seen.get(key)
+        if endpoint is None:
+            if len(self._endpoints_seen) >= _ENDPOINTS_SEEN:
+                self._endpoints_seen.clear()
+            endpoint = self._endpoints_seen[key] = _endpoint(row)
+        return endpoint
 
     def _took_turns(
         self, rows: list[tuple[Any, ...]], tenants: list[str], limit: int
@@ -1959,7 +2018,7 @@ class PostgresStorage(Storage):
             _SETTLE_DELIVERIES,
             ENDPOINT_DELETED,
         )
-        [result] = self._run((self._q(_COMPLETE_AND_CLAIM), params), binary=True)
+        [result] = self._run((self._q(_COMPLETE_AND_CLAIM), params), binary=True, json_as_text=True)
         summary, *rows = result.rows
         numbers, settled = summary[-4], summary[-3:]
         if settle:
@@ -1985,7 +2044,7 @@ class PostgresStorage(Storage):
             statements.append((self._q(_COMPLETE_MANY), _completion_columns(completions)))
         settle = self._claim_settling()
         statements += [*settle, (_CLAIM_SETTINGS, ()), claim]
-        results = self._run(*statements, binary=True)
+        results = self._run(*statements, binary=True, json_as_text=True)
         if settle:
             self._settled(results[-3])
         held = [False] * len(completions)

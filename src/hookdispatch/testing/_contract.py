@@ -219,6 +219,37 @@ class ContractTests(StorageHarness):
         storage.add_endpoint(second)
         equal(storage.get_endpoint(second.id), second, "add_endpoint() with a previous secret")
 
+    def test_every_claim_sees_its_endpoint_as_it_is_now(self) -> None:
+        # A storage may keep what it built of an endpoint from one claim to the next;
+        # any change to the endpoint shows in the next claim all the same.
+        storage = self.storage
+        endpoint = make_endpoint()
+        storage.add_endpoint(endpoint)
+        store_events(storage, 3, endpoint=endpoint)
+        [first] = storage.claim(now=BASE, lease_until=at(60), limit=1)
+        equal(first.endpoint, endpoint, "the first claim's endpoint")
+        changed = evolve(
+            endpoint, description="changed", headers={"X-Token": "new"}, metadata={"k": [1]}
+        )
+        storage.update_endpoint(changed)
+        [second] = storage.claim(now=BASE, lease_until=at(60), limit=1)
+        equal(second.endpoint, changed, "a claim after update_endpoint() of its headers")
+        rotated = evolve(
+            changed,
+            secret=make_endpoint().secret,
+            previous_secret=changed.secret,
+            previous_secret_expires_at=at(100),
+        )
+        storage.update_endpoint(rotated)
+        held, [third] = storage.complete_many(
+            [(first, *outcome(first, "succeeded", now=at(1)))],
+            now=at(1),
+            lease_until=at(61),
+            limit=1,
+        )
+        equal(held, [True], "complete_many() of the first")
+        equal(third.endpoint, rotated, "complete_many()'s claim after a rotation of its secret")
+
     def test_endpoints_keep_their_description_headers_and_metadata(self) -> None:
         storage = self.storage
         plain = make_endpoint()
@@ -1050,6 +1081,11 @@ class ContractTests(StorageHarness):
             equal(claim.delivery.next_attempt_at, at(122), "a claim's lease end")
         held, none = storage.complete_many([], now=at(63), lease_until=at(123), limit=0)
         equal((held, none), ([], []), "complete_many() of nothing, limit=0")
+        # Nothing to record, a claim to make: as claim() would (the retry, due at 90).
+        held, [retried] = storage.complete_many([], now=at(91), lease_until=at(151), limit=5)
+        equal(held, [], "complete_many() of nothing, limit=5: nothing held")
+        equal(retried.delivery.id, deliveries[1].id, "complete_many() of nothing claims")
+        equal(retried.delivery.next_attempt_at, at(151), "its lease end")
 
     def test_complete_many_keeps_every_character_and_byte_it_records(self) -> None:
         # What a receiver answered goes back exactly: texts with the characters an
