@@ -378,8 +378,8 @@ def _plain_fields(head: bytes, start: int, end: int) -> dict[str, str] | None:
     not (a continuation line, a malformed one: ``_fields`` then reads them all and
     says what is wrong), or when there are over ``MAX_HEADER_FIELDS``.
 
-    One regular-expression match per line: the common head, read at a third of the
-    cost of ``_fields``."""
+    One regular-expression match per line: a head read at half the cost of
+    ``_fields`` (1.1 against 2.2 us for two fields, 3.0 against 6.4 for six)."""
     headers: dict[str, str] = {}
     match = _FIELD_LINE.match
     count = 0
