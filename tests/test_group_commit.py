@@ -278,8 +278,9 @@ async def _tasks_waiting_on_a_group_whose_call_is_cancelled_are_cancelled() -> N
     commit = AsyncGroupCommit(store, lingering=Lingering(lambda: 0))
     waiting = [asyncio.create_task(commit.join(t)) for t in _tickets(2)]
     await started.wait()
-    assert commit._storing is not None
-    commit._storing.cancel()
+    assert commit._group is not None
+    assert commit._group.task is not None
+    commit._group.task.cancel()
     for task in waiting:
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -330,10 +331,89 @@ async def _a_cancelled_waiter_leaves_no_future_behind() -> None:
     for task in given_up:
         task.cancel()
     await asyncio.gather(*given_up, return_exceptions=True)
-    assert len(commit._sleepers) == 1  # the one still waiting
+    assert commit._group is not None
+    assert len(commit._group.sleepers) == 1  # the one still waiting
     release.set()
     await kept
     assert tickets[0].done
+
+
+def test_only_the_tickets_a_failed_group_took_get_its_exception() -> None:
+    asyncio.run(_only_the_tickets_a_failed_group_took_get_its_exception())
+
+
+async def _only_the_tickets_a_failed_group_took_get_its_exception() -> None:
+    """A ticket handed in while a group's call fails waits for the next group (which
+    stores it), whether it waited on the failed group or joined after it ended and
+    before its waiters were woken."""
+    calls: list[list[Ticket]] = []
+    release = asyncio.Event()
+    late_joins = asyncio.get_running_loop().create_future()
+
+    async def store(group: list[Ticket]) -> None:
+        calls.append(group)
+        if len(calls) == 1:
+            await release.wait()
+            late_joins.set_result(None)  # a task ready before this group's waiters wake
+            raise RuntimeError("group 1 failed")
+        for ticket in group:
+            ticket.done = True
+
+    commit = AsyncGroupCommit(store, lingering=Lingering(lambda: 0))
+    first, during, late = _tickets(3)
+    in_first = asyncio.create_task(commit.join(first))
+    await asyncio.sleep(0.01)
+    while_storing = asyncio.create_task(commit.join(during))  # after group 1 took its own
+    await asyncio.sleep(0.01)
+
+    async def join_late() -> None:
+        await late_joins
+        await commit.join(late)
+
+    after = asyncio.create_task(join_late())
+    release.set()
+    results = await asyncio.gather(in_first, while_storing, after, return_exceptions=True)
+    assert isinstance(results[0], RuntimeError)
+    assert results[1:] == [None, None]
+    assert not first.done
+    assert during.done
+    assert late.done
+    assert [len(group) for group in calls] == [1, 2]
+
+
+def test_a_waiter_cancelled_once_woken_leaves_its_ticket_to_be_stored() -> None:
+    asyncio.run(_a_waiter_cancelled_once_woken_leaves_its_ticket_to_be_stored())
+
+
+async def _a_waiter_cancelled_once_woken_leaves_its_ticket_to_be_stored() -> None:
+    """Its ticket came while a group stored; that group's end woke it, and it was
+    cancelled (closing, say) before it could start the next group: the next group
+    starts all the same, and wait() (what closing waits for) waits for it."""
+    release = asyncio.Event()
+
+    async def store(group: list[Ticket]) -> None:
+        await release.wait()
+        for ticket in group:
+            ticket.done = True
+
+    commit = AsyncGroupCommit(store, lingering=Lingering(lambda: 0))
+    first, second = _tickets(2)
+    in_first = asyncio.create_task(commit.join(first))
+    await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(commit.join(second))
+    await asyncio.sleep(0.01)
+    group = commit._group
+    assert group is not None
+    assert group.task is not None
+    release.set()
+    while not group.task.done():
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # woken, not resumed yet
+    waiting.cancel()
+    await asyncio.gather(in_first, waiting, return_exceptions=True)
+    await commit.wait()
+    assert first.done
+    assert second.done
 
 
 class _FailingGroups(hd.MemoryStorage):

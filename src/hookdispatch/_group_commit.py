@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -158,6 +159,18 @@ class GroupCommit:
                 self._cond.notify_all()
 
 
+class _Group:
+    """One group of an AsyncGroupCommit: the task storing it, the futures of the
+    tasks waiting on it, and the tickets it took (once it has lingered)."""
+
+    __slots__ = ("sleepers", "task", "tickets")
+
+    def __init__(self) -> None:
+        self.sleepers: list[asyncio.Future[None]] = []
+        self.tickets: list[Ticket] = []
+        self.task: asyncio.Task[None] | None = None
+
+
 class AsyncGroupCommit:
     """Tickets of tasks on one event loop, stored in groups by ``store`` (a
     coroutine that never raises; a group's call runs as its own task, so a waiting
@@ -174,54 +187,68 @@ class AsyncGroupCommit:
         self._lingering = lingering
         self._arrived: asyncio.Event | None = None  # set on a ticket in, while lingering
         self._waiting: list[Ticket] = []
-        self._storing: asyncio.Task[None] | None = None
-        self._sleepers: list[asyncio.Future[None]] = []  # woken when _storing ends
+        self._group: _Group | None = None  # the last group started
 
     async def join(self, ticket: Ticket) -> None:
         """Return once ``ticket`` is stored (see :meth:`GroupCommit.join`).
 
-        Each waiting task sleeps on a future of its own, woken when the group's task
-        ends (cancelled with it, if it is cancelled): what ``asyncio.shield`` of
-        that task would do, at about 2 us less per ticket. A waiting task that is
-        cancelled cancels only its own future."""
+        Each waiting task sleeps on a future of its own, woken when the task storing
+        the group ends, with its outcome (see :meth:`_wake`): what ``asyncio.shield``
+        of that task would do, at about 2 us less per ticket. A waiting task that is
+        cancelled cancels only its own future, and leaves its ticket to be stored
+        all the same."""
         self._waiting.append(ticket)
         if self._arrived is not None:
             self._arrived.set()
         loop = asyncio.get_running_loop()
         while not ticket.done:
-            if self._storing is None or self._storing.done():
-                self._storing = loop.create_task(self._linger_and_store())
-                self._storing.add_done_callback(self._wake)
+            group = self._under_way(loop)
             sleeper = loop.create_future()
-            self._sleepers.append(sleeper)
+            group.sleepers.append(sleeper)
             try:
                 await sleeper
             except asyncio.CancelledError:
                 if not sleeper.done() or sleeper.cancelled():  # (not woken: still listed)
                     with contextlib.suppress(ValueError):
-                        self._sleepers.remove(sleeper)
+                        group.sleepers.remove(sleeper)
                 raise
+            except Exception:
+                if any(taken is ticket for taken in group.tickets):
+                    raise  # its own group's call failed
+                # (the group that failed had not taken it: the next one will)
 
-    def _wake(self, storing: asyncio.Task[None]) -> None:
-        """Wake the tasks waiting on a group's task that ended, with its outcome: its
-        cancellation or its exception (``store`` never raises; anything else that
-        does, the loop closing under it say, reaches every waiter, as through
-        ``asyncio.shield``). One whose group's task ended but whose callback had not
-        run yet may be woken by it once more than needed: it finds its ticket not
-        done and waits again."""
-        sleepers, self._sleepers = self._sleepers, []
-        failure = None if storing.cancelled() else storing.exception()
-        for sleeper in sleepers:
+    def _under_way(self, loop: asyncio.AbstractEventLoop) -> _Group:
+        """The group being lingered over or stored; a new one if none is."""
+        group = self._group
+        if group is None or group.task is None or group.task.done():
+            group = self._group = _Group()
+            group.task = loop.create_task(self._linger_and_store(group))
+            group.task.add_done_callback(functools.partial(self._wake, group))
+        return group
+
+    def _wake(self, group: _Group, storing: asyncio.Task[None]) -> None:
+        """``group``'s task ended: wake the tasks that waited on it, with its outcome,
+        its cancellation or its exception (``store`` never raises; were anything in
+        its place to, the loop closing under it say, it reaches the waiters whose
+        tickets that group took, as through ``asyncio.shield``; the others wait for
+        the next group). Tickets handed in meanwhile start the next group now,
+        whether or not a task still waits for them (one cancelled meanwhile leaves
+        its ticket to be stored)."""
+        cancelled = storing.cancelled()
+        failure = None if cancelled else storing.exception()
+        if not cancelled and self._waiting and self._group is group:
+            self._under_way(storing.get_loop())
+        for sleeper in group.sleepers:
             if sleeper.done():
                 continue
-            if storing.cancelled():
+            if cancelled:
                 sleeper.cancel()
             elif failure is not None:
                 sleeper.set_exception(failure)
             else:
                 sleeper.set_result(None)
 
-    async def _linger_and_store(self) -> None:
+    async def _linger_and_store(self, group: _Group) -> None:
         """One group: the tickets waiting once it has lingered, stored.
 
         A wait shorter than :data:`TIMER_FLOOR` is one turn of the loop (the tasks
@@ -239,14 +266,16 @@ class AsyncGroupCommit:
                     await asyncio.wait_for(arrived.wait(), wait)
         finally:
             self._arrived = None
-        group, self._waiting = self._waiting, []
+        group.tickets, self._waiting = self._waiting, []
         began = lingering.clock()
         try:
-            await self._store(group)
+            await self._store(group.tickets)
         finally:
             lingering.last_call = lingering.clock() - began
 
     async def wait(self) -> None:
         """Return once no group is being stored (closing waits for this)."""
-        while self._storing is not None and not self._storing.done():
-            await asyncio.shield(self._storing)
+        while self._group is not None and self._group.task is not None:
+            if self._group.task.done():
+                return
+            await asyncio.shield(self._group.task)
