@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import re
 import time
@@ -53,6 +54,7 @@ from ._base import ENDPOINT_DELETED, Storage, check_prune_limit
 from ._rotation import Rotation
 from ._rows import (
     DELIVERY_WIDTH,
+    EndpointCache,
     attempt_from_row,
     delivery_filter,
     delivery_from_row,
@@ -590,6 +592,7 @@ _ENDPOINT_COLUMNS = (
     "id, url, secret, events, enabled, created_at, consecutive_failures, tenant,"
     " previous_secret, previous_secret_expires_at, description, headers, metadata"
 )
+_ENDPOINT_WIDTH = 13  # the columns of _ENDPOINT_COLUMNS, as _endpoint reads them
 _DELIVERY_COLUMNS = (
     "id, event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error,"
     " created_at, updated_at, tenant, event_type"
@@ -1086,9 +1089,6 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-_ENDPOINTS_SEEN = 1024
-"""The most Endpoints ``_endpoint_of`` keeps (it starts afresh when full)."""
-
 _DELETE_LOCK_TIMEOUT = b"SET LOCAL lock_timeout = '100ms'"
 _DELETE_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 """``delete_endpoint``'s pauses between tries that gave up waiting for a lock (after
@@ -1200,7 +1200,7 @@ class PostgresStorage(Storage):
         self._fanned_out = False  # stored a fanout row since a claim last wrote them out
         self._settle_at = 0.0  # time.monotonic() when a claim writes them out anyway
         self._settled_since_vacuum = 0  # fanout rows deleted since the last VACUUM
-        self._endpoints_seen: dict[tuple[Any, ...], Endpoint] = {}  # see _endpoint_of
+        self._endpoints = EndpointCache()  # of claims' rows (see _endpoint_of)
         if isinstance(dsn_or_pool, ConnectionPool):
             self._owns_pool = False
             self._pool = dsn_or_pool
@@ -1392,6 +1392,7 @@ class PostgresStorage(Storage):
             raise
 
     def update_endpoint(self, endpoint: Endpoint) -> None:
+        self._endpoints.clear()
         update = self._q(
             "UPDATE {schema}.endpoints SET url = %s, secret = %s, events = %s,"
             " enabled = %s, created_at = %s, consecutive_failures = %s, tenant = %s,"
@@ -1432,6 +1433,7 @@ class PostgresStorage(Storage):
     def delete_endpoint(self, endpoint_id: str, *, now: datetime) -> int:
         """One statement: the row hidden, its secrets erased and its events emptied
         (the trigger drops its subscriptions), its pending deliveries cancelled."""
+        self._endpoints.clear()
         query = self._q(
             "WITH endpoint AS (UPDATE {schema}.endpoints SET deleted_at = %(now)s,"
             " enabled = false, secret = '', previous_secret = NULL,"
@@ -1906,16 +1908,16 @@ class PostgresStorage(Storage):
         return claims
 
     def _endpoint_of(self, row: tuple[Any, ...]) -> Endpoint:
-        """The Endpoint of a claim's row (its jsonb as text: ``json_as_text``), built
-        once per distinct row: a claim's rows name few endpoints, mostly the same
-        ones as the last claim's. Any change to the endpoint's row is a new key."""
-        key = (*row[:3], tuple(row[3]), *row[4:])
-        endpoint = self._endpoints_seen.get(key)
-        if endpoint is None:
-            if len(self._endpoints_seen) >= _ENDPOINTS_SEEN:
-                self._endpoints_seen.clear()
-            endpoint = self._endpoints_seen[key] = _endpoint(row)
-        return endpoint
+        """The Endpoint of a claim's row, its jsonb as text (``json_as_text``): the
+        row is the key (its events made a tuple; see :class:`EndpointCache`). The
+        jsonb is decoded once here, then read as any other read of endpoints
+        reads it (a JSON null is the empty object, as psycopg's None is)."""
+
+        def build() -> Endpoint:
+            headers, metadata = (None if text is None else json.loads(text) for text in row[11:13])
+            return _endpoint((*row[:11], headers, metadata))
+
+        return self._endpoints.get((*row[:3], tuple(row[3]), *row[4:_ENDPOINT_WIDTH]), build)
 
     def _took_turns(
         self, rows: list[tuple[Any, ...]], tenants: list[str], limit: int

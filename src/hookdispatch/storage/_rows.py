@@ -8,16 +8,17 @@ the session's zone for PostgreSQL), which each backend passes in.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from .._listing import DeliveryQuery, EndpointQuery
-from .._models import Attempt, Delivery, DeliveryStatus
+from .._models import Attempt, Delivery, DeliveryStatus, Endpoint
 from ..exceptions import FailureKind, StorageError
 
 __all__ = [
     "DELIVERY_WIDTH",
+    "EndpointCache",
     "attempt_from_row",
     "delivery_filter",
     "delivery_from_row",
@@ -169,3 +170,44 @@ def json_object(value: Any, *, column: str, endpoint_id: str) -> dict[str, Any]:
             " repair the row"
         )
     return value
+
+
+class EndpointCache:
+    """The Endpoints of claims' rows, built once per distinct row: a claim's rows
+    name few endpoints, mostly the same ones as the last claim's.
+
+    The key is the endpoint's whole row, so any change to it, made anywhere, is a
+    new key. Kept only when it can be shared: an Endpoint is frozen, but a list or
+    object in its ``metadata`` is not, and one claim's consumer must not change
+    another's. At most :attr:`MOST`, then it starts afresh; the storage clears it
+    on its own updates and deletes of endpoints (no old secret kept longer)."""
+
+    __slots__ = ("_seen",)
+
+    MOST = 1024
+
+    def __init__(self) -> None:
+        self._seen: dict[Hashable, Endpoint] = {}
+
+    def __repr__(self) -> str:
+        return f"<EndpointCache of {len(self._seen)}>"  # (the rows hold secrets)
+
+    def get(self, key: Hashable, build: Callable[[], Endpoint]) -> Endpoint:
+        """The Endpoint kept for ``key``, or ``build()``'s (kept when shareable)."""
+        endpoint = self._seen.get(key)
+        if endpoint is None:
+            endpoint = build()
+            if _shareable(endpoint):
+                if len(self._seen) >= self.MOST:
+                    self._seen.clear()
+                self._seen[key] = endpoint
+        return endpoint
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+
+def _shareable(endpoint: Endpoint) -> bool:
+    """Whether ``endpoint`` is immutable all through: its metadata holds no list or
+    object (its headers are strings, its other fields frozen)."""
+    return all(not isinstance(value, list | dict) for value in endpoint.metadata.values())

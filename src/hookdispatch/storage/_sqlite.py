@@ -46,6 +46,7 @@ from ._base import ENDPOINT_DELETED, Storage, check_prune_limit
 from ._rotation import Rotation, ran_out
 from ._rows import (
     DELIVERY_WIDTH,
+    EndpointCache,
     attempt_from_row,
     delivery_filter,
     delivery_from_row,
@@ -558,7 +559,7 @@ class SQLiteStorage(Storage):
         self._wal = f"{self.path}-wal"
         self._unlooked = 0  # writes since _checkpoint_due last looked at the WAL's size
         self._checkpoint_seen_due = False  # it saw the WAL over _WAL_BYTES
-        self._endpoints_seen: dict[tuple[Any, ...], Endpoint] = {}
+        self._endpoints = EndpointCache()  # of claims' rows (see _endpoint_of)
         self._rotation = Rotation()  # whose turn it is: see claim()
         self._closed = False
         try:
@@ -866,6 +867,7 @@ class SQLiteStorage(Storage):
         """The row and, when its tenant or events changed, its subscriptions: one
         transaction, so fan-out never sees one without the other."""
         params = _endpoint_params(endpoint)
+        self._endpoints.clear()
         with self._write() as conn:
             old = conn.execute(
                 "SELECT tenant, events FROM endpoints WHERE id = ? AND deleted_at IS NULL",
@@ -916,6 +918,7 @@ class SQLiteStorage(Storage):
         """One transaction: the row hidden and its secrets erased, its subscriptions
         dropped, its pending deliveries (found through deliveries_endpoint) cancelled:
         those still in ``fanout`` written out first."""
+        self._endpoints.clear()
         self._settle_all()  # a chunk per transaction, then what came meanwhile:
         with self._write() as conn:
             _settle(conn, _EVERY, _EVERY)
@@ -1354,13 +1357,8 @@ class SQLiteStorage(Storage):
         ]
 
     def _endpoint_of(self, row: tuple[Any, ...]) -> Endpoint:
-        """The Endpoint for a row, built once per distinct row (a claim sees few)."""
-        endpoint = self._endpoints_seen.get(row)
-        if endpoint is None:
-            if len(self._endpoints_seen) >= 1024:
-                self._endpoints_seen.clear()
-            endpoint = self._endpoints_seen[row] = _endpoint(row)
-        return endpoint
+        """The Endpoint for a claim's row (see :class:`EndpointCache`)."""
+        return self._endpoints.get(row, lambda: _endpoint(row))
 
     def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
         with self._write() as conn:
