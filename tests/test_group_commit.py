@@ -311,19 +311,25 @@ async def _tasks_waiting_on_a_group_whose_call_raises_get_its_exception() -> Non
     assert calls == 1
 
 
-def test_a_cancelled_waiter_leaves_no_future_behind() -> None:
-    asyncio.run(_a_cancelled_waiter_leaves_no_future_behind())
-
-
-async def _a_cancelled_waiter_leaves_no_future_behind() -> None:
-    release = asyncio.Event()
+def _stored_on_release(release: asyncio.Event) -> AsyncGroupCommit:
+    """A group commit, not lingering, whose calls store their groups once ``release``
+    is set."""
 
     async def store(group: list[Ticket]) -> None:
         await release.wait()
         for ticket in group:
             ticket.done = True
 
-    commit = AsyncGroupCommit(store, lingering=Lingering(lambda: 0))
+    return AsyncGroupCommit(store, lingering=Lingering(lambda: 0))
+
+
+def test_a_cancelled_waiter_leaves_no_future_behind() -> None:
+    asyncio.run(_a_cancelled_waiter_leaves_no_future_behind())
+
+
+async def _a_cancelled_waiter_leaves_no_future_behind() -> None:
+    release = asyncio.Event()
+    commit = _stored_on_release(release)
     tickets = _tickets(101)
     kept = asyncio.create_task(commit.join(tickets[0]))
     given_up = [asyncio.create_task(commit.join(t)) for t in tickets[1:]]
@@ -390,13 +396,7 @@ async def _a_waiter_cancelled_once_woken_leaves_its_ticket_to_be_stored() -> Non
     cancelled (closing, say) before it could start the next group: the next group
     starts all the same, and wait() (what closing waits for) waits for it."""
     release = asyncio.Event()
-
-    async def store(group: list[Ticket]) -> None:
-        await release.wait()
-        for ticket in group:
-            ticket.done = True
-
-    commit = AsyncGroupCommit(store, lingering=Lingering(lambda: 0))
+    commit = _stored_on_release(release)
     first, second = _tickets(2)
     in_first = asyncio.create_task(commit.join(first))
     await asyncio.sleep(0.01)
