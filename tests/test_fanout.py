@@ -485,3 +485,23 @@ def test_the_fanout_table_is_vacuumed_as_its_rows_come_and_go(
         storage.list_deliveries()
     assert len(vacuums) == 1
     assert "VACUUM of the fanout table failed" not in caplog.text
+
+
+def test_a_vacuum_that_fails_is_logged_and_never_raised(
+    postgres_dsn: str,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import psycopg  # noqa: PLC0415 - only with PostgreSQL
+
+    schema = new_schema()
+    storage = hd.PostgresStorage(postgres_dsn, schema=schema)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER TABLE "{schema}".fanout RENAME TO fanout_away')  # type: ignore[arg-type]
+    try:
+        with caplog.at_level("INFO", logger="hookdispatch"):
+            storage._vacuum_fanout()
+        assert "VACUUM of the fanout table failed" in caplog.text
+        assert "does not exist" in caplog.text
+        assert storage.list_endpoints() == []  # its connection still serves
+    finally:
+        storage.close()

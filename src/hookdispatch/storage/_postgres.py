@@ -51,6 +51,7 @@ from ..exceptions import (
     UnknownEventError,
 )
 from ._base import ENDPOINT_DELETED, Storage, check_prune_limit
+from ._kept import KeptConnections
 from ._rotation import Rotation
 from ._rows import (
     DELIVERY_WIDTH,
@@ -1201,6 +1202,7 @@ class PostgresStorage(Storage):
         self._settle_at = 0.0  # time.monotonic() when a claim writes them out anyway
         self._settled_since_vacuum = 0  # fanout rows deleted since the last VACUUM
         self._endpoints = EndpointCache()  # of claims' rows (see _endpoint_of)
+        self._kept: KeptConnections | None = None  # our own pool's (see _connected)
         if isinstance(dsn_or_pool, ConnectionPool):
             self._owns_pool = False
             self._pool = dsn_or_pool
@@ -1221,6 +1223,7 @@ class PostgresStorage(Storage):
                     kwargs={"autocommit": True},
                     open=True,
                 )
+                self._kept = KeptConnections(self._pool)
         else:
             raise InvalidInputError(
                 "PostgresStorage needs a connection string (e.g. 'postgresql://localhost/app')"
@@ -1317,20 +1320,34 @@ class PostgresStorage(Storage):
         StorageError. When the connection turns out broken (the server restarted),
         the pool's idle connections are checked and replaced, and ``work`` is tried
         once more if ``retry``: only for work whose repetition is harmless, since the
-        first try may have committed."""
+        first try may have committed.
+
+        Our own pool's connections are kept between calls, the last one used taken
+        first (:class:`~._kept.KeptConnections`); every call's work is one
+        transaction, committed or rolled back by the time it returns. A pool you
+        pass in hands out its connections as you configured it."""
         if self._closed:
             raise StorageError("this PostgresStorage is closed; open a new one")
         tries = 2 if retry else 1
+        kept = self._kept
         for try_number in range(1, tries + 1):
             conn: psycopg.Connection[Any] | None = None
             try:
-                with self._pool.connection() as conn:
+                if kept is None:
+                    with self._pool.connection() as conn:
+                        return work(conn)
+                conn = kept.take()
+                try:
                     return work(conn)
+                finally:
+                    kept.give_back(conn)
             except psycopg.Error as exc:
                 if try_number < tries and conn is not None and conn.broken:
                     # A server restart breaks every idle connection: replace them all.
                     logger.info("PostgreSQL connection broken (%s); reconnecting", exc)
                     with _translated():
+                        if kept is not None:
+                            kept.release()  # (to be checked with the pool's own)
                         self._pool.check()
                     continue
                 raise StorageError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
@@ -1372,6 +1389,8 @@ class PostgresStorage(Storage):
         self._closed = True
         if self._owns_pool:
             with _translated():
+                if self._kept is not None:
+                    self._kept.close()
                 self._pool.close()
 
     # Endpoints ----------------------------------------------------------------------
@@ -1542,12 +1561,15 @@ class PostgresStorage(Storage):
         every write-out while autovacuum is off or behind. Skipped on a connection
         outside autocommit (a pool of yours), and when another process is vacuuming
         it; a failure (a role that does not own the table) is logged, never raised."""
+
+        def vacuum(conn: psycopg.Connection[Any]) -> None:
+            if conn.autocommit:
+                conn.execute(self._q("VACUUM (ANALYZE, SKIP_LOCKED) {schema}.fanout"))
+
         try:
-            with self._pool.connection() as conn:
-                if conn.autocommit:
-                    conn.execute(self._q("VACUUM (ANALYZE, SKIP_LOCKED) {schema}.fanout"))
-        except psycopg.Error as exc:
-            logger.info("VACUUM of the fanout table failed: %s", exc)
+            self._connected(vacuum, retry=False)
+        except StorageError as exc:
+            logger.info("VACUUM of the fanout table failed: %s", exc.__cause__ or exc)
 
     def _settle_backlog(self) -> None:
         """Write out every dispatch waiting, a chunk per transaction (a backlog left by

@@ -1,0 +1,116 @@
+"""Connections a PostgresStorage keeps between its calls, the last one used first."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool
+
+__all__ = ["KEEP", "KeptConnections"]
+
+KEEP = 30.0
+"""How long (s) connections stay kept before they all go back to the pool, whose
+upkeep (``max_idle``, ``max_lifetime``, shrinking) then applies to them again."""
+
+
+class KeptConnections:
+    """Connections taken from ``pool`` and kept between calls, the one given back
+    last taken first.
+
+    A pool hands out its idle connections in turn (first in, first out), so calls
+    one after another each wake a different server process, whose caches have gone
+    cold meanwhile; the last connection used has its server process warm.
+
+    ``take`` returns a kept connection, or one of the pool's. ``give_back`` keeps it,
+    unless a caller is waiting for the pool (it goes to the pool, which hands it to
+    that caller: kept, it would sit idle while they wait) or it is broken, closed or
+    left inside a transaction (the pool repairs or replaces it). Every ``keep``
+    seconds, and on ``release``, all go back to the pool. The pool must be this
+    object's alone: a caller waiting on the pool some other way is not seen.
+
+    Safe from any number of threads: a kept connection is taken by one
+    ``list.pop`` at a time; a caller counts itself as waiting before it looks at
+    the kept ones a last time and waits on the pool, and ``give_back`` looks at
+    that count after keeping a connection, so that one of the two always sees the
+    other.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool[Any],
+        *,
+        keep: float = KEEP,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pool = pool
+        self._keep = keep
+        self._clock = clock
+        self._kept: list[psycopg.Connection[Any]] = []
+        self._release_at = clock() + keep
+        self._closed = False
+        self._waiting = 0  # callers of take() that may wait on the pool
+        self._count = threading.Lock()  # (for _waiting)
+
+    def take(self) -> psycopg.Connection[Any]:
+        """The connection given back last, else one of the pool's (which may wait
+        for one, up to the pool's timeout: ``PoolTimeout``)."""
+        try:
+            return self._kept.pop()
+        except IndexError:
+            pass
+        with self._count:
+            self._waiting += 1
+        try:
+            try:
+                return self._kept.pop()  # given back before it saw this caller waiting
+            except IndexError:
+                conn: psycopg.Connection[Any] = self._pool.getconn()
+                return conn
+        finally:
+            with self._count:
+                self._waiting -= 1
+
+    def give_back(self, conn: psycopg.Connection[Any]) -> None:
+        """Keep ``conn`` for the next call, or hand it to the pool (see the class)."""
+        if (
+            self._closed
+            or self._waiting
+            or conn.broken
+            or conn.closed
+            or conn.pgconn.transaction_status != TransactionStatus.IDLE
+        ):
+            self._pool.putconn(conn)
+        elif self._clock() >= self._release_at:
+            self._pool.putconn(conn)
+            self.release()
+        else:
+            self._kept.append(conn)
+            # Looked at again once it is kept: close() or a caller waiting meanwhile.
+            if self._closed:
+                self.release()
+            elif self._waiting:
+                with contextlib.suppress(IndexError):  # (taken meanwhile)
+                    self._pool.putconn(self._kept.pop())
+
+    def release(self) -> None:
+        """Hand every kept connection back to the pool (they are taken from it again
+        as calls need them)."""
+        self._release_at = self._clock() + self._keep
+        while True:
+            try:
+                conn = self._kept.pop()
+            except IndexError:
+                return
+            self._pool.putconn(conn)
+
+    def close(self) -> None:
+        """Hand every connection back to the pool now, and each one in use once it is
+        given back: before the pool closes, so that it closes them all."""
+        self._closed = True
+        self.release()

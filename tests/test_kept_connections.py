@@ -1,0 +1,204 @@
+"""PostgresStorage keeps its own pool's connections between calls, the last one
+used taken first (storage/_kept.py), and gives them back to the pool in time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+import hookdispatch as hd
+from hookdispatch.storage._kept import KeptConnections
+from pg_fixtures import new_schema, postgres_admin_dsn, postgres_dsn  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def storage(postgres_dsn: str) -> Iterator[hd.PostgresStorage]:  # noqa: F811
+    store = hd.PostgresStorage(postgres_dsn, schema=new_schema())
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def pool(postgres_dsn: str) -> Iterator[ConnectionPool[Any]]:  # noqa: F811
+    with ConnectionPool(postgres_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}) as p:
+        yield p
+
+
+def backend(storage: hd.PostgresStorage) -> int:
+    """The server process that served one call."""
+    return storage._connected(lambda conn: conn.info.backend_pid)
+
+
+def test_calls_one_after_another_use_the_connection_given_back_last(
+    storage: hd.PostgresStorage,
+) -> None:
+    # Two connections in use at once: the pool has two, then both are kept.
+    held = threading.Event()
+    release = threading.Event()
+    last: list[int] = []
+
+    def hold(conn: psycopg.Connection[Any]) -> None:
+        held.set()
+        release.wait(10)
+        last.append(conn.info.backend_pid)
+
+    other = threading.Thread(target=storage._connected, args=(hold,))
+    other.start()
+    held.wait(10)
+    first = backend(storage)  # given back first
+    release.set()
+    other.join()  # given back last
+    assert last
+    assert last[0] != first
+    # The pool alone would hand the two out in turn; kept, the last one serves.
+    assert [backend(storage) for _ in range(6)] == last * 6
+
+
+def test_a_connection_left_in_a_transaction_goes_back_to_the_pool(
+    pool: ConnectionPool[Any],
+) -> None:
+    kept = KeptConnections(pool)
+    conn = kept.take()
+    conn.execute("BEGIN")
+    kept.give_back(conn)
+    assert kept._kept == []
+    assert pool.get_stats()["pool_available"] >= 1
+    again = kept.take()
+    assert again.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE  # reset
+    kept.give_back(again)
+    assert kept._kept == [again]
+    kept.close()
+
+
+def test_a_broken_connection_goes_back_to_the_pool(pool: ConnectionPool[Any]) -> None:
+    kept = KeptConnections(pool)
+    conn = kept.take()
+    conn.close()
+    kept.give_back(conn)
+    assert kept._kept == []
+    kept.close()
+
+
+def test_kept_connections_all_go_back_to_the_pool_in_time(pool: ConnectionPool[Any]) -> None:
+    now = [0.0]
+    kept = KeptConnections(pool, keep=30.0, clock=lambda: now[0])
+    first, second = kept.take(), kept.take()
+    kept.give_back(first)
+    kept.give_back(second)
+    assert kept._kept == [first, second]
+    now[0] = 29.9
+    assert kept.take() is second  # the last given back
+    now[0] = 30.0
+    kept.give_back(second)  # time's up: this one and the kept one go back
+    assert kept._kept == []
+    assert pool.get_stats()["pool_available"] == 2
+    taken = kept.take()  # kept again from now on, for another 30 s
+    kept.give_back(taken)
+    assert kept._kept == [taken]
+    kept.close()
+
+
+def test_closing_gives_every_connection_back_even_one_in_use(postgres_dsn: str) -> None:  # noqa: F811
+    storage = hd.PostgresStorage(postgres_dsn, schema=new_schema())
+    in_use: list[psycopg.Connection[Any]] = []
+    kept: list[psycopg.Connection[Any]] = []
+
+    def close_meanwhile(conn: psycopg.Connection[Any]) -> None:
+        in_use.append(conn)
+        assert storage._kept is not None
+        kept.extend(storage._kept._kept)
+        storage.close()
+
+    backend(storage)  # one connection kept
+    storage._connected(close_meanwhile)
+    assert in_use
+    assert in_use[0].closed
+    assert all(conn.closed for conn in kept)
+    with pytest.raises(hd.StorageError, match="closed"):
+        storage.list_endpoints()
+
+
+def test_a_pool_you_pass_in_hands_out_its_connections_itself(
+    pool: ConnectionPool[Any],
+) -> None:
+    storage = hd.PostgresStorage(pool, schema=new_schema())
+    assert storage._kept is None
+    storage.list_endpoints()
+    assert pool.get_stats()["pool_available"] == pool.get_stats()["pool_size"]
+    storage.close()
+
+
+def test_every_kept_connection_is_replaced_after_the_server_dropped_them(
+    storage: hd.PostgresStorage,
+    postgres_dsn: str,  # noqa: F811
+) -> None:
+    endpoint = hd.Endpoint.create("https://example.com/hooks", now=hd._types.utc_now())
+    storage.add_endpoint(endpoint)
+    before = backend(storage)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    assert [e.id for e in storage.list_endpoints()] == [endpoint.id]
+    assert backend(storage) != before
+
+
+def test_a_connection_given_back_goes_to_a_caller_waiting_on_the_pool(
+    postgres_dsn: str,  # noqa: F811
+) -> None:
+    with ConnectionPool(
+        postgres_dsn, min_size=1, max_size=1, timeout=5, kwargs={"autocommit": True}
+    ) as small:
+        kept = KeptConnections(small)
+        first = kept.take()  # the pool's only connection
+        got: list[psycopg.Connection[Any]] = []
+        waiter = threading.Thread(target=lambda: got.append(kept.take()))
+        waiter.start()
+        deadline = time.monotonic() + 5
+        while not kept._waiting and time.monotonic() < deadline:
+            time.sleep(0.001)
+        began = time.monotonic()
+        kept.give_back(first)  # kept, it would leave the waiter waiting 5 s, then failing
+        waiter.join(5)
+        assert got == [first]
+        assert time.monotonic() - began < 1
+        kept.give_back(got[0])
+        assert kept._kept == [first]  # nobody waiting now: kept
+        kept.close()
+
+
+def test_threads_sharing_a_small_pool_never_wait_for_a_kept_connection(
+    postgres_dsn: str,  # noqa: F811
+) -> None:
+    with ConnectionPool(
+        postgres_dsn, min_size=1, max_size=2, timeout=5, kwargs={"autocommit": True}
+    ) as small:
+        kept = KeptConnections(small)
+        failures: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for _ in range(200):
+                    conn = kept.take()
+                    try:
+                        conn.execute("SELECT 1")
+                    finally:
+                        kept.give_back(conn)
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert failures == []
+        kept.close()
+        assert small.get_stats()["pool_available"] == small.get_stats()["pool_size"]
