@@ -16,7 +16,11 @@ SQLite file, and on a throwaway PostgreSQL database, each measurement), as in
 ``python -m benchmarks``. ``--kinds`` picks what is measured (``threads,async`` by
 default); ``drain`` is the queue alone: ``N`` deliveries stored first, then
 ``Dispatcher(workers=8)`` with a transport that answers at once, as the PgQueuer
-comparison runs it. Prints medians, ranges, and the new/old ratio of each.
+comparison runs it; ``dispatch`` is ``dispatch()`` timed call by call on a
+``Dispatcher(workers=8)`` whose workers send to a receiver that answers after
+100 ms (the latency table's *consumer waiting*), ``N`` calls, shown as calls/s at
+the p50 (10^6 / p50 µs) so that, as for the others, more is better. Prints
+medians, ranges, and the new/old ratio of each.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from .harness import SENDER_CORE, pin
 from .receiver import Receiver
@@ -37,7 +42,7 @@ LIMIT = 120.0
 
 _MEASURE = """
 import contextlib, json, sys
-from benchmarks import hookdispatch_runs, storages
+from benchmarks import hookdispatch_runs, latency, storages
 kind, url, count, storage = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 with storages.temporary_folder() as folder, contextlib.ExitStack() as stack:
     if storage == "PostgreSQL":
@@ -51,6 +56,9 @@ with storages.temporary_folder() as folder, contextlib.ExitStack() as stack:
         run = hookdispatch_runs.thread_pool(url, make, count, 8, {limit})
     elif kind == "drain":
         run = hookdispatch_runs.instant_drain(url, make, count, 8, {limit})
+    elif kind == "dispatch":
+        run = latency.dispatch_latency(url, make, count, {limit}, wait=False)
+        run.value, run.cpu_us = 1e6 / run.value, None
     else:
         run = hookdispatch_runs.async_pool(url, make, count, 64, {limit})
 print(json.dumps({{"rate": run.value, "cut": run.cut, "cpu_us": run.cpu_us}}))
@@ -60,13 +68,12 @@ KINDS = {
     "threads": "Dispatcher workers=8 ({storage}, SocketTransport)",
     "async": "AsyncDispatcher concurrency=64 ({storage}, AsyncioTransport)",
     "drain": "Dispatcher workers=8 drain ({storage}, instant transport)",
+    "dispatch": "dispatch() ({storage}), calls/s at its p50",
 }
 STORAGES = ("memory", "SQLite", "PostgreSQL")
 
 
-def measure(
-    src: Path, kind: str, url: str, count: int, storage: str = "memory"
-) -> dict[str, float]:
+def measure(src: Path, kind: str, url: str, count: int, storage: str = "memory") -> dict[str, Any]:
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(ROOT)])}
     result = subprocess.run(
         [sys.executable, "-c", _MEASURE.format(limit=LIMIT), kind, url, str(count), storage],
@@ -76,7 +83,7 @@ def measure(
         check=True,
         timeout=LIMIT + 60,
     )
-    values: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    values: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     if values["cut"]:
         raise RuntimeError(f"{kind} from {src}: not every POST succeeded within {LIMIT:.0f} s")
     return values
@@ -104,12 +111,13 @@ def main() -> None:
     }
     pin(os.getpid(), SENDER_CORE)
     rates: dict[tuple[str, str], list[float]] = {}
-    cpu: dict[tuple[str, str], list[float]] = {}
-    with Receiver() as receiver:
+    cpu: dict[tuple[str, str], list[float | None]] = {}
+    with Receiver() as receiver, Receiver(0.1) as slow:
         for round_number in range(options.rounds):
             for (kind, storage), name in senders.items():
+                url = slow.url if kind == "dispatch" else receiver.url
                 for label, src in versions.items():
-                    values = measure(src, kind, receiver.url, options.events, storage)
+                    values = measure(src, kind, url, options.events, storage)
                     rates.setdefault((name, label), []).append(values["rate"])
                     cpu.setdefault((name, label), []).append(values["cpu_us"])
             print(f"round {round_number + 1}/{options.rounds} done", file=sys.stderr)
@@ -125,11 +133,16 @@ def main() -> None:
     for name in senders.values():
         old, new = rates[(name, "old")], rates[(name, "new")]
         ratio = statistics.median(new) / statistics.median(old)
+        old_cpu, new_cpu = cpu[(name, "old")], cpu[(name, "new")]
+        cpu_change = (
+            ""
+            if None in old_cpu + new_cpu
+            else f"{statistics.median(old_cpu):.0f} → {statistics.median(new_cpu):.0f}"
+        )
         print(
             f"| {name} | {statistics.median(old):,.0f} ({min(old):,.0f}-{max(old):,.0f})"
             f" | {statistics.median(new):,.0f} ({min(new):,.0f}-{max(new):,.0f})"
-            f" | {ratio:.2f} | {statistics.median(cpu[(name, 'old')]):.0f} →"
-            f" {statistics.median(cpu[(name, 'new')]):.0f} |"
+            f" | {ratio:.2f} | {cpu_change} |"
         )
 
 
