@@ -85,23 +85,42 @@ def test_a_broken_connection_goes_back_to_the_pool(pool: ConnectionPool[Any]) ->
     kept.close()
 
 
-def test_kept_connections_all_go_back_to_the_pool_in_time(pool: ConnectionPool[Any]) -> None:
-    now = [0.0]
-    kept = KeptConnections(pool, keep=30.0, clock=lambda: now[0])
+def test_kept_connections_go_back_to_the_pool_in_time_without_calls(
+    pool: ConnectionPool[Any],
+) -> None:
+    kept = KeptConnections(pool, keep=0.05)
     first, second = kept.take(), kept.take()
     kept.give_back(first)
     kept.give_back(second)
     assert kept._kept == [first, second]
-    now[0] = 29.9
     assert kept.take() is second  # the last given back
-    now[0] = 30.0
-    kept.give_back(second)  # time's up: this one and the kept one go back
+    kept.give_back(second)
+    deadline = time.monotonic() + 5
+    while kept._kept and time.monotonic() < deadline:  # no call comes meanwhile
+        time.sleep(0.01)
     assert kept._kept == []
     assert pool.get_stats()["pool_available"] == 2
-    taken = kept.take()  # kept again from now on, for another 30 s
+    taken = kept.take()  # kept again from now on, and handed back again in time
     kept.give_back(taken)
     assert kept._kept == [taken]
+    deadline = time.monotonic() + 5
+    while kept._kept and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert kept._kept == []
     kept.close()
+
+
+def test_closing_stops_the_timer(pool: ConnectionPool[Any]) -> None:
+    kept = KeptConnections(pool, keep=30)
+    conn = kept.take()
+    kept.give_back(conn)
+    timer = kept._timer
+    assert timer is not None
+    assert timer.is_alive()
+    kept.close()
+    timer.join(5)
+    assert not timer.is_alive()
+    assert kept._kept == []
 
 
 def test_closing_gives_every_connection_back_even_one_in_use(postgres_dsn: str) -> None:  # noqa: F811
@@ -148,6 +167,37 @@ def test_every_kept_connection_is_replaced_after_the_server_dropped_them(
         )
     assert [e.id for e in storage.list_endpoints()] == [endpoint.id]
     assert backend(storage) != before
+
+
+def test_a_call_not_retried_meets_one_dead_connection_at_most(
+    storage: hd.PostgresStorage,
+    postgres_dsn: str,  # noqa: F811
+) -> None:
+    """add_endpoint is not retried (a repeat after a commit would find its id
+    taken): the first one after a server restart fails, and replaces every dead
+    connection, kept or pooled, so that the next one succeeds."""
+    busy = threading.Barrier(4)
+
+    def hold(conn: psycopg.Connection[Any]) -> None:
+        busy.wait(10)  # four connections in use at once: four kept afterwards
+
+    threads = [threading.Thread(target=storage._connected, args=(hold,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert storage._kept is not None
+    assert len(storage._kept._kept) == 4
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    now = hd._types.utc_now()
+    with pytest.raises(hd.StorageError):
+        storage.add_endpoint(hd.Endpoint.create("https://example.com/a", now=now))
+    storage.add_endpoint(hd.Endpoint.create("https://example.com/b", now=now))
+    assert [e.url for e in storage.list_endpoints()] == ["https://example.com/b"]
 
 
 def test_a_connection_given_back_goes_to_a_caller_waiting_on_the_pool(

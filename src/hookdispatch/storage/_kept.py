@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -15,8 +13,9 @@ from psycopg_pool import ConnectionPool
 __all__ = ["KEEP", "KeptConnections"]
 
 KEEP = 30.0
-"""How long (s) connections stay kept before they all go back to the pool, whose
-upkeep (``max_idle``, ``max_lifetime``, shrinking) then applies to them again."""
+"""How long (s) after the first connection is kept they all go back to the pool,
+calls or not, so that its upkeep (``max_idle``, ``max_lifetime``, shrinking)
+applies to them."""
 
 
 class KeptConnections:
@@ -30,9 +29,10 @@ class KeptConnections:
     ``take`` returns a kept connection, or one of the pool's. ``give_back`` keeps it,
     unless a caller is waiting for the pool (it goes to the pool, which hands it to
     that caller: kept, it would sit idle while they wait) or it is broken, closed or
-    left inside a transaction (the pool repairs or replaces it). Every ``keep``
-    seconds, and on ``release``, all go back to the pool. The pool must be this
-    object's alone: a caller waiting on the pool some other way is not seen.
+    left inside a transaction (the pool repairs or replaces it). ``keep`` seconds
+    after a connection is kept while none was, a timer hands every kept one back to
+    the pool, as ``release`` does; the next calls keep them again. The pool must be
+    this object's alone: a caller waiting on the pool some other way is not seen.
 
     Safe from any number of threads: a kept connection is taken by one
     ``list.pop`` at a time; a caller counts itself as waiting before it looks at
@@ -41,21 +41,14 @@ class KeptConnections:
     other.
     """
 
-    def __init__(
-        self,
-        pool: ConnectionPool[Any],
-        *,
-        keep: float = KEEP,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, pool: ConnectionPool[Any], *, keep: float = KEEP) -> None:
         self._pool = pool
         self._keep = keep
-        self._clock = clock
         self._kept: list[psycopg.Connection[Any]] = []
-        self._release_at = clock() + keep
         self._closed = False
         self._waiting = 0  # callers of take() that may wait on the pool
-        self._count = threading.Lock()  # (for _waiting)
+        self._lock = threading.Lock()  # for _waiting and _timer
+        self._timer: threading.Timer | None = None  # the next release, when any is kept
 
     def take(self) -> psycopg.Connection[Any]:
         """The connection given back last, else one of the pool's (which may wait
@@ -64,7 +57,7 @@ class KeptConnections:
             return self._kept.pop()
         except IndexError:
             pass
-        with self._count:
+        with self._lock:
             self._waiting += 1
         try:
             try:
@@ -73,7 +66,7 @@ class KeptConnections:
                 conn: psycopg.Connection[Any] = self._pool.getconn()
                 return conn
         finally:
-            with self._count:
+            with self._lock:
                 self._waiting -= 1
 
     def give_back(self, conn: psycopg.Connection[Any]) -> None:
@@ -86,22 +79,34 @@ class KeptConnections:
             or conn.pgconn.transaction_status != TransactionStatus.IDLE
         ):
             self._pool.putconn(conn)
-        elif self._clock() >= self._release_at:
-            self._pool.putconn(conn)
+            return
+        self._kept.append(conn)
+        # Looked at again once it is kept: close() or a caller waiting meanwhile.
+        if self._closed:
             self.release()
-        else:
-            self._kept.append(conn)
-            # Looked at again once it is kept: close() or a caller waiting meanwhile.
-            if self._closed:
-                self.release()
-            elif self._waiting:
-                with contextlib.suppress(IndexError):  # (taken meanwhile)
-                    self._pool.putconn(self._kept.pop())
+        elif self._waiting:
+            with contextlib.suppress(IndexError):  # (taken meanwhile)
+                self._pool.putconn(self._kept.pop())
+        elif self._timer is None:
+            self._start_timer()
+
+    def _start_timer(self) -> None:
+        with self._lock:
+            if self._timer is not None or self._closed:
+                return
+            self._timer = threading.Timer(self._keep, self._release_in_time)
+            self._timer.name = "hookdispatch-kept-connections"
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _release_in_time(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.release()
 
     def release(self) -> None:
         """Hand every kept connection back to the pool (they are taken from it again
         as calls need them)."""
-        self._release_at = self._clock() + self._keep
         while True:
             try:
                 conn = self._kept.pop()
@@ -110,7 +115,11 @@ class KeptConnections:
             self._pool.putconn(conn)
 
     def close(self) -> None:
-        """Hand every connection back to the pool now, and each one in use once it is
-        given back: before the pool closes, so that it closes them all."""
+        """Hand the kept connections back to the pool, and from now on each one
+        given back (the pool, closed, closes those it is handed)."""
         self._closed = True
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         self.release()

@@ -1336,20 +1336,23 @@ class PostgresStorage(Storage):
                 if kept is None:
                     with self._pool.connection() as conn:
                         return work(conn)
-                conn = kept.take()
                 try:
+                    conn = kept.take()
                     return work(conn)
                 finally:
-                    kept.give_back(conn)
+                    if conn is not None:
+                        kept.give_back(conn)
             except psycopg.Error as exc:
-                if try_number < tries and conn is not None and conn.broken:
-                    # A server restart breaks every idle connection: replace them all.
+                if conn is not None and conn.broken:
+                    # A server restart breaks every idle connection: replace them all,
+                    # for the next call if not for this one.
                     logger.info("PostgreSQL connection broken (%s); reconnecting", exc)
                     with _translated():
                         if kept is not None:
                             kept.release()  # (to be checked with the pool's own)
                         self._pool.check()
-                    continue
+                    if try_number < tries:
+                        continue
                 raise StorageError(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
