@@ -3,8 +3,10 @@ used taken first (storage/_kept.py), and gives them back to the pool in time."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,15 +87,23 @@ def test_a_broken_connection_goes_back_to_the_pool(pool: ConnectionPool[Any]) ->
     kept.close()
 
 
+def test_the_last_connection_given_back_is_taken_first(pool: ConnectionPool[Any]) -> None:
+    kept = KeptConnections(pool)
+    first, second = kept.take(), kept.take()
+    kept.give_back(first)
+    kept.give_back(second)
+    assert kept._kept == [first, second]
+    assert kept.take() is second
+    kept.give_back(second)
+    kept.close()
+
+
 def test_kept_connections_go_back_to_the_pool_in_time_without_calls(
     pool: ConnectionPool[Any],
 ) -> None:
     kept = KeptConnections(pool, keep=0.05)
     first, second = kept.take(), kept.take()
     kept.give_back(first)
-    kept.give_back(second)
-    assert kept._kept == [first, second]
-    assert kept.take() is second  # the last given back
     kept.give_back(second)
     deadline = time.monotonic() + 5
     while kept._kept and time.monotonic() < deadline:  # no call comes meanwhile
@@ -102,11 +112,11 @@ def test_kept_connections_go_back_to_the_pool_in_time_without_calls(
     assert pool.get_stats()["pool_available"] == 2
     taken = kept.take()  # kept again from now on, and handed back again in time
     kept.give_back(taken)
-    assert kept._kept == [taken]
     deadline = time.monotonic() + 5
     while kept._kept and time.monotonic() < deadline:
         time.sleep(0.01)
     assert kept._kept == []
+    assert pool.get_stats()["pool_available"] == 2
     kept.close()
 
 
@@ -114,13 +124,53 @@ def test_closing_stops_the_timer(pool: ConnectionPool[Any]) -> None:
     kept = KeptConnections(pool, keep=30)
     conn = kept.take()
     kept.give_back(conn)
-    timer = kept._timer
+    timer = kept._timer[0]
     assert timer is not None
     assert timer.is_alive()
     kept.close()
     timer.join(5)
     assert not timer.is_alive()
     assert kept._kept == []
+
+
+def test_a_dropped_keeper_cancels_its_timer_and_lets_its_connections_go(
+    pool: ConnectionPool[Any],
+) -> None:
+    kept = KeptConnections(pool, keep=30)
+    conn = kept.take()
+    kept.give_back(conn)
+    timer = kept._timer[0]
+    assert timer is not None
+    alive = weakref.ref(kept)
+    del kept, conn
+    gc.collect()
+    assert alive() is None  # the timer does not hold it
+    timer.join(5)
+    assert not timer.is_alive()  # cancelled when it was collected
+
+
+def test_with_no_thread_for_a_timer_nothing_is_kept_and_the_call_goes_on(
+    pool: ConnectionPool[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    kept = KeptConnections(pool, keep=30)
+    conn = kept.take()
+    monkeypatch.setattr(threading.Timer, "start", refuse)
+    with caplog.at_level("WARNING", logger="hookdispatch"):
+        kept.give_back(conn)  # raises nothing
+    assert kept._kept == []
+    assert kept._timer == [None]
+    assert "they go back now" in caplog.text
+    monkeypatch.undo()
+    again = kept.take()
+    kept.give_back(again)  # a thread is to be had again: kept, with its timer
+    assert kept._kept == [again]
+    assert kept._timer[0] is not None
+    kept.close()
 
 
 def test_closing_gives_every_connection_back_even_one_in_use(postgres_dsn: str) -> None:  # noqa: F811
@@ -198,6 +248,32 @@ def test_a_call_not_retried_meets_one_dead_connection_at_most(
         storage.add_endpoint(hd.Endpoint.create("https://example.com/a", now=now))
     storage.add_endpoint(hd.Endpoint.create("https://example.com/b", now=now))
     assert [e.url for e in storage.list_endpoints()] == ["https://example.com/b"]
+
+
+def test_a_storage_dropped_unclosed_frees_its_connections_at_once(
+    postgres_dsn: str,  # noqa: F811
+) -> None:
+    def backends() -> int:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND application_name = ''"
+                " AND backend_type = 'client backend'"
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    before = backends()
+    storage = hd.PostgresStorage(postgres_dsn, schema=new_schema())
+    storage.list_endpoints()  # a connection kept, its timer pending
+    assert storage._kept is not None
+    assert storage._kept._timer[0] is not None
+    del storage
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while backends() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backends() <= before
 
 
 def test_a_connection_given_back_goes_to_a_caller_waiting_on_the_pool(

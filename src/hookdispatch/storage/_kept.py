@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import weakref
 from typing import Any
 
 import psycopg
@@ -11,6 +13,8 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 __all__ = ["KEEP", "KeptConnections"]
+
+logger = logging.getLogger("hookdispatch")
 
 KEEP = 30.0
 """How long (s) after the first connection is kept they all go back to the pool,
@@ -30,9 +34,12 @@ class KeptConnections:
     unless a caller is waiting for the pool (it goes to the pool, which hands it to
     that caller: kept, it would sit idle while they wait) or it is broken, closed or
     left inside a transaction (the pool repairs or replaces it). ``keep`` seconds
-    after a connection is kept while none was, a timer hands every kept one back to
-    the pool, as ``release`` does; the next calls keep them again. The pool must be
-    this object's alone: a caller waiting on the pool some other way is not seen.
+    after a connection is kept while no timer is pending, a timer hands every kept
+    one back to the pool, as ``release`` does; the next calls keep them again. The
+    timer holds this object weakly (and is cancelled when it is collected): a
+    storage dropped without ``close()`` frees its pool at once, as before. Should
+    no thread start for a timer, nothing is kept. The pool must be this object's
+    alone: a caller waiting on the pool some other way is not seen.
 
     Safe from any number of threads: a kept connection is taken by one
     ``list.pop`` at a time; a caller counts itself as waiting before it looks at
@@ -47,8 +54,11 @@ class KeptConnections:
         self._kept: list[psycopg.Connection[Any]] = []
         self._closed = False
         self._waiting = 0  # callers of take() that may wait on the pool
-        self._lock = threading.Lock()  # for _waiting and _timer
-        self._timer: threading.Timer | None = None  # the next release, when any is kept
+        self._lock = threading.Lock()  # for _waiting and the timer
+        # The pending timer, when any is kept: in a list of its own, which the
+        # finalizer holds (not this object), so that collection cancels it.
+        self._timer: list[threading.Timer | None] = [None]
+        weakref.finalize(self, _cancel, self._timer)
 
     def take(self) -> psycopg.Connection[Any]:
         """The connection given back last, else one of the pool's (which may wait
@@ -87,21 +97,34 @@ class KeptConnections:
         elif self._waiting:
             with contextlib.suppress(IndexError):  # (taken meanwhile)
                 self._pool.putconn(self._kept.pop())
-        elif self._timer is None:
+        elif self._timer[0] is None:
             self._start_timer()
 
     def _start_timer(self) -> None:
         with self._lock:
-            if self._timer is not None or self._closed:
+            if self._timer[0] is not None or self._closed:
                 return
-            self._timer = threading.Timer(self._keep, self._release_in_time)
-            self._timer.name = "hookdispatch-kept-connections"
-            self._timer.daemon = True
-            self._timer.start()
+            timer = threading.Timer(self._keep, _release_in_time, (weakref.ref(self),))
+            timer.name = "hookdispatch-kept-connections"
+            timer.daemon = True
+            try:
+                timer.start()
+            except RuntimeError as exc:  # no thread to be had: keep nothing
+                failed: RuntimeError | None = exc
+            else:
+                failed = None
+                self._timer[0] = timer  # (before it can fire: it takes this lock)
+        if failed is not None:
+            logger.warning(
+                "no thread started to hand kept PostgreSQL connections back to the pool"
+                " (%s); they go back now",
+                failed,
+            )
+            self.release()
 
-    def _release_in_time(self) -> None:
+    def _timer_fired(self) -> None:
         with self._lock:
-            self._timer = None
+            self._timer[0] = None
         self.release()
 
     def release(self) -> None:
@@ -115,11 +138,24 @@ class KeptConnections:
             self._pool.putconn(conn)
 
     def close(self) -> None:
-        """Hand the kept connections back to the pool, and from now on each one
-        given back (the pool, closed, closes those it is handed)."""
+        """Cancel the timer and hand the kept connections back to the pool, and from
+        now on each one given back (the pool, closed, closes those it is handed; a
+        timer already firing may hand some back after it closed, to the same
+        effect)."""
         self._closed = True
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            _cancel(self._timer)
         self.release()
+
+
+def _release_in_time(kept: weakref.ref[KeptConnections]) -> None:
+    """A timer's work: the kept connections back to the pool, if their keeper lives."""
+    keeper = kept()
+    if keeper is not None:
+        keeper._timer_fired()
+
+
+def _cancel(timer: list[threading.Timer | None]) -> None:
+    if timer[0] is not None:
+        timer[0].cancel()
+        timer[0] = None
