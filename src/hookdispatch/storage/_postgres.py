@@ -40,6 +40,7 @@ from .._models import (
     Event,
     holds_nul,
     new_id,
+    new_ids,
     subscription_keys,
 )
 from ..exceptions import (
@@ -2232,7 +2233,9 @@ def _names(names: Collection[str]) -> str:
 
 def _fan_out_params(event: Event, now: datetime) -> dict[str, Any]:
     """The parameters of ``_INSERT_EVENT_TO_FANOUT`` (and of
-    ``_INSERT_EVENT_AND_CLAIM``, which takes a few more)."""
+    ``_INSERT_EVENT_AND_CLAIM``, which takes a few more). The delivery ids, guessed
+    and base, made as one batch (:func:`new_ids`: half the cost of one by one)."""
+    ids = list(itertools.islice(new_ids("dlv"), _GUESSED_FAN_OUT + 1))
     return {
         "event_id": event.id,
         "type": event.type,
@@ -2240,8 +2243,8 @@ def _fan_out_params(event: Event, now: datetime) -> dict[str, Any]:
         "body": event.body,
         "tenant": event.tenant,
         "patterns": _names(subscription_keys(event.type)),
-        "ids": _names([new_id("dlv") for _ in range(_GUESSED_FAN_OUT)]),
-        "base": new_id("dlv"),
+        "ids": _names(ids[:_GUESSED_FAN_OUT]),
+        "base": ids[_GUESSED_FAN_OUT],
         "at": now,
     }
 
