@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 
 import hookdispatch as hd
 from hookdispatch.storage._kept import KeptConnections
+from hookdispatch.testing._concurrency import _run_threads
 from pg_fixtures import new_schema, postgres_admin_dsn, postgres_dsn  # noqa: F401 - fixtures
 
 
@@ -276,12 +277,15 @@ def test_a_storage_dropped_unclosed_frees_its_connections_at_once(
     assert backends() <= before
 
 
+def small_pool(dsn: str, size: int) -> ConnectionPool[Any]:
+    """A pool of ``size`` connections at most, waiting 5 s for one (to be entered)."""
+    return ConnectionPool(dsn, min_size=1, max_size=size, timeout=5, kwargs={"autocommit": True})
+
+
 def test_a_connection_given_back_goes_to_a_caller_waiting_on_the_pool(
     postgres_dsn: str,  # noqa: F811
 ) -> None:
-    with ConnectionPool(
-        postgres_dsn, min_size=1, max_size=1, timeout=5, kwargs={"autocommit": True}
-    ) as small:
+    with small_pool(postgres_dsn, 1) as small:
         kept = KeptConnections(small)
         first = kept.take()  # the pool's only connection
         got: list[psycopg.Connection[Any]] = []
@@ -303,28 +307,17 @@ def test_a_connection_given_back_goes_to_a_caller_waiting_on_the_pool(
 def test_threads_sharing_a_small_pool_never_wait_for_a_kept_connection(
     postgres_dsn: str,  # noqa: F811
 ) -> None:
-    with ConnectionPool(
-        postgres_dsn, min_size=1, max_size=2, timeout=5, kwargs={"autocommit": True}
-    ) as small:
+    with small_pool(postgres_dsn, 2) as small:
         kept = KeptConnections(small)
-        failures: list[BaseException] = []
 
-        def work() -> None:
-            try:
-                for _ in range(200):
-                    conn = kept.take()
-                    try:
-                        conn.execute("SELECT 1")
-                    finally:
-                        kept.give_back(conn)
-            except BaseException as exc:
-                failures.append(exc)
+        def work(_: int) -> None:
+            for _ in range(200):
+                conn = kept.take()
+                try:
+                    conn.execute("SELECT 1")
+                finally:
+                    kept.give_back(conn)
 
-        threads = [threading.Thread(target=work) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert failures == []
+        _run_threads(6, work)  # each raising PoolTimeout after 5 s, were it kept waiting
         kept.close()
         assert small.get_stats()["pool_available"] == small.get_stats()["pool_size"]
