@@ -70,15 +70,30 @@ def test_a_refused_name_is_still_refused_at_registration_off_the_loop() -> None:
 
 
 class ClaimRecordingStorage(hd.MemoryStorage):
-    """MemoryStorage that notes the limit of every claim."""
+    """MemoryStorage that notes the limit of every claim, and every storage call."""
 
     def __init__(self) -> None:
         super().__init__()
         self.limits: list[int] = []
+        self.calls: list[str] = []
+
+    def add_event_and_claim(self, event: hd.Event, **options: Any) -> tuple[bool, list[Any]]:
+        self.limits.append(options["limit"])
+        self.calls.append("add_event_and_claim")
+        return super().add_event_and_claim(event, **options)
 
     def claim(self, **options: Any) -> list[Any]:
         self.limits.append(options["limit"])
+        self.calls.append("claim")
         return super().claim(**options)
+
+    def complete(self, *args: Any) -> bool:
+        self.calls.append("complete")
+        return super().complete(*args)
+
+    def next_due_at(self, *, event_id: str | None = None) -> datetime | None:
+        self.calls.append("next_due_at")
+        return super().next_due_at(event_id=event_id)
 
 
 def test_inline_delivery_claims_as_many_as_the_driver_attempts_at_once(
@@ -100,6 +115,25 @@ def test_inline_delivery_claims_as_many_as_the_driver_attempts_at_once(
     assert len(hooks.deliveries(status="succeeded")) == 3
     assert inline_claim_limit(concurrent=False) == 1
     assert inline_claim_limit(concurrent=True) > 1
+
+
+def test_inline_dispatch_leases_as_it_stores_and_asks_no_more_than_it_must(
+    httpserver: HTTPServer, driver: str, make_dispatcher: Callable[..., Any]
+) -> None:
+    # One endpoint: the event stored with its delivery leased (one call), the attempt
+    # recorded, then only what is needed to learn that nothing is left. The sync
+    # driver claimed its one-delivery limit in full, so it claims once more (more may
+    # be due); the async driver's claim was short, so it goes straight to asking.
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    storage = ClaimRecordingStorage()
+    hooks = make_dispatcher(storage=storage, workers=0)
+    hooks.add_endpoint(httpserver.url_for("/hook"))
+
+    hooks.dispatch("user.created", {"n": 1})
+
+    again = ["claim"] if driver == "sync" else []
+    assert storage.calls == ["add_event_and_claim", "complete", *again, "next_due_at"]
+    assert [d.status for d in hooks.deliveries()] == [hd.DeliveryStatus.SUCCEEDED]
 
 
 @pytest.mark.parametrize("change", ["disable_endpoint", "enable_endpoint"])

@@ -295,9 +295,18 @@ class AsyncDispatcher(Driver):
                 endpoints=endpoints,
             )
         elif self._capacity == 0:
-            event, stored = await self._call(
-                self._store_event, event_type, data, id, now, tenant=tenant
+            # Inline: the event's deliveries leased as it is stored (see Dispatcher).
+            event, stored, claims = await self._call(
+                self._store_and_lease,
+                self._checked_event(event_type, data, id, now, tenant),
+                now,
+                self._FLAVOUR.inline_claims,
+                set(),
             )
+            if stored:
+                self._dispatched([event.id])
+                await self._deliver_inline(event.id, claims)
+            return event
         else:
             return await self._dispatch_and_lease(event_type, data, id, now, tenant)
         if stored:
@@ -484,17 +493,19 @@ class AsyncDispatcher(Driver):
         recorded = await self._call(self._store_attempt, claim, attempt, delivery)
         self._report(claim, attempt, delivery, recorded)
 
-    async def _deliver_inline(self, event_id: str) -> None:
+    async def _deliver_inline(self, event_id: str, claims: list[Claim] | None = None) -> None:
+        """See :meth:`Dispatcher._deliver_inline`; the claims attempted side by side."""
         while True:
-            claims = await self._call(self._claim_inline, self._clock(), event_id)
-            if claims:
-                await asyncio.gather(*(self._attempt(claim) for claim in claims))
-                continue
-            due = await self._call(self._storage.next_due_at, event_id=event_id)
-            pause = self._pause(due)
-            if pause is None:
-                return
-            await self._sleep(pause)
+            if claims is None:
+                claims = await self._call(self._claim_inline, self._clock(), event_id)
+            await asyncio.gather(*(self._attempt(claim) for claim in claims))
+            if not self._inline_again(claims):
+                due = await self._call(self._storage.next_due_at, event_id=event_id)
+                pause = self._pause(due)
+                if pause is None:
+                    return
+                await self._sleep(pause)
+            claims = None
 
     def _start(self) -> None:
         if self._pump is None:

@@ -316,13 +316,26 @@ class Dispatcher(Driver):
         """
         self._check_dispatch(transaction)
         now = self._clock()
-        if transaction is not None or self._capacity == 0:
+        if transaction is not None:
             event, stored = self._store_event(
                 event_type, data, id, now, tenant=tenant, transaction=transaction
             )
             if stored:
                 self._dispatched([event.id])
                 self._after_store(event.id)
+            return event
+        if self._capacity == 0:
+            # Inline: the first of the event's deliveries leased as it is stored (one
+            # storage call, not two), then attempted here.
+            event, stored, claims = self._store_and_lease(
+                self._checked_event(event_type, data, id, now, tenant),
+                now,
+                self._FLAVOUR.inline_claims,
+                set(),
+            )
+            if stored:
+                self._dispatched([event.id])
+                self._deliver_inline(event.id, claims)
             return event
         # Background mode: the deliveries that free workers can start now are leased
         # in the same storage call and handed to them, with no poll and no second
@@ -514,17 +527,20 @@ class Dispatcher(Driver):
     def _record(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> None:
         self._report(claim, attempt, delivery, self._store_attempt(claim, attempt, delivery))
 
-    def _deliver_inline(self, event_id: str) -> None:
+    def _deliver_inline(self, event_id: str, claims: list[Claim] | None = None) -> None:
+        """Attempt the event's deliveries until none is left pending (see
+        :meth:`_inline_again`), starting with ``claims`` when the store leased some."""
         while True:
-            claims = self._claim_inline(self._clock(), event_id)
-            if claims:
-                for claim in claims:  # one at a time: see inline_claim_limit
-                    self._attempt(claim)
-                continue
-            pause = self._pause(self._storage.next_due_at(event_id=event_id))
-            if pause is None:
-                return
-            self._sleep(pause)
+            if claims is None:
+                claims = self._claim_inline(self._clock(), event_id)
+            for claim in claims:  # one at a time: see inline_claim_limit
+                self._attempt(claim)
+            if not self._inline_again(claims):
+                pause = self._pause(self._storage.next_due_at(event_id=event_id))
+                if pause is None:
+                    return
+                self._sleep(pause)
+            claims = None
 
     def _run_pump(self) -> None:
         """Background mode: claim due work while worker slots are free; else wait."""

@@ -710,6 +710,13 @@ class Driver:
             event_id=event_id,
         )
 
+    def _inline_again(self, claims: list[Claim]) -> bool:
+        """Inline, after attempting ``claims``: claim again at once. Only after a full
+        claim (more may be due); after a short one nothing else of the event was due
+        then, so the next step is to ask when something is (``next_due_at``: a retry,
+        or a lease of another process ending), saving a claim that finds nothing."""
+        return len(claims) == self._FLAVOUR.inline_claims
+
     def _pause(self, due: datetime | None) -> float | None:
         """Inline: seconds to sleep until the event's next retry; None: none is left."""
         if due is None:
