@@ -664,3 +664,32 @@ def test_four_processes_share_10000_deliveries(
     assert sum(sent) == len(received)
     assert all(n > 0 for n in sent), "every process took a share of the work"
     storage.close()
+
+
+def test_a_transaction_of_several_statements_is_all_or_nothing(
+    storage: hd.PostgresStorage,
+) -> None:
+    """_run's statements go out in one pipeline on our autocommit connections,
+    without BEGIN and COMMIT: one implicit transaction, ended by the pipeline's one
+    Sync. An error in a later statement must roll back the earlier ones, and the
+    statements must share one transaction (one txid), or they would not be atomic."""
+    insert = storage._q(
+        "INSERT INTO {schema}.events (id, type, created_at, body)"
+        " VALUES ('evt_atomic', 't', now(), '')"
+    )
+    with pytest.raises(hd.StorageError, match="division by zero"):
+        storage._run((insert, ()), (b"SELECT 1/0", ()))
+    with pytest.raises(hd.UnknownEventError):
+        storage.get_event("evt_atomic")
+
+    txids = (b"SELECT txid_current()", ())
+    first, second = storage._run(txids, txids)
+    assert first.rows == second.rows
+
+    # A lock timeout set for the transaction (delete_endpoint's) holds within it only.
+    timeout = (b"SELECT set_config('lock_timeout', '100ms', true)", ())
+    show = (b"SHOW lock_timeout", ())
+    _, within = storage._run(timeout, show)
+    [after] = storage._run(show)
+    assert within.rows == [("100ms",)]
+    assert after.rows != within.rows

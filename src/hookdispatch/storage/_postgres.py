@@ -927,9 +927,11 @@ _INSERT_EVENT_AND_CLAIM = (
     " fan AS (INSERT INTO {schema}.fanout (event_id, at, tenant, event_type, endpoints, ids, base)"
     " SELECT %(event_id)s, %(at)s, %(tenant)s, %(type)s, array_agg(n.id ORDER BY n.n),"
     " array_agg(n.delivery_id ORDER BY n.n), %(base)s FROM numbered n WHERE NOT n.leased"
-    " HAVING count(*) > 0)"
-    f" SELECT s.stored, d.id, {', '.join('e.' + c for c in _ENDPOINT_COLUMNS.split(', '))}"
-    " FROM (SELECT count(*) AS stored FROM event) s LEFT JOIN (delivery d"
+    " HAVING count(*) > 0 RETURNING 1)"
+    " SELECT s.stored, s.fanned, d.id,"
+    f" {', '.join('e.' + c for c in _ENDPOINT_COLUMNS.split(', '))}"
+    " FROM (SELECT (SELECT count(*) FROM event) AS stored, (SELECT count(*) FROM fan) AS fanned)"
+    " s LEFT JOIN (delivery d"
     " JOIN {schema}.endpoints e ON e.id = d.endpoint_id) ON d.lease IS NOT NULL"
 )
 """Delivery ids made for each dispatch(): most events go to a few endpoints."""
@@ -1091,7 +1093,7 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-_DELETE_LOCK_TIMEOUT = b"SET LOCAL lock_timeout = '100ms'"
+_DELETE_LOCK_TIMEOUT = b"SELECT set_config('lock_timeout', '100ms', true)"
 _DELETE_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 """``delete_endpoint``'s pauses between tries that gave up waiting for a lock (after
 ``_DELETE_LOCK_TIMEOUT``); the try after the last one waits as long as it takes."""
@@ -1273,9 +1275,18 @@ class PostgresStorage(Storage):
         def once(conn: psycopg.Connection[Any]) -> list[_Result]:
             if len(statements) == 1 and conn.autocommit:
                 cursors = [execute(conn, statements[0])]
+            elif _PIPELINE and conn.autocommit:
+                # One pipeline, one Sync at its end: the statements run as one
+                # implicit transaction (an error rolls back all of them), in one round
+                # trip. (Within a pipeline, psycopg's transaction() syncs on BEGIN and
+                # on COMMIT: three round trips, measured. Nothing may be fetched
+                # inside the block: a fetch syncs too, which would commit there.)
+                with conn.pipeline():
+                    cursors = [execute(conn, statement) for statement in statements]
             else:
-                # Pipelined: BEGIN, the statements and COMMIT go out together, one
-                # round trip in all instead of one each.
+                # A connection of your pool outside autocommit, or a libpq without
+                # pipelines: BEGIN and COMMIT, the statements between them pipelined
+                # where they can be.
                 pipeline = conn.pipeline() if _PIPELINE else contextlib.nullcontext()
                 with pipeline, conn.transaction():
                     cursors = [execute(conn, statement) for statement in statements]
@@ -1633,14 +1644,15 @@ class PostgresStorage(Storage):
         [result] = self._run((self._q(_INSERT_EVENT_AND_CLAIM), params), json_as_text=True)
         if not result.rows or not result.rows[0][0]:
             return False, []
-        self._fanned_out = True  # (when some were not leased: see _claim_settling)
+        if result.rows[0][1]:  # some deliveries went into fanout: see _claim_settling
+            self._fanned_out = True
         claims = []
         for row in result.rows:
-            if row[1] is None:
+            if row[2] is None:
                 continue  # the event's row, when it leased nothing
-            endpoint = self._endpoint_of(row[2:])
+            endpoint = self._endpoint_of(row[3:])
             delivery = Delivery(
-                id=row[1],
+                id=row[2],
                 event_id=event.id,
                 endpoint_id=endpoint.id,
                 status=DeliveryStatus.PENDING,
