@@ -221,7 +221,8 @@ class Storage(abc.ABC):
         its deliveries: ``claim(limit=limit, event_id=event.id, …)``.
 
         A dispatch that finds worker slots free hands its new deliveries to them at
-        once, instead of waking a poller to claim them in a second transaction. The
+        once, instead of waking a poller to claim them in a second transaction (an
+        inline dispatch leases its first attempts so, ``limit`` its claim size). The
         event is stored (or not: an id stored already) exactly as
         ``add_event_to_subscribers`` stores it, and the claims are leased exactly as
         that ``claim`` would lease them: the endpoints in ``exclude_endpoints`` are
