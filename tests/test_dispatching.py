@@ -96,17 +96,26 @@ class ClaimRecordingStorage(hd.MemoryStorage):
         return super().next_due_at(event_id=event_id)
 
 
+def _inline_to(
+    httpserver: HTTPServer, make_dispatcher: Callable[..., Any], *, endpoints: int
+) -> tuple[Any, ClaimRecordingStorage]:
+    """An inline dispatcher on a ClaimRecordingStorage, with ``endpoints`` endpoints
+    at ``httpserver``, which answers 200."""
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    storage = ClaimRecordingStorage()
+    hooks = make_dispatcher(storage=storage, workers=0)
+    for _ in range(endpoints):
+        hooks.add_endpoint(httpserver.url_for("/hook"))
+    return hooks, storage
+
+
 def test_inline_delivery_claims_as_many_as_the_driver_attempts_at_once(
     httpserver: HTTPServer, driver: str, make_dispatcher: Callable[..., Any]
 ) -> None:
     # The sync driver attempts one delivery after another, so it claims one at a
     # time (no lease runs while an earlier attempt does); the async driver attempts
     # an event's deliveries together, so it claims them together.
-    httpserver.expect_request("/hook").respond_with_data("ok")
-    storage = ClaimRecordingStorage()
-    hooks = make_dispatcher(storage=storage, workers=0)
-    for _ in range(3):
-        hooks.add_endpoint(httpserver.url_for("/hook"))
+    hooks, storage = _inline_to(httpserver, make_dispatcher, endpoints=3)
 
     hooks.dispatch("user.created", {"n": 1})
 
@@ -124,10 +133,7 @@ def test_inline_dispatch_leases_as_it_stores_and_asks_no_more_than_it_must(
     # recorded, then only what is needed to learn that nothing is left. The sync
     # driver claimed its one-delivery limit in full, so it claims once more (more may
     # be due); the async driver's claim was short, so it goes straight to asking.
-    httpserver.expect_request("/hook").respond_with_data("ok")
-    storage = ClaimRecordingStorage()
-    hooks = make_dispatcher(storage=storage, workers=0)
-    hooks.add_endpoint(httpserver.url_for("/hook"))
+    hooks, storage = _inline_to(httpserver, make_dispatcher, endpoints=1)
 
     hooks.dispatch("user.created", {"n": 1})
 

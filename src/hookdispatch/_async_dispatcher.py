@@ -295,13 +295,8 @@ class AsyncDispatcher(Driver):
                 endpoints=endpoints,
             )
         elif self._capacity == 0:
-            # Inline: the event's deliveries leased as it is stored (see Dispatcher).
             event, stored, claims = await self._call(
-                self._store_and_lease,
-                self._checked_event(event_type, data, id, now, tenant),
-                now,
-                self._FLAVOUR.inline_claims,
-                set(),
+                self._store_inline, event_type, data, id, now, tenant
             )
             if stored:
                 self._dispatched([event.id])

@@ -325,14 +325,7 @@ class Dispatcher(Driver):
                 self._after_store(event.id)
             return event
         if self._capacity == 0:
-            # Inline: the first of the event's deliveries leased as it is stored (one
-            # storage call, not two), then attempted here.
-            event, stored, claims = self._store_and_lease(
-                self._checked_event(event_type, data, id, now, tenant),
-                now,
-                self._FLAVOUR.inline_claims,
-                set(),
-            )
+            event, stored, claims = self._store_inline(event_type, data, id, now, tenant)
             if stored:
                 self._dispatched([event.id])
                 self._deliver_inline(event.id, claims)

@@ -480,6 +480,15 @@ class Driver:
             exclude_endpoints=held_back,
         )
 
+    def _store_inline(
+        self, event_type: str, data: JSON, id: str | None, now: datetime, tenant: str
+    ) -> tuple[Event, bool, list[Claim]]:
+        """Storage work, inline: a new event checked and stored, and its first
+        deliveries leased in the same call (as many as the driver attempts at once),
+        for the caller to attempt at once: one storage call, not two."""
+        event = self._checked_event(event_type, data, id, now, tenant)
+        return self._store_and_lease(event, now, self._FLAVOUR.inline_claims, set())
+
     def _checked_event(
         self, event_type: str, data: JSON, id: str | None, now: datetime, tenant: str
     ) -> Event:
