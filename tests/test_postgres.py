@@ -667,20 +667,49 @@ def test_four_processes_share_10000_deliveries(
 
 
 def test_a_transaction_of_several_statements_is_all_or_nothing(
-    storage: hd.PostgresStorage,
+    storage: hd.PostgresStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """_run's statements go out in one pipeline on our autocommit connections,
-    without BEGIN and COMMIT: one implicit transaction, ended by the pipeline's one
-    Sync. An error in a later statement must roll back the earlier ones, and the
-    statements must share one transaction (one txid), or they would not be atomic."""
-    insert = storage._q(
-        "INSERT INTO {schema}.events (id, type, created_at, body)"
-        " VALUES ('evt_atomic', 't', now(), '')"
-    )
+    """_run sends BEGIN, the statements and COMMIT as one pipeline (one round trip).
+    Whatever fails part way, the server (an error in a later statement) or the
+    client while it queues them (a parameter psycopg refuses, an interrupt), nothing
+    is committed, the NUL retry runs the transaction once, and the connection is
+    fit for the next call. A transaction-local setting holds within it only."""
+
+    def insert(event_id: str) -> tuple[bytes, tuple[str]]:  # a second run appends "+"
+        query = (
+            "INSERT INTO {schema}.events (id, type, created_at, body) VALUES (%s, 't', now(), '')"
+            " ON CONFLICT (id) DO UPDATE SET type = events.type || '+'"
+        )
+        return storage._q(query), (event_id,)
+
+    def stored(event_id: str) -> str | None:
+        select = storage._q("SELECT type FROM {schema}.events WHERE id = %s")
+        [result] = storage._run((select, (event_id,)))
+        return result.rows[0][0] if result.rows else None
+
+    class Unadaptable:
+        pass
+
     with pytest.raises(hd.StorageError, match="division by zero"):
-        storage._run((insert, ()), (b"SELECT 1/0", ()))
-    with pytest.raises(hd.UnknownEventError):
-        storage.get_event("evt_atomic")
+        storage._run(insert("evt_server"), (b"SELECT 1/0", ()))
+    with pytest.raises(hd.StorageError, match="cannot adapt"):
+        storage._run(insert("evt_client"), (b"SELECT %s", (Unadaptable(),)))
+    storage._run(insert("evt_nul"), (b"SELECT %s::text", ("a\x00b",)))  # (run again, once)
+
+    queued = psycopg.Cursor.execute
+
+    def interrupted(cursor: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        if query == b"SELECT 'interrupt'":
+            raise KeyboardInterrupt
+        return queued(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        storage._run(insert("evt_interrupted"), (b"SELECT 'interrupt'", ()))
+    monkeypatch.undo()
+
+    assert [stored(e) for e in ("evt_server", "evt_client", "evt_interrupted")] == [None] * 3
+    assert stored("evt_nul") == "t"
 
     txids = (b"SELECT txid_current()", ())
     first, second = storage._run(txids, txids)
@@ -693,3 +722,38 @@ def test_a_transaction_of_several_statements_is_all_or_nothing(
     [after] = storage._run(show)
     assert within.rows == [("100ms",)]
     assert after.rows != within.rows
+
+
+def test_a_dispatch_that_leases_waits_for_a_delete_under_way_and_leaves_its_endpoint_out(
+    storage: hd.PostgresStorage,
+    postgres_dsn: str,  # noqa: F811
+) -> None:
+    """add_event_and_claim reads the subscribers FOR KEY SHARE: an endpoint that
+    delete_endpoint holds (FOR UPDATE, then disabled) is waited for, then left out,
+    not leased with its erased secret and sent to."""
+    endpoint = hd.Endpoint.create("https://example.com/hooks", now=NOW)
+    storage.add_endpoint(endpoint)
+    event = hd.Event.create("user.created", {"n": 1}, now=NOW)
+    found: list[tuple[bool, list[hd.Claim]]] = []
+    with psycopg.connect(postgres_dsn) as deleting:  # as delete_endpoint's transaction
+        deleting.execute(
+            storage._q("SELECT 1 FROM {schema}.endpoints WHERE id = %s FOR UPDATE"), (endpoint.id,)
+        )
+        deleting.execute(
+            storage._q(
+                "UPDATE {schema}.endpoints SET enabled = false, deleted_at = now(), secret = ''"
+                " WHERE id = %s"
+            ),
+            (endpoint.id,),
+        )
+        dispatching = threading.Thread(
+            target=lambda: found.append(
+                storage.add_event_and_claim(event, now=NOW, lease_until=NOW + LEASE, limit=1)
+            )
+        )
+        dispatching.start()
+        time.sleep(0.3)  # (the statement is waiting for the row by now)
+        deleting.commit()
+        dispatching.join(timeout=10)
+    assert found == [(True, [])]
+    assert storage.list_deliveries(event_id=event.id) == []

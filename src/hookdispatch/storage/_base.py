@@ -240,7 +240,7 @@ class Storage(abc.ABC):
         if not stored or limit <= 0:
             return stored, []
         claims = self._claim_or_log(
-            "claiming the new event's deliveries failed; the pump takes over",
+            "claiming the new event's deliveries failed; they stay due, to be claimed again",
             now=now,
             lease_until=lease_until,
             limit=limit,

@@ -904,17 +904,21 @@ endpoints to skip) sent as text (see :func:`_array_literal`)."""
 # in %(excluded)s go in leased (due at the lease's end, under %(lease)s), the others
 # in one fanout row as _INSERT_EVENT_TO_FANOUT's do, each with the id the leased ones'
 # expression gives it (by its place among all the subscribers). One row for the
-# event stored or not, then one per leased delivery: its id and its endpoint.
+# event stored or not, then one per leased delivery: its id and its endpoint. The
+# subscribers are read FOR KEY SHARE, as _SETTLE reads them: a delete_endpoint()
+# under way (it locks the row FOR UPDATE first) is waited for, and its endpoint, now
+# disabled, is then left out, rather than leased with its erased secret and sent to.
 _INSERT_EVENT_AND_CLAIM = (
     "WITH event AS ("
     " INSERT INTO {schema}.events (id, type, created_at, body, tenant)"
     " VALUES (%(event_id)s, %(type)s, %(event_at)s, %(body)s, %(tenant)s)"
     " ON CONFLICT (id) DO NOTHING RETURNING id),"
-    " subscriber AS (SELECT e.id, row_number() OVER (ORDER BY e.created_at, e.seq) AS n,"
-    " e.id <> ALL(string_to_array(%(excluded)s, ',')) AS free"
-    " FROM {schema}.endpoints e WHERE e.id IN (SELECT endpoint_id FROM {schema}.subscriptions"
+    " live AS MATERIALIZED (SELECT e.id, e.created_at, e.seq FROM {schema}.endpoints e"
+    " WHERE e.id IN (SELECT endpoint_id FROM {schema}.subscriptions"
     " WHERE tenant = %(tenant)s AND pattern = ANY(string_to_array(%(patterns)s, ',')))"
-    " AND e.enabled),"
+    " AND e.enabled FOR KEY SHARE OF e),"
+    " subscriber AS (SELECT l.id, row_number() OVER (ORDER BY l.created_at, l.seq) AS n,"
+    " l.id <> ALL(string_to_array(%(excluded)s, ',')) AS free FROM live l),"
     " picked AS (SELECT s.id, s.n, s.free AND row_number() OVER"
     " (PARTITION BY s.free ORDER BY s.n) <= %(limit)s AS leased FROM subscriber s),"
     " numbered AS (SELECT p.id, p.n, p.leased,"
@@ -1259,7 +1263,8 @@ class PostgresStorage(Storage):
         """Run ``statements`` in one transaction and return their results.
 
         One statement on an autocommit connection (our pool's) is its own transaction:
-        one round trip, no BEGIN and COMMIT. ``retry``: see :meth:`_connected`.
+        one round trip, no BEGIN and COMMIT. Several are one round trip too: BEGIN,
+        they and COMMIT in one pipeline. ``retry``: see :meth:`_connected`.
         ``binary``: parameters and results in PostgreSQL's binary format (arrays of
         thousands: several times cheaper to encode than text). ``json_as_text``:
         jsonb values come back as their text, not decoded (a claim's rows).
@@ -1276,13 +1281,23 @@ class PostgresStorage(Storage):
             if len(statements) == 1 and conn.autocommit:
                 cursors = [execute(conn, statements[0])]
             elif _PIPELINE and conn.autocommit:
-                # One pipeline, one Sync at its end: the statements run as one
-                # implicit transaction (an error rolls back all of them), in one round
-                # trip. (Within a pipeline, psycopg's transaction() syncs on BEGIN and
-                # on COMMIT: three round trips, measured. Nothing may be fetched
-                # inside the block: a fetch syncs too, which would commit there.)
-                with conn.pipeline():
-                    cursors = [execute(conn, statement) for statement in statements]
+                # BEGIN, the statements and COMMIT as one pipeline, one Sync at its
+                # end: one round trip. (psycopg's transaction() within a pipeline
+                # waits for the server at BEGIN and again at COMMIT: three, measured.)
+                # An error, the server's or one raised here while the statements are
+                # queued (a parameter psycopg refuses, an interrupt), leaves the
+                # transaction open or failed, and nothing committed: it is rolled
+                # back before the connection serves anything else.
+                try:
+                    with conn.pipeline():
+                        conn.cursor().execute(b"BEGIN")
+                        cursors = [execute(conn, statement) for statement in statements]
+                        conn.cursor().execute(b"COMMIT")
+                except BaseException:
+                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        with contextlib.suppress(psycopg.Error):  # broken: replaced
+                            conn.rollback()
+                    raise
             else:
                 # A connection of your pool outside autocommit, or a libpq without
                 # pipelines: BEGIN and COMMIT, the statements between them pipelined
