@@ -110,14 +110,16 @@ def test_kept_connections_go_back_to_the_pool_in_time_without_calls(
     while kept._kept and time.monotonic() < deadline:  # no call comes meanwhile
         time.sleep(0.01)
     assert kept._kept == []
-    assert pool.get_stats()["pool_available"] == 2
+    # Both idle in the pool. (Not "the pool holds two": while the two were taken,
+    # the pool may have started a third connection of its own.)
+    assert {id(first), id(second)} <= {id(conn) for conn in pool._pool}
     taken = kept.take()  # kept again from now on, and handed back again in time
     kept.give_back(taken)
     deadline = time.monotonic() + 5
     while kept._kept and time.monotonic() < deadline:
         time.sleep(0.01)
     assert kept._kept == []
-    assert pool.get_stats()["pool_available"] == 2
+    assert id(taken) in {id(conn) for conn in pool._pool}
     kept.close()
 
 
@@ -267,6 +269,10 @@ def test_a_storage_dropped_unclosed_frees_its_connections_at_once(
     before = backends()
     storage = hd.PostgresStorage(postgres_dsn, schema=new_schema())
     storage.list_endpoints()  # a connection kept, its timer pending
+    # (The pool may still be opening a connection of its own in the background: one
+    # it finishes after the drop lingers until its worker stops, which is the pool's
+    # affair, not the kept connections'. Let it finish first.)
+    storage._pool.wait(timeout=5)
     assert storage._kept is not None
     assert storage._kept._timer[0] is not None
     del storage
