@@ -68,7 +68,7 @@ def _bars(ax: Any, rows: list[Row], *, xlabel: str, log: bool = False) -> None:
 
 def _throughput(ax: Any, results: Results) -> None:
     _bars(ax, results.throughput, xlabel="deliveries/s (median, min–max)")
-    ax.set_title("Instant receiver\ngrey: raw ceilings · blue: hookdispatch · red: Celery")
+    ax.set_title("Instant receiver\ngrey: raw ceilings\nblue: hookdispatch · red: Celery")
 
 
 def _latency(ax: Any, results: Results) -> None:
