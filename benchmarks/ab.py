@@ -2,7 +2,7 @@
 
     python -m benchmarks.ab OLD_SRC [NEW_SRC] [--events N] [--rounds R]
                             [--storages memory,SQLite,PostgreSQL]
-                            [--kinds threads,async,drain]
+                            [--kinds threads,async,drain,dispatch,inline]
 
 ``OLD_SRC`` and ``NEW_SRC`` are ``src`` folders of two checkouts (a ``git worktree``
 of the commit before a change, say; ``NEW_SRC`` defaults to this checkout's). Each
@@ -19,8 +19,9 @@ default); ``drain`` is the queue alone: ``N`` deliveries stored first, then
 comparison runs it; ``dispatch`` is ``dispatch()`` timed call by call on a
 ``Dispatcher(workers=8)`` whose workers send to a receiver that answers after
 100 ms (the latency table's *consumer waiting*), ``N`` calls, shown as calls/s at
-the p50 (10^6 / p50 µs) so that, as for the others, more is better. Prints
-medians, ranges, and the new/old ratio of each.
+the p50 (10^6 / p50 µs) so that, as for the others, more is better; ``inline`` is
+``Dispatcher(workers=0)``, each ``dispatch()`` returning once its one delivery is
+recorded (``N`` calls). Prints medians, ranges, and the new/old ratio of each.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ with storages.temporary_folder() as folder, contextlib.ExitStack() as stack:
     elif kind == "dispatch":
         run = latency.dispatch_latency(url, make, count, {limit}, wait=False)
         run.value, run.cpu_us = 1e6 / run.value, None
+    elif kind == "inline":
+        run = hookdispatch_runs.inline(url, make, count, {limit})
     else:
         run = hookdispatch_runs.async_pool(url, make, count, 64, {limit})
 print(json.dumps({{"rate": run.value, "cut": run.cut, "cpu_us": run.cpu_us}}))
@@ -69,6 +72,7 @@ KINDS = {
     "async": "AsyncDispatcher concurrency=64 ({storage}, AsyncioTransport)",
     "drain": "Dispatcher workers=8 drain ({storage}, instant transport)",
     "dispatch": "dispatch() ({storage}), calls/s at its p50",
+    "inline": "Dispatcher inline ({storage}, SocketTransport)",
 }
 STORAGES = ("memory", "SQLite", "PostgreSQL")
 
