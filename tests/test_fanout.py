@@ -384,6 +384,7 @@ def test_deleting_an_endpoint_while_other_processes_write_out_leaves_nothing_pen
     g = dispatch(storage, n=1)
     first = psycopg.connect(postgres_dsn)
     second = psycopg.connect(postgres_dsn)
+    committing: threading.Timer | None = None
     try:
         first.execute(settle[0], {**settle[1], "rows": 1})  # holds G's row, uncommitted
         done: dict[str, int] = {}
@@ -395,10 +396,13 @@ def test_deleting_an_endpoint_while_other_processes_write_out_leaves_nothing_pen
         e = dispatch(storage, n=2)
         second.execute(settle[0], settle[1])  # writes E's row out, before the delete commits
         first.commit()
-        threading.Timer(0.3, second.commit).start()
+        committing = threading.Timer(0.3, second.commit)
+        committing.start()
         deleting.join(timeout=30)
         assert not deleting.is_alive()
     finally:
+        if committing is not None:
+            committing.join()  # (a commit and a close at once on one connection crash)
         first.close()
         second.close()
     statuses = {

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 from attrs import evolve
+from psycopg import _pipeline_base
 from psycopg_pool import ConnectionPool
 
 import hookdispatch as hd
@@ -752,8 +753,48 @@ def test_a_dispatch_that_leases_waits_for_a_delete_under_way_and_leaves_its_endp
             )
         )
         dispatching.start()
-        time.sleep(0.3)  # (the statement is waiting for the row by now)
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        deadline = time.monotonic() + 10
+        with psycopg.connect(postgres_dsn, autocommit=True) as watching:
+            while not watching.execute(waiting).fetchone()[0]:  # type: ignore[index]
+                assert time.monotonic() < deadline, "the dispatch never waited for the row"
+                time.sleep(0.01)
+        assert dispatching.is_alive()  # waiting for the delete, which now commits
         deleting.commit()
         dispatching.join(timeout=10)
     assert found == [(True, [])]
-    assert storage.list_deliveries(event_id=event.id) == []
+    # Its delivery went to the fanout row instead, written out cancelled.
+    [delivery] = storage.list_deliveries(event_id=event.id)
+    assert delivery.status is hd.DeliveryStatus.CANCELLED
+
+
+def test_an_interrupt_while_results_are_read_is_raised_as_itself(
+    storage: hd.PostgresStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while psycopg reads a pipeline's results makes it fail to leave pipeline
+    mode, and it says so (OperationalError): the caller gets the KeyboardInterrupt,
+    not a StorageError, and the connection serves the next call."""
+    read = _pipeline_base.BasePipeline._process_results
+
+    def interrupted(*args: Any) -> Any:
+        monkeypatch.setattr(_pipeline_base.BasePipeline, "_process_results", read)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_pipeline_base.BasePipeline, "_process_results", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        storage._run((b"SELECT 1", ()), (b"SELECT 2", ()))
+    first, second = storage._run((b"SELECT 1", ()), (b"SELECT 2", ()))
+    assert (first.rows, second.rows) == ([(1,)], [(2,)])
+
+
+def test_a_commit_that_postgresql_answers_with_rollback_raises(
+    storage: hd.PostgresStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL answers COMMIT in a failed transaction with ROLLBACK, and no error:
+    _run checks the answer rather than report the transaction stored."""
+    monkeypatch.setattr(psycopg.Cursor, "statusmessage", property(lambda cursor: "ROLLBACK"))
+    with pytest.raises(hd.StorageError, match="rolled the transaction back"):
+        storage._run((b"SELECT 1", ()), (b"SELECT 2", ()))

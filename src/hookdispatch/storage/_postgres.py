@@ -905,23 +905,28 @@ endpoints to skip) sent as text (see :func:`_array_literal`)."""
 # in one fanout row as _INSERT_EVENT_TO_FANOUT's do, each with the id the leased ones'
 # expression gives it (by its place among all the subscribers). One row for the
 # event stored or not, then one per leased delivery: its id and its endpoint. The
-# subscribers are read FOR KEY SHARE, as _SETTLE reads them: a delete_endpoint()
-# under way (it locks the row FOR UPDATE first) is waited for, and its endpoint, now
-# disabled, is then left out, rather than leased with its erased secret and sent to.
+# endpoints of the leased ones are read again FOR KEY SHARE (``locked``), as _SETTLE
+# reads them: a delete_endpoint() under way (it locks the row FOR UPDATE first) is
+# waited for, and its endpoint, now disabled, goes to the fanout row instead, whose
+# write-out records its delivery cancelled, rather than leased with its erased secret
+# and sent to. The others are locked by their write-out only (a wide fan-out's
+# dispatch locks a few rows, not all).
 _INSERT_EVENT_AND_CLAIM = (
     "WITH event AS ("
     " INSERT INTO {schema}.events (id, type, created_at, body, tenant)"
     " VALUES (%(event_id)s, %(type)s, %(event_at)s, %(body)s, %(tenant)s)"
     " ON CONFLICT (id) DO NOTHING RETURNING id),"
-    " live AS MATERIALIZED (SELECT e.id, e.created_at, e.seq FROM {schema}.endpoints e"
-    " WHERE e.id IN (SELECT endpoint_id FROM {schema}.subscriptions"
+    " subscriber AS (SELECT e.id, row_number() OVER (ORDER BY e.created_at, e.seq) AS n,"
+    " e.id <> ALL(string_to_array(%(excluded)s, ',')) AS free"
+    " FROM {schema}.endpoints e WHERE e.id IN (SELECT endpoint_id FROM {schema}.subscriptions"
     " WHERE tenant = %(tenant)s AND pattern = ANY(string_to_array(%(patterns)s, ',')))"
-    " AND e.enabled FOR KEY SHARE OF e),"
-    " subscriber AS (SELECT l.id, row_number() OVER (ORDER BY l.created_at, l.seq) AS n,"
-    " l.id <> ALL(string_to_array(%(excluded)s, ',')) AS free FROM live l),"
+    " AND e.enabled),"
     " picked AS (SELECT s.id, s.n, s.free AND row_number() OVER"
     " (PARTITION BY s.free ORDER BY s.n) <= %(limit)s AS leased FROM subscriber s),"
-    " numbered AS (SELECT p.id, p.n, p.leased,"
+    " locked AS MATERIALIZED (SELECT e.id FROM {schema}.endpoints e"
+    " WHERE e.id IN (SELECT p.id FROM picked p WHERE p.leased) AND e.enabled"
+    " FOR KEY SHARE OF e),"
+    " numbered AS (SELECT p.id, p.n, p.leased AND p.id IN (SELECT id FROM locked) AS leased,"
     f" {_delivery_id(_IDS, '%(base)s', 'p.n')} AS delivery_id FROM picked p"
     " WHERE EXISTS (SELECT 1 FROM event)),"
     f" delivery AS (INSERT INTO {{schema}}.deliveries ({_DELIVERY_COLUMNS}, lease)"
@@ -1292,12 +1297,22 @@ class PostgresStorage(Storage):
                     with conn.pipeline():
                         conn.cursor().execute(b"BEGIN")
                         cursors = [execute(conn, statement) for statement in statements]
-                        conn.cursor().execute(b"COMMIT")
-                except BaseException:
+                        commit = conn.cursor().execute(b"COMMIT")
+                except BaseException as exc:
                     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                         with contextlib.suppress(psycopg.Error):  # broken: replaced
                             conn.rollback()
+                    if isinstance(exc, psycopg.Error) and isinstance(
+                        exc.__context__, KeyboardInterrupt | SystemExit
+                    ):
+                        # An interrupt while psycopg read the results: it then fails
+                        # to leave the pipeline, and says so instead.
+                        raise exc.__context__ from None
                     raise
+                if commit.statusmessage != "COMMIT":  # PostgreSQL's answer to a failed one
+                    raise StorageError(
+                        f"PostgreSQL rolled the transaction back ({commit.statusmessage})"
+                    )
             else:
                 # A connection of your pool outside autocommit, or a libpq without
                 # pipelines: BEGIN and COMMIT, the statements between them pipelined
