@@ -729,9 +729,10 @@ def test_a_dispatch_that_leases_waits_for_a_delete_under_way_and_leaves_its_endp
     storage: hd.PostgresStorage,
     postgres_dsn: str,  # noqa: F811
 ) -> None:
-    """add_event_and_claim reads the subscribers FOR KEY SHARE: an endpoint that
-    delete_endpoint holds (FOR UPDATE, then disabled) is waited for, then left out,
-    not leased with its erased secret and sent to."""
+    """add_event_and_claim reads the endpoints it leases to FOR KEY SHARE: one that
+    delete_endpoint holds (FOR UPDATE, then disabled) is waited for, and its delivery
+    goes to the fanout row, written out cancelled: not leased with its erased secret
+    and sent to."""
     endpoint = hd.Endpoint.create("https://example.com/hooks", now=NOW)
     storage.add_endpoint(endpoint)
     event = hd.Event.create("user.created", {"n": 1}, now=NOW)
