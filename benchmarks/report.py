@@ -802,7 +802,8 @@ def render(results: Results, *, images: Mapping[str, str]) -> str:
             " page size and checkpoint size), each call `BEGIN IMMEDIATE`, an INSERT of a"
             " 200-byte row,"
             " `COMMIT`. PostgreSQL: one connection in autocommit to the same throwaway"
-            " database (`synchronous_commit = off`), each call one `INSERT`, whose round"
+            " database (`synchronous_commit = off`), each call one `INSERT` through one"
+            " cursor used again (as PostgresStorage keeps its cursors), whose round"
             " trip is the insert and its commit. A `dispatch()` stores its event and"
             " delivery in one transaction, so it cannot cost less than one of these;"
             " *vs INSERT+COMMIT* is its p50 over the ceiling's.",

@@ -799,3 +799,53 @@ def test_a_commit_that_postgresql_answers_with_rollback_raises(
     monkeypatch.setattr(psycopg.Cursor, "statusmessage", property(lambda cursor: "ROLLBACK"))
     with pytest.raises(hd.StorageError, match="rolled the transaction back"):
         storage._run((b"SELECT 1", ()), (b"SELECT 2", ()))
+
+
+def test_our_pools_connections_keep_their_cursors_and_each_kind_stays_apart(
+    storage: hd.PostgresStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cursor made anew costs a third of a short statement's CPU, so our own pool's
+    connections keep theirs: calls after the first make none. Each kind stays
+    apart: a claim's jsonb read as text never reaches a read that decodes it, and
+    back; a pipeline's statements each get their own; a failed statement leaves its
+    cursor fit for the next; a result of many rows is not kept once read."""
+    endpoint = hd.Endpoint.create(
+        "https://example.com/hooks", now=NOW, headers={"X-Team": "a"}, metadata={"k": [1]}
+    )
+    storage.add_endpoint(endpoint)
+    for n in range(3):
+        event = hd.Event.create("user.created", {"n": n}, now=NOW)
+        storage.add_event(event, [hd.Delivery.create(event, endpoint, now=NOW)])
+
+    made: list[bool] = []
+    cursor = psycopg.Connection.cursor
+
+    def counted(conn: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Any:
+        made.append(True)
+        return cursor(conn, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "cursor", counted)
+
+    def rounds() -> None:
+        [claim] = storage.claim(now=NOW, lease_until=NOW + LEASE, limit=1)
+        assert (claim.endpoint.headers, claim.endpoint.metadata) == ({"X-Team": "a"}, {"k": [1]})
+        stored = storage.get_endpoint(endpoint.id)  # decoded, after the claim's text
+        assert (stored.headers, stored.metadata) == ({"X-Team": "a"}, {"k": [1]})
+        first, second = storage._run((b"SELECT 1", ()), (b"SELECT 2", ()))
+        assert (first.rows, second.rows) == ([(1,)], [(2,)])
+        with pytest.raises(hd.StorageError, match="division by zero"):
+            storage._run((b"SELECT 1/0", ()))
+        [one] = storage._run((b"SELECT 3", ()))
+        assert one.rows == [(3,)]
+
+    rounds()  # makes the cursors
+    made.clear()
+    rounds()
+    rounds()
+    assert made == []  # every one kept
+
+    [many] = storage._run((b"SELECT generate_series(1, 65)", ()))
+    assert len(many.rows) == 65
+    [again] = storage._run((b"SELECT 4", ()))
+    assert again.rows == [(4,)]
+    assert made == [True]  # the big result's cursor was closed, and one made anew

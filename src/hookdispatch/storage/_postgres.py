@@ -1137,6 +1137,70 @@ class _JsonbBinaryAsText(Loader):
         return raw[1:].decode()
 
 
+_CursorKind = tuple[bool, bool, int]
+"""A kept cursor's ``binary``, ``json_as_text``, and place in its transaction."""
+_BEGIN, _COMMIT = -1, -2
+"""The places of a pipelined transaction's own BEGIN and COMMIT."""
+
+
+class _CursorKeeping(psycopg.Connection[Any]):
+    """Our own pool's connections: each keeps the cursors it made, one per kind, for
+    the next call to use again (see :meth:`cursor_for`)."""
+
+    def cursor_for(self, binary: bool, json_as_text: bool, place: int) -> psycopg.Cursor[Any]:
+        """A cursor of this connection, made once per ``binary``, ``json_as_text`` and
+        ``place`` (the statement's position in its transaction: the statements of
+        one pipeline need a cursor each), then reused. A cursor made anew costs as
+        much CPU as a third of a short statement's round trip (its adapters and
+        their caches built again); one used again costs nothing of the kind. Only
+        the thread that holds the connection uses them, as it does the connection."""
+        try:
+            kept = self._hookdispatch_cursors
+        except AttributeError:
+            kept = self._hookdispatch_cursors = {}
+        kind = (binary, json_as_text, place)
+        cursor = kept.get(kind)
+        if cursor is None or cursor.closed:
+            cursor = kept[kind] = _new_cursor(self, binary, json_as_text)
+        return cursor
+
+    _hookdispatch_cursors: dict[_CursorKind, psycopg.Cursor[Any]]
+
+
+def _new_cursor(
+    conn: psycopg.Connection[Any], binary: bool, json_as_text: bool
+) -> psycopg.Cursor[Any]:
+    cursor = conn.cursor(binary=binary)
+    if json_as_text:  # (this cursor's own adapters: the connection's are untouched)
+        cursor.adapters.register_loader("jsonb", _JsonbAsText)
+        cursor.adapters.register_loader("jsonb", _JsonbBinaryAsText)
+    return cursor
+
+
+_KEPT_RESULT_ROWS = 64
+"""A kept cursor whose result had more rows is closed once they are read, its result's
+memory freed, rather than kept until its next statement (a new one is made then)."""
+
+
+def _result_of(cursor: psycopg.Cursor[Any]) -> _Result:
+    """What a statement's cursor returned: its row count, and its rows, if any."""
+    rows = cursor.fetchall() if _has_rows(cursor) else []
+    result = _Result(cursor.rowcount, rows)
+    if len(rows) > _KEPT_RESULT_ROWS:
+        cursor.close()
+    return result
+
+
+def _cursor(
+    conn: psycopg.Connection[Any], binary: bool, json_as_text: bool, place: int
+) -> psycopg.Cursor[Any]:
+    """A cursor for the statement at ``place`` of a transaction: a kept one on our own
+    pool's connections (:class:`_CursorKeeping`), a new one on those of yours."""
+    if isinstance(conn, _CursorKeeping):
+        return conn.cursor_for(binary, json_as_text, place)
+    return _new_cursor(conn, binary, json_as_text)
+
+
 @frozen
 class _Result:
     rowcount: int
@@ -1232,6 +1296,7 @@ class PostgresStorage(Storage):
                     max_size=max_connections,
                     timeout=connect_timeout,
                     name=f"hookdispatch-{schema}",
+                    connection_class=_CursorKeeping,
                     kwargs={"autocommit": True},
                     open=True,
                 )
@@ -1275,12 +1340,10 @@ class PostgresStorage(Storage):
         jsonb values come back as their text, not decoded (a claim's rows).
         """
 
-        def execute(conn: psycopg.Connection[Any], statement: Statement) -> psycopg.Cursor[Any]:
-            cursor = conn.cursor(binary=binary)
-            if json_as_text:  # (this cursor's own adapters: the connection's are untouched)
-                cursor.adapters.register_loader("jsonb", _JsonbAsText)
-                cursor.adapters.register_loader("jsonb", _JsonbBinaryAsText)
-            return cursor.execute(*statement)
+        def execute(
+            conn: psycopg.Connection[Any], statement: Statement, place: int = 0
+        ) -> psycopg.Cursor[Any]:
+            return _cursor(conn, binary, json_as_text, place).execute(*statement)
 
         def once(conn: psycopg.Connection[Any]) -> list[_Result]:
             if len(statements) == 1 and conn.autocommit:
@@ -1295,9 +1358,12 @@ class PostgresStorage(Storage):
                 # back before the connection serves anything else.
                 try:
                     with conn.pipeline():
-                        conn.cursor().execute(b"BEGIN")
-                        cursors = [execute(conn, statement) for statement in statements]
-                        commit = conn.cursor().execute(b"COMMIT")
+                        _cursor(conn, False, False, _BEGIN).execute(b"BEGIN")
+                        cursors = [
+                            execute(conn, statement, place)
+                            for place, statement in enumerate(statements)
+                        ]
+                        commit = _cursor(conn, False, False, _COMMIT).execute(b"COMMIT")
                 except BaseException as exc:
                     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                         with contextlib.suppress(psycopg.Error):  # broken: replaced
@@ -1319,11 +1385,11 @@ class PostgresStorage(Storage):
                 # where they can be.
                 pipeline = conn.pipeline() if _PIPELINE else contextlib.nullcontext()
                 with pipeline, conn.transaction():
-                    cursors = [execute(conn, statement) for statement in statements]
-            return [
-                _Result(cursor.rowcount, cursor.fetchall() if _has_rows(cursor) else [])
-                for cursor in cursors
-            ]
+                    cursors = [
+                        execute(conn, statement, place)
+                        for place, statement in enumerate(statements)
+                    ]
+            return [_result_of(cursor) for cursor in cursors]
 
         def run(conn: psycopg.Connection[Any]) -> list[_Result]:
             nonlocal statements
