@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -146,3 +147,59 @@ def test_a_worker_that_finds_nothing_more_due_does_not_wake_the_pump_to_look_aga
         assert hooks.drain(timeout=5)
     assert storage.handed == 20
     assert storage.pump_calls - before <= 2, "the pump stayed asleep"
+
+
+def test_dispatches_back_to_back_on_threads_leave_their_deliveries_to_the_workers_claims(
+    httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    """A thread dispatching in a loop (each dispatch less than STREAM_GAP after the
+    last returned) leases nothing at dispatch, even with workers free: leasing one
+    dispatch at a time kept the workers idle and every group a single completion
+    (half the deliveries a second on PostgreSQL). The workers and the pump claim
+    them instead, several at a time; after a pause, a dispatch leases again. (A
+    stall of the test's own thread may let one through: a few are allowed.)"""
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    storage = _Counting(tmp_path / "hooks.db")
+    with hd.Dispatcher(
+        storage=storage, workers=4, poll_interval=60, targets=hd.TargetPolicy.local()
+    ) as hooks:
+        hooks.add_endpoint(httpserver.url_for("/hook"))
+        assert hooks.drain(timeout=5)
+        hooks.dispatch("user.created", {"n": -1})  # after the pause: leased at dispatch
+        assert hooks.drain(timeout=5)
+        assert storage.handed == 1
+        for n in range(100):
+            hooks.dispatch("user.created", {"n": n})
+            until = time.perf_counter() + 0.0003  # time for a worker to come free
+            while time.perf_counter() < until:
+                pass
+        assert hooks.drain(timeout=10)
+        assert storage.handed <= 1 + 3
+        assert storage.claims >= 100 - 3
+        assert len(storage.list_deliveries(status=hd.DeliveryStatus.SUCCEEDED, limit=200)) == 101
+        time.sleep(0.01)  # a pause: the next dispatch leases again
+        hooks.dispatch("user.created", {"n": 100})
+        assert hooks.drain(timeout=5)
+        assert 2 <= storage.handed <= 2 + 3
+
+
+def test_dispatches_back_to_back_under_asyncio_still_lease_while_tasks_are_free(
+    httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    """Under asyncio the caller waits for turns of the loop whatever the storage call
+    costs, and leasing saves the pump a claim: no stream rule (see STREAM_GAP)."""
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    storage = _Counting(tmp_path / "hooks.db")
+
+    async def main() -> None:
+        async with hd.AsyncDispatcher(
+            storage=storage, concurrency=64, poll_interval=60, targets=hd.TargetPolicy.local()
+        ) as hooks:
+            await hooks.add_endpoint(httpserver.url_for("/hook"))
+            assert await hooks.drain(timeout=5)
+            for n in range(20):
+                await hooks.dispatch("user.created", {"n": n})
+            assert await hooks.drain(timeout=10)
+
+    asyncio.run(main())
+    assert storage.handed == 20  # 64 tasks free: every dispatch leased its own
