@@ -808,7 +808,7 @@ def test_our_pools_connections_keep_their_cursors_and_each_kind_stays_apart(
     connections keep theirs: calls after the first make none. Each kind stays
     apart: a claim's jsonb read as text never reaches a read that decodes it, and
     back; a pipeline's statements each get their own; a failed statement leaves its
-    cursor fit for the next; a result of many rows is not kept once read."""
+    cursor fit for the next."""
     endpoint = hd.Endpoint.create(
         "https://example.com/hooks", now=NOW, headers={"X-Team": "a"}, metadata={"k": [1]}
     )
@@ -844,8 +844,61 @@ def test_our_pools_connections_keep_their_cursors_and_each_kind_stays_apart(
     rounds()
     assert made == []  # every one kept
 
-    [many] = storage._run((b"SELECT generate_series(1, 65)", ()))
-    assert len(many.rows) == 65
-    [again] = storage._run((b"SELECT 4", ()))
-    assert again.rows == [(4,)]
-    assert made == [True]  # the big result's cursor was closed, and one made anew
+
+
+def _kept_cursors(storage: hd.PostgresStorage) -> list[psycopg.Cursor[Any]]:
+    assert storage._kept is not None
+    with storage._kept._lock:
+        connections = list(storage._kept._kept)
+    return [c for conn in connections for c in vars(conn).get("_hookdispatch_cursors", {}).values()]
+
+
+def test_a_kept_cursor_holds_no_result_once_a_call_returns_or_fails(
+    storage: hd.PostgresStorage,
+) -> None:
+    """A kept cursor would hold its last result (a claim's rows, bodies included)
+    until its next statement, which an idle connection may never run: every
+    result is freed when the call returns, and when it fails."""
+    endpoint = hd.Endpoint.create("https://example.com/hooks", now=NOW)
+    storage.add_endpoint(endpoint)
+    for n in range(3):
+        event = hd.Event.create("user.created", {"pad": "x" * 100_000, "n": n}, now=NOW)
+        storage.add_event(event, [hd.Delivery.create(event, endpoint, now=NOW)])
+    claims = storage.claim(now=NOW, lease_until=NOW + LEASE, limit=3)
+    assert len(claims) == 3 and all(len(c.body) > 100_000 for c in claims)
+    kept = _kept_cursors(storage)
+    assert kept and all(c.pgresult is None or c.pgresult.ntuples == 0 for c in kept)
+
+    big = (b"SELECT repeat('x', 1000) FROM generate_series(1, 1000)", ())
+    with pytest.raises(hd.StorageError, match="division by zero"):
+        storage._run(big, (b"SELECT 1/0", ()))
+    kept = _kept_cursors(storage)
+    assert all(c.pgresult is None or c.pgresult.ntuples == 0 for c in kept)
+    [one] = storage._run((b"SELECT 1", ()))  # and the cursors serve the next call
+    assert one.rows == [(1,)]
+
+
+def test_a_storage_dropped_without_close_closes_its_connections_at_once(
+    postgres_dsn: str,  # noqa: F811
+    schema: str,
+) -> None:
+    """Its connections and their kept cursors refer to each other: without the
+    storage's finalizer they would stay open until a garbage collection."""
+    import gc
+
+    store = hd.PostgresStorage(postgres_dsn, schema=schema)
+    [pid] = store._run((b"SELECT pg_backend_pid()", ()))[0].rows[0]
+    alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+    with psycopg.connect(postgres_dsn, autocommit=True) as watching:
+        assert watching.execute(alive, (pid,)).fetchone() == (1,)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            del store
+            deadline = time.monotonic() + 10
+            while watching.execute(alive, (pid,)).fetchone() != (0,):
+                assert time.monotonic() < deadline, "the server connection stayed open"
+                time.sleep(0.01)
+        finally:
+            if collecting:
+                gc.enable()

@@ -15,8 +15,9 @@ import json
 import logging
 import re
 import time
+import weakref
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -1145,26 +1146,43 @@ _BEGIN, _COMMIT = -1, -2
 
 class _CursorKeeping(psycopg.Connection[Any]):
     """Our own pool's connections: each keeps the cursors it made, one per kind, for
-    the next call to use again (see :meth:`cursor_for`)."""
+    the next call to use again (see :meth:`cursor_for`).
+
+    A kept cursor refers to its connection, so the two make a cycle: :meth:`close`
+    and :meth:`forget_cursors` break it, so that a connection closed or found
+    broken is freed at once (its socket with it), not at the next garbage
+    collection. A cursor's result is freed once read (:func:`_free_results`)."""
 
     def cursor_for(self, binary: bool, json_as_text: bool, place: int) -> psycopg.Cursor[Any]:
         """A cursor of this connection, made once per ``binary``, ``json_as_text`` and
         ``place`` (the statement's position in its transaction: the statements of
-        one pipeline need a cursor each), then reused. A cursor made anew costs as
-        much CPU as a third of a short statement's round trip (its adapters and
-        their caches built again); one used again costs nothing of the kind. Only
-        the thread that holds the connection uses them, as it does the connection."""
-        try:
-            kept = self._hookdispatch_cursors
-        except AttributeError:
-            kept = self._hookdispatch_cursors = {}
+        one pipeline need a cursor each), then reused: making a cursor and its
+        adapters (the jsonb-as-text loaders of claims) cost a third of a short
+        statement's CPU. Only the thread that holds the connection uses them, as
+        it does the connection."""
+        kept: dict[_CursorKind, psycopg.Cursor[Any]] = self.__dict__.setdefault(
+            "_hookdispatch_cursors", {}
+        )
         kind = (binary, json_as_text, place)
         cursor = kept.get(kind)
         if cursor is None or cursor.closed:
             cursor = kept[kind] = _new_cursor(self, binary, json_as_text)
         return cursor
 
-    _hookdispatch_cursors: dict[_CursorKind, psycopg.Cursor[Any]]
+    def forget_cursors(self) -> None:
+        """Drop the kept cursors (made anew if the connection is used again)."""
+        self.__dict__.pop("_hookdispatch_cursors", None)
+
+    def close(self) -> None:
+        self.forget_cursors()
+        super().close()
+
+
+def _close_pool(kept: KeptConnections | None, pool: ConnectionPool[Any]) -> None:
+    """Close our own pool, the connections kept out of it first."""
+    if kept is not None:
+        kept.close()
+    pool.close()
 
 
 def _new_cursor(
@@ -1177,18 +1195,20 @@ def _new_cursor(
     return cursor
 
 
-_KEPT_RESULT_ROWS = 64
-"""A kept cursor whose result had more rows is closed once they are read, its result's
-memory freed, rather than kept until its next statement (a new one is made then)."""
-
-
 def _result_of(cursor: psycopg.Cursor[Any]) -> _Result:
     """What a statement's cursor returned: its row count, and its rows, if any."""
-    rows = cursor.fetchall() if _has_rows(cursor) else []
-    result = _Result(cursor.rowcount, rows)
-    if len(rows) > _KEPT_RESULT_ROWS:
-        cursor.close()
-    return result
+    return _Result(cursor.rowcount, cursor.fetchall() if _has_rows(cursor) else [])
+
+
+def _free_results(cursors: Iterable[psycopg.Cursor[Any]]) -> None:
+    """Free the results ``cursors`` hold (libpq's memory, up to the size of every row
+    a claim read, bodies included), read or not: a kept cursor would otherwise hold
+    its last one until its next statement, which an idle connection may not run
+    for a long time."""
+    for cursor in cursors:
+        result = cursor.pgresult
+        if result is not None:
+            result.clear()
 
 
 def _cursor(
@@ -1301,6 +1321,10 @@ class PostgresStorage(Storage):
                     open=True,
                 )
                 self._kept = KeptConnections(self._pool)
+            # Dropped without close(), the storage still closes its pool: its
+            # connections and their kept cursors refer to each other, and would
+            # otherwise stay open until a garbage collection.
+            self._finalizer = weakref.finalize(self, _close_pool, self._kept, self._pool)
         else:
             raise InvalidInputError(
                 "PostgresStorage needs a connection string (e.g. 'postgresql://localhost/app')"
@@ -1340,14 +1364,26 @@ class PostgresStorage(Storage):
         jsonb values come back as their text, not decoded (a claim's rows).
         """
 
-        def execute(
-            conn: psycopg.Connection[Any], statement: Statement, place: int = 0
-        ) -> psycopg.Cursor[Any]:
-            return _cursor(conn, binary, json_as_text, place).execute(*statement)
-
         def once(conn: psycopg.Connection[Any]) -> list[_Result]:
+            used: list[psycopg.Cursor[Any]] = []
+
+            def execute(statement: Statement, place: int = 0) -> psycopg.Cursor[Any]:
+                cursor = _cursor(conn, binary, json_as_text, place)
+                used.append(cursor)
+                return cursor.execute(*statement)
+
+            try:
+                return [_result_of(cursor) for cursor in run_statements(conn, execute)]
+            finally:
+                _free_results(used)
+
+        def run_statements(
+            conn: psycopg.Connection[Any],
+            execute: Callable[[Statement, int], psycopg.Cursor[Any]],
+        ) -> list[psycopg.Cursor[Any]]:
+            """The statements sent, in one transaction; their cursors, results in."""
             if len(statements) == 1 and conn.autocommit:
-                cursors = [execute(conn, statements[0])]
+                cursors = [execute(statements[0], 0)]
             elif _PIPELINE and conn.autocommit:
                 # BEGIN, the statements and COMMIT as one pipeline, one Sync at its
                 # end: one round trip. (psycopg's transaction() within a pipeline
@@ -1360,8 +1396,7 @@ class PostgresStorage(Storage):
                     with conn.pipeline():
                         _cursor(conn, False, False, _BEGIN).execute(b"BEGIN")
                         cursors = [
-                            execute(conn, statement, place)
-                            for place, statement in enumerate(statements)
+                            execute(statement, place) for place, statement in enumerate(statements)
                         ]
                         commit = _cursor(conn, False, False, _COMMIT).execute(b"COMMIT")
                 except BaseException as exc:
@@ -1386,10 +1421,9 @@ class PostgresStorage(Storage):
                 pipeline = conn.pipeline() if _PIPELINE else contextlib.nullcontext()
                 with pipeline, conn.transaction():
                     cursors = [
-                        execute(conn, statement, place)
-                        for place, statement in enumerate(statements)
+                        execute(statement, place) for place, statement in enumerate(statements)
                     ]
-            return [_result_of(cursor) for cursor in cursors]
+            return cursors
 
         def run(conn: psycopg.Connection[Any]) -> list[_Result]:
             nonlocal statements
@@ -1452,6 +1486,8 @@ class PostgresStorage(Storage):
                         kept.give_back(conn)
             except psycopg.Error as exc:
                 if conn is not None and conn.broken:
+                    if isinstance(conn, _CursorKeeping):
+                        conn.forget_cursors()  # (the pool drops it without close())
                     # A server restart breaks every idle connection: replace them all,
                     # for the next call if not for this one.
                     logger.info("PostgreSQL connection broken (%s); reconnecting", exc)
@@ -1500,9 +1536,7 @@ class PostgresStorage(Storage):
         self._closed = True
         if self._owns_pool:
             with _translated():
-                if self._kept is not None:
-                    self._kept.close()
-                self._pool.close()
+                self._finalizer()
 
     # Endpoints ----------------------------------------------------------------------
 
