@@ -11,6 +11,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 import hookdispatch as hd
+from hookdispatch._dispatching import STREAM_RUN
+from hookdispatch._slots import DispatchStream
 
 from receivers import wait_for
 
@@ -149,38 +151,99 @@ def test_a_worker_that_finds_nothing_more_due_does_not_wake_the_pump_to_look_aga
     assert storage.pump_calls - before <= 2, "the pump stayed asleep"
 
 
-def test_dispatches_back_to_back_on_threads_leave_their_deliveries_to_the_workers_claims(
+class _SlowLease(_Counting):
+    """A dispatch that leases takes 2 ms (as one that writes its delivery row leased
+    took twice a fan-out's on PostgreSQL): the workers are done with its delivery
+    before the next dispatch of a loop, which then finds them all free again."""
+
+    def add_event_and_claim(self, event: hd.Event, **options: Any) -> tuple[bool, list[hd.Claim]]:
+        if options["limit"] > 0:
+            time.sleep(0.002)
+        return super().add_event_and_claim(event, **options)
+
+
+def test_a_loop_of_dispatches_on_threads_leaves_its_deliveries_to_the_workers_claims(
     httpserver: HTTPServer, tmp_path: Any
 ) -> None:
-    """A thread dispatching in a loop (each dispatch less than STREAM_GAP after the
-    last returned) leases nothing at dispatch, even with workers free: leasing one
-    dispatch at a time kept the workers idle and every group a single completion
-    (half the deliveries a second on PostgreSQL). The workers and the pump claim
-    them instead, several at a time; after a pause, a dispatch leases again. (A
-    stall of the test's own thread may let one through: a few are allowed.)"""
+    """A thread dispatching in a loop leases at dispatch only for the first few of
+    the row (STREAM_RUN): the rest are claimed by the workers and the pump, several
+    at a time. Leasing each (as before) kept the workers idle between dispatches
+    and every group a single completion. A stall of this thread longer than
+    STREAM_GAP starts a new row, so some more may lease; the code before leased
+    nearly every one."""
     httpserver.expect_request("/hook").respond_with_data("ok")
-    storage = _Counting(tmp_path / "hooks.db")
+    storage = _SlowLease(tmp_path / "hooks.db")
     with hd.Dispatcher(
         storage=storage, workers=4, poll_interval=60, targets=hd.TargetPolicy.local()
     ) as hooks:
         hooks.add_endpoint(httpserver.url_for("/hook"))
         assert hooks.drain(timeout=5)
-        hooks.dispatch("user.created", {"n": -1})  # after the pause: leased at dispatch
-        assert hooks.drain(timeout=5)
-        assert storage.handed == 1
         for n in range(100):
             hooks.dispatch("user.created", {"n": n})
-            until = time.perf_counter() + 0.0003  # time for a worker to come free
-            while time.perf_counter() < until:
-                pass
         assert hooks.drain(timeout=10)
-        assert storage.handed <= 1 + 3
-        assert storage.claims >= 100 - 3
-        assert len(storage.list_deliveries(status=hd.DeliveryStatus.SUCCEEDED, limit=200)) == 101
-        time.sleep(0.01)  # a pause: the next dispatch leases again
-        hooks.dispatch("user.created", {"n": 100})
+        assert storage.handed <= STREAM_RUN + 20
+        assert storage.claims >= 100 - STREAM_RUN - 20
+        assert len(storage.list_deliveries(status=hd.DeliveryStatus.SUCCEEDED, limit=200)) == 100
+
+
+def test_a_dispatch_between_two_others_holding_the_slots_still_wakes_the_pump(
+    httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    """Dispatch A holds every free slot while it stores an event nobody subscribes
+    to; dispatch B stores one that has a subscriber meanwhile, holding none (none
+    free), so its wake notifies nobody. When A gives its slots back unused, it
+    wakes the pump for B's delivery (before: it waited for poll_interval)."""
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    a_storing, a_may_finish = threading.Event(), threading.Event()
+
+    class Gated(hd.SQLiteStorage):
+        def add_event_and_claim(
+            self, event: hd.Event, **options: Any
+        ) -> tuple[bool, list[hd.Claim]]:
+            if event.type == "invoice.paid":  # A
+                a_storing.set()
+                assert a_may_finish.wait(10)
+            return super().add_event_and_claim(event, **options)
+
+    storage = Gated(tmp_path / "hooks.db")
+    with hd.Dispatcher(
+        storage=storage, workers=4, poll_interval=60, targets=hd.TargetPolicy.local()
+    ) as hooks:
+        hooks.add_endpoint(httpserver.url_for("/hook"), events=["user.created"])
         assert hooks.drain(timeout=5)
-        assert 2 <= storage.handed <= 2 + 3
+        a = threading.Thread(target=hooks.dispatch, args=("invoice.paid", {"a": 1}))
+        a.start()
+        assert a_storing.wait(5)
+        b = hooks.dispatch("user.created", {"b": 1})  # while A holds the slots
+        a_may_finish.set()
+        a.join(timeout=5)
+        assert hooks.drain(timeout=5)
+        [delivery] = storage.list_deliveries(event_id=b.id)
+        assert delivery.status is hd.DeliveryStatus.SUCCEEDED
+
+
+def test_a_stream_is_told_by_the_gap_after_the_last_return_and_the_run_so_far() -> None:
+    """DispatchStream, on a clock of its own: the STREAM_RUN-th dispatch in a row
+    starting within the gap is deep in a stream, and so is every next one; a
+    dispatch after a longer gap starts a new row. A gap of 0 sees no stream."""
+    now = [0.0]
+    stream = DispatchStream(gap=0.001, run=3, clock=lambda: now[0])
+
+    def dispatch(after: float) -> bool:
+        now[0] += after
+        deep = stream.starting()
+        now[0] += 0.0002  # its storage call
+        stream.returned()
+        return deep
+
+    assert [dispatch(1.0), dispatch(0.0001), dispatch(0.0001)] == [False, False, False]
+    assert [dispatch(0.0001) for _ in range(5)] == [True] * 5
+    assert dispatch(0.002) is False  # a pause: a new row
+    assert [dispatch(0.0005), dispatch(0.0005), dispatch(0.0005)] == [False, False, True]
+    never = DispatchStream(gap=0.0, run=3, clock=lambda: now[0])
+    for _ in range(10):
+        assert never.starting() is False
+        never.returned()
 
 
 def test_dispatches_back_to_back_under_asyncio_still_lease_while_tasks_are_free(

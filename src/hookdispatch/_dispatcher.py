@@ -340,12 +340,12 @@ class Dispatcher(Driver):
             event, stored, claims = self._store_and_lease(event, now, held, held_back)
         except BaseException:
             with self._cond:
-                wake = self._return_slots(held, [])
+                wake = self._give_back(held, [])
             if wake:
                 self._notify()
             raise
         with self._cond:
-            wake = self._return_slots(held, claims)
+            wake = self._give_back(held, claims)
         if stored:
             self._dispatched([event.id])
             assert self._pool is not None
@@ -620,6 +620,12 @@ class Dispatcher(Driver):
     def _busy_slots(self) -> int:
         with self._cond:  # (the group's lock, then this one: never the other way)
             return super()._busy_slots()
+
+    def _give_back(self, held: int, claims: list[Claim]) -> bool:
+        """:meth:`_return_slots`, and a wake for work another dispatch stored while
+        these slots were held: its ``_notify`` found none free, so woke nobody."""
+        wake = self._return_slots(held, claims)
+        return wake or (held > len(claims) and self._wake)
 
     def _notify(self) -> None:
         with self._cond:

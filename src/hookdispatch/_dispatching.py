@@ -58,7 +58,7 @@ from ._operations import (
 )
 from ._policy import RetryPolicy
 from ._reporting import AttemptReport, report_fields, report_of
-from ._slots import WorkerSlots
+from ._slots import DispatchStream, WorkerSlots
 from ._targets import TargetPolicy, default_targets
 from ._types import JSON, Clock
 from .catalog import Catalog
@@ -207,31 +207,32 @@ class Flavour:
 
 
 STREAM_GAP = 0.001
-"""Seconds: a background dispatch this soon after the one before returned leases
-nothing.
+"""Seconds. On threads, a background dispatch that starts less than this after the
+one before returned, the :data:`STREAM_RUN`-th in such a row or later, leases
+nothing: its deliveries are stored as pending (in the fan-out row, on SQLite and
+PostgreSQL), and the workers' next claims take them, a group commit's or the
+pump's, which the dispatch wakes. They are stored before ``dispatch()`` returns,
+as ever; only the lease at dispatch is skipped.
 
 Leasing at dispatch (``Storage.add_event_and_claim``) starts a lone event's
-deliveries at once, with no claim by the pump. In a stream of dispatches it does
-harm: each dispatch then writes its deliveries one by one, leased, and waits for
-that (on PostgreSQL a dispatch took twice as long), the workers finish each
-before the next dispatch returns and record it alone, and the next dispatch finds
-them free again and leases again. Measured on PostgreSQL, one thread dispatching
-in a loop to ``Dispatcher(workers=8)``: 97% of the dispatches leased, groups of
-1.6 completions, 850 to 1,020 deliveries a second; in the runs where the workers
-happened to stay busy, 96% went to the fan-out row, groups of 7, 1,617 a second.
-So a dispatch that comes less than this after the one before returned (a caller
-dispatching in a loop, or several threads dispatching at once) leaves its
-deliveries to the workers' next claims (a group commit's, or the pump's, woken
-by it), which take many in one call: then 1,674 to 2,518 a second, where it was
-1,049 to 2,324 (``python -m benchmarks.ab OLD/src --storages SQLite,PostgreSQL
---kinds threads --rounds 6``; SQLite, whose dispatches rarely found a worker
-free, 0.98x).
+deliveries at once, with no claim by the pump. In a stream it did harm: one thread
+dispatching in a loop to ``Dispatcher(workers=8)`` on PostgreSQL settled, in 3
+runs of 4, into every dispatch leasing its one delivery (97%): each dispatch
+about 900 µs where one that writes the fan-out row took 420, the workers done
+with it before the next dispatch returned and recording it alone (groups of 1.6),
+and the next dispatch finding them free again: 850 to 1,020 deliveries a second.
+With this rule, groups of 6 and about 2,030 a second in every run (counted per
+storage call; ``benchmarks.ab`` figures in docs/scaling.md). The first few of a
+row still lease, so that a request that dispatches two or three events in a row
+keeps their hand-off to idle workers.
 
 ``Dispatcher`` only. Under asyncio the caller of ``await dispatch()`` waits for
 turns of a busy loop whatever the storage call costs, and a dispatch that leases
-nothing wakes the pump for a claim of its own: with this gap there,
+nothing wakes the pump for a claim of its own: with the rule there,
 ``AsyncDispatcher(concurrency=64)`` went 0.85x (memory), 0.97x (SQLite) and
 0.93x (PostgreSQL) the deliveries a second without it (5 rounds)."""
+STREAM_RUN = 3
+"""How many dispatches in a row, each within :data:`STREAM_GAP`, still lease."""
 
 
 SYNC = Flavour(
@@ -320,7 +321,7 @@ class Driver:
         self._capacity = capacity  # 0: inline
         self._slots = WorkerSlots(capacity)
         self._pump_needs_slots = False  # the pump waits for a free slot
-        self._last_dispatch = -STREAM_GAP  # time.monotonic() the last background one ended
+        self._stream = DispatchStream(gap=self._FLAVOUR.stream_gap, run=STREAM_RUN)
         self._stopping = False
         self._closed = False
 
@@ -547,11 +548,10 @@ class Driver:
         meanwhile, nor drain() find the dispatcher idle). How many, and the
         endpoints to skip. Give them back with :meth:`_return_slots`.
 
-        On threads, none in a stream of dispatches (this one less than
-        :data:`STREAM_GAP` after the last returned): their deliveries are claimed
-        by the workers and the pump, many in one call, rather than leased one
-        dispatch at a time."""
-        streaming = time.monotonic() - self._last_dispatch < self._FLAVOUR.stream_gap
+        On threads, none deep in a stream of dispatches (see :data:`STREAM_GAP`):
+        their deliveries are claimed by the workers and the pump, many in one
+        call, rather than leased one dispatch at a time."""
+        streaming = self._stream.starting()
         free = self._slots.free
         if free <= 0 or self._stopping or streaming:
             return 0, set()
@@ -567,7 +567,7 @@ class Driver:
         pump woken for nothing would make a claim that finds nothing."""
         self._slots.release(held, dispatch=True)
         self._slots.started(claims)
-        self._last_dispatch = time.monotonic()
+        self._stream.returned()
         return not held or len(claims) == held or self._pump_needs_slots
 
     def _store_test(

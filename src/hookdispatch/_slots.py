@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 from ._core import Claim
 
-__all__ = ["WorkerSlots"]
+__all__ = ["DispatchStream", "WorkerSlots"]
 
 
 class WorkerSlots:
@@ -115,3 +115,32 @@ class WorkerSlots:
         self._failing.add(endpoint_id)
         self._proven.discard(endpoint_id)
         return False
+
+
+class DispatchStream:
+    """Whether background dispatches come as a stream: each starting less than
+    ``gap`` seconds after the one before returned, ``run`` or more in a row (a
+    loop, or threads dispatching one after another). Pure; callers serialise
+    access, as for :class:`WorkerSlots`. A ``gap`` of 0 sees no stream."""
+
+    def __init__(
+        self, *, gap: float, run: int, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self._gap = gap
+        self._run = run
+        self._clock = clock
+        self._returned = float("-inf")  # when the last dispatch returned
+        self._streak = 0  # dispatches in a row that started within the gap
+
+    def starting(self) -> bool:
+        """A dispatch starts: whether it comes deep in a stream (the ``run``-th in a
+        row, or later, to start within the gap)."""
+        if self._clock() - self._returned < self._gap:
+            self._streak += 1
+        else:
+            self._streak = 0
+        return self._streak >= self._run
+
+    def returned(self) -> None:
+        """The dispatch's storage call ended (stored or failed)."""
+        self._returned = self._clock()
