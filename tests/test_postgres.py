@@ -5,6 +5,7 @@ The storage contract itself is checked by the conformance suite (test_conformanc
 
 from __future__ import annotations
 
+import gc
 import json
 import secrets
 import subprocess
@@ -845,7 +846,6 @@ def test_our_pools_connections_keep_their_cursors_and_each_kind_stays_apart(
     assert made == []  # every one kept
 
 
-
 def _kept_cursors(storage: hd.PostgresStorage) -> list[psycopg.Cursor[Any]]:
     assert storage._kept is not None
     with storage._kept._lock:
@@ -865,9 +865,11 @@ def test_a_kept_cursor_holds_no_result_once_a_call_returns_or_fails(
         event = hd.Event.create("user.created", {"pad": "x" * 100_000, "n": n}, now=NOW)
         storage.add_event(event, [hd.Delivery.create(event, endpoint, now=NOW)])
     claims = storage.claim(now=NOW, lease_until=NOW + LEASE, limit=3)
-    assert len(claims) == 3 and all(len(c.body) > 100_000 for c in claims)
+    assert len(claims) == 3
+    assert all(len(c.body) > 100_000 for c in claims)
     kept = _kept_cursors(storage)
-    assert kept and all(c.pgresult is None or c.pgresult.ntuples == 0 for c in kept)
+    assert kept
+    assert all(c.pgresult is None or c.pgresult.ntuples == 0 for c in kept)
 
     big = (b"SELECT repeat('x', 1000) FROM generate_series(1, 1000)", ())
     with pytest.raises(hd.StorageError, match="division by zero"):
@@ -884,8 +886,6 @@ def test_a_storage_dropped_without_close_closes_its_connections_at_once(
 ) -> None:
     """Its connections and their kept cursors refer to each other: without the
     storage's finalizer they would stay open until a garbage collection."""
-    import gc
-
     store = hd.PostgresStorage(postgres_dsn, schema=schema)
     [pid] = store._run((b"SELECT pg_backend_pid()", ()))[0].rows[0]
     alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"

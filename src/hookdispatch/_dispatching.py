@@ -208,11 +208,12 @@ class Flavour:
 
 STREAM_GAP = 0.001
 """Seconds. On threads, a background dispatch that starts less than this after the
-one before returned, the :data:`STREAM_RUN`-th in such a row or later, leases
-nothing: its deliveries are stored as pending (in the fan-out row, on SQLite and
-PostgreSQL), and the workers' next claims take them, a group commit's or the
-pump's, which the dispatch wakes. They are stored before ``dispatch()`` returns,
-as ever; only the lease at dispatch is skipped.
+one before returned, when the :data:`STREAM_RUN` - 1 before it did too (a loop,
+from its fourth dispatch on), leases nothing: its deliveries are stored as
+pending (in the fan-out row, on SQLite and PostgreSQL), and the workers' next
+claims take them, a group commit's or the pump's, which the dispatch wakes.
+They are stored before ``dispatch()`` returns, as ever; only the lease at
+dispatch is skipped.
 
 Leasing at dispatch (``Storage.add_event_and_claim``) starts a lone event's
 deliveries at once, with no claim by the pump. In a stream it did harm: one thread
@@ -221,8 +222,8 @@ runs of 4, into every dispatch leasing its one delivery (97%): each dispatch
 about 900 µs where one that writes the fan-out row took 420, the workers done
 with it before the next dispatch returned and recording it alone (groups of 1.6),
 and the next dispatch finding them free again: 850 to 1,020 deliveries a second.
-With this rule, groups of 6 and about 2,030 a second in every run (counted per
-storage call; ``benchmarks.ab`` figures in docs/scaling.md). The first few of a
+Leasing nothing in a stream: groups of 6 and about 2,030 a second in every run
+(counted per storage call; ``benchmarks.ab`` figures in docs/scaling.md). The first few of a
 row still lease, so that a request that dispatches two or three events in a row
 keeps their hand-off to idle workers.
 
@@ -232,7 +233,9 @@ nothing wakes the pump for a claim of its own: with the rule there,
 ``AsyncDispatcher(concurrency=64)`` went 0.85x (memory), 0.97x (SQLite) and
 0.93x (PostgreSQL) the deliveries a second without it (5 rounds)."""
 STREAM_RUN = 3
-"""How many dispatches in a row, each within :data:`STREAM_GAP`, still lease."""
+"""The dispatches in a row, each starting within :data:`STREAM_GAP` of the one
+before, that still lease (with the one that began the row): a request's two or
+three."""
 
 
 SYNC = Flavour(
