@@ -223,9 +223,9 @@ about 900 µs where one that writes the fan-out row took 420, the workers done
 with it before the next dispatch returned and recording it alone (groups of 1.6),
 and the next dispatch finding them free again: 850 to 1,020 deliveries a second.
 Leasing nothing in a stream: groups of 6 and about 2,030 a second in every run
-(counted per storage call; ``benchmarks.ab`` figures in docs/scaling.md). The first few of a
-row still lease, so that a request that dispatches two or three events in a row
-keeps their hand-off to idle workers.
+(counted per storage call; ``benchmarks.ab`` figures in docs/scaling.md). The
+first few of a row still lease, so that a request that dispatches two or three
+events in a row keeps their hand-off to idle workers.
 
 ``Dispatcher`` only. Under asyncio the caller of ``await dispatch()`` waits for
 turns of a busy loop whatever the storage call costs, and a dispatch that leases

@@ -135,6 +135,8 @@ class DispatchStream:
     def starting(self) -> bool:
         """A dispatch starts: whether it comes deep in a stream (the ``run``-th in a
         row, or later, to start within the gap)."""
+        if not self._gap:  # (AsyncDispatcher's: no clock read on its hot path)
+            return False
         if self._clock() - self._returned < self._gap:
             self._streak += 1
         else:
@@ -143,4 +145,5 @@ class DispatchStream:
 
     def returned(self) -> None:
         """The dispatch's storage call ended (stored or failed)."""
-        self._returned = self._clock()
+        if self._gap:
+            self._returned = self._clock()
