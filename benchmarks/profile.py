@@ -161,8 +161,10 @@ COMPONENTS = (
     Component(
         "recording, claiming the next",
         (
-            # after: the group commit (GroupCommit.join runs Driver._settle, which
-            # calls Storage.complete_many, for the group it stores)
+            # after: the group commit's thread (GroupCommit._commit runs
+            # Driver._settle, which calls Storage.complete_many, group after group);
+            # before it had a thread, a worker stored its group in GroupCommit.join
+            "_group_commit.py:GroupCommit._commit",
             "_group_commit.py:GroupCommit.join",
             # before the group commit: one worker at a time (record_success_and_claim:
             # SQLiteStorage.complete_and_claim, or complete() then claim())
@@ -170,8 +172,9 @@ COMPONENTS = (
             # both: a failed attempt, recorded on its own (none against this receiver)
             "_dispatcher.py:_record",
         ),
-        what="after: `GroupCommit.join` (the group commit: `Driver._settle`, one"
-        " `Storage.complete_many` for the group); before: `Driver._record_and_claim`"
+        what="after: `GroupCommit._commit` (the group commit's thread: `Driver._settle`,"
+        " one `Storage.complete_many` per group; `GroupCommit.join` where a worker"
+        " stored its group); before: `Driver._record_and_claim`"
         " (`record_success_and_claim`: `SQLiteStorage.complete_and_claim`, on"
         " PostgreSQL `complete()` then `claim()`); both: `Dispatcher._record` (a failed"
         " attempt: none here)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -173,11 +174,122 @@ def test_a_thread_waits_for_a_busy_worker_and_no_longer() -> None:
     first, second = _tickets(2)
     leader = threading.Thread(target=commit.join, args=(first,))
     leader.start()
-    wait_for(lambda: commit._storing)  # lingering: the other busy worker is not in
+    wait_for(lambda: commit._thread is not None)
+    time.sleep(0.05)  # lingering: the other busy worker is not in
     commit.join(second)
     leader.join(5)
     assert not leader.is_alive()
     assert groups == [2]
+
+
+class _Counted(Lingering):
+    """Lingering that counts the groups it was asked to wait for."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__(lambda: busy, max_gap=0.05)
+        self.asked = 0
+
+    def waits(self, waiting: Any) -> Any:
+        self.asked += 1
+        return super().waits(waiting)
+
+
+def test_a_thread_hands_its_ticket_in_and_goes_on_while_the_group_is_stored() -> None:
+    stored, release = threading.Event(), threading.Event()
+    groups: list[int] = []
+
+    def store(group: list[Ticket]) -> None:
+        groups.append(len(group))
+        stored.set()
+        assert release.wait(5)
+
+    commit = GroupCommit(store, lingering=Lingering(lambda: 0))
+    first, second = _tickets(2)
+    commit.submit(first)  # returns at once
+    assert stored.wait(5)
+    assert commit._thread is not None
+    assert commit._thread.name == "hookdispatch-commit"
+    commit.submit(second)  # while the first is stored
+    assert not first.done
+    release.set()
+    commit.wait(first)
+    commit.wait(second)
+    assert first.done
+    assert second.done
+    assert groups == [1, 1]
+    commit.close()
+    commit.close()  # idempotent
+    assert not commit._thread.is_alive()
+
+
+def test_tickets_that_came_during_a_call_are_stored_next_without_lingering() -> None:
+    """They made their group while the call ran: lingering would only hold back the
+    workers that wait for them, and the overlap of their work with the storage's."""
+    first_stored, release = threading.Event(), threading.Event()
+    groups: list[int] = []
+
+    def store(group: list[Ticket]) -> None:
+        groups.append(len(group))
+        if len(groups) == 1:
+            first_stored.set()
+            assert release.wait(5)
+
+    lingering = _Counted(busy=8)  # more busy than will ever come: it would wait
+    lingering.last_call = 0.05
+    commit = GroupCommit(store, lingering=lingering)
+    first, *others = _tickets(4)
+    commit.submit(first)
+    assert first_stored.wait(5)
+    asked = lingering.asked
+    for ticket in others:
+        commit.submit(ticket)
+    release.set()
+    for ticket in others:
+        commit.wait(ticket)
+    assert groups == [1, 3]
+    assert lingering.asked == asked  # the second group went without asking
+    commit.close()
+
+
+def test_a_group_whose_store_raises_is_marked_failed_and_its_waiters_go_on() -> None:
+    calls: list[int] = []
+
+    def store(group: list[Ticket]) -> None:
+        calls.append(len(group))
+        if len(calls) == 1:
+            raise RuntimeError("a store that breaks its promise never to raise")
+        for ticket in group:
+            ticket.done = True
+
+    commit = GroupCommit(store, lingering=Lingering(lambda: 0))
+    broken, fine = _tickets(2)
+    commit.join(broken)
+    assert broken.done
+    assert broken.failed
+    commit.join(fine)  # the thread lives on
+    assert fine.done
+    assert not fine.failed
+    commit.close()
+
+
+def test_closing_stores_what_is_waiting_first() -> None:
+    release = threading.Event()
+    groups: list[int] = []
+
+    def store(group: list[Ticket]) -> None:
+        groups.append(len(group))
+        assert release.wait(5)
+
+    commit = GroupCommit(store, lingering=Lingering(lambda: 0))
+    first, second = _tickets(2)
+    commit.submit(first)
+    wait_for(lambda: groups == [1])
+    commit.submit(second)
+    release.set()
+    commit.close()
+    assert first.done
+    assert second.done
+    assert groups == [1, 1]
 
 
 def test_a_task_waits_for_a_busy_worker_and_no_longer() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from ._dispatching import (
     delivery_query,
     endpoint_query,
 )
-from ._group_commit import GroupCommit, Lingering
+from ._group_commit import RECENT, GroupCommit, Lingering, Ticket
 from ._listing import DEFAULT_PAGE_SIZE, Page, ReplayLinks
 from ._models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -574,48 +575,78 @@ class Dispatcher(Driver):
                 self._cond.wait(wait)
 
     def _work(self, claim: Claim | None) -> None:
-        """Attempt a claim; then, while work is due, claim the next one in this thread.
+        """Attempt a claim; then, while work is due, the next ones, leased in this thread.
 
         Going back to the pump after every attempt would cost two thread switches
         per delivery; the pump is for starting workers, not for feeding busy ones.
-        After a success, recording it and claiming the next delivery take one
-        storage call, shared with the workers finishing at the same time (see
-        :mod:`._group_commit`: one transaction for the group on SQLite and
-        PostgreSQL).
+        After an attempt the worker hands a ticket to the group commit (see
+        :mod:`._group_commit`): its success, to record, and leases on its next
+        deliveries, in one storage call shared with the workers finishing at the
+        same time (one transaction for the group on SQLite and PostgreSQL). While
+        its attempts are fast it holds up to :data:`~._dispatching.AHEAD` leased
+        beyond the next (see :meth:`_wanted`) and sends them while its tickets are
+        stored; else it waits for each ticket before its next attempt.
         """
-        while claim is not None:
-            success: tuple[Attempt, Delivery] | None = None
-            try:
-                sent = self._send(claim)
-                if sent[0].succeeded:
-                    success = sent  # recorded below, with the next claim
-                else:
-                    self._record(claim, *sent)
-            except Exception:
-                log_unrecorded(claim)
-            with self._cond:
-                if self._slots.finished(claim, succeeded=success is not None):
-                    # The endpoint may now fill more slots than were claimed for it:
-                    # the pump hands them out (this worker only claims its own next).
-                    self._wake = True
-                    self._cond.notify_all()
-                if success is None and self._stopping:
-                    self._cond.notify_all()  # a slot is free: drain() may be waiting
-                    return
-                held_back = self._hold_slot()
-            ticket = self._ticket(claim, success, held_back)
-            if ticket is not None:
-                if self._grouped:  # stored with what other workers have
-                    self._group.join(ticket)
-                else:
-                    self._settle([ticket])
+        ahead: deque[Claim] = deque()  # leased for this thread, not yet attempted
+        handed: deque[Ticket] = deque()  # handed in, not yet waited for
+        owed = 0  # next deliveries the handed tickets ask for
+        while True:
+            if claim is not None:
+                ticket = self._attempt_and_hand_in(claim, len(ahead) + owed)
+                if ticket is not None:
+                    handed.append(ticket)
+                    if ticket.held_back is not None:
+                        owed += ticket.want
+                claim = ahead.popleft() if ahead else None
+                continue
+            if not handed:
+                break
+            ticket = handed.popleft()
+            if ticket.held_back is not None:
+                owed -= ticket.want
+            if self._grouped:
+                self._group.wait(ticket)
             claims, report = self._stored_ticket(ticket)
             if report is not None:
                 self._emit(report)  # the slot is still held: drain() waits for this
             with self._cond:
                 claim = self._release_slot(claims)
-                if claim is None:
-                    self._cond.notify_all()  # a slot is free: the pump may need it
+            ahead.extend(claims[1:])
+        with self._cond:
+            self._cond.notify_all()  # a slot is free: the pump may need it
+
+    def _attempt_and_hand_in(self, claim: Claim, owned: int) -> Ticket | None:
+        """Attempt ``claim``: record a failure now; hand a success to the group commit
+        (stored now, with a storage that never blocks), with leases on as many next
+        deliveries as :meth:`_wanted` says, given the ``owned`` ones. The ticket, its
+        slot held until it is waited for (see :meth:`_hold_slot`); None: none."""
+        success: tuple[Attempt, Delivery] | None = None
+        try:
+            sent = self._send(claim)
+            if sent[0].succeeded:
+                success = sent  # recorded by the ticket
+            else:
+                self._record(claim, *sent)
+        except Exception:
+            log_unrecorded(claim)
+        with self._cond:
+            if self._slots.finished(claim, succeeded=success is not None):
+                # The endpoint may now fill more slots than were claimed for it:
+                # the pump hands them out (a worker only claims its own next).
+                self._wake = True
+                self._cond.notify_all()
+            took = success[0].duration if success is not None else RECENT
+            want = self._wanted(owned, succeeded=success is not None, took=took)
+            if success is None and not want:
+                self._cond.notify_all()  # a slot is free: drain() may be waiting
+                return None
+            ticket = self._ticket(claim, success, self._hold_slot(), want=want)
+        assert ticket is not None
+        if self._grouped:  # stored with what other workers have
+            self._group.submit(ticket)
+        else:
+            self._settle([ticket])
+        return ticket
 
     def _busy_slots(self) -> int:
         with self._cond:  # (the group's lock, then this one: never the other way)
@@ -678,6 +709,7 @@ class Dispatcher(Driver):
             self._pump.join()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self._group.close()
         if self._owns_transport:
             self._transport.close()
         warn_if_dropping(self._storage)

@@ -183,6 +183,21 @@ def inline_claim_limit(*, concurrent: bool) -> int:
     return _INLINE_BATCH if concurrent else 1
 
 
+def _hand_out(claims: Sequence[Claim], wanting: Sequence[Ticket]) -> None:
+    """A group's claims to its tickets: one to each, in turn, then the further ones
+    each wants, round by round, so that a short claim starts every worker before it
+    feeds any ahead. Claims past what was asked for (a storage that leased more than
+    its limit) go to the first ticket, to be sent rather than left leased (with no
+    ticket wanting any, theirs run out: they are sent after that)."""
+    if not wanting:
+        return
+    order = [
+        t for n in range(max((t.want for t in wanting), default=0)) for t in wanting if t.want > n
+    ]
+    for n, claimed in enumerate(claims):
+        (order[n] if n < len(order) else wanting[0]).claims.append(claimed)
+
+
 @frozen
 class Began:
     """When an attempt started (by the clock, for its record; by the performance
@@ -236,6 +251,19 @@ STREAM_RUN = 3
 """The dispatches in a row, each starting within :data:`STREAM_GAP` of the one
 before, that still lease (with the one that began the row): a request's two or
 three."""
+AHEAD = 2
+"""Deliveries a worker thread may hold leased beyond the one it sends next, while
+its attempts are fast (under :data:`~._group_commit.RECENT`), its storage's calls
+block (SQLite, PostgreSQL) and no worker slot is free (see
+:meth:`Driver._wanted`). It sends them while the tickets it handed in are stored,
+so the storage and the workers work at the same time rather than by turns, and
+each group commit takes more tickets (``Dispatcher(workers=8)`` draining stored
+deliveries with an instant transport: 1.33 times the deliveries per second on
+PostgreSQL and 1.31 times on SQLite; 2 rather than 1: 1.10 times on PostgreSQL;
+3 rather than 2: no more; see docs/scaling.md). A delivery leased ahead waits
+for at most ``AHEAD`` attempts before its own: only a lease of at least twice
+``(1 + AHEAD)`` attempt timeouts lets a worker hold any (the default: 60 s
+against 5). Under asyncio tasks do not lease ahead (not built yet)."""
 
 
 SYNC = Flavour(
@@ -297,6 +325,8 @@ class Driver:
         self._retry: RetryPolicy = options["retry"] or RetryPolicy()
         self._timeout: float = options["timeout"]
         self._lease = timedelta(seconds=options["lease"])
+        # A delivery leased ahead waits for up to AHEAD attempts before its own.
+        self._leases_cover_ahead = options["lease"] >= 2 * (1 + AHEAD) * self._timeout
         self._poll_interval: float = options["poll_interval"]
         self._clock: Clock = options["clock"]
         self._on_endpoint_disabled: Callable[[Endpoint, str], None] | None = options[
@@ -807,6 +837,25 @@ class Driver:
             wait = min(wait, (due - self._clock()).total_seconds())
         return wait
 
+    def _wanted(self, owned: int, *, succeeded: bool, took: float) -> int:
+        """How many next deliveries a worker thread's ticket asks for after an
+        attempt that took ``took`` seconds (under the slots' lock, the attempt's slot
+        given back): enough that it holds ``1 + AHEAD`` when the attempt succeeded in
+        less than :data:`~._group_commit.RECENT`, the storage's calls block, no slot
+        but this worker's is free and the lease covers the wait (see :data:`AHEAD`),
+        else enough that it holds one; less the ``owned`` ones (leased ahead already,
+        or asked for by its tickets not yet stored). None when stopping."""
+        if self._stopping:
+            return 0
+        ahead = (
+            succeeded
+            and took < RECENT
+            and self._leases_cover_ahead
+            and self._slots.free <= 1
+            and self._grouped
+        )
+        return max(0, (1 + AHEAD if ahead else 1) - owned)
+
     def _hold_slot(self) -> set[str] | None:
         """After an attempt that a worker follows up (a success to record, a next
         delivery to claim): keep its slot meanwhile. Then the pump cannot hand the
@@ -818,13 +867,21 @@ class Driver:
         return None if self._stopping else self._slots.held_back()
 
     def _ticket(
-        self, claim: Claim, success: tuple[Attempt, Delivery] | None, held_back: set[str] | None
+        self,
+        claim: Claim,
+        success: tuple[Attempt, Delivery] | None,
+        held_back: set[str] | None,
+        *,
+        want: int = 1,
     ) -> Ticket | None:
-        """What a worker stores after an attempt: its success (if it was one) and a
-        lease on its next delivery (unless ``held_back`` is None). None: nothing."""
+        """What a worker stores after an attempt: its success (if it was one) and
+        leases on its next ``want`` deliveries (none if ``held_back`` is None or
+        ``want`` is 0). None: nothing."""
+        if not want:
+            held_back = None
         if success is None and held_back is None:
             return None
-        return Ticket(claim, success, held_back)
+        return Ticket(claim, success, held_back, want)
 
     @property
     def _grouped(self) -> bool:
@@ -852,7 +909,7 @@ class Driver:
                 completions,
                 now=now,
                 lease_until=now + self._lease,
-                limit=len(wanting),
+                limit=sum(t.want for t in wanting),
                 exclude_endpoints=excluded,
             )
             recorded = iter(held)
@@ -861,8 +918,7 @@ class Driver:
                     ticket.held = next(recorded)
                     if not ticket.held:
                         lease_lost(ticket.success[1])
-            for ticket, claimed in zip(wanting, claims, strict=False):
-                ticket.claims = [claimed]
+            _hand_out(claims, wanting)
         except WouldBlockError:
             done = False
             raise

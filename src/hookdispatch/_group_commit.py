@@ -2,26 +2,32 @@
 done as one storage call.
 
 After an attempt a worker has up to two things to store: the attempt's success,
-and a lease on its next delivery. Done one worker at a time, each costs a
+and a lease on its next deliveries. Done one worker at a time, each costs a
 transaction (SQLite: a commit; PostgreSQL: a round trip), and the workers queue
-for the write lock anyway. Here a worker hands its :class:`Ticket` in; the first
-worker to find no group being stored takes every ticket waiting, its own
-included, and stores them all in one call (:meth:`Storage.complete_many`); the
+for the write lock anyway. Here a worker hands its :class:`Ticket` in, and one
+storage call (:meth:`Storage.complete_many`) stores every ticket waiting; the
 tickets that arrive meanwhile wait, and go together in the next call.
 
-Before it takes the group, that worker waits briefly for others that may hand
-theirs in soon (:class:`Lingering`): those between their attempt and the group,
-and those whose attempt went out less than :data:`RECENT` ago; at most as long
-as the last group's call took between two arrivals, and four times that in all.
-It does not wait when there is nobody to wait for, nor, alone, when its last
-wait drew nobody. A call costs about the same for one ticket as for eight, so
-under load this shares it between more workers (measured with 8 threads: 1.1 to
-1.3 times the deliveries per second, and a sixth to a third less CPU per
-delivery, on SQLite and PostgreSQL; see docs/scaling.md) for a wait no longer
-than a call or two.
+On threads the calls are made by a thread of their own (:class:`GroupCommit`),
+one after another, so that a worker that has more work in hand (a delivery it
+leased ahead, see ``Dispatcher._work``) sends it while the group with its last
+ticket is stored: the storage's time and the workers' overlap. Under asyncio
+each group's call runs as its own task (:class:`AsyncGroupCommit`).
 
-:class:`GroupCommit` is the face for threads, :class:`AsyncGroupCommit` the one
-for an event loop; what a group's call does is the driver's (``_settle``).
+Before a call that starts a run (no ticket came while the last call was under
+way) the group waits briefly for others that may hand theirs in soon
+(:class:`Lingering`): those between their attempt and the group, and those whose
+attempt went out less than :data:`RECENT` ago; at most as long as the last
+group's call took between two arrivals, and four times that in all. It does not
+wait when there is nobody to wait for, nor, alone, when its last wait drew
+nobody. A call costs about the same for one ticket as for eight, so under load
+this shares it between more workers (measured with 8 threads: 1.1 to 1.3 times
+the deliveries per second, and a sixth to a third less CPU per delivery, on
+SQLite and PostgreSQL; see docs/scaling.md) for a wait no longer than a call or
+two. Tickets that came during a call are stored next without waiting: they
+made their group while the call ran.
+
+What a group's call does is the driver's (``_settle``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -40,6 +47,8 @@ from ._core import Claim
 from ._models import Attempt, Delivery
 
 __all__ = ["RECENT", "AsyncGroupCommit", "GroupCommit", "Lingering", "Ticket"]
+
+logger = logging.getLogger("hookdispatch")
 
 MAX_GAP = 0.0025
 """The longest a group waits between two arrivals (s), however long calls take:
@@ -58,9 +67,10 @@ class Ticket:
 
     claim: Claim  # the attempt's claim
     success: tuple[Attempt, Delivery] | None  # a success to record
-    held_back: set[str] | None  # a next delivery is wanted, skipping these; None: not
+    held_back: set[str] | None  # next deliveries are wanted, skipping these; None: not
+    want: int = 1  # how many next deliveries (when held_back is not None)
     held: bool = False  # the success's lease still held when it was recorded
-    claims: list[Claim] = Factory(list)  # the worker's next delivery, if one was due
+    claims: list[Claim] = Factory(list)  # the worker's next deliveries, those that were due
     failed: bool = False  # the storage call raised (logged): nothing was stored
     done: bool = False
 
@@ -120,43 +130,80 @@ class Lingering:
 
 
 class GroupCommit:
-    """Tickets of worker threads, stored in groups by ``store`` (which never raises),
-    each group once ``lingering`` has waited."""
+    """Tickets of worker threads, stored in groups by ``store`` (which never raises)
+    on a thread of its own, started with the first ticket and stopped by
+    :meth:`close`. A group's call starts once the call before has ended: at once
+    when tickets came during that call, else once ``lingering`` has waited."""
 
     def __init__(self, store: Callable[[list[Ticket]], None], *, lingering: Lingering) -> None:
         self._store = store
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # a group stored
-        self._arrived = threading.Condition(lock)  # a ticket in, while a group lingers
+        self._arrived = threading.Condition(lock)  # a ticket in, or closing
         self._lingering = lingering
         self._waiting: list[Ticket] = []
-        self._storing = False
+        self._thread: threading.Thread | None = None
+        self._closing = False
 
-    def join(self, ticket: Ticket) -> None:
-        """Return once ``ticket`` is stored: by this thread, with whatever else is
-        waiting, or by the thread storing a group when it came."""
+    def submit(self, ticket: Ticket) -> None:
+        """Hand ``ticket`` in, and return at once; :meth:`wait` for it to be stored."""
         with self._cond:
             self._waiting.append(ticket)
             self._arrived.notify()
-            while self._storing and not ticket.done:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._commit, name="hookdispatch-commit", daemon=True
+                )
+                self._thread.start()
+
+    def wait(self, ticket: Ticket) -> None:
+        """Return once ``ticket`` (handed in by :meth:`submit`) is stored."""
+        with self._cond:
+            while not ticket.done:
                 self._cond.wait()
-            if ticket.done:
-                return
-            self._storing = True
-        lingering, began = self._lingering, None
-        try:
+
+    def join(self, ticket: Ticket) -> None:
+        """Hand ``ticket`` in and return once it is stored."""
+        self.submit(ticket)
+        self.wait(ticket)
+
+    def close(self) -> None:
+        """Store what is waiting, then stop the thread. Idempotent; hand nothing in
+        after it."""
+        with self._cond:
+            self._closing = True
+            self._arrived.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _commit(self) -> None:
+        """The thread: one group after another, while tickets come."""
+        lingering, back_to_back = self._lingering, False
+        while True:
             with self._cond:
-                for wait in lingering.waits(self._waiting.__len__):
-                    self._arrived.wait(wait)
+                while not self._waiting and not self._closing:
+                    self._arrived.wait()
+                if not self._waiting:
+                    return
+                if not back_to_back:
+                    for wait in lingering.waits(self._waiting.__len__):
+                        self._arrived.wait(wait)
                 group, self._waiting = self._waiting, []
             began = lingering.clock()
-            self._store(group)
-        finally:
-            with self._cond:
-                if began is not None:
+            try:
+                self._store(group)
+            except BaseException:  # (store never raises: a waiter must not hang if it did)
+                logger.exception("storing a group of tickets failed")
+                for ticket in group:
+                    ticket.failed = True
+            finally:
+                with self._cond:
                     lingering.last_call = lingering.clock() - began
-                self._storing = False
-                self._cond.notify_all()
+                    for ticket in group:
+                        ticket.done = True
+                    back_to_back = bool(self._waiting)
+                    self._cond.notify_all()
 
 
 class _Group:
