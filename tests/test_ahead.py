@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 import hookdispatch as hd
 from hookdispatch._dispatching import AHEAD, _hand_out
@@ -16,7 +19,7 @@ from hookdispatch._group_commit import RECENT, Ticket
 from test_group_commit import _tickets
 
 from receivers import wait_for
-from stubs import Recording
+from stubs import Recording, recording
 
 
 class _Timed(hd.SQLiteStorage):
@@ -194,3 +197,134 @@ def test_claims_past_the_limit_go_to_the_first_ticket_and_none_is_dropped() -> N
     assert second.claims == [claims[1]]
     lone: list[Ticket] = []
     _hand_out(claims, lone)  # nobody asked: nothing to hand them to
+
+
+class _Greedy(hd.SQLiteStorage):
+    """Leases one delivery more than each group call asks for."""
+
+    def complete_many(
+        self, completions: Any, *, limit: int = 0, **options: Any
+    ) -> tuple[list[bool], list[hd.Claim]]:
+        return super().complete_many(completions, limit=limit + 1 if limit else 0, **options)
+
+
+def test_a_storage_that_leases_more_than_asked_has_every_delivery_sent_once(
+    driver: str, tmp_path: Path, make_dispatcher: Any
+) -> None:
+    storage = _Greedy(tmp_path / "hooks.db")
+    ids = _store(storage, 40)
+    transport = recording(driver)
+    hooks = make_dispatcher(storage=storage, workers=2, transport=transport)
+    assert hooks.drain(timeout=10)
+    assert hooks._slots.idle
+    assert sorted(_sent_event_ids(transport)) == sorted(ids)
+    hooks.close()
+    storage.close()
+
+
+class _Threads(Recording):
+    """Answers 200 after ``delay`` seconds, noting which threads sent."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.threads: set[str] = set()
+
+    def send(self, request: hd.Request) -> hd.Response:
+        with self.lock:
+            self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        return super().send(request)
+
+
+def test_deliveries_leased_ahead_take_no_slot_from_idle_workers(tmp_path: Path) -> None:
+    """Three workers leasing ahead must not hold the slots the pump starts the other
+    five with: a worker holds one slot, whatever it holds ahead."""
+    storage = _Timed(tmp_path / "hooks.db")
+    transport = _Threads(0.004)
+    hooks = hd.Dispatcher(storage=storage, workers=8, transport=transport)
+    try:
+        with hooks._cond:  # five slots held, as by a dispatch() leasing its own
+            hooks._slots.reserve(5, dispatch=True)
+        _store(storage, 3000)
+        hooks._notify()
+        assert wait_for(lambda: _leased_ahead(storage, 3) > 0)  # the three lease ahead
+        with hooks._cond:
+            hooks._slots.release(5, dispatch=True)
+            hooks._wake = True
+            hooks._cond.notify_all()
+        time.sleep(0.2)
+        with transport.lock:
+            transport.threads.clear()
+        time.sleep(0.5)
+        assert len(transport.threads) == 8
+    finally:
+        hooks.close(timeout=0)
+        storage.close()
+
+
+class _NoPump(hd.SQLiteStorage):
+    """The pump's claims find nothing: the test claims for itself."""
+
+    def claim(self, **options: Any) -> list[hd.Claim]:
+        return []
+
+
+def test_a_worker_keeps_ahead_only_deliveries_it_will_send_and_releases_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Kept ahead: deliveries of endpoints seen to succeed, whose leases outlast two
+    attempts. Released at once: those of an endpoint not yet proven (it may hang
+    every worker that holds some), or that failed since; and for an endpoint whose
+    failure was endpoint-wide, due when that failure's retry is."""
+    storage = _NoPump(tmp_path / "hooks.db")
+    now = datetime.now(UTC)
+    later = now + timedelta(hours=1)
+    proven, new = (hd.Endpoint.create(f"http://127.0.0.1:9/{n}", now=now) for n in "ab")
+    for endpoint in (proven, new):
+        storage.add_endpoint(endpoint)
+        events = [hd.Event.create("user.created", {"n": n}, now=now) for n in range(3)]
+        storage.add_events([(e, [hd.Delivery.create(e, endpoint, now=later)]) for e in events])
+    hooks = hd.Dispatcher(storage=storage, workers=2, poll_interval=60)
+    try:
+        claims = hd.SQLiteStorage.claim(
+            storage, now=later, lease_until=later + timedelta(seconds=60), limit=6
+        )
+        first = next(c for c in claims if c.endpoint.id == proven.id)
+        extras = [c for c in claims if c is not first]
+        ahead: deque[hd.Claim] = deque()
+        with hooks._cond:
+            hooks._slots._proven.add(proven.id)  # (as after a success)
+            hooks._slots.reserve()  # the slot the worker holds while it waits
+            hooks._slots.handed_in()
+            claim, dropped = hooks._take_claims([first, *extras], ahead, waiting=False)
+        assert claim is first
+        assert [c.endpoint.id for c in ahead] == [proven.id, proven.id]
+        assert sorted(c.endpoint.id for c in dropped) == [new.id] * 3
+        # One leased ahead is left with too short a lease; then the endpoint fails.
+        short = ahead[0]
+        ahead[0] = attrs.evolve(
+            short, delivery=attrs.evolve(short.delivery, next_attempt_at=datetime.now(UTC))
+        )
+        with hooks._cond:
+            passed: list[hd.Claim] = []
+            kept = hooks._take_ahead(ahead, passed)
+        assert kept is not None
+        assert passed == [ahead_first := passed[0]]
+        assert ahead_first.delivery.id == short.delivery.id
+        retry_at = datetime.now(UTC) + timedelta(seconds=30)
+        with hooks._cond:
+            hooks._slots.finished(first, succeeded=False)  # the endpoint fails...
+            hooks._backoff[proven.id] = retry_at  # ... endpoint-wide, retried then
+            hooks._slots.finished(kept, succeeded=None)
+        hooks._release(dropped + passed)
+        due = {d.id: d.next_attempt_at for d in storage.list_deliveries(limit=10)}
+        assert due[short.delivery.id] == retry_at
+        for released in dropped:
+            assert due[released.delivery.id] <= datetime.now(UTC)
+        with hooks._cond:
+            assert hooks._slots.idle
+    finally:
+        hooks.close(timeout=0)
+        storage.close()

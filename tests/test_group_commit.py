@@ -223,8 +223,9 @@ def test_a_thread_hands_its_ticket_in_and_goes_on_while_the_group_is_stored() ->
 
 
 def test_tickets_that_came_during_a_call_are_stored_next_without_lingering() -> None:
-    """They made their group while the call ran: lingering would only hold back the
-    workers that wait for them, and the overlap of their work with the storage's."""
+    """Tickets of workers that went on meanwhile made their group while the call
+    ran: lingering would only hold back the overlap of their work with the
+    storage's."""
     first_stored, release = threading.Event(), threading.Event()
     groups: list[int] = []
 
@@ -242,6 +243,7 @@ def test_tickets_that_came_during_a_call_are_stored_next_without_lingering() -> 
     assert first_stored.wait(5)
     asked = lingering.asked
     for ticket in others:
+        ticket.detached = True  # their workers went on, holding more work
         commit.submit(ticket)
     release.set()
     for ticket in others:
@@ -249,6 +251,19 @@ def test_tickets_that_came_during_a_call_are_stored_next_without_lingering() -> 
     assert groups == [1, 3]
     assert lingering.asked == asked  # the second group went without asking
     commit.close()
+
+
+def test_tickets_of_waiting_workers_that_came_during_a_call_still_linger() -> None:
+    """Workers that wait for their tickets are in step when a group waits for them:
+    without lingering, two out of step would store one ticket a call, each alone."""
+    clock, waiting = _Clock(), [1]
+    lingering = Lingering(lambda: 2, clock=clock)
+    lingering.last_call = 0.001
+    waited = list(lingering.waits(lambda: waiting[0]))  # alone: one wait, nobody came
+    assert waited == [pytest.approx(0.001)]
+    assert list(lingering.waits(lambda: waiting[0])) == []  # alone again: no wait
+    lingering.came_during_call()
+    assert list(lingering.waits(lambda: waiting[0])) == [pytest.approx(0.001)]
 
 
 def test_a_group_whose_store_raises_is_marked_failed_and_its_waiters_go_on() -> None:

@@ -640,6 +640,8 @@ class AsyncDispatcher(Driver):
                 self._emit(report)  # the slot is still held: drain() waits for this
         finally:
             next_claim = self._release_slot(claims)
+        for extra in claims[1:]:  # (a storage that leased more than asked: sent too)
+            self._spawn(extra)
         return next_claim, self._ran_dry(ticket)
 
     # Lifecycle ----------------------------------------------------------------------

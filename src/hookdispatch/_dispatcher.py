@@ -10,6 +10,7 @@ no worker ever sleeps on a failing endpoint.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
-from ._core import Claim, Outcome
+from ._core import Claim, Outcome, endpoint_down
 from ._dispatching import (
     DEFAULT_DISABLE_AFTER,
     DEFAULT_LEASE,
@@ -52,6 +53,8 @@ from .telemetry import OpenTelemetry
 from .transports import SocketTransport, Transport
 
 __all__ = ["Dispatcher"]
+
+logger = logging.getLogger("hookdispatch")
 
 
 class Dispatcher(Driver):
@@ -129,6 +132,9 @@ class Dispatcher(Driver):
         )
         self._cond = threading.Condition()
         self._wake = False
+        # Endpoint -> when its last endpoint-wide failure's retry is due; cleared by
+        # a success. What a worker releases of it is due then (see _release).
+        self._backoff: dict[str, datetime] = {}
         self._group = GroupCommit(self._settle, lingering=Lingering(self._busy_slots))
         self._pool: ThreadPoolExecutor | None = None
         self._pump: threading.Thread | None = None
@@ -585,68 +591,157 @@ class Dispatcher(Driver):
         same time (one transaction for the group on SQLite and PostgreSQL). While
         its attempts are fast it holds up to :data:`~._dispatching.AHEAD` leased
         beyond the next (see :meth:`_wanted`) and sends them while its tickets are
-        stored; else it waits for each ticket before its next attempt.
+        stored; else it waits for each ticket before its next attempt. It holds one
+        worker slot throughout, whatever it holds ahead.
         """
         ahead: deque[Claim] = deque()  # leased for this thread, not yet attempted
-        handed: deque[Ticket] = deque()  # handed in, not yet waited for
+        handed: deque[Ticket] = deque()  # handed in, results not yet taken
         owed = 0  # next deliveries the handed tickets ask for
-        while True:
-            if claim is not None:
-                ticket = self._attempt_and_hand_in(claim, len(ahead) + owed)
-                if ticket is not None:
-                    handed.append(ticket)
-                    if ticket.held_back is not None:
-                        owed += ticket.want
-                claim = ahead.popleft() if ahead else None
-                continue
-            if not handed:
-                break
-            ticket = handed.popleft()
-            if ticket.held_back is not None:
-                owed -= ticket.want
-            if self._grouped:
-                self._group.wait(ticket)
-            claims, report = self._stored_ticket(ticket)
-            if report is not None:
-                self._emit(report)  # the slot is still held: drain() waits for this
-            with self._cond:
-                claim = self._release_slot(claims)
-            ahead.extend(claims[1:])
-        with self._cond:
-            self._cond.notify_all()  # a slot is free: the pump may need it
+        while claim is not None:
+            ticket, claim, dropped = self._attempt_and_hand_in(claim, ahead, handed, owed)
+            if dropped:
+                self._release(dropped)
+            if ticket is not None:
+                handed.append(ticket)
+                if ticket.held_back is not None:
+                    owed += ticket.want
+                if self._grouped:  # stored with what other workers have
+                    self._group.submit(ticket)
+                else:
+                    self._settle([ticket])
+            while claim is None and handed:
+                ticket = handed.popleft()
+                if ticket.held_back is not None:
+                    owed -= ticket.want
+                if self._grouped:
+                    self._group.wait(ticket)
+                claims, report = self._stored_ticket(ticket)
+                if report is not None:
+                    self._emit(report)  # the ticket still counts: drain() waits for this
+                with self._cond:
+                    claim, dropped = self._take_claims(claims, ahead, waiting=bool(handed))
+                if dropped:
+                    self._release(dropped)
 
-    def _attempt_and_hand_in(self, claim: Claim, owned: int) -> Ticket | None:
-        """Attempt ``claim``: record a failure now; hand a success to the group commit
-        (stored now, with a storage that never blocks), with leases on as many next
-        deliveries as :meth:`_wanted` says, given the ``owned`` ones. The ticket, its
-        slot held until it is waited for (see :meth:`_hold_slot`); None: none."""
+    def _attempt_and_hand_in(
+        self, claim: Claim, ahead: deque[Claim], handed: deque[Ticket], owed: int
+    ) -> tuple[Ticket | None, Claim | None, list[Claim]]:
+        """Attempt ``claim`` and record a failure now. Then, under the lock: the
+        ticket to hand in (a success to record, and leases on as many next
+        deliveries as :meth:`_wanted` says, given what the worker holds and is
+        owed), counted until its result is taken; and the worker's next delivery
+        from ``ahead``, if any (see :meth:`_take_ahead`), else its slot held while it
+        waits for its tickets, or given back when it has none. The ticket (None:
+        nothing to store), the next delivery, and what to release."""
         success: tuple[Attempt, Delivery] | None = None
+        backoff = None  # when an endpoint-wide failure lets the endpoint be tried again
         try:
             sent = self._send(claim)
             if sent[0].succeeded:
                 success = sent  # recorded by the ticket
             else:
+                if endpoint_down(sent[0]):
+                    backoff = sent[1].next_attempt_at
                 self._record(claim, *sent)
         except Exception:
             log_unrecorded(claim)
+        dropped: list[Claim] = []
         with self._cond:
-            if self._slots.finished(claim, succeeded=success is not None):
+            slots = self._slots
+            if backoff is not None:
+                self._backoff[claim.endpoint.id] = backoff
+            elif success is not None and self._backoff:
+                self._backoff.pop(claim.endpoint.id, None)
+            if slots.finished(claim, succeeded=success is not None):
                 # The endpoint may now fill more slots than were claimed for it:
                 # the pump hands them out (a worker only claims its own next).
                 self._wake = True
                 self._cond.notify_all()
             took = success[0].duration if success is not None else RECENT
-            want = self._wanted(owned, succeeded=success is not None, took=took)
-            if success is None and not want:
-                self._cond.notify_all()  # a slot is free: drain() may be waiting
-                return None
-            ticket = self._ticket(claim, success, self._hold_slot(), want=want)
-        assert ticket is not None
-        if self._grouped:  # stored with what other workers have
-            self._group.submit(ticket)
-        else:
-            self._settle([ticket])
-        return ticket
+            want = self._wanted(len(ahead) + owed, succeeded=success is not None, took=took)
+            ticket = self._ticket(claim, success, slots.held_back() if want else None, want=want)
+            if ticket is not None:
+                slots.handed_in()
+            following = self._take_ahead(ahead, dropped)
+            if ticket is not None:
+                ticket.detached = following is not None or bool(handed)
+            if following is None:
+                if ticket is not None or handed:
+                    slots.reserve()  # this worker's slot, while it waits for its tickets
+                else:
+                    self._cond.notify_all()  # a slot is free: the pump may need it
+        return ticket, following, dropped
+
+    def _take_ahead(self, ahead: deque[Claim], dropped: list[Claim]) -> Claim | None:
+        """Under the lock: the next delivery this worker leased ahead, now attempted
+        in its slot. Those it should no longer send go to ``dropped``, to be
+        released: of an endpoint that failed since it was leased (so a receiver
+        that turns bad holds each worker for one attempt, as without leasing
+        ahead), and any whose lease would not outlast two attempts."""
+        slots = self._slots
+        while ahead:
+            claim = ahead.popleft()
+            lease_end = claim.delivery.next_attempt_at
+            if (
+                slots.may_hold_ahead(claim.endpoint.id)
+                and lease_end is not None
+                and (lease_end - self._clock()).total_seconds() > 2 * self._timeout
+            ):
+                slots.take_ahead(claim)
+                return claim
+            slots.drop_ahead(claim)
+            dropped.append(claim)
+        return None
+
+    def _take_claims(
+        self, claims: list[Claim], ahead: deque[Claim], *, waiting: bool
+    ) -> tuple[Claim | None, list[Claim]]:
+        """Under the lock, a ticket's result taken: its first claim attempted now, in
+        the slot the worker held while it waited; the others kept ahead, or
+        released if their endpoint is not one to hold ahead for (see
+        :meth:`WorkerSlots.may_hold_ahead`). With no claim, the slot is kept while
+        the worker ``waiting`` for more tickets, else given back. The claim to
+        attempt and what to release."""
+        slots = self._slots
+        slots.taken_back()
+        if not claims:
+            if not waiting:
+                slots.release()
+                self._cond.notify_all()  # a slot is free: the pump may need it
+            return None, []
+        slots.release()
+        slots.started(claims[:1])
+        dropped = []
+        for claim in claims[1:]:
+            if slots.may_hold_ahead(claim.endpoint.id):
+                slots.lease_ahead(claim)
+                ahead.append(claim)
+            else:
+                dropped.append(claim)
+        return claims[0], dropped
+
+    def _release(self, claims: list[Claim]) -> None:
+        """Storage work: give back leases a worker will not attempt (see
+        :meth:`Storage.release`): due now, or, for an endpoint whose last failure
+        here was endpoint-wide, when that failure's retry is (as ``defer_endpoint``
+        moves its other deliveries). A failure is logged: they wait for their
+        leases."""
+        now = self._clock()
+        with self._cond:
+            dues = [max(now, self._backoff.get(c.endpoint.id, now)) for c in claims]
+        try:
+            for due in sorted(set(dues)):
+                self._storage.release(
+                    [c for c, d in zip(claims, dues, strict=True) if d == due], due=due
+                )
+        except Exception:
+            logger.exception(
+                "releasing %d leased deliveries failed; they are sent when their leases end",
+                len(claims),
+            )
+            return
+        if now in dues:
+            self._notify()  # due now: the pump claims them if a slot is free
 
     def _busy_slots(self) -> int:
         with self._cond:  # (the group's lock, then this one: never the other way)

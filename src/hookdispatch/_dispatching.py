@@ -187,8 +187,9 @@ def _hand_out(claims: Sequence[Claim], wanting: Sequence[Ticket]) -> None:
     """A group's claims to its tickets: one to each, in turn, then the further ones
     each wants, round by round, so that a short claim starts every worker before it
     feeds any ahead. Claims past what was asked for (a storage that leased more than
-    its limit) go to the first ticket, to be sent rather than left leased (with no
-    ticket wanting any, theirs run out: they are sent after that)."""
+    its limit) go to the first ticket, to be sent (or released) rather than left
+    leased; with no ticket wanting any, their leases run out, and they are sent
+    after that."""
     if not wanting:
         return
     order = [
@@ -844,7 +845,7 @@ class Driver:
         less than :data:`~._group_commit.RECENT`, the storage's calls block, no slot
         but this worker's is free and the lease covers the wait (see :data:`AHEAD`),
         else enough that it holds one; less the ``owned`` ones (leased ahead already,
-        or asked for by its tickets not yet stored). None when stopping."""
+        or asked for by its tickets not yet stored). 0 when stopping."""
         if self._stopping:
             return 0
         ahead = (

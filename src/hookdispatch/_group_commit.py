@@ -14,8 +14,7 @@ leased ahead, see ``Dispatcher._work``) sends it while the group with its last
 ticket is stored: the storage's time and the workers' overlap. Under asyncio
 each group's call runs as its own task (:class:`AsyncGroupCommit`).
 
-Before a call that starts a run (no ticket came while the last call was under
-way) the group waits briefly for others that may hand theirs in soon
+Before a call the group waits briefly for others that may hand theirs in soon
 (:class:`Lingering`): those between their attempt and the group, and those whose
 attempt went out less than :data:`RECENT` ago; at most as long as the last
 group's call took between two arrivals, and four times that in all. It does not
@@ -24,8 +23,10 @@ nobody. A call costs about the same for one ticket as for eight, so under load
 this shares it between more workers (measured with 8 threads: 1.1 to 1.3 times
 the deliveries per second, and a sixth to a third less CPU per delivery, on
 SQLite and PostgreSQL; see docs/scaling.md) for a wait no longer than a call or
-two. Tickets that came during a call are stored next without waiting: they
-made their group while the call ran.
+two. Tickets that came during a call, from workers that went on meanwhile
+(holding deliveries leased ahead, or other tickets), are stored next without
+waiting: they made their group while the call ran, and their workers are not
+waiting to join it; from workers that wait for them, the group lingers as ever.
 
 What a group's call does is the driver's (``_settle``).
 """
@@ -69,6 +70,7 @@ class Ticket:
     success: tuple[Attempt, Delivery] | None  # a success to record
     held_back: set[str] | None  # next deliveries are wanted, skipping these; None: not
     want: int = 1  # how many next deliveries (when held_back is not None)
+    detached: bool = False  # its worker goes on meanwhile (it holds more work)
     held: bool = False  # the success's lease still held when it was recorded
     claims: list[Claim] = Factory(list)  # the worker's next deliveries, those that were due
     failed: bool = False  # the storage call raised (logged): nothing was stored
@@ -94,6 +96,12 @@ class Lingering:
         self._max_gap = max_gap
         self.last_call = 0.0  # how long the last group's call took (s)
         self._company = True  # the last wait found others to wait for
+
+    def came_during_call(self) -> None:
+        """Tickets came while the last call was under way: the workers are busy
+        handing work in, so a group of one ticket waits again (two workers out of
+        step would otherwise store one ticket a call, each alone, for good)."""
+        self._company = True
 
     def waits(self, waiting: Callable[[], int]) -> Iterator[float]:
         """The waits (s) before the group is taken, one at a time: the caller waits
@@ -133,7 +141,9 @@ class GroupCommit:
     """Tickets of worker threads, stored in groups by ``store`` (which never raises)
     on a thread of its own, started with the first ticket and stopped by
     :meth:`close`. A group's call starts once the call before has ended: at once
-    when tickets came during that call, else once ``lingering`` has waited."""
+    when tickets of workers that went on (``Ticket.detached``) came during that
+    call, else once ``lingering`` has waited. A ticket handed in after
+    :meth:`close` is stored at once, by the caller's thread."""
 
     def __init__(self, store: Callable[[list[Ticket]], None], *, lingering: Lingering) -> None:
         self._store = store
@@ -148,6 +158,10 @@ class GroupCommit:
     def submit(self, ticket: Ticket) -> None:
         """Hand ``ticket`` in, and return at once; :meth:`wait` for it to be stored."""
         with self._cond:
+            if self._closing:  # (no thread to store it: stored here)
+                self._store([ticket])
+                ticket.done = True
+                return
             self._waiting.append(ticket)
             self._arrived.notify()
             if self._thread is None:
@@ -186,7 +200,11 @@ class GroupCommit:
                     self._arrived.wait()
                 if not self._waiting:
                     return
-                if not back_to_back:
+                if back_to_back and any(t.detached for t in self._waiting):
+                    pass  # (their workers went on: nobody waits to join)
+                else:
+                    if back_to_back:
+                        lingering.came_during_call()
                     for wait in lingering.waits(self._waiting.__len__):
                         self._arrived.wait(wait)
                 group, self._waiting = self._waiting, []

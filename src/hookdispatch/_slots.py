@@ -27,6 +27,8 @@ class WorkerSlots:
         self._busy = 0
         self._clock = clock
         self._dispatching = 0  # slots held by dispatch() calls leasing their own
+        self._ahead = 0  # deliveries workers leased ahead, not yet attempted
+        self._handed = 0  # tickets workers handed in, whose results they have not taken
         self._per_endpoint: Counter[str] = Counter()
         self._since: dict[str, float] = {}  # delivery id -> when its attempt started
         self._failing: set[str] = set()
@@ -52,8 +54,9 @@ class WorkerSlots:
 
     @property
     def idle(self) -> bool:
-        """No attempt is in flight and no claim is under way."""
-        return self._busy == 0 and self.claiming == 0
+        """No attempt is in flight, no claim is under way, no worker holds a
+        delivery leased ahead or waits for a ticket's result."""
+        return self._busy == 0 and self.claiming == 0 and self._ahead == 0 and self._handed == 0
 
     def held_back(self) -> set[str]:
         """Endpoints not to claim for now.
@@ -82,6 +85,39 @@ class WorkerSlots:
         if dispatch:
             self._dispatching -= count
 
+    def handed_in(self) -> None:
+        """A worker handed a ticket in (to a group commit): counted until
+        :meth:`taken_back`, for :attr:`idle`, not as a slot (the worker holds its
+        own slot, whatever it does meanwhile)."""
+        self._handed += 1
+
+    def taken_back(self) -> None:
+        """A worker took a ticket's result (see :meth:`handed_in`)."""
+        self._handed -= 1
+
+    def may_hold_ahead(self, endpoint_id: str) -> bool:
+        """Whether a worker may keep a delivery of the endpoint leased ahead: only
+        one seen to succeed, and not failing since (one not yet proven may hang
+        every worker that holds some; see :meth:`held_back`)."""
+        return endpoint_id in self._proven
+
+    def lease_ahead(self, claim: Claim) -> None:
+        """A worker holds ``claim`` to attempt after its current one: counted for its
+        endpoint, and for :attr:`idle`, not as a slot."""
+        self._ahead += 1
+        self._per_endpoint[claim.endpoint.id] += 1
+
+    def take_ahead(self, claim: Claim) -> None:
+        """A delivery leased ahead is attempted now, in its worker's slot."""
+        self._ahead -= 1
+        self._busy += 1
+        self._since[claim.delivery.id] = self._clock()
+
+    def drop_ahead(self, claim: Claim) -> None:
+        """A delivery leased ahead is given back unattempted."""
+        self._ahead -= 1
+        self._end(claim.endpoint.id)
+
     def started(self, claims: Iterable[Claim]) -> None:
         """Count claimed deliveries as in flight."""
         now = self._clock()
@@ -100,9 +136,7 @@ class WorkerSlots:
         """
         endpoint_id = claim.endpoint.id
         self._busy -= 1
-        self._per_endpoint[endpoint_id] -= 1
-        if not self._per_endpoint[endpoint_id]:
-            del self._per_endpoint[endpoint_id]
+        self._end(endpoint_id)
         # (A delivery out twice, its first lease run out, is counted once.)
         self._since.pop(claim.delivery.id, None)
         if succeeded is None:
@@ -115,6 +149,12 @@ class WorkerSlots:
         self._failing.add(endpoint_id)
         self._proven.discard(endpoint_id)
         return False
+
+    def _end(self, endpoint_id: str) -> None:
+        """One delivery of the endpoint fewer in hand."""
+        self._per_endpoint[endpoint_id] -= 1
+        if not self._per_endpoint[endpoint_id]:
+            del self._per_endpoint[endpoint_id]
 
 
 class DispatchStream:

@@ -460,6 +460,20 @@ class Storage(abc.ABC):
         )
         return recorded, claims
 
+    def release(  # noqa: B027 - optional, nothing to do by default
+        self, claims: Sequence[Claim], *, due: datetime
+    ) -> None:
+        """Give back the leases of claimed deliveries that were not attempted: each
+        whose lease is still the claim's becomes due at ``due``, unleased, for the
+        claim after that to take. A delivery leased anew, or finished, since is
+        left as it is.
+
+        A dispatcher releases what a worker leased ahead and will not send after
+        all (its endpoint failed meanwhile, or is not yet known to answer). Optional:
+        the default does nothing, and those deliveries wait for their leases to end,
+        as after a crash; nothing is lost either way.
+        """
+
     def _claim_or_log(self, failure: str, **options: Any) -> list[Claim]:
         """``claim(**options)``, for the defaults that claim after a write of their
         own: a failure is logged (``failure``) and claims nothing, since what was

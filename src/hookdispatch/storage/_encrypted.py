@@ -415,6 +415,10 @@ class EncryptedStorage(Storage):
         )
         return held, self._opened_claims(claims)
 
+    def release(self, claims: Sequence[Claim], *, due: datetime) -> None:
+        """Forwarded to ``inner`` (a lease is all it needs of a claim)."""
+        self._inner.release(claims, due=due)
+
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
         """Forwarded to ``inner``."""
         return self._inner.defer_endpoint(endpoint_id, until=until)

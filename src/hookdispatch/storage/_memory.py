@@ -516,6 +516,19 @@ class MemoryStorage(Storage):
                     self._endpoints[endpoint.id] = evolve(endpoint, consecutive_failures=failures)
             return True
 
+    def release(self, claims: Sequence[Claim], *, due: datetime) -> None:
+        with self._lock:
+            for claim in claims:
+                delivery_id = claim.delivery.id
+                delivery = self._deliveries.get(delivery_id)
+                if delivery is None or self._leases.get(delivery_id) != claim.lease:
+                    continue
+                del self._leases[delivery_id]
+                if delivery.status is DeliveryStatus.PENDING:
+                    again = _due_at(delivery, due)
+                    self._deliveries[delivery_id] = again
+                    self._push(again)
+
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
         with self._lock:
             moved = 0

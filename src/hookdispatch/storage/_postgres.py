@@ -723,6 +723,13 @@ _INSERT_DELIVERIES = (
     " %s::timestamptz[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[],"
     " %s::text[])"
 )
+# Leases given back (release): each delivery still under the claim's lease is due
+# again at %s (release's due), unleased.
+_RELEASE = (
+    "UPDATE {schema}.deliveries d SET next_attempt_at = %s, lease = NULL"
+    " FROM unnest(%s::text[], %s::text[]) AS r(id, lease)"
+    " WHERE d.id = r.id AND d.lease = r.lease AND d.status = 'pending'"
+)
 _ON_CONFLICT = " ON CONFLICT (id) DO NOTHING"
 # One statement: the deliveries go in only if the event did (a new id).
 _INSERT_EVENT = (
@@ -2116,6 +2123,20 @@ class PostgresStorage(Storage):
             raise
         earliest = [(tenant, _utc(due)) for tenant, due in result.rows]
         rotation.walked(earliest, now, time.perf_counter() - began)
+
+    def release(self, claims: Sequence[Claim], *, due: datetime) -> None:
+        if not claims:
+            return
+        self._run(
+            (
+                self._q(_RELEASE),
+                (
+                    due,
+                    _array_literal([c.delivery.id for c in claims]),
+                    _array_literal([c.lease for c in claims]),
+                ),
+            )
+        )
 
     def complete(self, claim: Claim, attempt: Attempt, delivery: Delivery) -> bool:
         # One statement: the attempt always (unless prune() removed the delivery, a

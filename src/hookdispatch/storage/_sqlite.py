@@ -1436,6 +1436,16 @@ class SQLiteStorage(Storage):
         rows = self._read(_PENDING_BY_ENDPOINT, (limit,))
         return [(endpoint_id, count) for endpoint_id, count in rows]
 
+    def release(self, claims: Sequence[Claim], *, due: datetime) -> None:
+        if not claims:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE deliveries SET next_attempt_at = ?, lease = NULL"
+                " WHERE id = ? AND lease = ? AND status = 'pending'",
+                [(_ts(due), claim.delivery.id, claim.lease) for claim in claims],
+            )
+
     def defer_endpoint(self, endpoint_id: str, *, until: datetime) -> int:
         self._settle_all()
         with self._write() as conn:

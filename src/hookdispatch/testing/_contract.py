@@ -859,6 +859,35 @@ class ContractTests(StorageHarness):
         check(second.lease != first.lease, "a new claim must carry a new lease token")
         equal(second.delivery.next_attempt_at, at(60) + LEASE, "next_attempt_at of the new lease")
 
+    def test_a_released_lease_is_due_again_and_a_stale_release_changes_nothing(self) -> None:
+        storage = self.storage
+        if type(storage).release is Storage.release:
+            skip(
+                f"{type(storage).__name__} does not implement Storage.release: its"
+                " released deliveries wait for their leases to end (the default)"
+            )
+        endpoint = make_endpoint()
+        storage.add_endpoint(endpoint)
+        kept, given, done = store_events(storage, 3, endpoint=endpoint, due=at(0))
+        claims = {c.delivery.id: c for c in storage.claim(now=at(1), lease_until=at(61), limit=3)}
+        equal(sorted(claims), sorted([kept.id, given.id, done.id]), "the three claimed")
+        storage.complete(claims[done.id], *outcome(claims[done.id], "succeeded", now=at(2)))
+        storage.release([claims[given.id], claims[done.id]], due=at(3))
+        equal(storage.get_delivery(done.id).status, DeliveryStatus.SUCCEEDED, "a finished one")
+        released = storage.get_delivery(given.id)
+        equal(released.next_attempt_at, at(3), "next_attempt_at of a released delivery")
+        equal(released.status, DeliveryStatus.PENDING, "status of a released delivery")
+        again = storage.claim(now=at(3), lease_until=at(63), limit=3)
+        equal([c.delivery.id for c in again], [given.id], "claim() after release()")
+        # The first lease is stale now: releasing it again leaves the new one alone.
+        storage.release([claims[given.id]], due=at(4))
+        equal(storage.claim(now=at(4), lease_until=at(64), limit=3), [], "after a stale release")
+        equal(storage.get_delivery(given.id).next_attempt_at, at(63), "the new lease's end")
+        check(
+            storage.complete(again[0], *outcome(again[0], "succeeded", now=at(5))),
+            "the new lease holds",
+        )
+
     def test_claims_serve_tenants_in_turn_not_by_backlog(self) -> None:
         # Tenant A's burst is due first, B's few deliveries and C's later. Earliest
         # due first would give A the whole claim; in turn, each tenant gets a third
