@@ -216,7 +216,7 @@ def test_a_storage_that_leases_more_than_asked_has_every_delivery_sent_once(
     transport = recording(driver)
     hooks = make_dispatcher(storage=storage, workers=2, transport=transport)
     assert hooks.drain(timeout=10)
-    assert hooks._slots.idle
+    assert wait_for(lambda: hooks._slots.idle)  # (a pump's claim may be under way)
     assert sorted(_sent_event_ids(transport)) == sorted(ids)
     hooks.close()
     storage.close()
@@ -271,38 +271,42 @@ class _NoPump(hd.SQLiteStorage):
         return []
 
 
-def test_a_worker_keeps_ahead_only_deliveries_it_will_send_and_releases_the_rest(
+def test_a_worker_sends_what_it_holds_only_while_fit_and_releases_the_rest(
     tmp_path: Path,
 ) -> None:
-    """Kept ahead: deliveries of endpoints seen to succeed, whose leases outlast two
-    attempts. Released at once: those of an endpoint not yet proven (it may hang
-    every worker that holds some), or that failed since; and for an endpoint whose
-    failure was endpoint-wide, due when that failure's retry is."""
+    """Held since before its last attempt, a delivery goes out only while its
+    endpoint is not failing, is within its share if not yet seen to succeed, and
+    its lease outlasts two attempts. The rest are released: due now, or, for an
+    endpoint whose failure was endpoint-wide, when that failure's retry is; counted
+    held until then. A fresh ticket's first claim goes out at once, as ever."""
     storage = _NoPump(tmp_path / "hooks.db")
     now = datetime.now(UTC)
     later = now + timedelta(hours=1)
     proven, new = (hd.Endpoint.create(f"http://127.0.0.1:9/{n}", now=now) for n in "ab")
-    for endpoint in (proven, new):
+    for endpoint in (new, proven):
         storage.add_endpoint(endpoint)
         events = [hd.Event.create("user.created", {"n": n}, now=now) for n in range(3)]
         storage.add_events([(e, [hd.Delivery.create(e, endpoint, now=later)]) for e in events])
-    hooks = hd.Dispatcher(storage=storage, workers=2, poll_interval=60)
+    hooks = hd.Dispatcher(storage=storage, workers=2, poll_interval=60)  # unproven share: 1
+    slots = hooks._slots
     try:
         claims = hd.SQLiteStorage.claim(
             storage, now=later, lease_until=later + timedelta(seconds=60), limit=6
         )
-        first = next(c for c in claims if c.endpoint.id == proven.id)
-        extras = [c for c in claims if c is not first]
+        claims.sort(key=lambda c: c.endpoint.id != new.id)  # the new endpoint's first
         ahead: deque[hd.Claim] = deque()
         with hooks._cond:
-            hooks._slots._proven.add(proven.id)  # (as after a success)
-            hooks._slots.reserve()  # the slot the worker holds while it waits
-            hooks._slots.handed_in()
-            claim, dropped = hooks._take_claims([first, *extras], ahead, waiting=False)
-        assert claim is first
+            slots._proven.add(proven.id)  # (as after a success)
+            for claim in claims:
+                slots.lease_ahead(claim)  # (as the group's call does: _settle_held)
+            slots.reserve()  # the slot the worker holds while it waits
+            slots.handed_in()
+            first, dropped = hooks._take_claims(claims, ahead, waiting=False, fresh=False)
+        assert first is not None
+        assert first.endpoint.id == proven.id
+        assert [c.endpoint.id for c in dropped] == [new.id] * 3  # 3 held, past its share
         assert [c.endpoint.id for c in ahead] == [proven.id, proven.id]
-        assert sorted(c.endpoint.id for c in dropped) == [new.id] * 3
-        # One leased ahead is left with too short a lease; then the endpoint fails.
+        # One held is left with too short a lease; then the endpoint fails.
         short = ahead[0]
         ahead[0] = attrs.evolve(
             short, delivery=attrs.evolve(short.delivery, next_attempt_at=datetime.now(UTC))
@@ -311,20 +315,32 @@ def test_a_worker_keeps_ahead_only_deliveries_it_will_send_and_releases_the_rest
             passed: list[hd.Claim] = []
             kept = hooks._take_ahead(ahead, passed)
         assert kept is not None
-        assert passed == [ahead_first := passed[0]]
-        assert ahead_first.delivery.id == short.delivery.id
+        assert [c.delivery.id for c in passed] == [short.delivery.id]
         retry_at = datetime.now(UTC) + timedelta(seconds=30)
         with hooks._cond:
-            hooks._slots.finished(first, succeeded=False)  # the endpoint fails...
+            slots.finished(first, succeeded=False)  # the endpoint fails...
             hooks._backoff[proven.id] = retry_at  # ... endpoint-wide, retried then
-            hooks._slots.finished(kept, succeeded=None)
+            slots.finished(kept, succeeded=None)
+            assert not slots.idle  # what is to be released still counts
         hooks._release(dropped + passed)
         due = {d.id: d.next_attempt_at for d in storage.list_deliveries(limit=10)}
         assert due[short.delivery.id] == retry_at
         for released in dropped:
             assert due[released.delivery.id] <= datetime.now(UTC)
         with hooks._cond:
-            assert hooks._slots.idle
+            assert slots.idle
+            # A fresh ticket's first claim goes out whatever its endpoint.
+            again = hd.SQLiteStorage.claim(
+                storage, now=later, lease_until=later + timedelta(seconds=60), limit=1
+            )
+            slots.lease_ahead(again[0])
+            slots.reserve()
+            slots.handed_in()
+            fresh, none = hooks._take_claims(again, ahead, waiting=False, fresh=True)
+            assert fresh is again[0]
+            assert none == []
+            slots.finished(fresh, succeeded=None)
+            assert slots.idle
     finally:
         hooks.close(timeout=0)
         storage.close()

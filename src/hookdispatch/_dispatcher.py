@@ -135,7 +135,7 @@ class Dispatcher(Driver):
         # Endpoint -> when its last endpoint-wide failure's retry is due; cleared by
         # a success. What a worker releases of it is due then (see _release).
         self._backoff: dict[str, datetime] = {}
-        self._group = GroupCommit(self._settle, lingering=Lingering(self._busy_slots))
+        self._group = GroupCommit(self._settle_held, lingering=Lingering(self._busy_slots))
         self._pool: ThreadPoolExecutor | None = None
         self._pump: threading.Thread | None = None
         if workers:
@@ -608,18 +608,23 @@ class Dispatcher(Driver):
                 if self._grouped:  # stored with what other workers have
                     self._group.submit(ticket)
                 else:
-                    self._settle([ticket])
+                    self._settle_held([ticket])
             while claim is None and handed:
                 ticket = handed.popleft()
                 if ticket.held_back is not None:
                     owed -= ticket.want
+                # Fresh: the ticket of the attempt just ended, and waited for: its
+                # first claim goes out at once, as when a worker leases only its next.
+                fresh = not handed and (not self._grouped or not ticket.done)
                 if self._grouped:
                     self._group.wait(ticket)
                 claims, report = self._stored_ticket(ticket)
                 if report is not None:
                     self._emit(report)  # the ticket still counts: drain() waits for this
                 with self._cond:
-                    claim, dropped = self._take_claims(claims, ahead, waiting=bool(handed))
+                    claim, dropped = self._take_claims(
+                        claims, ahead, waiting=bool(handed), fresh=fresh
+                    )
                 if dropped:
                     self._release(dropped)
 
@@ -640,12 +645,12 @@ class Dispatcher(Driver):
             if sent[0].succeeded:
                 success = sent  # recorded by the ticket
             else:
-                if endpoint_down(sent[0]):
-                    backoff = sent[1].next_attempt_at
                 self._record(claim, *sent)
+                if endpoint_down(sent[0]):  # (recorded: its other deliveries deferred)
+                    backoff = sent[1].next_attempt_at
         except Exception:
             log_unrecorded(claim)
-        dropped: list[Claim] = []
+        dropped: list[Claim] = []  # (empty unless it holds some ahead)
         with self._cond:
             slots = self._slots
             if backoff is not None:
@@ -662,7 +667,7 @@ class Dispatcher(Driver):
             ticket = self._ticket(claim, success, slots.held_back() if want else None, want=want)
             if ticket is not None:
                 slots.handed_in()
-            following = self._take_ahead(ahead, dropped)
+            following = self._take_ahead(ahead, dropped) if ahead else None
             if ticket is not None:
                 ticket.detached = following is not None or bool(handed)
             if following is None:
@@ -673,59 +678,72 @@ class Dispatcher(Driver):
         return ticket, following, dropped
 
     def _take_ahead(self, ahead: deque[Claim], dropped: list[Claim]) -> Claim | None:
-        """Under the lock: the next delivery this worker leased ahead, now attempted
-        in its slot. Those it should no longer send go to ``dropped``, to be
-        released: of an endpoint that failed since it was leased (so a receiver
-        that turns bad holds each worker for one attempt, as without leasing
-        ahead), and any whose lease would not outlast two attempts."""
+        """Under the lock: the next delivery held for this worker, now attempted in
+        its slot. Those it should no longer send go to ``dropped``, still counted
+        held until :meth:`_release` gives them back: of an endpoint that failed
+        since, or not yet seen to succeed and past its share (see
+        :meth:`WorkerSlots.may_send_held`: so a receiver that turns bad, or a new one
+        that hangs, holds workers as without leasing ahead), and any whose lease
+        would not outlast two attempts."""
         slots = self._slots
         while ahead:
             claim = ahead.popleft()
             lease_end = claim.delivery.next_attempt_at
             if (
-                slots.may_hold_ahead(claim.endpoint.id)
+                slots.may_send_held(claim.endpoint.id)
                 and lease_end is not None
                 and (lease_end - self._clock()).total_seconds() > 2 * self._timeout
             ):
                 slots.take_ahead(claim)
                 return claim
-            slots.drop_ahead(claim)
             dropped.append(claim)
         return None
 
     def _take_claims(
-        self, claims: list[Claim], ahead: deque[Claim], *, waiting: bool
+        self, claims: list[Claim], ahead: deque[Claim], *, waiting: bool, fresh: bool
     ) -> tuple[Claim | None, list[Claim]]:
-        """Under the lock, a ticket's result taken: its first claim attempted now, in
-        the slot the worker held while it waited; the others kept ahead, or
-        released if their endpoint is not one to hold ahead for (see
-        :meth:`WorkerSlots.may_hold_ahead`). With no claim, the slot is kept while
-        the worker ``waiting`` for more tickets, else given back. The claim to
-        attempt and what to release."""
+        """Under the lock, a ticket's result taken: its claims, held since its
+        group's call (see :meth:`_settle_held`), join those held ahead. The first
+        is attempted now, in the slot the worker held while it waited, if the
+        ticket is ``fresh``; else the next that is still fit to send (see
+        :meth:`_take_ahead`). With none, the slot is kept while the worker is
+        ``waiting`` for more tickets, else given back. The claim to attempt, and
+        what to release."""
         slots = self._slots
         slots.taken_back()
-        if not claims:
-            if not waiting:
-                slots.release()
+        slots.release()  # the slot it held while it waited: taken again below, or kept
+        ahead.extend(claims)
+        dropped: list[Claim] = []
+        first: Claim | None
+        if fresh and claims:
+            first = ahead.popleft()  # (claims[0]: nothing was held ahead while it waited)
+            slots.take_ahead(first)
+        else:
+            first = self._take_ahead(ahead, dropped) if ahead else None
+        if first is None:
+            if waiting:
+                slots.reserve()
+            elif not dropped:
                 self._cond.notify_all()  # a slot is free: the pump may need it
-            return None, []
-        slots.release()
-        slots.started(claims[:1])
-        dropped = []
-        for claim in claims[1:]:
-            if slots.may_hold_ahead(claim.endpoint.id):
-                slots.lease_ahead(claim)
-                ahead.append(claim)
-            else:
-                dropped.append(claim)
-        return claims[0], dropped
+        return first, dropped
+
+    def _settle_held(self, tickets: list[Ticket]) -> None:
+        """:meth:`_settle`, then the claims counted held for their workers from now
+        (see :meth:`WorkerSlots.lease_ahead`): holds and drain() see them while
+        they wait for their workers to take them."""
+        self._settle(tickets)
+        with self._cond:
+            for ticket in tickets:
+                for claim in ticket.claims:
+                    self._slots.lease_ahead(claim)
 
     def _release(self, claims: list[Claim]) -> None:
-        """Storage work: give back leases a worker will not attempt (see
-        :meth:`Storage.release`): due now, or, for an endpoint whose last failure
-        here was endpoint-wide, when that failure's retry is (as ``defer_endpoint``
-        moves its other deliveries). A failure is logged: they wait for their
-        leases."""
+        """Storage work: give back leases held for this worker that it will not
+        attempt (see :meth:`Storage.release`): due now, or, for an endpoint whose
+        last failure here was endpoint-wide, when that failure's retry is (as
+        ``defer_endpoint`` moves its other deliveries). They count as held until
+        then, so drain() cannot find the dispatcher idle before they are due. A
+        failure is logged: they wait for their leases."""
         now = self._clock()
         with self._cond:
             dues = [max(now, self._backoff.get(c.endpoint.id, now)) for c in claims]
@@ -739,9 +757,12 @@ class Dispatcher(Driver):
                 "releasing %d leased deliveries failed; they are sent when their leases end",
                 len(claims),
             )
-            return
-        if now in dues:
-            self._notify()  # due now: the pump claims them if a slot is free
+        with self._cond:
+            for claim in claims:
+                self._slots.drop_ahead(claim)
+            if now in dues:
+                self._wake = True  # due now: the pump claims them if a slot is free
+            self._cond.notify_all()
 
     def _busy_slots(self) -> int:
         with self._cond:  # (the group's lock, then this one: never the other way)

@@ -322,6 +322,11 @@ class Driver:
             )
         self._owns_transport = transport is None
         self._storage: Storage = options["storage"]
+        # Whether workers' tickets go through the group commit: with a storage that
+        # blocks. One that never does (MemoryStorage) makes no transactions to share,
+        # and the group's lock and wake-ups would only cost: each worker stores its
+        # own ticket at once.
+        self._grouped: bool = self._storage.blocking
         self._targets: TargetPolicy = options["targets"] or default_targets()
         self._retry: RetryPolicy = options["retry"] or RetryPolicy()
         self._timeout: float = options["timeout"]
@@ -849,11 +854,11 @@ class Driver:
         if self._stopping:
             return 0
         ahead = (
-            succeeded
+            self._grouped
+            and succeeded
             and took < RECENT
             and self._leases_cover_ahead
             and self._slots.free <= 1
-            and self._grouped
         )
         return max(0, (1 + AHEAD if ahead else 1) - owned)
 
@@ -883,14 +888,6 @@ class Driver:
         if success is None and held_back is None:
             return None
         return Ticket(claim, success, held_back, want)
-
-    @property
-    def _grouped(self) -> bool:
-        """Whether workers' tickets go through the group commit: with a storage that
-        blocks. One that never does (MemoryStorage) makes no transactions to share,
-        and the group's lock and wake-ups would only cost: each worker stores its
-        own ticket at once."""
-        return self._storage.blocking
 
     def _settle(self, tickets: list[Ticket]) -> None:
         """Storage work: a group of workers' tickets in one storage call

@@ -1,10 +1,13 @@
 """Worker-slot bookkeeping shared by the sync and async drivers (pure, no locking).
 
 Tracks how many attempts are in flight, per endpoint too, and how each
-endpoint's last attempt here went. A failing endpoint is *held back* to one
-attempt in flight at a time, and one not yet seen to succeed to half the slots,
-so a dead receiver cannot occupy every worker while healthy endpoints wait
-(head-of-line blocking). Callers serialise access (a lock or the event loop).
+endpoint's last attempt here went; and what worker threads hold leased for their
+next attempts, and tickets they handed in (counted for the holds and for
+``idle``, not as slots: a worker holds one slot whatever it holds). A failing
+endpoint is *held back* to one attempt in flight at a time, and one not yet seen
+to succeed to half the slots, so a dead receiver cannot occupy every worker
+while healthy endpoints wait (head-of-line blocking). Callers serialise access
+(a lock or the event loop).
 """
 
 from __future__ import annotations
@@ -95,15 +98,21 @@ class WorkerSlots:
         """A worker took a ticket's result (see :meth:`handed_in`)."""
         self._handed -= 1
 
-    def may_hold_ahead(self, endpoint_id: str) -> bool:
-        """Whether a worker may keep a delivery of the endpoint leased ahead: only
-        one seen to succeed, and not failing since (one not yet proven may hang
-        every worker that holds some; see :meth:`held_back`)."""
-        return endpoint_id in self._proven
+    def may_send_held(self, endpoint_id: str) -> bool:
+        """Whether a worker may attempt a delivery of the endpoint that it has held
+        since before its last attempt (counted in :meth:`lease_ahead`): not when the
+        endpoint is failing (its attempts go one at a time, each claimed after the
+        one before failed), and, for one not yet seen to succeed, only within its
+        share of the slots, the deliveries held for it included."""
+        if endpoint_id in self._failing:
+            return False
+        return (
+            endpoint_id in self._proven or self._per_endpoint[endpoint_id] <= self._unproven_share
+        )
 
     def lease_ahead(self, claim: Claim) -> None:
-        """A worker holds ``claim`` to attempt after its current one: counted for its
-        endpoint, and for :attr:`idle`, not as a slot."""
+        """``claim`` is held for a worker, to attempt after its current work: counted
+        for its endpoint (so holds see it), and for :attr:`idle`, not as a slot."""
         self._ahead += 1
         self._per_endpoint[claim.endpoint.id] += 1
 
@@ -114,7 +123,7 @@ class WorkerSlots:
         self._since[claim.delivery.id] = self._clock()
 
     def drop_ahead(self, claim: Claim) -> None:
-        """A delivery leased ahead is given back unattempted."""
+        """A delivery held for a worker is given back unattempted (released)."""
         self._ahead -= 1
         self._end(claim.endpoint.id)
 
@@ -125,6 +134,12 @@ class WorkerSlots:
             self._busy += 1
             self._per_endpoint[claim.endpoint.id] += 1
             self._since[claim.delivery.id] = now
+
+    def start(self, claim: Claim) -> None:
+        """Count one claimed delivery as in flight (``started`` for one)."""
+        self._busy += 1
+        self._per_endpoint[claim.endpoint.id] += 1
+        self._since[claim.delivery.id] = self._clock()
 
     def finished(self, claim: Claim, *, succeeded: bool | None) -> bool:
         """``claim``'s attempt ended; a success clears the endpoint's failing mark.
