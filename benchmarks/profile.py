@@ -161,10 +161,11 @@ COMPONENTS = (
     Component(
         "recording, claiming the next",
         (
-            # after: the group commit's thread (GroupCommit._commit runs
-            # Driver._settle, which calls Storage.complete_many, group after group);
-            # before it had a thread, a worker stored its group in GroupCommit.join
-            "_group_commit.py:GroupCommit._commit",
+            # after: the group commit (a waiting worker stores the group in
+            # GroupCommit.wait, which runs Driver._settle, which calls
+            # Storage.complete_many; GroupCommit.join, in versions before
+            # workers handed tickets in without waiting: never both in one version)
+            "_group_commit.py:GroupCommit.wait",
             "_group_commit.py:GroupCommit.join",
             # before the group commit: one worker at a time (record_success_and_claim:
             # SQLiteStorage.complete_and_claim, or complete() then claim())
@@ -172,9 +173,9 @@ COMPONENTS = (
             # both: a failed attempt, recorded on its own (none against this receiver)
             "_dispatcher.py:_record",
         ),
-        what="after: `GroupCommit._commit` (the group commit's thread: `Driver._settle`,"
-        " one `Storage.complete_many` per group; `GroupCommit.join` where a worker"
-        " stored its group); before: `Driver._record_and_claim`"
+        what="after: `GroupCommit.wait` (the group commit, stored by a waiting worker:"
+        " `Driver._settle`, one `Storage.complete_many` for the group; `GroupCommit.join`"
+        " in earlier versions); before: `Driver._record_and_claim`"
         " (`record_success_and_claim`: `SQLiteStorage.complete_and_claim`, on"
         " PostgreSQL `complete()` then `claim()`); both: `Dispatcher._record` (a failed"
         " attempt: none here)",

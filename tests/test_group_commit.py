@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -174,8 +173,7 @@ def test_a_thread_waits_for_a_busy_worker_and_no_longer() -> None:
     first, second = _tickets(2)
     leader = threading.Thread(target=commit.join, args=(first,))
     leader.start()
-    wait_for(lambda: commit._thread is not None)
-    time.sleep(0.05)  # lingering: the other busy worker is not in
+    wait_for(lambda: commit._storing)  # lingering: the other busy worker is not in
     commit.join(second)
     leader.join(5)
     assert not leader.is_alive()
@@ -194,32 +192,23 @@ class _Counted(Lingering):
         return super().waits(waiting)
 
 
-def test_a_thread_hands_its_ticket_in_and_goes_on_while_the_group_is_stored() -> None:
-    stored, release = threading.Event(), threading.Event()
-    groups: list[int] = []
+def test_a_ticket_handed_in_is_stored_by_the_next_worker_that_waits() -> None:
+    groups: list[list[Ticket]] = []
 
     def store(group: list[Ticket]) -> None:
-        groups.append(len(group))
-        stored.set()
-        assert release.wait(5)
+        groups.append(group)
 
     commit = GroupCommit(store, lingering=Lingering(lambda: 0))
     first, second = _tickets(2)
-    commit.submit(first)  # returns at once
-    assert stored.wait(5)
-    assert commit._thread is not None
-    assert commit._thread.name == "hookdispatch-commit"
-    commit.submit(second)  # while the first is stored
-    assert not first.done
-    release.set()
-    commit.wait(first)
-    commit.wait(second)
+    commit.submit(first)  # returns at once: its worker goes on
+    commit.submit(second)
+    assert groups == []
+    commit.wait(second)  # this worker waits: it stores both
+    assert [len(group) for group in groups] == [2]
     assert first.done
     assert second.done
-    assert groups == [1, 1]
-    commit.close()
-    commit.close()  # idempotent
-    assert not commit._thread.is_alive()
+    commit.wait(first)  # stored already: returns at once
+    assert len(groups) == 1
 
 
 def test_tickets_that_came_during_a_call_are_stored_next_without_lingering() -> None:
@@ -239,18 +228,19 @@ def test_tickets_that_came_during_a_call_are_stored_next_without_lingering() -> 
     lingering.last_call = 0.05
     commit = GroupCommit(store, lingering=lingering)
     first, *others = _tickets(4)
-    commit.submit(first)
+    leader = threading.Thread(target=commit.join, args=(first,))
+    leader.start()
     assert first_stored.wait(5)
     asked = lingering.asked
     for ticket in others:
         ticket.detached = True  # their workers went on, holding more work
         commit.submit(ticket)
     release.set()
-    for ticket in others:
-        commit.wait(ticket)
+    leader.join(5)
+    commit.wait(others[0])
     assert groups == [1, 3]
     assert lingering.asked == asked  # the second group went without asking
-    commit.close()
+    assert all(ticket.done for ticket in others)
 
 
 def test_tickets_of_waiting_workers_that_came_during_a_call_still_linger() -> None:
@@ -281,30 +271,9 @@ def test_a_group_whose_store_raises_is_marked_failed_and_its_waiters_go_on() -> 
     commit.join(broken)
     assert broken.done
     assert broken.failed
-    commit.join(fine)  # the thread lives on
+    commit.join(fine)  # the next group is stored as ever
     assert fine.done
     assert not fine.failed
-    commit.close()
-
-
-def test_closing_stores_what_is_waiting_first() -> None:
-    release = threading.Event()
-    groups: list[int] = []
-
-    def store(group: list[Ticket]) -> None:
-        groups.append(len(group))
-        assert release.wait(5)
-
-    commit = GroupCommit(store, lingering=Lingering(lambda: 0))
-    first, second = _tickets(2)
-    commit.submit(first)
-    wait_for(lambda: groups == [1])
-    commit.submit(second)
-    release.set()
-    commit.close()
-    assert first.done
-    assert second.done
-    assert groups == [1, 1]
 
 
 def test_a_task_waits_for_a_busy_worker_and_no_longer() -> None:

@@ -135,7 +135,7 @@ class Dispatcher(Driver):
         # Endpoint -> when its last endpoint-wide failure's retry is due; cleared by
         # a success. What a worker releases of it is due then (see _release).
         self._backoff: dict[str, datetime] = {}
-        self._group = GroupCommit(self._settle_held, lingering=Lingering(self._busy_slots))
+        self._group = GroupCommit(self._settle, lingering=Lingering(self._busy_slots))
         self._pool: ThreadPoolExecutor | None = None
         self._pump: threading.Thread | None = None
         if workers:
@@ -608,7 +608,7 @@ class Dispatcher(Driver):
                 if self._grouped:  # stored with what other workers have
                     self._group.submit(ticket)
                 else:
-                    self._settle_held([ticket])
+                    self._settle([ticket])  # (its claims counted held when taken)
             while claim is None and handed:
                 ticket = handed.popleft()
                 if ticket.held_back is not None:
@@ -703,7 +703,7 @@ class Dispatcher(Driver):
         self, claims: list[Claim], ahead: deque[Claim], *, waiting: bool, fresh: bool
     ) -> tuple[Claim | None, list[Claim]]:
         """Under the lock, a ticket's result taken: its claims, held since its
-        group's call (see :meth:`_settle_held`), join those held ahead. The first
+        group's call (see :meth:`_claims_handed_out`), join those held ahead. The first
         is attempted now, in the slot the worker held while it waited, if the
         ticket is ``fresh``; else the next that is still fit to send (see
         :meth:`_take_ahead`). With none, the slot is kept while the worker is
@@ -712,6 +712,9 @@ class Dispatcher(Driver):
         slots = self._slots
         slots.taken_back()
         slots.release()  # the slot it held while it waited: taken again below, or kept
+        if not self._grouped:  # (stored by this thread: counted held only now)
+            for claim in claims:
+                slots.lease_ahead(claim)
         ahead.extend(claims)
         dropped: list[Claim] = []
         first: Claim | None
@@ -727,11 +730,14 @@ class Dispatcher(Driver):
                 self._cond.notify_all()  # a slot is free: the pump may need it
         return first, dropped
 
-    def _settle_held(self, tickets: list[Ticket]) -> None:
-        """:meth:`_settle`, then the claims counted held for their workers from now
-        (see :meth:`WorkerSlots.lease_ahead`): holds and drain() see them while
-        they wait for their workers to take them."""
-        self._settle(tickets)
+    def _claims_handed_out(self, tickets: list[Ticket]) -> None:
+        """A group's claims, counted held for their workers from the group's call
+        on, before its tickets are marked done (see
+        :meth:`WorkerSlots.lease_ahead`): holds and drain() see them while they
+        wait for their workers to take them. (A ticket stored by its own worker, with
+        a storage that never blocks, is counted when taken: one lock fewer.)"""
+        if not self._grouped:
+            return
         with self._cond:
             for ticket in tickets:
                 for claim in ticket.claims:
@@ -825,7 +831,6 @@ class Dispatcher(Driver):
             self._pump.join()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        self._group.close()
         if self._owns_transport:
             self._transport.close()
         warn_if_dropping(self._storage)

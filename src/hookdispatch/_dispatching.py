@@ -917,6 +917,7 @@ class Driver:
                     if not ticket.held:
                         lease_lost(ticket.success[1])
             _hand_out(claims, wanting)
+            self._claims_handed_out(wanting)
         except WouldBlockError:
             done = False
             raise
@@ -930,6 +931,12 @@ class Driver:
         finally:
             for ticket in tickets:
                 ticket.done = done
+
+    def _claims_handed_out(self, tickets: list[Ticket]) -> None:
+        """Hook of :meth:`_settle`: the group's claims are on ``tickets``, not yet
+        marked done (so no worker can take them yet). Threads count them held
+        (see ``Dispatcher._claims_handed_out``); tasks attempt them as they take
+        them."""
 
     def _stored_ticket(self, ticket: Ticket | None) -> tuple[list[Claim], AttemptReport | None]:
         """A stored ticket's claims, and its success's report once it is recorded

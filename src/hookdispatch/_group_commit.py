@@ -8,11 +8,12 @@ for the write lock anyway. Here a worker hands its :class:`Ticket` in, and one
 storage call (:meth:`Storage.complete_many`) stores every ticket waiting; the
 tickets that arrive meanwhile wait, and go together in the next call.
 
-On threads the calls are made by a thread of their own (:class:`GroupCommit`),
-one after another, so that a worker that has more work in hand (a delivery it
-leased ahead, see ``Dispatcher._work``) sends it while the group with its last
-ticket is stored: the storage's time and the workers' overlap. Under asyncio
-each group's call runs as its own task (:class:`AsyncGroupCommit`).
+On threads (:class:`GroupCommit`) a worker that has more work in hand (a delivery
+it leased ahead, see ``Dispatcher._work``) hands its ticket in and sends that
+while the group with its ticket is stored by a worker that waits: the storage's
+time and the workers' overlap. (A thread of the group commit's own, storing
+group after group, measured the same: 1.00 to 1.10 times, 7 rounds.) Under
+asyncio each group's call runs as its own task (:class:`AsyncGroupCommit`).
 
 Before a call the group waits briefly for others that may hand theirs in soon
 (:class:`Lingering`): those between their attempt and the group, and those whose
@@ -138,90 +139,72 @@ class Lingering:
 
 
 class GroupCommit:
-    """Tickets of worker threads, stored in groups by ``store`` (which never raises)
-    on a thread of its own, started with the first ticket and stopped by
-    :meth:`close`. A group's call starts once the call before has ended: at once
-    when tickets of workers that went on (``Ticket.detached``) came during that
-    call, else once ``lingering`` has waited. A ticket handed in after
-    :meth:`close` is stored at once, by the caller's thread."""
+    """Tickets of worker threads, stored in groups by ``store`` (which never raises).
+
+    A worker hands its ticket in (:meth:`submit`) and goes on with other work, or
+    waits for it (:meth:`wait`; :meth:`join` does both). A waiting worker that finds
+    no group being stored stores every ticket waiting, its own among them, once
+    ``lingering`` has waited; the tickets that come meanwhile go in the next group.
+    It does not linger when tickets of workers that went on (``Ticket.detached``)
+    came during the last call: they made their group while it ran."""
 
     def __init__(self, store: Callable[[list[Ticket]], None], *, lingering: Lingering) -> None:
         self._store = store
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # a group stored
-        self._arrived = threading.Condition(lock)  # a ticket in, or closing
+        self._arrived = threading.Condition(lock)  # a ticket in, while a group lingers
         self._lingering = lingering
         self._waiting: list[Ticket] = []
-        self._thread: threading.Thread | None = None
-        self._closing = False
+        self._storing = False
+        self._back_to_back = False  # tickets came while the last call was under way
 
     def submit(self, ticket: Ticket) -> None:
-        """Hand ``ticket`` in, and return at once; :meth:`wait` for it to be stored."""
+        """Hand ``ticket`` in, and return at once: it is stored with the group of the
+        next worker that waits (see :meth:`wait`)."""
         with self._cond:
-            if self._closing:  # (no thread to store it: stored here)
-                self._store([ticket])
-                ticket.done = True
-                return
             self._waiting.append(ticket)
             self._arrived.notify()
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._commit, name="hookdispatch-commit", daemon=True
-                )
-                self._thread.start()
 
     def wait(self, ticket: Ticket) -> None:
-        """Return once ``ticket`` (handed in by :meth:`submit`) is stored."""
+        """Return once ``ticket`` (handed in) is stored: by this thread, with whatever
+        else is waiting, or by the thread storing a group when it came."""
         with self._cond:
-            while not ticket.done:
+            while self._storing and not ticket.done:
                 self._cond.wait()
-
-    def join(self, ticket: Ticket) -> None:
-        """Hand ``ticket`` in and return once it is stored."""
-        self.submit(ticket)
-        self.wait(ticket)
-
-    def close(self) -> None:
-        """Store what is waiting, then stop the thread. Idempotent; hand nothing in
-        after it."""
-        with self._cond:
-            self._closing = True
-            self._arrived.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join()
-
-    def _commit(self) -> None:
-        """The thread: one group after another, while tickets come."""
-        lingering, back_to_back = self._lingering, False
-        while True:
+            if ticket.done:
+                return
+            self._storing = True
+            back_to_back = self._back_to_back
+        lingering, began = self._lingering, None
+        group: list[Ticket] = []
+        try:
             with self._cond:
-                while not self._waiting and not self._closing:
-                    self._arrived.wait()
-                if not self._waiting:
-                    return
-                if back_to_back and any(t.detached for t in self._waiting):
-                    pass  # (their workers went on: nobody waits to join)
-                else:
+                if not back_to_back or not any(t.detached for t in self._waiting):
                     if back_to_back:
                         lingering.came_during_call()
                     for wait in lingering.waits(self._waiting.__len__):
                         self._arrived.wait(wait)
                 group, self._waiting = self._waiting, []
             began = lingering.clock()
-            try:
-                self._store(group)
-            except BaseException:  # (store never raises: a waiter must not hang if it did)
-                logger.exception("storing a group of tickets failed")
-                for ticket in group:
-                    ticket.failed = True
-            finally:
-                with self._cond:
+            self._store(group)
+        except BaseException:  # (store never raises: no waiter may hang if it did)
+            logger.exception("storing a group of tickets failed")
+            for taken in group:
+                taken.failed = True
+        finally:
+            with self._cond:
+                if began is not None:
                     lingering.last_call = lingering.clock() - began
-                    for ticket in group:
-                        ticket.done = True
-                    back_to_back = bool(self._waiting)
-                    self._cond.notify_all()
+                for taken in group:
+                    taken.done = True
+                self._back_to_back = bool(self._waiting)
+                self._storing = False
+                self._cond.notify_all()
+
+    def join(self, ticket: Ticket) -> None:
+        """Hand ``ticket`` in and return once it is stored."""
+        self.submit(ticket)
+        self.wait(ticket)
 
 
 class _Group:
