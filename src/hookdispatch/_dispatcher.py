@@ -664,17 +664,19 @@ class Dispatcher(Driver):
                 self._cond.notify_all()
             took = success[0].duration if success is not None else RECENT
             want = self._wanted(len(ahead) + owed, succeeded=success is not None, took=took)
-            ticket = self._ticket(claim, success, slots.held_back() if want else None, want=want)
-            if ticket is not None:
+            held_back = slots.held_back() if want else None
+            storing = success is not None or held_back is not None
+            if storing:
                 slots.handed_in()
             following = self._take_ahead(ahead, dropped) if ahead else None
-            if ticket is not None:
-                ticket.detached = following is not None or bool(handed)
             if following is None:
-                if ticket is not None or handed:
+                if storing or handed:
                     slots.reserve()  # this worker's slot, while it waits for its tickets
                 else:
                     self._cond.notify_all()  # a slot is free: the pump may need it
+        ticket = self._ticket(claim, success, held_back, want=want) if storing else None
+        if ticket is not None:
+            ticket.detached = following is not None or bool(handed)
         return ticket, following, dropped
 
     def _take_ahead(self, ahead: deque[Claim], dropped: list[Claim]) -> Claim | None:
@@ -712,17 +714,25 @@ class Dispatcher(Driver):
         slots = self._slots
         slots.taken_back()
         slots.release()  # the slot it held while it waited: taken again below, or kept
-        if not self._grouped:  # (stored by this thread: counted held only now)
+        grouped = self._grouped  # (else stored by this thread: counted held only now)
+        if fresh and claims:  # (nothing was held ahead while it waited)
+            first: Claim | None = claims[0]
+            if grouped:
+                slots.take_ahead(claims[0])
+            else:
+                slots.start(claims[0])
+            if len(claims) > 1:
+                if not grouped:
+                    for claim in claims[1:]:
+                        slots.lease_ahead(claim)
+                ahead.extend(claims[1:])
+            return first, []
+        if not grouped:
             for claim in claims:
                 slots.lease_ahead(claim)
         ahead.extend(claims)
         dropped: list[Claim] = []
-        first: Claim | None
-        if fresh and claims:
-            first = ahead.popleft()  # (claims[0]: nothing was held ahead while it waited)
-            slots.take_ahead(first)
-        else:
-            first = self._take_ahead(ahead, dropped) if ahead else None
+        first = self._take_ahead(ahead, dropped) if ahead else None
         if first is None:
             if waiting:
                 slots.reserve()

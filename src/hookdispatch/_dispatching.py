@@ -183,7 +183,7 @@ def inline_claim_limit(*, concurrent: bool) -> int:
     return _INLINE_BATCH if concurrent else 1
 
 
-def _hand_out(claims: Sequence[Claim], wanting: Sequence[Ticket]) -> None:
+def _hand_out(claims: Sequence[Claim], wanting: Sequence[Ticket], *, deep: bool = True) -> None:
     """A group's claims to its tickets: one to each, in turn, then the further ones
     each wants, round by round, so that a short claim starts every worker before it
     feeds any ahead. Claims past what was asked for (a storage that leased more than
@@ -191,6 +191,10 @@ def _hand_out(claims: Sequence[Claim], wanting: Sequence[Ticket]) -> None:
     leased; with no ticket wanting any, their leases run out, and they are sent
     after that."""
     if not wanting:
+        return
+    if not deep and len(claims) <= len(wanting):  # (each wants one: the usual group)
+        for ticket, claimed in zip(wanting, claims, strict=False):
+            ticket.claims.append(claimed)
         return
     order = [
         t for n in range(max((t.want for t in wanting), default=0)) for t in wanting if t.want > n
@@ -903,11 +907,15 @@ class Driver:
             wanting = [t for t in tickets if t.held_back is not None]
             excluded = set().union(*(t.held_back for t in wanting if t.held_back))
             now = self._clock()
+            limit, deep = 0, False  # deep: some ticket wants more than one
+            for ticket in wanting:
+                limit += ticket.want
+                deep = deep or ticket.want > 1
             held, claims = self._storage.complete_many(
                 completions,
                 now=now,
                 lease_until=now + self._lease,
-                limit=sum(t.want for t in wanting),
+                limit=limit,
                 exclude_endpoints=excluded,
             )
             recorded = iter(held)
@@ -916,7 +924,7 @@ class Driver:
                     ticket.held = next(recorded)
                     if not ticket.held:
                         lease_lost(ticket.success[1])
-            _hand_out(claims, wanting)
+            _hand_out(claims, wanting, deep=deep)
             self._claims_handed_out(wanting)
         except WouldBlockError:
             done = False

@@ -151,7 +151,9 @@ class WorkerSlots:
         """
         endpoint_id = claim.endpoint.id
         self._busy -= 1
-        self._end(endpoint_id)
+        self._per_endpoint[endpoint_id] -= 1
+        if not self._per_endpoint[endpoint_id]:
+            del self._per_endpoint[endpoint_id]
         # (A delivery out twice, its first lease run out, is counted once.)
         self._since.pop(claim.delivery.id, None)
         if succeeded is None:
