@@ -263,8 +263,8 @@ block (SQLite, PostgreSQL) and no worker slot is free (see
 :meth:`Driver._wanted`). It sends them while the tickets it handed in are stored,
 so the storage and the workers work at the same time rather than by turns, and
 each group commit takes more tickets (``Dispatcher(workers=8)`` draining stored
-deliveries with an instant transport: 1.33 times the deliveries per second on
-PostgreSQL and 1.31 times on SQLite; 2 rather than 1: 1.10 times on PostgreSQL;
+deliveries with an instant transport: 1.25 to 1.37 times the deliveries per
+second on PostgreSQL, 1.19 to 1.35 on SQLite; 2 rather than 1: 1.10 times on PostgreSQL;
 3 rather than 2: no more; see docs/scaling.md). A delivery leased ahead waits
 for at most ``AHEAD`` attempts before its own: only a lease of at least twice
 ``(1 + AHEAD)`` attempt timeouts lets a worker hold any (the default: 60 s
