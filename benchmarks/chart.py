@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import profile
 from .harness import Series
@@ -63,6 +64,9 @@ def _bars(ax: Any, rows: list[Row], *, xlabel: str, log: bool = False) -> None:
     ax.set_xlabel(xlabel)
     if log:
         ax.set_xscale("log")
+    else:  # few ticks, with thousands separators: long numbers must not run together
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
     ax.grid(axis="x", alpha=0.3)
 
 
