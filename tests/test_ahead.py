@@ -88,32 +88,29 @@ def test_fast_attempts_lease_ahead_and_send_every_delivery_once(tmp_path: Path) 
     storage.close()
 
 
-def test_slow_attempts_lease_only_the_next_delivery(tmp_path: Path) -> None:
-    storage = _Timed(tmp_path / "hooks.db")
-    ids = _store(storage, 24)
-    transport = _Slow(RECENT * 1.5)
-    with hd.Dispatcher(storage=storage, workers=4, transport=transport) as hooks:
+def _drain_leasing_nothing_ahead(
+    path: Path, count: int, transport: Recording, **options: Any
+) -> None:
+    """``count`` deliveries drained by ``Dispatcher(workers=4, **options)``: each
+    sent once, and no group call that only workers leasing ahead make."""
+    storage = _Timed(path)
+    ids = _store(storage, count)
+    with hd.Dispatcher(storage=storage, workers=4, transport=transport, **options) as hooks:
         assert hooks.drain(timeout=30)
     assert sorted(_sent_event_ids(transport)) == sorted(ids)
     assert storage.calls
     assert _leased_ahead(storage, 4) == 0
     storage.close()
+
+
+def test_slow_attempts_lease_only_the_next_delivery(tmp_path: Path) -> None:
+    _drain_leasing_nothing_ahead(tmp_path / "hooks.db", 24, _Slow(RECENT * 1.5))
 
 
 def test_a_lease_too_short_to_wait_in_keeps_workers_from_leasing_ahead(tmp_path: Path) -> None:
-    storage = _Timed(tmp_path / "hooks.db")
-    ids = _store(storage, 200)
-    transport = Recording()
     # A delivery leased ahead may wait for AHEAD attempts before its own: a lease of
     # 20 s against a timeout of 5 s would not cover that twice over.
-    with hd.Dispatcher(
-        storage=storage, workers=4, transport=transport, lease=20, timeout=5
-    ) as hooks:
-        assert hooks.drain(timeout=30)
-    assert sorted(_sent_event_ids(transport)) == sorted(ids)
-    assert storage.calls
-    assert _leased_ahead(storage, 4) == 0
-    storage.close()
+    _drain_leasing_nothing_ahead(tmp_path / "hooks.db", 200, Recording(), lease=20, timeout=5)
 
 
 def test_closing_sends_what_the_workers_leased_ahead(tmp_path: Path) -> None:

@@ -129,14 +129,11 @@ class WorkerSlots:
 
     def started(self, claims: Iterable[Claim]) -> None:
         """Count claimed deliveries as in flight."""
-        now = self._clock()
         for claim in claims:
-            self._busy += 1
-            self._per_endpoint[claim.endpoint.id] += 1
-            self._since[claim.delivery.id] = now
+            self.start(claim)
 
     def start(self, claim: Claim) -> None:
-        """Count one claimed delivery as in flight (``started`` for one)."""
+        """Count one claimed delivery as in flight."""
         self._busy += 1
         self._per_endpoint[claim.endpoint.id] += 1
         self._since[claim.delivery.id] = self._clock()
